@@ -1,0 +1,47 @@
+"""The envelope shared by both ZeroMQ links (app <-> supervisor, supervisor <-> worker).
+
+One JSON object per message (orjson):
+  request  {"id": ID, "method": NAME, ...params}
+  reply    {"id": ID, "ok": true, "data": ...} | {"id": ID, "ok": false, "error": {code, message}}
+  event    {"event": NAME, ...}          (no id)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import ProtocolError, bad_request
+
+# Frames above this are refused before parsing: a protocol message is a few KiB at most.
+MAX_FRAME = 1 << 20
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    """Parse one frame into a JSON object or raise ProtocolError(bad_request)."""
+    if len(frame) > MAX_FRAME:
+        raise bad_request(f"message of {len(frame)} bytes exceeds the {MAX_FRAME}-byte limit")
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise bad_request(f"message must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def reply_ok(request_id: Any, data: Any = None) -> dict[str, Any]:
+    return {"id": request_id, "ok": True, "data": data}
+
+
+def reply_error(request_id: Any, error: ProtocolError) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": error.to_wire()}
+
+
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    return {"event": name, **fields}

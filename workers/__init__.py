@@ -1,0 +1,1 @@
+"""The data path: sockets, crypto and forwarding, one process per CPU."""
