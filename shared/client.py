@@ -1,0 +1,214 @@
+"""Python client of Tureen's control API (docs/control-api.md), on asyncio and pyzmq.
+
+    async with TureenClient("tcp://127.0.0.1:4477") as client:
+        room = await client.create_room(MEDIA_CODECS)
+        caps = await client.peer_request(room["roomId"], None, {"method": "queryRoom", "target": "room"})
+        event = await client.next_event(lambda e: e.get("event") == "notification", timeout=5)
+
+Replies are matched to requests by id; events (no id) are queued and read with
+`next_event` (which can pick one event out of order by a predicate) or `on_event` callbacks.
+This is the only module of tureen.shared that does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from . import wire
+from .errors import UNAVAILABLE, ProtocolError
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:4477"
+Event = dict[str, Any]
+
+
+class TureenClient:
+    """One DEALER connection to a Tureen supervisor."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 15.0,
+        ctx: zmq.asyncio.Context | None = None,
+        max_events: int = 100_000,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._socket: zmq.asyncio.Socket | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._events: deque[Event] = deque(maxlen=max_events)
+        self._event_added: asyncio.Event | None = None
+        self._callbacks: list[Callable[[Event], None]] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> TureenClient:
+        self._socket = self._ctx.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self.endpoint)
+        self._event_added = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="tureen client")
+        return self
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ProtocolError(UNAVAILABLE, "client closed"))
+        self._pending.clear()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    async def __aenter__(self) -> TureenClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _read(self) -> None:
+        assert self._socket is not None and self._event_added is not None
+        while True:
+            frame = (await self._socket.recv_multipart())[-1]
+            try:
+                message = wire.decode(frame)
+            except ProtocolError:
+                continue
+            if "event" in message and "id" not in message:
+                self._events.append(message)
+                self._event_added.set()
+                for callback in list(self._callbacks):
+                    callback(message)
+                continue
+            future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            if future is None or future.done():
+                continue
+            if message.get("ok"):
+                future.set_result(message.get("data"))
+            else:
+                future.set_exception(ProtocolError.from_wire(message.get("error")))
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(self, method: str, *, timeout: float | None = None, **params: Any) -> Any:
+        """Send one control request; return its data or raise ProtocolError."""
+        if self._socket is None:
+            raise ProtocolError(UNAVAILABLE, "client is not connected: call connect() first")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        await self._socket.send(wire.encode({"id": request_id, "method": method, **params}))
+        try:
+            return await asyncio.wait_for(future, timeout or self.timeout)
+        except TimeoutError:
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; "
+                "is `tureen serve` running there?",
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def create_room(
+        self, media_codecs: list[dict[str, Any]], room_id: str | None = None, app_data: Any = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"mediaCodecs": media_codecs}
+        if room_id is not None:
+            params["roomId"] = room_id
+        if app_data is not None:
+            params["appData"] = app_data
+        return await self.request("room.create", **params)
+
+    async def close_room(self, room_id: str) -> None:
+        await self.request("room.close", roomId=room_id)
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        return await self.request("room.list")
+
+    async def dump_room(self, room_id: str) -> dict[str, Any]:
+        return await self.request("room.dump", roomId=room_id)
+
+    async def subscribe(self, room_id: str) -> None:
+        await self.request("room.subscribe", roomId=room_id)
+
+    async def peer_request(self, room_id: str, peer_name: str | None, request: dict[str, Any]) -> Any:
+        """Hand over a client->server protocol request; returns the protocol response."""
+        params: dict[str, Any] = {"roomId": room_id, "request": request}
+        if peer_name is not None:
+            params["peerName"] = peer_name
+        return await self.request("room.request", **params)
+
+    async def peer_notify(self, room_id: str, peer_name: str, notification: dict[str, Any]) -> None:
+        """Hand over a client->server protocol notification (errors still come back)."""
+        await self.request("room.notify", roomId=room_id, peerName=peer_name, notification=notification)
+
+    async def server_info(self) -> dict[str, Any]:
+        return await self.request("server.info")
+
+    async def scale_workers(self, count: int) -> dict[str, Any]:
+        return await self.request("workers.scale", count=count, timeout=60.0)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, callback: Callable[[Event], None]) -> None:
+        self._callbacks.append(callback)
+
+    def pending_events(self) -> list[Event]:
+        return list(self._events)
+
+    async def next_event(
+        self, predicate: Callable[[Event], bool] | None = None, timeout: float = 5.0
+    ) -> Event:
+        """The oldest queued event matching `predicate` (removed from the queue).
+
+        Raises TimeoutError naming what was awaited when none arrives within `timeout`.
+        """
+        assert self._event_added is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for event in self._events:
+                if predicate is None or predicate(event):
+                    self._events.remove(event)
+                    return event
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no matching event within {timeout} s; {len(self._events)} other events queued"
+                )
+            self._event_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event_added.wait(), remaining)
+
+    async def next_notification(
+        self, peer_name: str, method: str, timeout: float = 5.0, **match: Any
+    ) -> dict[str, Any]:
+        """The next protocol notification `method` addressed to `peer_name` (its payload)."""
+
+        def wanted(event: Event) -> bool:
+            note = event.get("notification") or {}
+            return (
+                event.get("event") == "notification"
+                and event.get("peerName") == peer_name
+                and note.get("method") == method
+                and all(note.get(k) == v for k, v in match.items())
+            )
+
+        try:
+            event = await self.next_event(wanted, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no {method} notification for peer {peer_name!r} within {timeout} s") from None
+        return event["notification"]

@@ -1,0 +1,83 @@
+"""Consumer state: one peer's reception of another peer's producer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .transport import Transport
+
+PROFILES = ("default", "low", "medium", "high")
+
+
+@dataclass(eq=False)
+class Consumer:
+    """Created for every other peer when a producer appears; enabled later on a transport.
+
+    Three independent pauses decide whether it forwards: the receiving client's
+    (pauseConsumer), the server app's (control API) and the producer's.
+    """
+
+    id: int
+    gid: int
+    peer_name: str  # the RECEIVING peer
+    producer: Producer
+    rtp_parameters: dict[str, Any]
+    supported: bool
+    transport: Transport | None = None
+    paused_by_client: bool = False
+    paused_by_app: bool = False
+    preferred_profile: str = "default"
+    effective_profile: str | None = None
+    stats_interval: int | None = None
+    closed: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.transport is not None
+
+    @property
+    def kind(self) -> str:
+        return self.producer.kind
+
+    @property
+    def paused_for_worker(self) -> bool:
+        """What the hosting worker is told: the producer's pause is applied at the source."""
+        return self.paused_by_client or self.paused_by_app
+
+    def describe(self) -> str:
+        return f"consumer {self.id} of peer {self.peer_name!r}"
+
+    def new_consumer_data(self) -> dict[str, Any]:
+        """The newConsumer / join-response shape (peerName = the PRODUCER's peer)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "peerName": self.producer.peer_name,
+            "rtpParameters": self.rtp_parameters,
+            "paused": False,
+            "preferredProfile": "default",
+            "effectiveProfile": None,
+            "appData": self.producer.app_data,
+        }
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "workerId": self.gid,
+            "producerId": self.producer.id,
+            "producerPeerName": self.producer.peer_name,
+            "kind": self.kind,
+            "supported": self.supported,
+            "enabled": self.enabled,
+            "transportId": self.transport.id if self.transport else None,
+            "pausedByClient": self.paused_by_client,
+            "pausedByApp": self.paused_by_app,
+            "producerPaused": self.producer.paused,
+            "preferredProfile": self.preferred_profile,
+            "effectiveProfile": self.effective_profile,
+            "rtpParameters": self.rtp_parameters,
+            "statsInterval": self.stats_interval,
+        }

@@ -1,0 +1,43 @@
+"""Peer state: one participant of a room and what it owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .producer import Producer
+    from .transport import Transport
+
+
+@dataclass(eq=False)
+class Peer:
+    name: str
+    rtp_capabilities: dict[str, Any]
+    spy: bool = False
+    app_data: Any = None
+    # Worker hosting this peer's transports, chosen at its first createTransport.
+    worker: int | None = None
+    transports: dict[int, Transport] = field(default_factory=dict)
+    producers: dict[int, Producer] = field(default_factory=dict)
+    # Consumers this peer RECEIVES, by consumer id.
+    consumers: dict[int, Consumer] = field(default_factory=dict)
+    closed: bool = False
+
+    def describe(self) -> str:
+        return f"peer {self.name!r}"
+
+    def public_data(self) -> dict[str, Any]:
+        return {"name": self.name, "appData": self.app_data}
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spy": self.spy,
+            "worker": self.worker,
+            "appData": self.app_data,
+            "transports": [t.dump() for t in self.transports.values()],
+            "producers": [p.dump() for p in self.producers.values()],
+            "consumers": [c.dump() for c in self.consumers.values()],
+        }

@@ -1,0 +1,78 @@
+"""Producer state: one media source a peer sends into a transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .transport import Transport
+
+
+@dataclass(eq=False)
+class Producer:
+    id: int
+    gid: int
+    peer_name: str
+    kind: str
+    transport: Transport
+    rtp_parameters: dict[str, Any]
+    mapping: dict[str, Any]  # capabilities.producer_mapping(): PT/ext maps, streams
+    paused: bool = False
+    app_data: Any = None
+    stats_interval: int | None = None
+    # Consumers of other peers, by consumer id.
+    consumers: dict[int, Consumer] = field(default_factory=dict)
+    # Workers other than the producer's own that already get its packets over a pipe.
+    piped_to: set[int] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def worker(self) -> int:
+        return self.transport.worker
+
+    def describe(self) -> str:
+        return f"producer {self.id} of peer {self.peer_name!r}"
+
+    def worker_params(
+        self, transport_gid: int | None, mapping: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The producer.create command for a worker (transport_gid None = a piped copy).
+
+        `mapping` overrides the producer's own (updateProducer checks before committing).
+        """
+        piped = transport_gid is None
+        mapping = self.mapping if mapping is None else mapping
+        return {
+            "producerId": self.gid,
+            "kind": self.kind,
+            "transportId": transport_gid,
+            # Pause is applied where the packets enter; a piped copy never sees paused input.
+            "paused": False if piped else self.paused,
+            "streams": mapping["streams"],
+            "payloadTypes": (
+                [[pt, pt] for _, pt in mapping["payloadTypes"]] if piped else mapping["payloadTypes"]
+            ),
+            "headerExtensionIds": (
+                [[i, i] for _, i in mapping["headerExtensionIds"]]
+                if piped
+                else mapping["headerExtensionIds"]
+            ),
+            "codecs": mapping["codecs"],
+        }
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "workerId": self.gid,
+            "worker": self.worker,
+            "kind": self.kind,
+            "transportId": self.transport.id,
+            "paused": self.paused,
+            "rtpParameters": self.rtp_parameters,
+            "consumers": sorted(self.consumers),
+            "pipedTo": sorted(self.piped_to),
+            "statsInterval": self.stats_interval,
+            "appData": self.app_data,
+        }

@@ -1,0 +1,970 @@
+"""The Room actor: one asyncio task, one mailbox, the whole mediasoup v2 protocol state machine.
+
+Theory
+------
+Everything that touches a room runs inside its task, in the order it was submitted: client
+messages (room.request / room.notify), server-app actions, worker events and worker deaths.
+So no locks, and a handler may await its workers without another message seeing half a change.
+
+Every handler follows the same three steps, which is what makes "a bad message changes
+nothing" hold:
+  1. validate the message completely (types, ids, references, state) -> ProtocolError;
+  2. do the worker side (create/close on the worker), undoing it if a later step fails;
+  3. commit the state change and emit notifications.
+Closing is best effort on the worker side (a dead worker must not stop a peer from leaving),
+never on the state side.
+
+Notifications go out through `RoomServices.emit`, tagged with the peer they are for; the
+control server forwards them to the app that subscribed to the room. The supervisor never sees
+a packet: only worker-global ids and commands cross to the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..shared.errors import (
+    BAD_REQUEST,
+    ProtocolError,
+    bad_request,
+    duplicate,
+    invalid_state,
+    not_found,
+    unsupported,
+)
+from ..shared.protocol.validate import get_bool, get_id, get_int, get_obj, get_str
+from ..shared.rtp import capabilities as caps
+from .consumer import PROFILES, Consumer
+from .peer import Peer
+from .producer import Producer
+from .transport import Transport
+
+log = logging.getLogger("tureen.room")
+
+REQUESTS = frozenset(
+    {"queryRoom", "join", "createTransport", "restartTransport", "createProducer", "enableConsumer"}
+)
+NOTIFICATIONS = frozenset(
+    {
+        "leave",
+        "updateTransport",
+        "closeTransport",
+        "enableTransportStats",
+        "disableTransportStats",
+        "updateProducer",
+        "pauseProducer",
+        "resumeProducer",
+        "closeProducer",
+        "enableProducerStats",
+        "disableProducerStats",
+        "pauseConsumer",
+        "resumeConsumer",
+        "setConsumerPreferredProfile",
+        "enableConsumerStats",
+        "disableConsumerStats",
+    }
+)
+ROOM_TARGET = frozenset({"queryRoom", "join"})
+DEFAULT_STATS_INTERVAL = 1000  # ms, as mediasoup v2; lower values are raised to it
+
+
+class RoomServices(Protocol):
+    """What a room needs from the server around it (narrow on purpose: STYLE.md §10)."""
+
+    def new_gid(self) -> int: ...
+    def register(self, gid: int, room: Room) -> None: ...
+    def unregister(self, gid: int) -> None: ...
+    def pick_worker(self) -> int: ...
+    def worker_alive(self, index: int) -> bool: ...
+    async def worker_request(self, index: int, method: str, **params: Any) -> Any: ...
+    def emit(self, room_id: str, event: dict[str, Any]) -> None: ...
+
+
+def _random_id(taken: Callable[[int], bool]) -> int:
+    """A protocol id in mediasoup's range (10000000-99999999) not yet used in the room."""
+    while True:
+        value = 10_000_000 + secrets.randbelow(90_000_000)
+        if not taken(value):
+            return value
+
+
+def _new_ssrc() -> int:
+    return 100_000_000 + secrets.randbelow(900_000_000)
+
+
+def _stats_interval(msg: dict[str, Any]) -> int:
+    """v2: default 1000 ms, lower values raised to 1000, a non-number is ignored."""
+    interval = msg.get("interval")
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        return DEFAULT_STATS_INTERVAL
+    return max(DEFAULT_STATS_INTERVAL, int(interval))
+
+
+class Room:
+    """One room: its codecs, peers and their objects, behind a mailbox."""
+
+    def __init__(
+        self,
+        room_id: str,
+        media_codecs: list[Any],
+        services: RoomServices,
+        app_data: Any = None,
+    ) -> None:
+        self.id = room_id
+        self.media_codecs = media_codecs
+        self.rtp_capabilities = caps.room_rtp_capabilities(media_codecs)
+        self.app_data = app_data
+        self.peers: dict[str, Peer] = {}
+        self.closed = False
+        self._services = services
+        # Room-wide id sets (duplicates are rejected room-wide, PROTOCOL.md).
+        self._transports: dict[int, Transport] = {}
+        self._producers: dict[int, Producer] = {}
+        self._consumers: dict[int, Consumer] = {}
+        # gid -> object, for worker events.
+        self._by_gid: dict[int, Transport | Producer | Consumer] = {}
+        self._mailbox: asyncio.Queue[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: dict[str, Callable[[Peer | None, dict[str, Any]], Awaitable[Any]]] = {
+            "queryRoom": self._query_room,
+            "join": self._join,
+            "leave": self._leave,
+            "createTransport": self._create_transport,
+            "updateTransport": self._update_transport,
+            "restartTransport": self._restart_transport,
+            "closeTransport": self._close_transport_msg,
+            "enableTransportStats": self._enable_stats,
+            "disableTransportStats": self._disable_stats,
+            "createProducer": self._create_producer,
+            "updateProducer": self._update_producer,
+            "pauseProducer": self._pause_producer,
+            "resumeProducer": self._resume_producer,
+            "closeProducer": self._close_producer_msg,
+            "enableProducerStats": self._enable_stats,
+            "disableProducerStats": self._disable_stats,
+            "enableConsumer": self._enable_consumer,
+            "pauseConsumer": self._pause_consumer,
+            "resumeConsumer": self._resume_consumer,
+            "setConsumerPreferredProfile": self._set_preferred_profile,
+            "enableConsumerStats": self._enable_stats,
+            "disableConsumerStats": self._disable_stats,
+        }
+
+    # ------------------------------------------------------------------ actor plumbing
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"room {self.id}")
+
+    def submit(self, job: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """Queue a job; it runs after everything submitted before it. Never blocks."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.closed and self._task is None:
+            future.set_exception(not_found(f"room {self.id!r} is closed"))
+            return future
+        self._mailbox.put_nowait((job, future))
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            job, future = await self._mailbox.get()
+            if future.cancelled():
+                continue
+            try:
+                result = await job()
+            except ProtocolError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            except Exception as exc:  # a bug: report it, keep the room alive
+                log.exception("room %r: internal error", self.id)
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
+            if self.closed:
+                self._drain_closed()
+                return
+
+    def _drain_closed(self) -> None:
+        while not self._mailbox.empty():
+            _, future = self._mailbox.get_nowait()
+            if not future.done():
+                future.set_exception(not_found(f"room {self.id!r} is closed"))
+        self._task = None
+
+    # ------------------------------------------------------------------ entry points
+
+    async def handle_client_message(
+        self, peer_name: str | None, message: Any, *, notification: bool
+    ) -> Any:
+        """A client->server protocol message. Returns the response (None for notifications)."""
+        if self.closed:
+            raise not_found(f"room {self.id!r} is closed")
+        if not isinstance(message, dict):
+            raise bad_request("the protocol message must be a JSON object")
+        method = get_str(message, "method", max_length=64)
+        if method not in REQUESTS and method not in NOTIFICATIONS:
+            raise ProtocolError("unknown_method", f"unknown protocol method {method!r}")
+        if notification and method in REQUESTS:
+            raise bad_request(f"{method} is a request: send it with room.request")
+        if not notification and method in NOTIFICATIONS:
+            raise bad_request(f"{method} is a notification: send it with room.notify")
+        expected_target = "room" if method in ROOM_TARGET else "peer"
+        target = message.get("target", expected_target)
+        if target != expected_target:
+            raise bad_request(f"{method} must have target {expected_target!r}, got {target!r}")
+        peer: Peer | None = None
+        if method not in ROOM_TARGET:
+            if not isinstance(peer_name, str) or not peer_name:
+                raise bad_request(f"{method} is a peer message: give the peerName that sent it")
+            peer = self.peers.get(peer_name)
+            if peer is None:
+                raise not_found(f"peer {peer_name!r} not found in room {self.id!r}")
+        result = await self._handlers[method](peer, message)
+        return None if notification else result
+
+    # ------------------------------------------------------------------ notifications
+
+    def _notify(self, peer: Peer, method: str, **data: Any) -> None:
+        if peer.closed:
+            return
+        self._services.emit(
+            self.id,
+            {
+                "event": "notification",
+                "roomId": self.id,
+                "peerName": peer.name,
+                "notification": {"method": method, "target": "peer", "notification": True, **data},
+            },
+        )
+
+    def _lifecycle(self, name: str, **fields: Any) -> None:
+        self._services.emit(self.id, {"event": name, "roomId": self.id, **fields})
+
+    # ------------------------------------------------------------------ lookups
+
+    def _transport_of(self, peer: Peer, msg: dict[str, Any], key: str = "id") -> Transport:
+        tid = get_id(msg, key)
+        transport = peer.transports.get(tid)
+        if transport is None:
+            raise not_found(f"Transport not found: {peer.describe()} has no transport {tid}")
+        return transport
+
+    def _producer_of(self, peer: Peer, msg: dict[str, Any]) -> Producer:
+        pid = get_id(msg, "id")
+        producer = peer.producers.get(pid)
+        if producer is None:
+            raise not_found(f"Producer not found: {peer.describe()} has no producer {pid}")
+        return producer
+
+    def _consumer_of(self, peer: Peer, msg: dict[str, Any]) -> Consumer:
+        cid = get_id(msg, "id")
+        consumer = peer.consumers.get(cid)
+        if consumer is None:
+            raise not_found(f"Consumer not found: {peer.describe()} has no consumer {cid}")
+        return consumer
+
+    def _find_by_id(self, method: str, peer: Peer, msg: dict[str, Any]) -> Any:
+        """The object a stats message names, from the method's middle word."""
+        if "Transport" in method:
+            return self._transport_of(peer, msg)
+        if "Producer" in method:
+            return self._producer_of(peer, msg)
+        return self._consumer_of(peer, msg)
+
+    # ------------------------------------------------------------------ worker helpers
+
+    async def _worker(self, index: int, method: str, **params: Any) -> Any:
+        return await self._services.worker_request(index, method, **params)
+
+    async def _worker_quiet(self, index: int, method: str, **params: Any) -> None:
+        """Best effort, for closing: the state change goes ahead whatever the worker says."""
+        if not self._services.worker_alive(index):
+            return
+        try:
+            await self._services.worker_request(index, method, **params)
+        except ProtocolError as exc:
+            log.warning("room %r: worker %d %s failed: %s", self.id, index, method, exc.message)
+
+    def _worker_for(self, peer: Peer) -> int:
+        if peer.worker is None or not self._services.worker_alive(peer.worker):
+            peer.worker = self._services.pick_worker()
+        return peer.worker
+
+    def _register(self, obj: Transport | Producer | Consumer) -> None:
+        self._by_gid[obj.gid] = obj
+        self._services.register(obj.gid, self)
+
+    def _unregister(self, obj: Transport | Producer | Consumer) -> None:
+        self._by_gid.pop(obj.gid, None)
+        self._services.unregister(obj.gid)
+
+    # ------------------------------------------------------------------ room level
+
+    async def _query_room(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
+        return {"rtpCapabilities": self.rtp_capabilities, "mandatoryCodecPayloadTypes": []}
+
+    async def _join(self, _: Peer | None, msg: dict[str, Any]) -> Any:
+        name = get_str(msg, "peerName", max_length=256)
+        assert name is not None
+        if not name:
+            raise bad_request("peerName must not be empty")
+        if name in self.peers:
+            raise duplicate(f"duplicated Peer: peer {name!r} is already in room {self.id!r}")
+        peer_caps = caps.check_peer_capabilities(self.rtp_capabilities, msg.get("rtpCapabilities"))
+        spy = get_bool(msg, "spy")
+        peer = Peer(name=name, rtp_capabilities=peer_caps, spy=spy, app_data=msg.get("appData"))
+        # Commit: the newcomer gets a consumer of every existing producer (no newConsumer).
+        for other in self.peers.values():
+            for producer in other.producers.values():
+                self._create_consumer(peer, producer)
+        response_peers = []
+        for other in self.peers.values():
+            if other.spy:
+                continue
+            consumers = [
+                c.new_consumer_data()
+                for c in peer.consumers.values()
+                if c.producer.peer_name == other.name
+            ]
+            response_peers.append({**other.public_data(), "consumers": consumers})
+        self.peers[name] = peer
+        if not spy:
+            for other in self.peers.values():
+                if other is not peer:
+                    self._notify(other, "newPeer", **peer.public_data(), consumers=[])
+        log.info("room %r: %s joined%s", self.id, peer.describe(), " (spy)" if spy else "")
+        self._lifecycle("peer.joined", peerName=name, spy=spy, appData=peer.app_data)
+        return {"peers": response_peers}
+
+    # ------------------------------------------------------------------ peer close
+
+    async def _leave(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        await self.close_peer(peer, msg.get("appData"), notify_peer=False)
+
+    async def close_peer(self, peer: Peer, app_data: Any, *, notify_peer: bool) -> None:
+        """leave, or the server app closing a peer (then the peer itself gets `closed`)."""
+        if peer.closed:
+            return
+        if notify_peer:
+            self._notify(peer, "closed", appData=app_data)
+        peer.closed = True
+        self.peers.pop(peer.name, None)
+        # Its producers go away with it; other clients close their consumers themselves
+        # on peerClosed, so no consumerClosed (v2).
+        for producer in list(peer.producers.values()):
+            await self._close_producer(producer, notify_consumers=False)
+        for consumer in list(peer.consumers.values()):
+            await self._close_consumer(consumer, notify=False)
+        for transport in list(peer.transports.values()):
+            await self._close_transport(transport, notify_owner=False)
+        if not peer.spy:
+            for other in self.peers.values():
+                self._notify(other, "peerClosed", name=peer.name, appData=app_data)
+        log.info("room %r: %s left", self.id, peer.describe())
+        self._lifecycle("peer.closed", peerName=peer.name)
+
+    # ------------------------------------------------------------------ transports
+
+    async def _create_transport(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
+        assert peer is not None
+        tid = get_id(msg, "id")
+        if tid in self._transports:
+            raise duplicate(f"duplicated Transport: id {tid} is already used in room {self.id!r}")
+        direction = get_str(msg, "direction", choices=("send", "recv"))
+        assert direction is not None
+        options = get_obj(msg, "options", required=False) or {}
+        dtls = get_obj(msg, "dtlsParameters", required=False)
+        plain_params = get_obj(msg, "plainRtpParameters", required=False)
+        app_data = msg.get("appData")
+        if plain_params is not None:
+            remote = self._plain_remote(plain_params)
+            comedia = get_bool(plain_params, "comedia")
+            if remote is None and not comedia:
+                raise bad_request("plainRtpParameters needs ip and port (or comedia: true)")
+        else:
+            flags = {
+                key: get_bool(options, key, default=default)
+                for key, default in (
+                    ("udp", True),
+                    ("tcp", True),
+                    ("preferIPv4", False),
+                    ("preferIPv6", False),
+                    ("preferUdp", False),
+                    ("preferTcp", False),
+                )
+            }
+            if not flags["udp"] and not flags["tcp"]:
+                raise bad_request("options: at least one of udp and tcp must be true")
+        worker = self._worker_for(peer)
+        transport = Transport(
+            id=tid,
+            gid=self._services.new_gid(),
+            peer_name=peer.name,
+            direction=direction,
+            plain=plain_params is not None,
+            worker=worker,
+            app_data=app_data,
+        )
+        if transport.plain:
+            data = await self._worker(
+                worker,
+                "transport.createPlain",
+                transportId=transport.gid,
+                remoteIp=remote[0] if remote else None,
+                remotePort=remote[1] if remote else None,
+                comedia=comedia,
+            )
+            transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
+            transport.local = {"ip": data["ip"], "port": data["port"]}
+            response: dict[str, Any] = {"plainRtpParameters": dict(transport.local)}
+        else:
+            data = await self._worker(
+                worker, "transport.createWebRtc", transportId=transport.gid, **flags
+            )
+            response = {
+                "iceParameters": data["iceParameters"],
+                "iceCandidates": data["iceCandidates"],
+                "dtlsParameters": data["dtlsParameters"],
+            }
+            if dtls is not None:
+                # Applied first; on failure the transport is dropped and the request fails.
+                try:
+                    applied = await self._worker(
+                        worker,
+                        "transport.setRemoteDtls",
+                        transportId=transport.gid,
+                        dtlsParameters=dtls,
+                    )
+                except ProtocolError:
+                    await self._worker_quiet(worker, "transport.close", transportId=transport.gid)
+                    raise
+                response["dtlsParameters"] = applied["dtlsParameters"]
+                transport.remote_dtls_set = True
+        transport.created = response
+        peer.transports[tid] = transport
+        self._transports[tid] = transport
+        self._register(transport)
+        log.info(
+            "room %r: %s created %s on worker %d",
+            self.id,
+            peer.describe(),
+            transport.kind_name,
+            worker,
+        )
+        return response
+
+    @staticmethod
+    def _plain_remote(params: dict[str, Any]) -> tuple[str, int] | None:
+        ip = get_str(params, "ip", required=False, max_length=64)
+        port = get_int(params, "port", required=False, minimum=1, maximum=65535)
+        if ip is None and port is None:
+            return None
+        if ip is None or port is None:
+            raise bad_request("plainRtpParameters needs both ip and port")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise bad_request(f"plainRtpParameters.ip {ip!r} is not an IP address") from None
+        return ip, port
+
+    async def _update_transport(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        transport = self._transport_of(peer, msg)
+        if transport.plain:
+            params = get_obj(msg, "plainRtpParameters")
+            assert params is not None
+            remote = self._plain_remote(params)
+            if remote is None:
+                raise bad_request("plainRtpParameters needs ip and port")
+            method, args = "transport.connectPlain", {"remoteIp": remote[0], "remotePort": remote[1]}
+        else:
+            dtls = get_obj(msg, "dtlsParameters")
+            method, args = "transport.setRemoteDtls", {"dtlsParameters": dtls}
+            if transport.remote_dtls_set:
+                # v2: setting them twice fails, and a failed updateTransport closes it.
+                await self._fail_transport(transport, "remote DTLS parameters were already set")
+                raise invalid_state(
+                    f"{transport.describe()}: remote DTLS parameters were already set; "
+                    "the transport was closed"
+                )
+        try:
+            await self._worker(transport.worker, method, transportId=transport.gid, **args)
+        except ProtocolError as exc:
+            await self._fail_transport(transport, exc.message)
+            raise ProtocolError(
+                exc.code, f"updateTransport failed, {transport.describe()} closed: {exc.message}"
+            ) from None
+        if transport.plain:
+            transport.remote = {"ip": args["remoteIp"], "port": args["remotePort"]}
+        else:
+            transport.remote_dtls_set = True
+
+    async def _fail_transport(self, transport: Transport, reason: str) -> None:
+        log.warning("room %r: closing %s: %s", self.id, transport.describe(), reason)
+        await self._close_transport(transport, notify_owner=True)
+
+    async def _restart_transport(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
+        assert peer is not None
+        transport = self._transport_of(peer, msg)
+        if transport.plain:
+            raise invalid_state(f"{transport.describe()} is a PlainRtpTransport: no ICE to restart")
+        data = await self._worker(transport.worker, "transport.restartIce", transportId=transport.gid)
+        return {"iceParameters": data["iceParameters"]}
+
+    async def _close_transport_msg(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        transport = self._transport_of(peer, msg)
+        await self._close_transport(transport, notify_owner=False)
+
+    async def _close_transport(
+        self, transport: Transport, *, notify_owner: bool
+    ) -> None:
+        """Producers on it close (their consumers get consumerClosed); consumers detach."""
+        if transport.closed:
+            return
+        transport.closed = True
+        peer = self.peers.get(transport.peer_name)
+        owner_alive = peer is not None and not peer.closed
+        if peer is not None:
+            for producer in [p for p in peer.producers.values() if p.transport is transport]:
+                await self._close_producer(producer, notify_consumers=owner_alive)
+            for consumer in [c for c in peer.consumers.values() if c.transport is transport]:
+                await self._detach_consumer(consumer)
+            peer.transports.pop(transport.id, None)
+        self._transports.pop(transport.id, None)
+        self._unregister(transport)
+        await self._worker_quiet(transport.worker, "transport.close", transportId=transport.gid)
+        if notify_owner and peer is not None:
+            self._notify(peer, "transportClosed", id=transport.id, appData=transport.app_data)
+
+    # ------------------------------------------------------------------ stats switches
+
+    async def _enable_stats(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        obj = self._find_by_id(msg["method"], peer, msg)
+        if obj.stats_interval is None:  # re-enable is a no-op (v2)
+            obj.stats_interval = _stats_interval(msg)
+
+    async def _disable_stats(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        obj = self._find_by_id(msg["method"], peer, msg)
+        obj.stats_interval = None
+
+    # ------------------------------------------------------------------ producers
+
+    async def _create_producer(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
+        assert peer is not None
+        pid = get_id(msg, "id")
+        if pid in self._producers:
+            raise duplicate(f"duplicated Producer: id {pid} is already used in room {self.id!r}")
+        kind = get_str(msg, "kind", max_length=16)
+        if kind not in ("audio", "video"):
+            raise unsupported(f"invalid Producer kind {kind!r}: Tureen forwards audio and video")
+        if peer.spy:
+            raise invalid_state(f"{peer.describe()} is a spy: spies cannot produce")
+        transport = self._transport_of(peer, msg, "transportId")
+        if transport.direction != "send":
+            raise invalid_state(f"{transport.describe()} is a recv transport: produce on a send one")
+        rtp_parameters = get_obj(msg, "rtpParameters")
+        assert rtp_parameters is not None
+        mapping = caps.producer_mapping(self.rtp_capabilities, kind, rtp_parameters)
+        self._check_ssrcs_free(transport, mapping, exclude=None)
+        producer = Producer(
+            id=pid,
+            gid=self._services.new_gid(),
+            peer_name=peer.name,
+            kind=kind,
+            transport=transport,
+            rtp_parameters=rtp_parameters,
+            mapping=mapping,
+            paused=get_bool(msg, "paused"),
+            app_data=msg.get("appData"),
+        )
+        await self._worker(transport.worker, "producer.create", **producer.worker_params(transport.gid))
+        peer.producers[pid] = producer
+        self._producers[pid] = producer
+        self._register(producer)
+        log.info("room %r: %s created %s producer %d", self.id, peer.describe(), kind, pid)
+        for other in self.peers.values():
+            if other is not peer and not other.closed:
+                consumer = self._create_consumer(other, producer)
+                self._notify(other, "newConsumer", **consumer.new_consumer_data())
+        return None
+
+    def _check_ssrcs_free(
+        self, transport: Transport, mapping: dict[str, Any], exclude: Producer | None
+    ) -> None:
+        peer = self.peers[transport.peer_name]
+        used = {
+            ssrc
+            for p in peer.producers.values()
+            if p.transport is transport and p is not exclude
+            for ssrc in p.mapping["ssrcs"]
+        }
+        clash = used.intersection(mapping["ssrcs"])
+        if clash:
+            raise caps_error(f"SSRC {min(clash)} is already used on {transport.describe()}")
+
+    async def _update_producer(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        """Applied (v2 ignored it): new SSRCs keep forwarding to the same consumers."""
+        assert peer is not None
+        producer = self._producer_of(peer, msg)
+        rtp_parameters = get_obj(msg, "rtpParameters")
+        assert rtp_parameters is not None
+        mapping = caps.producer_mapping(self.rtp_capabilities, producer.kind, rtp_parameters)
+        self._check_ssrcs_free(producer.transport, mapping, exclude=producer)
+        params = producer.worker_params(producer.transport.gid, mapping)
+        await self._worker(producer.worker, "producer.update", **params)
+        for index in producer.piped_to:
+            await self._worker_quiet(
+                index, "producer.update", **producer.worker_params(None, mapping)
+            )
+        producer.rtp_parameters = rtp_parameters
+        producer.mapping = mapping
+
+    async def _pause_producer(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        await self.set_producer_paused(self._producer_of(peer, msg), True)
+
+    async def _resume_producer(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        await self.set_producer_paused(self._producer_of(peer, msg), False)
+
+    async def set_producer_paused(self, producer: Producer, paused: bool) -> bool:
+        """Returns whether anything changed. Enabled consumers not paused by the app hear it."""
+        if producer.paused == paused:
+            return False
+        await self._worker(
+            producer.worker, "producer.pause" if paused else "producer.resume", producerId=producer.gid
+        )
+        producer.paused = paused
+        method = "consumerPaused" if paused else "consumerResumed"
+        for consumer in producer.consumers.values():
+            if consumer.enabled and not consumer.paused_by_app:
+                receiver = self.peers.get(consumer.peer_name)
+                if receiver is not None:
+                    self._notify(receiver, method, id=consumer.id, peerName=producer.peer_name)
+        return True
+
+    async def _close_producer_msg(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        await self._close_producer(self._producer_of(peer, msg), notify_consumers=True)
+
+    async def _close_producer(self, producer: Producer, *, notify_consumers: bool) -> None:
+        if producer.closed:
+            return
+        producer.closed = True
+        for consumer in list(producer.consumers.values()):
+            await self._close_consumer(consumer, notify=notify_consumers)
+        peer = self.peers.get(producer.peer_name)
+        if peer is not None:
+            peer.producers.pop(producer.id, None)
+        self._producers.pop(producer.id, None)
+        self._unregister(producer)
+        for index in list(producer.piped_to):
+            await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+        producer.piped_to.clear()
+        await self._worker_quiet(producer.worker, "producer.close", producerId=producer.gid)
+
+    # ------------------------------------------------------------------ consumers
+
+    def _create_consumer(self, peer: Peer, producer: Producer) -> Consumer:
+        cid = _random_id(lambda v: v in self._consumers)
+        rtp = caps.consumer_rtp_parameters(
+            self.rtp_capabilities,
+            producer.rtp_parameters,
+            producer.mapping,
+            peer.rtp_capabilities,
+            _new_ssrc,
+        )
+        consumer = Consumer(
+            id=cid,
+            gid=self._services.new_gid(),
+            peer_name=peer.name,
+            producer=producer,
+            rtp_parameters=rtp,
+            supported=caps.consumer_can_receive(rtp),
+        )
+        peer.consumers[cid] = consumer
+        producer.consumers[cid] = consumer
+        self._consumers[cid] = consumer
+        self._register(consumer)
+        return consumer
+
+    async def _enable_consumer(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
+        assert peer is not None
+        transport = self._transport_of(peer, msg, "transportId")
+        consumer = self._consumer_of(peer, msg)
+        if consumer.enabled:
+            raise invalid_state(f"Consumer already enabled: {consumer.describe()}")
+        if not consumer.supported:
+            raise unsupported(
+                f"{consumer.describe()} cannot be received: the peer's rtpCapabilities share no "
+                f"codec with {consumer.producer.describe()}"
+            )
+        if transport.direction != "recv":
+            raise invalid_state(f"{transport.describe()} is a send transport: consume on a recv one")
+        paused = get_bool(msg, "paused")
+        profile = get_str(msg, "preferredProfile", required=False, default="default", choices=PROFILES)
+        assert profile is not None
+        producer = consumer.producer
+        await self._ensure_pipe(producer, transport.worker)
+        encoding = consumer.rtp_parameters["encodings"][0]
+        await self._worker(
+            transport.worker,
+            "consumer.create",
+            consumerId=consumer.gid,
+            producerId=producer.gid,
+            transportId=transport.gid,
+            kind=producer.kind,
+            ssrc=encoding["ssrc"],
+            rtxSsrc=(encoding.get("rtx") or {}).get("ssrc"),
+            paused=paused or consumer.paused_by_app,
+            preferredProfile=profile,
+        )
+        consumer.transport = transport
+        consumer.paused_by_client = paused
+        consumer.preferred_profile = profile
+        return {
+            "paused": producer.paused or consumer.paused_by_app,
+            "preferredProfile": profile,
+            "effectiveProfile": consumer.effective_profile,
+        }
+
+    async def _ensure_pipe(self, producer: Producer, index: int) -> None:
+        """Once per (producer, worker): the producer's worker sends its packets to `index`."""
+        if index == producer.worker or index in producer.piped_to:
+            return
+        await self._worker(index, "producer.create", **producer.worker_params(None))
+        try:
+            await self._worker(
+                producer.worker, "pipe.open", producerId=producer.gid, workerIndex=index
+            )
+        except ProtocolError:
+            await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+            raise
+        producer.piped_to.add(index)
+        log.info("room %r: piping %s to worker %d", self.id, producer.describe(), index)
+
+    async def _release_pipe(self, producer: Producer, index: int) -> None:
+        if index not in producer.piped_to or producer.closed:
+            return
+        if any(c.transport is not None and c.transport.worker == index for c in producer.consumers.values()):
+            return
+        producer.piped_to.discard(index)
+        await self._worker_quiet(producer.worker, "pipe.close", producerId=producer.gid, workerIndex=index)
+        await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+
+    async def _detach_consumer(self, consumer: Consumer) -> None:
+        transport = consumer.transport
+        if transport is None:
+            return
+        consumer.transport = None
+        consumer.effective_profile = None
+        await self._worker_quiet(transport.worker, "consumer.close", consumerId=consumer.gid)
+        await self._release_pipe(consumer.producer, transport.worker)
+
+    async def _close_consumer(self, consumer: Consumer, *, notify: bool) -> None:
+        if consumer.closed:
+            return
+        consumer.closed = True
+        await self._detach_consumer(consumer)
+        consumer.producer.consumers.pop(consumer.id, None)
+        self._consumers.pop(consumer.id, None)
+        self._unregister(consumer)
+        receiver = self.peers.get(consumer.peer_name)
+        if receiver is not None:
+            receiver.consumers.pop(consumer.id, None)
+            if notify and consumer.producer.peer_name in self.peers:
+                self._notify(
+                    receiver, "consumerClosed", id=consumer.id, peerName=consumer.producer.peer_name
+                )
+
+    async def _pause_consumer(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        consumer = self._consumer_of(peer, msg)
+        await self._set_consumer_pause(consumer, client=True)
+
+    async def _resume_consumer(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        consumer = self._consumer_of(peer, msg)
+        await self._set_consumer_pause(consumer, client=False)
+
+    async def _set_consumer_pause(
+        self, consumer: Consumer, *, client: bool | None = None, app: bool | None = None
+    ) -> None:
+        before = consumer.paused_for_worker
+        new_client = consumer.paused_by_client if client is None else client
+        new_app = consumer.paused_by_app if app is None else app
+        after = new_client or new_app
+        if consumer.transport is not None and before != after:
+            await self._worker(
+                consumer.transport.worker,
+                "consumer.pause" if after else "consumer.resume",
+                consumerId=consumer.gid,
+            )
+        consumer.paused_by_client = new_client
+        consumer.paused_by_app = new_app
+
+    async def _set_preferred_profile(self, peer: Peer | None, msg: dict[str, Any]) -> None:
+        assert peer is not None
+        consumer = self._consumer_of(peer, msg)
+        profile = get_str(msg, "profile", choices=PROFILES)
+        assert profile is not None
+        await self.apply_preferred_profile(consumer, profile)
+
+    async def apply_preferred_profile(self, consumer: Consumer, profile: str) -> None:
+        if consumer.transport is not None and profile != consumer.preferred_profile:
+            await self._worker(
+                consumer.transport.worker,
+                "consumer.setPreferredProfile",
+                consumerId=consumer.gid,
+                profile=profile,
+            )
+        consumer.preferred_profile = profile
+
+    # ------------------------------------------------------------------ server-app actions
+
+    def _peer(self, name: Any) -> Peer:
+        if not isinstance(name, str):
+            raise bad_request("field 'peerName' must be a string")
+        peer = self.peers.get(name)
+        if peer is None:
+            raise not_found(f"peer {name!r} not found in room {self.id!r}")
+        return peer
+
+    async def app_action(self, action: str, msg: dict[str, Any]) -> Any:
+        """Server-app actions on a peer's objects; each tells that peer's client."""
+        if self.closed:
+            raise not_found(f"room {self.id!r} is closed")
+        peer = self._peer(msg.get("peerName"))
+        app_data = msg.get("appData")
+        if action == "peer.close":
+            await self.close_peer(peer, app_data, notify_peer=True)
+        elif action == "transport.close":
+            transport = self._transport_of(peer, msg, "transportId")
+            await self._close_transport(transport, notify_owner=True)
+        elif action in ("producer.pause", "producer.resume"):
+            producer = self._producer_of(peer, {"id": msg.get("producerId")})
+            paused = action == "producer.pause"
+            if await self.set_producer_paused(producer, paused):
+                method = "producerPaused" if paused else "producerResumed"
+                self._notify(peer, method, id=producer.id, appData=app_data)
+        elif action == "producer.close":
+            producer = self._producer_of(peer, {"id": msg.get("producerId")})
+            self._notify(peer, "producerClosed", id=producer.id, appData=app_data)
+            await self._close_producer(producer, notify_consumers=True)
+        elif action in ("consumer.pause", "consumer.resume"):
+            consumer = self._consumer_of(peer, {"id": msg.get("consumerId")})
+            paused = action == "consumer.pause"
+            if consumer.paused_by_app != paused:
+                await self._set_consumer_pause(consumer, app=paused)
+                self._notify(
+                    peer,
+                    "consumerPaused" if paused else "consumerResumed",
+                    id=consumer.id,
+                    peerName=consumer.producer.peer_name,
+                    appData=app_data,
+                )
+        elif action == "consumer.setPreferredProfile":
+            consumer = self._consumer_of(peer, {"id": msg.get("consumerId")})
+            profile = get_str(msg, "profile", choices=PROFILES)
+            assert profile is not None
+            await self.apply_preferred_profile(consumer, profile)
+            self._notify(
+                peer,
+                "consumerPreferredProfileSet",
+                id=consumer.id,
+                peerName=consumer.producer.peer_name,
+                profile=profile,
+            )
+        else:
+            raise ProtocolError("unknown_method", f"unknown action {action!r}")
+        return None
+
+    # ------------------------------------------------------------------ room close, workers
+
+    async def close(self) -> None:
+        """Every peer gets `closed`; later ones first hear peerClosed for earlier ones."""
+        if self.closed:
+            return
+        for peer in list(self.peers.values()):
+            await self.close_peer(peer, None, notify_peer=True)
+        self.closed = True
+        log.info("room %r closed", self.id)
+        self._lifecycle("room.closed")
+
+    async def on_worker_event(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        obj = self._by_gid.get(event.get("transportId") or event.get("consumerId") or -1)
+        if isinstance(obj, Transport):
+            peer = self.peers.get(obj.peer_name)
+            if name == "transport.closed":
+                reason = str(event.get("reason", "closed by the worker"))
+                self._lifecycle(
+                    "transport.closed", peerName=obj.peer_name, transportId=obj.id, reason=reason
+                )
+                await self._close_transport(obj, notify_owner=True)
+            elif name in ("transport.iceState", "transport.dtlsState") and peer is not None:
+                state = str(event.get("state"))
+                if name == "transport.iceState":
+                    obj.ice_state = state
+                else:
+                    obj.dtls_state = state
+                self._lifecycle(name, peerName=obj.peer_name, transportId=obj.id, state=state)
+        elif isinstance(obj, Consumer) and name == "consumer.effectiveProfile":
+            profile = event.get("profile")
+            if obj.enabled and profile != obj.effective_profile and isinstance(profile, str):
+                obj.effective_profile = profile
+                receiver = self.peers.get(obj.peer_name)
+                if receiver is not None:
+                    self._notify(
+                        receiver,
+                        "consumerEffectiveProfileChanged",
+                        id=obj.id,
+                        peerName=obj.producer.peer_name,
+                        profile=profile,
+                    )
+
+    async def on_worker_died(self, index: int) -> None:
+        """Everything hosted on that worker is gone: close it and tell the owners."""
+        for producer in list(self._producers.values()):
+            producer.piped_to.discard(index)
+        for peer in list(self.peers.values()):
+            for transport in [t for t in peer.transports.values() if t.worker == index]:
+                await self._close_transport(transport, notify_owner=True)
+            if peer.worker == index:
+                peer.worker = None
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "roomId": self.id,
+            "closed": self.closed,
+            "appData": self.app_data,
+            "rtpCapabilities": self.rtp_capabilities,
+            "peers": [p.dump() for p in self.peers.values()],
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "roomId": self.id,
+            "peers": len(self.peers),
+            "transports": len(self._transports),
+            "producers": len(self._producers),
+            "consumers": len(self._consumers),
+            "appData": self.app_data,
+        }
+
+
+def caps_error(message: str) -> ProtocolError:
+    return ProtocolError(BAD_REQUEST, f"wrong RTP parameters: {message}")
+

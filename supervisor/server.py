@@ -1,0 +1,236 @@
+"""The supervisor's core: rooms, the worker pool, and the control-API methods on top of them.
+
+Each control method validates synchronously and submits its work to the room's mailbox
+before anything is awaited, so two requests for one room run in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq.asyncio
+
+from ..shared import __version__
+from ..shared.config import Config
+from ..shared.errors import ProtocolError, duplicate, not_found
+from ..shared.protocol.validate import get_int, get_list, get_obj, get_str
+from .room import Room
+from .worker_pool import WorkerPool
+
+log = logging.getLogger("tureen.server")
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+# Control methods that a room handles as a server-app action on one peer's object.
+APP_ACTIONS = frozenset(
+    {
+        "peer.close",
+        "transport.close",
+        "producer.pause",
+        "producer.resume",
+        "producer.close",
+        "consumer.pause",
+        "consumer.resume",
+        "consumer.setPreferredProfile",
+    }
+)
+
+
+class Server:
+    def __init__(self, config: Config, ctx: zmq.asyncio.Context | None = None) -> None:
+        self.config = config
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.rooms: dict[str, Room] = {}
+        self.run_dir = config.resolved_run_dir()
+        self._own_run_dir = not config.run_dir
+        self.pool = WorkerPool(config, self.run_dir, self.ctx, self._on_worker_event, self._on_worker_death)
+        self._gids = itertools.count(1)
+        self._owners: dict[int, Room] = {}
+        self._sink: EventSink | None = None
+        # room id -> identity of the control connection that receives the room's events
+        self.subscriptions: dict[str, bytes] = {}
+        self.started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def set_event_sink(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def start(self) -> None:
+        count = self.config.resolved_workers()
+        log.info("starting %d workers (run dir %s)", count, self.run_dir)
+        await self.pool.start(count)
+
+    async def stop(self) -> None:
+        for room in list(self.rooms.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(room.submit(room.close), 5.0)
+        self.rooms.clear()
+        await self.pool.stop()
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ RoomServices
+
+    def new_gid(self) -> int:
+        return next(self._gids)
+
+    def register(self, gid: int, room: Room) -> None:
+        self._owners[gid] = room
+
+    def unregister(self, gid: int) -> None:
+        self._owners.pop(gid, None)
+
+    def pick_worker(self) -> int:
+        return self.pool.pick()
+
+    def worker_alive(self, index: int) -> bool:
+        return self.pool.alive(index)
+
+    async def worker_request(self, index: int, method: str, **params: Any) -> Any:
+        return await self.pool.request(index, method, **params)
+
+    def emit(self, room_id: str, event: dict[str, Any]) -> None:
+        if self._sink is not None:
+            self._sink(room_id, event)
+
+    # ------------------------------------------------------------------ worker events
+
+    def _on_worker_event(self, index: int, event: dict[str, Any]) -> None:
+        gid = event.get("transportId", event.get("consumerId", event.get("producerId")))
+        room = self._owners.get(gid) if isinstance(gid, int) else None
+        if room is None:
+            log.debug("worker %d event for unknown object: %r", index, event)
+            return
+        room.submit(lambda: room.on_worker_event(event))
+
+    async def _on_worker_death(self, index: int) -> None:
+        jobs = [room.submit(lambda room=room: room.on_worker_died(index)) for room in self.rooms.values()]
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    # ------------------------------------------------------------------ control methods
+
+    def dispatch(self, method: str, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        """Validate and submit; returns what to await for the reply. Raises ProtocolError."""
+        if method in APP_ACTIONS:
+            room = self._room(msg)
+            return room.submit(lambda: room.app_action(method, msg))
+        handler = self._methods.get(method)
+        if handler is None:
+            raise ProtocolError("unknown_method", f"unknown control method {method!r}")
+        return handler(self, msg, subscriber)
+
+    def _room(self, msg: dict[str, Any]) -> Room:
+        room_id = get_str(msg, "roomId", max_length=256)
+        room = self.rooms.get(room_id)  # type: ignore[arg-type]
+        if room is None or room.closed:
+            raise not_found(f"room {room_id!r} not found")
+        return room
+
+    def _room_create(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        media_codecs = get_list(msg, "mediaCodecs")
+        room_id = get_str(msg, "roomId", required=False, max_length=256) or uuid.uuid4().hex
+        if room_id in self.rooms:
+            raise duplicate(f"room {room_id!r} already exists")
+        room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"))
+        self.rooms[room_id] = room
+        self.subscriptions[room_id] = subscriber
+        room.start()
+        log.info("room %r created", room_id)
+        return _done({"roomId": room_id, "rtpCapabilities": room.rtp_capabilities})
+
+    def _room_close(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+
+        async def close() -> None:
+            await room.close()
+            self.rooms.pop(room.id, None)
+            return None
+
+        # The room's own task finishes the close; the last events still reach the subscriber.
+        future = room.submit(close)
+        future.add_done_callback(lambda _: self.subscriptions.pop(room.id, None))
+        return future
+
+    def _room_list(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        return _done([room.summary() for room in self.rooms.values()])
+
+    def _room_dump(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+
+        async def dump() -> Any:
+            return room.dump()
+
+        return room.submit(dump)
+
+    def _room_request(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+        request = get_obj(msg, "request")
+        peer_name = get_str(msg, "peerName", required=False, max_length=256)
+        return room.submit(lambda: room.handle_client_message(peer_name, request, notification=False))
+
+    def _room_notify(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+        notification = get_obj(msg, "notification")
+        peer_name = get_str(msg, "peerName", max_length=256)
+        return room.submit(
+            lambda: room.handle_client_message(peer_name, notification, notification=True)
+        )
+
+    def _room_subscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+        self.subscriptions[room.id] = subscriber
+        return _done({"roomId": room.id})
+
+    def _server_info(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        return _done(
+            {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime": round(time.monotonic() - self.started_at, 1),
+                "controlEndpoint": self.config.control_endpoint,
+                "rooms": len(self.rooms),
+                "workers": self.pool.describe(),
+            }
+        )
+
+    def _workers_scale(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        count = get_int(msg, "count", minimum=1, maximum=1024)
+        assert count is not None
+
+        async def scale() -> Any:
+            retired = await self.pool.scale(count)
+            return {"workers": self.pool.describe(), "retired": retired}
+
+        return asyncio.ensure_future(scale())
+
+    def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        return _done({"pong": True})
+
+    _methods: dict[str, Callable[[Server, dict[str, Any], bytes], Awaitable[Any]]] = {
+        "room.create": _room_create,
+        "room.close": _room_close,
+        "room.list": _room_list,
+        "room.dump": _room_dump,
+        "room.request": _room_request,
+        "room.notify": _room_notify,
+        "room.subscribe": _room_subscribe,
+        "server.info": _server_info,
+        "server.ping": _server_ping,
+        "workers.scale": _workers_scale,
+    }
+
+
+def _done(value: Any) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future

@@ -1,0 +1,235 @@
+"""One worker process and the ZeroMQ channel to it (docs/internals.md).
+
+The supervisor binds a DEALER at ipc://{run_dir}/worker-{index}.ipc, starts the worker,
+pins it to its CPU, and then talks request/reply with it. Every request is bounded by
+`worker_timeout`; a worker that does not answer fails the request with code `unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import zmq
+import zmq.asyncio
+
+from ..shared import wire
+from ..shared.config import Config
+from ..shared.errors import UNAVAILABLE, ProtocolError
+
+log = logging.getLogger("tureen.worker_link")
+
+READY_TIMEOUT = 30.0
+
+
+class WorkerLink:
+    def __init__(
+        self,
+        index: int,
+        config: Config,
+        run_dir: Path,
+        ctx: zmq.asyncio.Context,
+        on_event: Callable[[int, dict[str, Any]], None],
+        on_exit: Callable[[int, int | None], None],
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.run_dir = run_dir
+        self.endpoint = f"ipc://{run_dir}/worker-{index}.ipc"
+        self._ctx = ctx
+        self._on_event = on_event
+        self._on_exit = on_exit
+        self._socket: zmq.asyncio.Socket | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.pid: int | None = None
+        self.cpu: int | None = None
+        self.alive = False
+        self.stopping = False
+        self.started_at = 0.0
+        self.info: dict[str, Any] = {}
+        self.placed_since_report = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._socket = self._ctx.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(self.endpoint)
+        self._ready = loop.create_future()
+        self._tasks.append(loop.create_task(self._read(), name=f"worker {self.index} reader"))
+        config_json = orjson.dumps(self.config.to_dict()).decode()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tureen.workers.main",
+            "--index",
+            str(self.index),
+            "--run-dir",
+            str(self.run_dir),
+            "--config",
+            config_json,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        self.pid = self._process.pid
+        self._tasks.append(loop.create_task(self._watch(), name=f"worker {self.index} watch"))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT)
+        except TimeoutError:
+            await self.stop()
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"worker {self.index} did not report ready within {READY_TIMEOUT:.0f} s; "
+                "see its log lines above",
+            ) from None
+        except ProtocolError:
+            await self.stop()
+            raise
+        self.alive = True
+        self.started_at = time.monotonic()
+        self._pin()
+        log.info("worker %d started (pid %d, cpu %s)", self.index, self.pid, self.cpu)
+
+    def _pin(self) -> None:
+        if not self.config.pin_workers or self.pid is None:
+            return
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        choices = sorted(cpus) if cpus else list(range(os.cpu_count() or 1))
+        cpu = choices[self.index % len(choices)]
+        try:
+            psutil.Process(self.pid).cpu_affinity([cpu])
+            self.cpu = cpu
+        except (psutil.Error, AttributeError, OSError) as exc:
+            log.warning("worker %d: could not pin to cpu %d (%s); running unpinned", self.index, cpu, exc)
+
+    async def _read(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                frames = await self._socket.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            try:
+                message = wire.decode(frames[-1])
+            except ProtocolError as exc:
+                log.error("worker %d sent an unreadable message: %s", self.index, exc.message)
+                continue
+            if "event" in message:
+                if message["event"] == "worker.ready" and self._ready and not self._ready.done():
+                    self._ready.set_result(message)
+                    continue
+                try:
+                    self._on_event(self.index, message)
+                except Exception:
+                    log.exception("worker %d: event handler failed for %r", self.index, message)
+                continue
+            future = self._pending.pop(message.get("id"), None)
+            if future is None or future.done():
+                continue
+            if message.get("ok"):
+                future.set_result(message.get("data"))
+            else:
+                future.set_exception(ProtocolError.from_wire(message.get("error")))
+
+    async def _watch(self) -> None:
+        assert self._process is not None
+        code = await self._process.wait()
+        was_alive = self.alive
+        self.alive = False
+        self._fail_pending(f"worker {self.index} exited (code {code})")
+        if self.stopping:
+            return
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                ProtocolError(UNAVAILABLE, f"worker {self.index} exited with code {code} at start")
+            )
+        elif was_alive:
+            log.error("worker %d (pid %s) exited unexpectedly with code %s", self.index, self.pid, code)
+            self._on_exit(self.index, code)
+
+    def _fail_pending(self, reason: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ProtocolError(UNAVAILABLE, reason))
+        self._pending.clear()
+
+    async def request(self, method: str, timeout: float | None = None, **params: Any) -> Any:
+        if not self.alive or self._socket is None:
+            raise ProtocolError(UNAVAILABLE, f"worker {self.index} is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        await self._socket.send(wire.encode({"id": request_id, "method": method, **params}))
+        try:
+            return await asyncio.wait_for(future, timeout or self.config.worker_timeout)
+        except TimeoutError:
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"worker {self.index} did not answer {method} within "
+                f"{timeout or self.config.worker_timeout:.0f} s",
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def refresh_info(self) -> None:
+        info = await self.request("worker.info", timeout=5.0)
+        if isinstance(info, dict):
+            try:
+                info["cpuPercent"] = psutil.Process(self.pid).cpu_percent(None)
+            except psutil.Error:
+                pass
+            self.info = info
+            self.placed_since_report = 0
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit, then terminate, then kill: never leave an orphan."""
+        self.stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            if self.alive:
+                with contextlib.suppress(ProtocolError):
+                    await self.request("worker.close", timeout=2.0)
+            for action in (None, process.terminate, process.kill):
+                if action is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        action()
+                try:
+                    await asyncio.wait_for(process.wait(), timeout / 2)
+                    break
+                except TimeoutError:
+                    continue
+        self.alive = False
+        self._fail_pending(f"worker {self.index} stopped")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        with contextlib.suppress(OSError):
+            os.unlink(f"{self.run_dir}/worker-{self.index}.ipc")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "cpu": self.cpu,
+            "alive": self.alive,
+            "uptime": round(time.monotonic() - self.started_at, 1) if self.alive else 0,
+            "load": self.info,
+        }

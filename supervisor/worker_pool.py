@@ -1,0 +1,162 @@
+"""The pool of worker processes: start, pin, watch, restart, scale, and place peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import zmq.asyncio
+
+from ..shared.config import Config
+from ..shared.errors import UNAVAILABLE, ProtocolError
+from .placement import WorkerLoad, choose_worker
+from .worker_link import WorkerLink
+
+log = logging.getLogger("tureen.worker_pool")
+
+INFO_INTERVAL = 2.0  # s between load reports
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # s, by consecutive failures
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        ctx: zmq.asyncio.Context,
+        on_event: Callable[[int, dict[str, Any]], None],
+        on_death: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self._ctx = ctx
+        self._on_event = on_event
+        self._on_death = on_death
+        self.links: dict[int, WorkerLink] = {}
+        self._failures: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self, count: int) -> None:
+        await asyncio.gather(*(self._start_one(i) for i in range(count)))
+        self._monitor = asyncio.get_running_loop().create_task(self._watch_load(), name="pool monitor")
+
+    async def _start_one(self, index: int) -> WorkerLink:
+        link = WorkerLink(index, self.config, self.run_dir, self._ctx, self._on_event, self._exited)
+        self.links[index] = link
+        await link.start()
+        with contextlib.suppress(ProtocolError):
+            await link.refresh_info()
+        return link
+
+    def _exited(self, index: int, code: int | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._recover(index), name=f"recover {index}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover(self, index: int) -> None:
+        """Tell the rooms what died, then start a fresh worker at the same index."""
+        old = self.links.get(index)
+        try:
+            await self._on_death(index)
+        except Exception:
+            log.exception("cleaning up after worker %d died failed", index)
+        if old is not None:
+            await old.stop(timeout=1.0)
+        failures = self._failures.get(index, 0)
+        while not self._closing and self.links.get(index) is old:
+            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
+            await asyncio.sleep(delay)
+            if self._closing or self.links.get(index) is not old:
+                return
+            try:
+                await self._start_one(index)
+                log.info("worker %d restarted", index)
+                self._failures[index] = failures + 1
+                return
+            except ProtocolError as exc:
+                failures += 1
+                log.error("worker %d restart failed (%s); retrying in a while", index, exc.message)
+
+    async def _watch_load(self) -> None:
+        while True:
+            await asyncio.sleep(INFO_INTERVAL)
+            for link in list(self.links.values()):
+                if link.alive:
+                    try:
+                        await link.refresh_info()
+                        # A worker that stays up a minute is healthy again.
+                        if time.monotonic() - link.started_at > 60:
+                            self._failures.pop(link.index, None)
+                    except ProtocolError as exc:
+                        log.warning("worker %d load report failed: %s", link.index, exc.message)
+
+    def alive(self, index: int) -> bool:
+        link = self.links.get(index)
+        return link is not None and link.alive and not link.stopping
+
+    def pick(self) -> int:
+        loads = [
+            WorkerLoad(
+                index=link.index,
+                cpu_percent=float(link.info.get("cpuPercent", 0.0) or 0.0),
+                transports=int(link.info.get("transports", 0) or 0),
+                placed_since_report=link.placed_since_report,
+            )
+            for link in self.links.values()
+            if link.alive and not link.stopping
+        ]
+        if not loads:
+            raise ProtocolError(UNAVAILABLE, "no worker is running; check the supervisor log")
+        index = choose_worker(loads)
+        self.links[index].placed_since_report += 1
+        return index
+
+    async def request(self, index: int, method: str, **params: Any) -> Any:
+        link = self.links.get(index)
+        if link is None:
+            raise ProtocolError(UNAVAILABLE, f"worker {index} does not exist")
+        return await link.request(method, **params)
+
+    async def scale(self, count: int) -> list[int]:
+        """Grow or shrink to `count` workers; retired workers' peers are told what closed.
+
+        Returns the indexes that were retired (their objects must be closed by the caller
+        before this returns: `_on_death` is awaited for each).
+        """
+        if count < 1:
+            raise ProtocolError("bad_request", "the pool needs at least one worker")
+        current = sorted(self.links)
+        retired: list[int] = []
+        if count > len(current):
+            start = (max(current) + 1) if current else 0
+            await asyncio.gather(*(self._start_one(i) for i in range(start, start + count - len(current))))
+        else:
+            for index in current[count:]:
+                link = self.links[index]
+                link.stopping = True  # no new placements
+                await self._on_death(index)
+                await link.stop()
+                del self.links[index]
+                retired.append(index)
+        return retired
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self.links[i].describe() for i in sorted(self.links)]
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(link.stop() for link in self.links.values()), return_exceptions=True)
+        self.links.clear()
