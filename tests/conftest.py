@@ -1,0 +1,65 @@
+"""Fixtures shared by the protocol and integration tiers."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from support import MEDIA_CODECS, ServerProcess, peer_capabilities
+from tureen.shared.client import TureenClient
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real `tureen serve` (2 workers) per test module; its log is printed on failure."""
+    proc = ServerProcess(tmp_path_factory.mktemp("tureen"), workers=2)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def client(server: ServerProcess) -> AsyncIterator[TureenClient]:
+    async with TureenClient(server.endpoint, timeout=10.0) as c:
+        yield c
+
+
+_rooms = itertools.count(1)
+
+
+class RoomDriver:
+    """Sends protocol messages for peers of one room through the control API."""
+
+    def __init__(self, client: TureenClient, room_id: str, caps: dict[str, Any]) -> None:
+        self.client = client
+        self.id = room_id
+        self.caps = caps
+        self.peer_caps = peer_capabilities(caps)
+
+    async def req(self, peer: str | None, method: str, **data: Any) -> Any:
+        target = "room" if method in ("queryRoom", "join") else "peer"
+        return await self.client.peer_request(self.id, peer, {"method": method, "target": target, **data})
+
+    async def notify(self, peer: str, method: str, **data: Any) -> None:
+        await self.client.peer_notify(self.id, peer, {"method": method, "target": "peer", "notification": True, **data})
+
+    async def join(self, name: str, spy: bool = False, app_data: Any = None) -> Any:
+        return await self.req(None, "join", peerName=name, rtpCapabilities=self.peer_caps, spy=spy, appData=app_data)
+
+    async def action(self, method: str, **params: Any) -> Any:
+        return await self.client.request(method, roomId=self.id, **params)
+
+
+@pytest.fixture
+async def room(client: TureenClient) -> AsyncIterator[RoomDriver]:
+    room_id = f"room-{next(_rooms)}"
+    created = await client.create_room(MEDIA_CODECS, room_id=room_id)
+    yield RoomDriver(client, room_id, created["rtpCapabilities"])
+    try:
+        await client.close_room(room_id)
+    except Exception:
+        pass
