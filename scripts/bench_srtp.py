@@ -1,6 +1,6 @@
 """Micro-benchmark: SRTP protect/unprotect through pylibsrtp's bytes API vs in place.
 
-    .venv/bin/python scripts/bench_srtp.py [--count 200000] [--size 1200] [--reps 3]
+    .venv/bin/python scripts/bench_srtp.py [--count 100000] [--size 1200] [--reps 3]
 
 Prints us/packet (best of --reps runs, CPU time of this process) for each profile:
 - `Session.protect(bytes)`: pylibsrtp as aiortc uses it (copy in, slice out);
@@ -108,7 +108,7 @@ def bench_profile(name: str, count: int, size: int, reps: int) -> list[tuple[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200_000, help="packets per run")
+    parser.add_argument("--count", type=int, default=100_000, help="packets per run")
     parser.add_argument("--size", type=int, default=1200, help="RTP packet size in bytes")
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (best is kept)")
     args = parser.parse_args()
