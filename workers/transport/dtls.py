@@ -3,7 +3,8 @@
 OpenSSL runs on memory BIOs, as in aiortc `rtcdtlstransport.py` and mediasoup
 `RTC/DtlsTransport.cpp`: datagrams go in with `handle_datagram(data, now)`, and whatever
 OpenSSL wants sent comes back as a list of datagrams, with events (`DtlsConnected`,
-`DtlsFailed`, `DtlsClosed`). Nothing here touches a socket or a clock.
+`DtlsFailed`, `DtlsClosed`). Nothing here touches a socket; the only clock read is the
+wall-clock expiry check of `local_certificate()`.
 
 How the worker drives one endpoint:
 1. `DtlsEndpoint()`; `local_parameters()` goes into the createTransport response (role
