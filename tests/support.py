@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -15,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
-from tureen.shared.client import TureenClient
+import zmq
 
 MEDIA_CODECS: list[dict[str, Any]] = [
     {"kind": "audio", "name": "opus", "clockRate": 48000, "channels": 2},
@@ -54,7 +54,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tureen serve exited with {self.process.returncode}:\n{self.log()}")
             try:
-                info = asyncio.run(self._info())
+                info = self.info()
                 if info["workers"] and all(w["alive"] for w in info["workers"]):
                     self.worker_pids = [w["pid"] for w in info["workers"]]
                     return info
@@ -63,9 +63,21 @@ class ServerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"tureen serve not ready in {timeout} s ({last}):\n{self.log()}")
 
-    async def _info(self) -> dict[str, Any]:
-        async with TureenClient(self.endpoint, timeout=1.0) as client:
-            return await client.server_info()
+    def info(self, timeout: float = 1.0) -> dict[str, Any]:
+        """server.info over a plain blocking socket (usable inside and outside event loops)."""
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        try:
+            sock.connect(self.endpoint)
+            sock.send(orjson.dumps({"id": 1, "method": "server.info"}))
+            reply = orjson.loads(sock.recv())
+        finally:
+            sock.close()
+        if not reply.get("ok"):
+            raise RuntimeError(f"server.info failed: {reply}")
+        return reply["data"]
 
     def log(self) -> str:
         self._log.flush()
