@@ -81,6 +81,8 @@ class WorkerLink:
             str(self.run_dir),
             "--config",
             config_json,
+            "--parent-pid",
+            str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,
         )
         self.pid = self._process.pid

@@ -1,0 +1,604 @@
+"""Real worker processes driven over ZeroMQ exactly as the supervisor drives them
+(docs/internals.md), with real RTP over UDP on 127.0.0.1. Every wait is bounded; every
+process is stopped by pid at the end of its test."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+import zmq
+from tureen.shared.config import Config
+from tureen.shared.rtp.packet import RtpPacket
+
+pytestmark = pytest.mark.timeout(60)
+
+PRODUCER_PT, ROOM_PT = 100, 101
+SOURCE_SSRC = 0x11111111
+
+
+class WorkerProcess:
+    """One `python -m tureen.workers.main` with the supervisor's end of its channel."""
+
+    def __init__(self, ctx: zmq.Context, run_dir: Path, index: int, **config: Any) -> None:
+        self.index = index
+        self.run_dir = run_dir
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(f"ipc://{run_dir}/worker-{index}.ipc")
+        cfg = Config(rtc_ipv4="127.0.0.1", log_level="debug").updated(**config)
+        self.log_path = run_dir / f"worker-{index}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "tureen.workers.main",
+                "--index", str(index), "--run-dir", str(run_dir),
+                "--config", orjson.dumps(cfg.to_dict()).decode(),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        ready = self.wait_event("worker.ready", timeout=15)
+        assert ready == {"event": "worker.ready", "index": index, "pid": self.proc.pid}
+
+    def _recv(self, timeout: float) -> dict[str, Any] | None:
+        if self.sock.poll(int(timeout * 1000)):
+            return orjson.loads(self.sock.recv())
+        return None
+
+    def wait_event(self, name: str, timeout: float = 5, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if ev["event"] == name and all(ev.get(k) == v for k, v in match.items()):
+                    self.events.remove(ev)
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no event {name} {match} within {timeout} s; got {self.events}\n{self.log()}")
+            msg = self._recv(left)
+            if msg is not None:
+                assert "event" in msg, f"unexpected reply {msg}"
+                self.events.append(msg)
+
+    def send_raw(self, frame: bytes, timeout: float = 5) -> dict[str, Any]:
+        """Send any frame; return the next reply (events are kept aside)."""
+        self.sock.send(frame)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self._recv(left)
+            if msg is None:
+                break
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            return msg
+        raise AssertionError(f"no reply within {timeout} s\n{self.log()}")
+
+    def request(self, method: str, **params: Any) -> dict[str, Any]:
+        request_id = next(self._ids)
+        reply = self.send_raw(orjson.dumps({"id": request_id, "method": method, **params}))
+        assert reply["id"] == request_id, reply
+        return reply
+
+    def ok(self, method: str, **params: Any) -> Any:
+        reply = self.request(method, **params)
+        assert reply["ok"] is True, f"{method} failed: {reply}"
+        return reply["data"]
+
+    def error(self, method: str, **params: Any) -> dict[str, Any]:
+        reply = self.request(method, **params)
+        assert reply["ok"] is False, f"{method} should have failed: {reply}"
+        return reply["error"]
+
+    def counters(self) -> dict[str, int]:
+        return self.ok("worker.dump")["counters"]
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.sock.close()
+        self._log.close()
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)  # never hang teardown on a socket a failed test left open
+
+
+@pytest.fixture
+def spawn(ctx: zmq.Context, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(index: int = 0, **config: Any) -> WorkerProcess:
+        worker = WorkerProcess(ctx, tmp_path, index, **config)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def udp() -> Iterator[Callable[[], socket.socket]]:
+    sockets: list[socket.socket] = []
+
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        return sock
+
+    yield make
+    for sock in sockets:
+        sock.close()
+
+
+def receive(sock: socket.socket, count: int, timeout: float = 3.0) -> list[RtpPacket]:
+    """Exactly `count` packets (fails on fewer within timeout)."""
+    out: list[RtpPacket] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"got {len(out)} of {count} packets within {timeout} s")
+        sock.settimeout(left)
+        try:
+            out.append(RtpPacket.parse(sock.recv(65535)))
+        except TimeoutError:
+            continue
+    return out
+
+
+def nothing_arrives(sock: socket.socket, wait: float = 0.3) -> bool:
+    sock.settimeout(wait)
+    try:
+        sock.recv(65535)
+    except TimeoutError:
+        return True
+    return False
+
+
+def rtp(seq: int, ssrc: int = SOURCE_SSRC, pt: int = PRODUCER_PT, ext: list | None = None) -> bytes:
+    packet = RtpPacket(payload_type=pt, sequence_number=seq & 0xFFFF, timestamp=seq * 3000, ssrc=ssrc,
+                       payload=b"\xab" * 100)
+    if ext is not None:
+        packet.set_extensions(ext)
+    return packet.serialize()
+
+
+def send(sock: socket.socket, dest: tuple[str, int], seqs: range, **kw: Any) -> None:
+    for seq in seqs:
+        sock.sendto(rtp(seq, **kw), dest)
+
+
+def producer_params(producer_id: int, transport_id: int | None, **over: Any) -> dict[str, Any]:
+    return {
+        "producerId": producer_id,
+        "kind": "video",
+        "transportId": transport_id,
+        "paused": False,
+        "streams": [{"ssrc": SOURCE_SSRC, "rtxSsrc": SOURCE_SSRC + 1, "profile": "default"}],
+        "payloadTypes": [[PRODUCER_PT, ROOM_PT], [PRODUCER_PT + 1, ROOM_PT + 1]],
+        "headerExtensionIds": [[3, 5], [6, 6]],
+        "codecs": [{"payloadType": ROOM_PT, "mimeType": "video/VP8", "clockRate": 90000, "rtxPayloadType": ROOM_PT + 1}],
+        **over,
+    }
+
+
+def consumer_params(consumer_id: int, producer_id: int, transport_id: int, ssrc: int, **over: Any) -> dict[str, Any]:
+    return {
+        "consumerId": consumer_id,
+        "producerId": producer_id,
+        "transportId": transport_id,
+        "kind": "video",
+        "ssrc": ssrc,
+        "rtxSsrc": None,
+        "paused": False,
+        "preferredProfile": "default",
+        **over,
+    }
+
+
+def assert_continuous(packets: list[RtpPacket], start: int | None = None) -> None:
+    seqs = [p.sequence_number for p in packets]
+    first = seqs[0] if start is None else start
+    assert seqs == [(first + i) & 0xFFFF for i in range(len(seqs))], seqs
+
+
+class Session:
+    """Worker 0: producer transport 1 (sender), consumer transports 2 and 3 (receivers A, B)."""
+
+    def __init__(self, worker: WorkerProcess, udp: Callable[[], socket.socket]) -> None:
+        self.w = worker
+        self.sender, self.rx_a, self.rx_b = udp(), udp(), udp()
+        src = self.sender.getsockname()
+        local = worker.ok("transport.createPlain", transportId=1, remoteIp=src[0], remotePort=src[1], comedia=False)
+        self.dest = (local["ip"], local["port"])
+        self.ports = {}
+        for tid, rx in ((2, self.rx_a), (3, self.rx_b)):
+            info = worker.ok("transport.createPlain", transportId=tid)
+            worker.ok("transport.connectPlain", transportId=tid, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+            self.ports[tid] = info["port"]
+        worker.ok("producer.create", **producer_params(10, 1))
+        worker.ok("consumer.create", **consumer_params(20, 10, 2, ssrc=0xAAAA0001))
+        worker.ok("consumer.create", **consumer_params(21, 10, 3, ssrc=0xBBBB0001))
+
+    def send(self, seqs: range, **kw: Any) -> None:
+        send(self.sender, self.dest, seqs, **kw)
+
+
+# -- one worker ---------------------------------------------------------------------------
+
+
+def test_worker_starts_reports_ready_and_info(spawn: Callable[..., WorkerProcess], tmp_path: Path) -> None:
+    worker = spawn(0)
+    info = worker.ok("worker.info")
+    assert info["index"] == 0 and info["pid"] == worker.proc.pid
+    for key in ("transports", "producers", "consumers", "packetsIn", "packetsOut"):
+        assert info[key] == 0
+    assert isinstance(info["cpuPercent"], float)
+    assert (tmp_path / "pipe-0.ipc").exists()
+
+
+def test_producer_packets_reach_both_consumers_rewritten(spawn, udp) -> None:
+    s = Session(spawn(0, rtc_min_port=41000, rtc_max_port=41999), udp)
+    assert 41000 <= s.dest[1] <= 41999
+    s.send(range(65530, 65550), ext=[(3, b"\x01"), (4, b"\x02\x03"), (6, b"\x04")])
+    for rx, ssrc in ((s.rx_a, 0xAAAA0001), (s.rx_b, 0xBBBB0001)):
+        got = receive(rx, 20)
+        assert {p.ssrc for p in got} == {ssrc}
+        assert {p.payload_type for p in got} == {ROOM_PT}
+        assert_continuous(got)
+        # extension 3 -> 5, unmapped 4 dropped (padding), 6 kept
+        assert got[0].extensions == [(5, b"\x01"), (6, b"\x04")]
+        assert got[0].payload == b"\xab" * 100
+        assert [p.timestamp for p in got] == [(seq * 3000) & 0xFFFFFFFF for seq in range(65530, 65550)]
+    assert {s.w.wait_event("consumer.effectiveProfile")["consumerId"] for _ in range(2)} == {20, 21}
+    assert s.w.events == []
+    info = s.w.ok("worker.info")
+    assert (info["transports"], info["producers"], info["consumers"]) == (3, 1, 2)
+    assert info["packetsIn"] == 20 and info["packetsOut"] == 40
+    dump = s.w.ok("worker.dump")
+    assert {c["consumerId"]: c["packets"] for c in dump["consumers"]} == {20: 20, 21: 20}
+    assert {c["consumerId"]: c["effectiveProfile"] for c in dump["consumers"]} == {20: "default", 21: "default"}
+
+
+def test_consumer_pause_resume_keeps_its_sequence_continuous(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send(range(100, 110))
+    first_a = receive(s.rx_a, 10)
+    all_b = receive(s.rx_b, 10)
+    s.w.ok("consumer.pause", consumerId=20)
+    s.send(range(110, 130))
+    all_b += receive(s.rx_b, 20)
+    assert nothing_arrives(s.rx_a)
+    s.w.ok("consumer.resume", consumerId=20)
+    s.send(range(130, 140))
+    assert_continuous(first_a + receive(s.rx_a, 10))  # 10 before the pause, 10 after
+    assert_continuous(all_b + receive(s.rx_b, 10))  # B never paused: all 40
+    # effectiveProfile is reported once per consumer, not again on resume
+    s.w.wait_event("consumer.effectiveProfile", consumerId=20)
+    s.w.wait_event("consumer.effectiveProfile", consumerId=21)
+    s.w.ok("worker.info")
+    assert s.w.events == []
+
+
+def test_producer_pause_stops_all_and_resume_restarts_continuously(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send(range(5000, 5005))
+    before_a, before_b = receive(s.rx_a, 5), receive(s.rx_b, 5)
+    s.w.ok("producer.pause", producerId=10)
+    s.w.ok("producer.pause", producerId=10)  # idempotent
+    s.send(range(5005, 5055))
+    assert nothing_arrives(s.rx_a) and nothing_arrives(s.rx_b, 0.05)
+    assert s.w.counters()["dropProducerPaused"] == 50
+    s.w.ok("producer.resume", producerId=10)
+    s.send(range(5055, 5060))
+    assert_continuous(before_a + receive(s.rx_a, 5))
+    assert_continuous(before_b + receive(s.rx_b, 5))
+
+
+def test_consumer_created_paused_forwards_only_after_resume(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    rx = udp()
+    s.w.ok("transport.createPlain", transportId=4, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+    s.w.ok("consumer.create", **consumer_params(22, 10, 4, ssrc=0xCCCC0001, paused=True))
+    s.send(range(10))
+    receive(s.rx_a, 10)
+    assert nothing_arrives(rx)
+    s.w.ok("consumer.resume", consumerId=22)
+    s.send(range(10, 15))
+    got = receive(rx, 5)
+    assert [p.ssrc for p in got] == [0xCCCC0001] * 5
+    assert_continuous(got)
+    s.w.wait_event("consumer.effectiveProfile", consumerId=22)
+
+
+def test_strangers_are_dropped_and_counted(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    stranger = udp()
+    send(stranger, s.dest, range(7))
+    s.send(range(100, 103))
+    assert len(receive(s.rx_a, 3)) == 3
+    assert nothing_arrives(s.rx_a, 0.1)
+    dump = s.w.ok("worker.dump")
+    assert dump["counters"]["dropStranger"] == 7
+    assert next(t for t in dump["transports"] if t["transportId"] == 1)["strangers"] == 7
+    assert dump["counters"]["rtpIn"] == 3
+
+
+def test_comedia_latches_first_source_and_drops_the_rest(spawn, udp) -> None:
+    w = spawn(0)
+    rx, first, second = udp(), udp(), udp()
+    local = w.ok("transport.createPlain", transportId=1, comedia=True)
+    dest = (local["ip"], local["port"])
+    w.ok("transport.createPlain", transportId=2, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+    w.ok("producer.create", **producer_params(10, 1))
+    w.ok("consumer.create", **consumer_params(20, 10, 2, ssrc=77))
+    first.sendto(b"\x00\x01garbage does not latch", dest)
+    send(first, dest, range(1, 4))
+    assert len(receive(rx, 3)) == 3
+    send(second, dest, range(4, 8))
+    send(first, dest, range(8, 10))
+    assert [p.sequence_number for p in receive(rx, 2)] == [8, 9]  # only `first`'s packets
+    counters = w.counters()
+    assert counters["dropStranger"] == 5  # the garbage (before latching) and `second`'s 4
+    transport = next(t for t in w.ok("worker.dump")["transports"] if t["transportId"] == 1)
+    assert transport["remote"] == ["127.0.0.1", first.getsockname()[1]]
+
+
+def test_garbage_rtcp_unknown_ssrc_are_counted_and_harmless(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    good = rtp(1)
+    datagrams = {
+        "dropTruncated": [b"", b"\x80", good[:11]],
+        "dropNotRtp": [b"\x00\x01" + bytes(18), b"\x16\xfe\xff" + bytes(20), b"\x40" + bytes(20)],
+        "rtcpIn": [bytes([0x80, 200]) + bytes(26), bytes([0x81, 201, 0, 1]) + bytes(4)],
+        "dropUnknownSsrc": [rtp(1, ssrc=1234)],
+        "dropRtx": [rtp(1, ssrc=SOURCE_SSRC + 1, pt=PRODUCER_PT + 1)],
+        "dropUnknownPt": [rtp(1, pt=96)],
+        "dropMalformed": [
+            bytes([0x8F]) + good[1:20],  # 15 CSRCs claimed in 20 bytes
+            bytes([0x90]) + good[1:12] + b"\xbe\xde\x00\x09" + bytes(4),  # extension overruns
+            bytes([0xA0]) + good[1:-1] + b"\xff",  # padding longer than the packet
+            bytes([0xA0]) + good[1:-1] + b"\x00",  # padding count 0
+            bytes([0x90]) + good[1:12] + b"\xbe\xde\x00\x01" + b"\x3f\x00\x00\x00",  # element overruns
+        ],
+    }
+    noise = [os.urandom(n) for n in (1, 5, 12, 13, 100, 1400)]
+    for group in datagrams.values():
+        for d in group:
+            s.sender.sendto(d, s.dest)
+    for d in noise:
+        s.sender.sendto(d, s.dest)
+    s.send(range(10, 13))
+    assert len(receive(s.rx_a, 3)) == 3
+    counters = s.w.counters()
+    for name, group in datagrams.items():
+        assert counters[name] >= len(group), (name, counters)
+    assert counters["rtpIn"] >= 3 and counters["rtpOut"] >= 6
+    assert s.w.ok("worker.info")["packetsIn"] == sum(len(g) for g in datagrams.values()) + len(noise) + 3
+    assert s.w.proc.poll() is None
+
+
+def test_consumer_transport_connected_later_starts_forwarding(spawn, udp) -> None:
+    w = spawn(0)
+    sender, rx = udp(), udp()
+    local = w.ok("transport.createPlain", transportId=1, remoteIp="127.0.0.1", remotePort=sender.getsockname()[1])
+    dest = (local["ip"], local["port"])
+    w.ok("transport.createPlain", transportId=2)
+    w.ok("producer.create", **producer_params(10, 1))
+    w.ok("consumer.create", **consumer_params(20, 10, 2, ssrc=5))
+    send(sender, dest, range(3))
+    assert nothing_arrives(rx)
+    w.ok("transport.connectPlain", transportId=2, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+    send(sender, dest, range(3, 6))
+    assert [p.ssrc for p in receive(rx, 3)] == [5, 5, 5]
+
+
+def test_close_consumer_producer_and_transport(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.w.ok("consumer.close", consumerId=20)
+    s.send(range(3))
+    receive(s.rx_b, 3)
+    assert nothing_arrives(s.rx_a, 0.1)
+    assert s.w.error("consumer.close", consumerId=20)["code"] == "not_found"
+    s.w.ok("transport.close", transportId=1)  # closes producer 10 and consumer 21 with it
+    info = s.w.ok("worker.info")
+    assert (info["transports"], info["producers"], info["consumers"]) == (2, 0, 0)
+    assert s.w.error("producer.pause", producerId=10)["code"] == "not_found"
+
+
+# -- two workers --------------------------------------------------------------------------
+
+
+def test_pipe_feeds_consumers_on_another_worker(spawn, udp) -> None:
+    w0, w1 = spawn(0), spawn(1)
+    s = Session(w0, udp)
+    rx = udp()
+    w1.ok("producer.create", **producer_params(10, None, payloadTypes=[[ROOM_PT, ROOM_PT]], headerExtensionIds=[[5, 5]]))
+    w1.ok("transport.createPlain", transportId=7, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+    w1.ok("consumer.create", **consumer_params(30, 10, 7, ssrc=0xDDDD0001))
+    w0.ok("pipe.open", producerId=10, workerIndex=1)
+    assert w0.error("pipe.open", producerId=10, workerIndex=1)["code"] == "duplicate"
+    s.send(range(65000, 65040), ext=[(3, b"\x09")])
+    got = receive(rx, 40)
+    assert {p.ssrc for p in got} == {0xDDDD0001}
+    assert {p.payload_type for p in got} == {ROOM_PT}
+    assert got[0].extensions == [(5, b"\x09")]
+    assert_continuous(got)
+    w1.wait_event("consumer.effectiveProfile", consumerId=30, profile="default")
+    receive(s.rx_a, 40)
+    # a pause at the origin stops the pipe; after resume the remote consumer stays continuous
+    w0.ok("producer.pause", producerId=10)
+    s.send(range(65040, 65100))
+    assert nothing_arrives(rx)
+    w0.ok("producer.resume", producerId=10)
+    s.send(range(65100, 65110))
+    assert_continuous(got + receive(rx, 10))
+    c0, c1 = w0.counters(), w1.counters()
+    assert c0["pipePacketsOut"] == 50 and c0["pipeMessagesOut"] <= 50
+    assert c1["pipePacketsIn"] == 50 and c1["rtpIn"] == 50 and c1["rtpOut"] == 50
+    w0.ok("pipe.close", producerId=10, workerIndex=1)
+    assert w0.error("pipe.close", producerId=10, workerIndex=1)["code"] == "not_found"
+    s.send(range(65110, 65120))
+    receive(s.rx_a, 10 + 10)
+    assert nothing_arrives(rx)
+
+
+# -- bad requests -------------------------------------------------------------------------
+
+
+def test_bad_requests_get_errors_and_change_nothing(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    w = s.w
+    before = w.ok("worker.dump")
+    raw = [b"not json", b"[1, 2]", b'"text"', b'{"id": 1}', b'{"method": "worker.info"}',
+           b'{"id": [1], "method": "worker.info"}', b'{"id": 5, "method": 7}', b"\xff\xfe"]
+    for frame in raw:
+        reply = w.send_raw(frame)
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", (frame, reply)
+    assert w.error("no.such.method")["code"] == "unknown_method"
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("transport.createPlain", {"transportId": 1}, "duplicate"),
+        ("transport.createPlain", {"transportId": "9"}, "bad_request"),
+        ("transport.createPlain", {"transportId": True}, "bad_request"),
+        ("transport.createPlain", {"transportId": -1}, "bad_request"),
+        ("transport.createPlain", {"transportId": 9, "remoteIp": "nowhere", "remotePort": 5}, "bad_request"),
+        ("transport.createPlain", {"transportId": 9, "remoteIp": "127.0.0.1", "remotePort": 70000}, "bad_request"),
+        ("transport.createPlain", {"transportId": 9, "remoteIp": "127.0.0.1"}, "bad_request"),
+        ("transport.createPlain", {"transportId": 9, "comedia": "yes"}, "bad_request"),
+        ("transport.connectPlain", {"transportId": 99, "remoteIp": "127.0.0.1", "remotePort": 5}, "not_found"),
+        ("transport.connectPlain", {"transportId": 2, "remoteIp": "127.0.0.1"}, "bad_request"),
+        ("transport.createWebRtc", {"transportId": 9, "udp": True, "tcp": False}, "unsupported"),
+        ("transport.close", {"transportId": 99}, "not_found"),
+        ("transport.close", {}, "bad_request"),
+        ("producer.create", producer_params(10, 1), "duplicate"),
+        ("producer.create", producer_params(11, 99), "not_found"),
+        ("producer.create", producer_params(11, 1), "duplicate"),  # same SSRC on transport 1
+        ("producer.create", producer_params(11, 2, kind="data"), "bad_request"),
+        ("producer.create", producer_params(11, 2, streams=[]), "bad_request"),
+        ("producer.create", producer_params(11, 2, streams=[{"ssrc": 1}, {"ssrc": 1, "profile": "low"}]), "bad_request"),
+        ("producer.create", producer_params(11, 2, streams=[{"ssrc": 2**32}]), "bad_request"),
+        ("producer.create", producer_params(11, 2, payloadTypes=[[100, 200]]), "bad_request"),
+        ("producer.create", producer_params(11, 2, payloadTypes=[[100]]), "bad_request"),
+        ("producer.create", producer_params(11, 2, payloadTypes=[]), "bad_request"),
+        ("producer.create", producer_params(11, 2, headerExtensionIds=[[0, 1]]), "bad_request"),
+        ("producer.create", producer_params(11, 2, codecs=[{"payloadType": 1}]), "bad_request"),
+        ("producer.create", {k: v for k, v in producer_params(11, 2).items() if k != "transportId"}, "bad_request"),
+        ("producer.pause", {"producerId": 99}, "not_found"),
+        ("producer.update", producer_params(10, 2), "bad_request"),  # transport cannot change
+        ("consumer.create", consumer_params(20, 10, 2, ssrc=1), "duplicate"),
+        ("consumer.create", consumer_params(22, 99, 2, ssrc=1), "not_found"),
+        ("consumer.create", consumer_params(22, 10, 99, ssrc=1), "not_found"),
+        ("consumer.create", consumer_params(22, 10, 2, ssrc=1, kind="audio"), "bad_request"),
+        ("consumer.create", consumer_params(22, 10, 2, ssrc=0xAAAA0001), "duplicate"),
+        ("consumer.create", consumer_params(22, 10, 2, ssrc=1, preferredProfile="best"), "bad_request"),
+        ("consumer.create", consumer_params(22, 10, 2, ssrc=None), "bad_request"),
+        ("consumer.pause", {"consumerId": 99}, "not_found"),
+        ("consumer.setPreferredProfile", {"consumerId": 20, "profile": "ultra"}, "bad_request"),
+        ("pipe.open", {"producerId": 10, "workerIndex": 0}, "bad_request"),
+        ("pipe.open", {"producerId": 99, "workerIndex": 1}, "not_found"),
+        ("pipe.close", {"producerId": 10, "workerIndex": 1}, "not_found"),
+    ]
+    for method, params, code in cases:
+        error = w.error(method, **params)
+        assert error["code"] == code, (method, params, error)
+        assert error["message"]
+    assert w.ok("worker.dump") == before
+    s.send(range(3))
+    assert len(receive(s.rx_a, 3)) == 3
+    assert w.proc.poll() is None
+
+
+# -- life cycle ---------------------------------------------------------------------------
+
+
+def wait_gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_worker_close_exits_cleanly_and_removes_its_pipe(spawn, udp, tmp_path: Path) -> None:
+    s = Session(spawn(0), udp)
+    assert s.w.ok("worker.close") == {}
+    assert s.w.proc.wait(5) == 0
+    assert not (tmp_path / "pipe-0.ipc").exists()
+    # its UDP ports are free again
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(s.dest)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_exits_cleanly(spawn, tmp_path: Path, sig: signal.Signals) -> None:
+    worker = spawn(0)
+    worker.proc.send_signal(sig)
+    assert worker.proc.wait(5) == 0
+    assert not (tmp_path / "pipe-0.ipc").exists()
+    assert b"stopping: SIG" in worker.log_path.read_bytes()
+
+
+def test_worker_exits_when_its_parent_dies(ctx: zmq.Context, tmp_path: Path) -> None:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    pid = 0
+    try:
+        sock.bind(f"ipc://{tmp_path}/worker-3.ipc")
+        config = orjson.dumps(Config().to_dict()).decode()
+        # The launcher exits at once, usually before the worker's interpreter is up: the
+        # worker must still notice (it is told its parent's pid rather than reading it).
+        launcher = (
+            "import os, subprocess, sys;"
+            "p = subprocess.Popen([sys.executable, '-m', 'tureen.workers.main', '--index', '3',"
+            f" '--run-dir', {str(tmp_path)!r}, '--config', {config!r},"
+            " '--parent-pid', str(os.getpid())],"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
+            "print(p.pid, flush=True)"
+        )
+        parent = subprocess.run(
+            [sys.executable, "-c", launcher], capture_output=True, timeout=10, check=True
+        )
+        pid = int(parent.stdout.split()[0])
+        assert sock.poll(10_000), "worker never reported ready"
+        assert orjson.loads(sock.recv())["event"] == "worker.ready"
+        assert wait_gone(pid, 5), "worker outlived its parent"
+        assert not (tmp_path / "pipe-3.ipc").exists()
+    finally:
+        if pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        sock.close()

@@ -1,0 +1,194 @@
+"""The hot loop: one RTP packet in, N rewritten copies out. Read this before touching it.
+
+Per packet, in this order (every drop bumps one named counter, nothing else happens):
+
+ 1. The datagram is already in `Forwarder.buf`, a bytearray reused for every packet of the
+    worker (udp.py drains into it; pipe.py copies a piped packet into it). Length n.
+ 2. Demux by the first two bytes: n < 12 -> truncated; first byte outside 128..191 -> not
+    RTP (RFC 7983: STUN 0-3, DTLS 20-63, TURN 64-79; a plain transport has none of them);
+    second byte 192..223 -> RTCP (RFC 5761 section 4; counted, handled in a later issue).
+ 3. One `Struct.unpack_from` of the fixed header; SSRC -> producer Stream in the source's
+    `ssrc_table` (a transport's, or a piped producer's). Unknown SSRC, RTX (later issue),
+    paused producer, unmapped payload type -> drop.
+ 4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
+    header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
+    payload type producer -> room.
+ 5. Pipes: one `bytes` copy per packet, appended to each pipe batch of the producer; the
+    batches go out as one ZeroMQ message each after the drain (`after_drain`).
+ 6. `fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers neither
+    paused nor without a sender; the router rebuilds it on every change), one
+    `Struct.pack_into` of seq/timestamp/SSRC at offset 2, then `send(view)` on the consumer's
+    transport (a connected socket's send for plain). The buffer ends up holding the last
+    consumer's header; nobody reads it after.
+
+What must not happen per packet: no object built beyond the unpack tuple and one memoryview
+slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no logging, no
+await, no exception except a send's OSError (counted). Everything else (pause, resync after
+a break, events) is decided on the control path and lands here as table contents; the one
+rare call back out is `ConsumerRewrite.resync()` for the first packet after a break.
+
+This narrow interface is the seam for a native core: `receive(source, n)` and
+`fanout(fan, buf, view, seq, ts, n)` read only `Stream` and `ConsumerRewrite` slots.
+
+Figures (scripts/quick_fanout.py, 1 producer -> 10 plain consumers, one worker on this
+2-core VM): see the script's docstring and the last report; PERF.md has the ceiling.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
+
+if TYPE_CHECKING:
+    from tureen.workers.rtp.consumer import ConsumerRewrite
+
+RECV_BUFFER_SIZE = 65536  # any UDP datagram fits: never truncated
+
+_FIXED = struct.Struct("!BBHII")  # b0, b1 (M|PT), seq, timestamp, ssrc
+_unpack_fixed = _FIXED.unpack_from
+_pack_out = struct.Struct("!HII").pack_into  # seq, timestamp, ssrc at offset 2
+
+
+def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, seq: int, ts: int, n: int) -> int:
+    """Rewrite buf for each consumer of `fan` in turn and send `view` (= buf[:n]). Returns
+    the number of packets sent."""
+    sent = 0
+    for c in fan:
+        if c.sync:
+            c.resync(seq, ts)
+        _pack_out(buf, 2, (seq + c.seq_offset) & 0xFFFF, (ts + c.ts_offset) & 0xFFFFFFFF, c.ssrc)
+        try:
+            c.send(view)
+        except OSError:  # ECONNREFUSED from an earlier ICMP, ENOBUFS, EAGAIN: lost, counted
+            c.send_errors += 1
+            continue
+        c.packets += 1
+        c.octets += n
+        sent += 1
+    return sent
+
+
+# Named counters, in the order worker.info / worker.dump report them (camelCase on the wire).
+COUNTERS = {
+    "rtp_in": "rtpIn",
+    "rtp_out": "rtpOut",
+    "rtcp_in": "rtcpIn",
+    "drop_truncated": "dropTruncated",
+    "drop_not_rtp": "dropNotRtp",
+    "drop_malformed": "dropMalformed",
+    "drop_unknown_ssrc": "dropUnknownSsrc",
+    "drop_unknown_pt": "dropUnknownPt",
+    "drop_rtx": "dropRtx",
+    "drop_paused": "dropProducerPaused",
+    "drop_stranger": "dropStranger",
+    "send_errors": "sendErrors",
+    "pipe_packets_out": "pipePacketsOut",
+    "pipe_messages_out": "pipeMessagesOut",
+    "pipe_dropped": "pipeDropped",
+    "pipe_packets_in": "pipePacketsIn",
+    "pipe_unknown_producer": "pipeUnknownProducer",
+}
+
+_INPUT_COUNTERS = (
+    "rtp_in",
+    "rtcp_in",
+    "drop_truncated",
+    "drop_not_rtp",
+    "drop_malformed",
+    "drop_unknown_ssrc",
+    "drop_unknown_pt",
+    "drop_rtx",
+    "drop_paused",
+    "drop_stranger",
+)
+
+
+class Forwarder:
+    __slots__ = ("buf", "mv", "dirty", *COUNTERS)
+
+    def __init__(self) -> None:
+        self.buf = bytearray(RECV_BUFFER_SIZE)
+        self.mv = memoryview(self.buf)
+        # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
+        self.dirty: list = []
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def receive(self, source, n: int) -> None:
+        """Forward the packet in buf[:n] that arrived on `source` (a transport, or a piped
+        producer), which provides `ssrc_table` and `rtx_ssrcs`."""
+        buf = self.buf
+        if n < 12:
+            if n >= 8 and 128 <= buf[0] <= 191 and 192 <= buf[1] <= 223:
+                self.rtcp_in += 1  # an RTCP RR without report blocks is 8 bytes
+            else:
+                self.drop_truncated += 1
+            return
+        b0, b1, seq, ts, ssrc = _unpack_fixed(buf)
+        if b0 < 128 or b0 > 191:
+            self.drop_not_rtp += 1
+            return
+        if 192 <= b1 <= 223:
+            self.rtcp_in += 1
+            return
+        stream = source.ssrc_table.get(ssrc)
+        if stream is None:
+            if ssrc in source.rtx_ssrcs:
+                self.drop_rtx += 1
+            else:
+                self.drop_unknown_ssrc += 1
+            return
+        if stream.paused:
+            self.drop_paused += 1
+            return
+        pt = stream.pt_map[b1 & 0x7F]
+        if pt == 0xFF:
+            self.drop_unknown_pt += 1
+            return
+        if b0 & 0x3F:  # CSRCs, extension or padding: check lengths, remap extension ids
+            try:
+                if b0 & 0x10 and stream.ext_map is not None:
+                    rewrite_extension_ids(buf, n, stream.ext_map)
+                else:
+                    header_length(buf, n)
+            except ValueError:
+                self.drop_malformed += 1
+                return
+        buf[1] = (b1 & 0x80) | pt
+        if stream.packets == 0 or ((seq - stream.max_seq) & 0xFFFF) < 0x8000:
+            stream.max_seq = seq
+            stream.max_ts = ts
+        stream.packets += 1
+        stream.octets += n
+        self.rtp_in += 1
+        view = self.mv[:n]
+        pipes = stream.pipes
+        if pipes:
+            data = bytes(view)
+            for batch in pipes:
+                batch.frames.append(data)
+                if not batch.pending:
+                    batch.pending = True
+                    self.dirty.append(batch)
+        fan = stream.fan
+        if fan:
+            sent = fanout(fan, buf, view, seq, ts, n)
+            self.rtp_out += sent
+            if sent != len(fan):
+                self.send_errors += len(fan) - sent
+
+    def after_drain(self) -> None:
+        """End of one socket drain: send the pipe batches filled during it."""
+        if self.dirty:
+            for batch in self.dirty:
+                batch.flush(self)
+            self.dirty.clear()
+
+    def packets_in(self) -> int:
+        """Every packet the forwarder looked at, forwarded or dropped."""
+        return sum(getattr(self, name) for name in _INPUT_COUNTERS)
+
+    def counters(self) -> dict[str, int]:
+        return {wire: getattr(self, name) for name, wire in COUNTERS.items()}

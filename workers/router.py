@@ -1,0 +1,380 @@
+"""The worker's lookup tables: what the forwarder reads, kept ready so it never computes.
+
+    transport.ssrc_table   SSRC -> Stream, for the producers received on that transport
+    producer.ssrc_table    the same for one producer (a piped producer's packets are looked
+                           up there: pipe messages name the producer)
+    stream.fan             tuple of ConsumerRewrite: the consumers that forward right now
+    stream.pipes           tuple of PipeBatch: the other workers that get a copy
+
+Only worker.py calls the mutating methods here (it validates first, so these assume valid
+input); after every change that can affect forwarding the affected `fan` tuples are rebuilt,
+so the data path never checks paused flags or transports per consumer.
+
+Which stream feeds a consumer: a single-stream producer's only stream. With several streams
+(simulcast) the choice is static until simulcast.py lands: the preferred profile if the
+producer has it, else the highest below it, else the lowest ('default' counts as 'high').
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tureen.workers.rtp.consumer import ConsumerRewrite
+
+if TYPE_CHECKING:
+    from tureen.workers.transport.base import Transport
+    from tureen.workers.transport.pipe import PipeBatch
+
+log = logging.getLogger("tureen.workers.router")
+
+PROFILES = ("default", "low", "medium", "high")
+_RANK = {"low": 0, "medium": 1, "high": 2, "default": 2}
+
+IDENTITY_PT = bytes(range(128))
+
+
+class Stream:
+    """One encoding of a producer (one SSRC). Hot fields first."""
+
+    __slots__ = (
+        "paused",
+        "pt_map",
+        "ext_map",
+        "fan",
+        "pipes",
+        "max_seq",
+        "max_ts",
+        "packets",
+        "octets",
+        "ssrc",
+        "rtx_ssrc",
+        "profile",
+        "producer",
+        "consumers",
+    )
+
+    def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
+        self.producer = producer
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.profile = profile
+        self.paused = producer.paused
+        self.pt_map = producer.pt_map
+        self.ext_map = producer.ext_map
+        self.fan: tuple[ConsumerRewrite, ...] = ()
+        self.pipes: tuple[PipeBatch, ...] = ()
+        self.max_seq = 0
+        self.max_ts = 0
+        self.packets = 0
+        self.octets = 0
+        self.consumers: dict[int, Consumer] = {}
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "ssrc": self.ssrc,
+            "rtxSsrc": self.rtx_ssrc,
+            "profile": self.profile,
+            "packets": self.packets,
+            "octets": self.octets,
+            "consumerIds": sorted(self.consumers),
+        }
+
+
+class Producer:
+    def __init__(
+        self,
+        producer_id: int,
+        kind: str,
+        transport: Transport | None,
+        paused: bool,
+        streams: list[tuple[int, int | None, str]],
+        pt_pairs: list[tuple[int, int]],
+        ext_pairs: list[tuple[int, int]],
+        clock_rate: int,
+    ) -> None:
+        self.id = producer_id
+        self.kind = kind
+        self.transport = transport
+        self.paused = paused
+        self.clock_rate = clock_rate
+        self.pt_map, self.ext_map = self.maps_for(pt_pairs, ext_pairs)
+        self.streams = [Stream(self, ssrc, rtx, profile) for ssrc, rtx, profile in streams]
+        # A piped producer is a forwarding source itself (pipe.py looks it up by id).
+        self.ssrc_table: dict[int, Stream] = {}
+        self.rtx_ssrcs: set[int] = set()
+        self.index_streams()
+        self.consumers: dict[int, Consumer] = {}
+        self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
+
+    def maps_for(self, pt_pairs: list[tuple[int, int]], ext_pairs: list[tuple[int, int]]) -> tuple[bytes, bytes | None]:
+        """(payload type map, extension id map); a piped producer's packets were rewritten
+        on ingest by the origin worker already, so it maps nothing."""
+        if self.transport is None:
+            return IDENTITY_PT, None
+        pt_map = bytearray(b"\xff" * 128)  # 0xff = not mapped: dropped
+        for src, dst in pt_pairs:
+            pt_map[src] = dst
+        ext_map = bytearray(256)  # 0 = not mapped: dropped
+        for src, dst in ext_pairs:
+            ext_map[src] = dst
+        return bytes(pt_map), bytes(ext_map)
+
+    def index_streams(self) -> None:
+        self.ssrc_table = {s.ssrc: s for s in self.streams}
+        self.rtx_ssrcs = {s.rtx_ssrc for s in self.streams if s.rtx_ssrc is not None}
+
+    @property
+    def piped(self) -> bool:
+        return self.transport is None
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "producerId": self.id,
+            "kind": self.kind,
+            "transportId": self.transport.id if self.transport else None,
+            "paused": self.paused,
+            "streams": [s.dump() for s in self.streams],
+            "consumerIds": sorted(self.consumers),
+            "pipeWorkers": sorted(self.pipes),
+        }
+
+
+class Consumer:
+    def __init__(
+        self,
+        consumer_id: int,
+        kind: str,
+        producer: Producer,
+        transport: Transport,
+        ssrc: int,
+        rtx_ssrc: int | None,
+        paused: bool,
+        preferred_profile: str,
+        on_profile: Callable[[ConsumerRewrite], None] | None,
+    ) -> None:
+        self.id = consumer_id
+        self.kind = kind
+        self.producer = producer
+        self.transport = transport
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.paused = paused
+        self.preferred_profile = preferred_profile
+        self.rewrite = ConsumerRewrite(consumer_id, ssrc, producer.clock_rate, on_profile)
+        self.stream: Stream | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "consumerId": self.id,
+            "kind": self.kind,
+            "producerId": self.producer.id,
+            "transportId": self.transport.id,
+            "ssrc": self.ssrc,
+            "paused": self.paused,
+            "preferredProfile": self.preferred_profile,
+            "effectiveProfile": self.rewrite.reported_profile,
+            "forwarding": self.stream is not None and self.rewrite in self.stream.fan,
+            **self.rewrite.stats(),
+        }
+
+
+def choose_stream(streams: list[Stream], preferred: str) -> Stream:
+    if len(streams) == 1:
+        return streams[0]
+    for s in streams:
+        if s.profile == preferred:
+            return s
+    target = _RANK[preferred]
+    below = [s for s in streams if _RANK[s.profile] <= target]
+    if below:
+        return max(below, key=lambda s: _RANK[s.profile])
+    return min(streams, key=lambda s: _RANK[s.profile])
+
+
+class Router:
+    def __init__(self) -> None:
+        self.transports: dict[int, Transport] = {}
+        self.producers: dict[int, Producer] = {}
+        self.consumers: dict[int, Consumer] = {}
+
+    # -- transports ---------------------------------------------------------------------
+
+    def add_transport(self, transport: Transport) -> None:
+        self.transports[transport.id] = transport
+
+    def transport_ready(self, transport: Transport) -> None:
+        """The transport's sender changed: re-derive the fans its consumers sit in."""
+        for stream in {c.stream for c in transport.consumers.values() if c.stream is not None}:
+            self._refresh_fan(stream)
+
+    def remove_transport(self, transport: Transport) -> list[int]:
+        """Forget the transport with its producers and consumers; returns closed producer ids."""
+        closed = []
+        for producer in list(transport.producers.values()):
+            self.remove_producer(producer)
+            closed.append(producer.id)
+        for consumer in list(transport.consumers.values()):
+            self.remove_consumer(consumer)
+        del self.transports[transport.id]
+        return closed
+
+    # -- producers ----------------------------------------------------------------------
+
+    def add_producer(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+        if producer.transport is not None:
+            producer.transport.producers[producer.id] = producer
+        self._register_ssrcs(producer)
+
+    def remove_producer(self, producer: Producer) -> list[int]:
+        """Forget the producer and close its consumers here; returns their ids. The caller
+        closes the pipe batches (producer.pipes) first."""
+        closed = [c.id for c in producer.consumers.values()]
+        for consumer in list(producer.consumers.values()):
+            self.remove_consumer(consumer)
+        self._unregister_ssrcs(producer)
+        if producer.transport is not None:
+            producer.transport.producers.pop(producer.id, None)
+        del self.producers[producer.id]
+        return closed
+
+    def update_producer(
+        self,
+        producer: Producer,
+        streams: list[tuple[int, int | None, str]],
+        pt_pairs: list[tuple[int, int]],
+        ext_pairs: list[tuple[int, int]],
+        clock_rate: int,
+    ) -> None:
+        """New RTP parameters for a live producer (updateProducer): streams whose SSRC stays
+        keep their state; consumers move to the stream they would now choose, resyncing."""
+        self._unregister_ssrcs(producer)
+        producer.pt_map, producer.ext_map = producer.maps_for(pt_pairs, ext_pairs)
+        producer.clock_rate = clock_rate
+        kept = producer.ssrc_table
+        new_streams = []
+        for ssrc, rtx, profile in streams:
+            stream = kept.get(ssrc) or Stream(producer, ssrc, rtx, profile)
+            stream.rtx_ssrc = rtx
+            stream.profile = profile
+            stream.pt_map = producer.pt_map
+            stream.ext_map = producer.ext_map
+            new_streams.append(stream)
+        producer.streams = new_streams
+        producer.index_streams()
+        self._register_ssrcs(producer)
+        self._refresh_pipes(producer)
+        for consumer in producer.consumers.values():
+            consumer.rewrite.clock_rate = clock_rate
+            target = choose_stream(new_streams, consumer.preferred_profile)
+            if target is not consumer.stream:
+                self._detach(consumer, rebase_ts=True)
+                self._attach(consumer, target)
+            else:
+                consumer.rewrite.profile = target.profile
+
+    def _register_ssrcs(self, producer: Producer) -> None:
+        transport = producer.transport
+        if transport is not None:
+            transport.ssrc_table.update(producer.ssrc_table)
+            transport.rtx_ssrcs.update(producer.rtx_ssrcs)
+
+    def _unregister_ssrcs(self, producer: Producer) -> None:
+        transport = producer.transport
+        if transport is not None:
+            for ssrc in producer.ssrc_table:
+                transport.ssrc_table.pop(ssrc, None)
+            transport.rtx_ssrcs.difference_update(producer.rtx_ssrcs)
+
+    def set_producer_paused(self, producer: Producer, paused: bool) -> None:
+        producer.paused = paused
+        for stream in producer.streams:
+            stream.paused = paused
+            if paused:
+                for consumer in stream.consumers.values():
+                    consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+
+    def interrupt_producer(self, producer: Producer) -> None:
+        """The stream broke upstream (a pipe's discontinuity mark): consumers resync."""
+        for stream in producer.streams:
+            for consumer in stream.consumers.values():
+                consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+
+    # -- pipes --------------------------------------------------------------------------
+
+    def add_pipe(self, producer: Producer, worker_index: int, batch: PipeBatch) -> None:
+        producer.pipes[worker_index] = batch
+        self._refresh_pipes(producer)
+
+    def remove_pipe(self, producer: Producer, worker_index: int) -> PipeBatch:
+        batch = producer.pipes.pop(worker_index)
+        self._refresh_pipes(producer)
+        return batch
+
+    def _refresh_pipes(self, producer: Producer) -> None:
+        batches = tuple(producer.pipes.values())
+        for stream in producer.streams:
+            stream.pipes = batches
+
+    # -- consumers ----------------------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers[consumer.id] = consumer
+        consumer.producer.consumers[consumer.id] = consumer
+        consumer.transport.consumers[consumer.id] = consumer
+        self._attach(consumer, choose_stream(consumer.producer.streams, consumer.preferred_profile))
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self._detach(consumer)
+        consumer.producer.consumers.pop(consumer.id, None)
+        consumer.transport.consumers.pop(consumer.id, None)
+        del self.consumers[consumer.id]
+
+    def set_consumer_paused(self, consumer: Consumer, paused: bool) -> None:
+        consumer.paused = paused
+        if consumer.stream is not None:
+            self._refresh_fan(consumer.stream)
+
+    def set_preferred_profile(self, consumer: Consumer, profile: str) -> None:
+        consumer.preferred_profile = profile
+        target = choose_stream(consumer.producer.streams, profile)
+        if target is not consumer.stream:
+            log.info(
+                "consumer %d: stream %s -> %s (profile %s)",
+                consumer.id,
+                consumer.stream.ssrc if consumer.stream else None,
+                target.ssrc,
+                target.profile,
+            )
+            self._detach(consumer, rebase_ts=True)
+            self._attach(consumer, target)
+
+    def _attach(self, consumer: Consumer, stream: Stream) -> None:
+        consumer.stream = stream
+        consumer.rewrite.profile = stream.profile
+        stream.consumers[consumer.id] = consumer
+        self._refresh_fan(stream)
+
+    def _detach(self, consumer: Consumer, rebase_ts: bool = False) -> None:
+        stream = consumer.stream
+        if stream is None:
+            return
+        consumer.rewrite.interrupt(stream.max_seq, stream.max_ts, rebase_ts=rebase_ts)
+        del stream.consumers[consumer.id]
+        consumer.stream = None
+        self._refresh_fan(stream)
+
+    def _refresh_fan(self, stream: Stream) -> None:
+        """Rebuild stream.fan; a consumer left out stops being fed, so it must resync when
+        it is back (interrupt() is idempotent while it stays out)."""
+        fan = []
+        for consumer in stream.consumers.values():
+            send = consumer.transport.sender()
+            if send is None or consumer.paused:
+                consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+                continue
+            consumer.rewrite.send = send
+            fan.append(consumer.rewrite)
+        stream.fan = tuple(fan)

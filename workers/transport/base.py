@@ -1,0 +1,70 @@
+"""What every transport of a worker is, seen from the router, the forwarder and the worker.
+
+A transport owns one UdpEndpoint (transport/udp.py) and turns its datagrams into calls of
+`Forwarder.receive(transport, n)` (the packet is in the forwarder's shared buffer), and gives
+the router a `sender()`: a callable that puts one finished RTP packet on the wire.
+
+    PlainRtpTransport   datagram -> forwarder.receive; sender = connected socket's send
+    WebRtcTransport     datagram -> demux (RFC 7983): STUN -> ice_lite core, DTLS -> dtls
+                        core, RTP/RTCP -> SRTP unprotect into the buffer -> forwarder.receive;
+                        sender = protect + connected socket's send (once DTLS is up)
+
+The forwarder reads two tables from a transport, which only the router writes:
+`ssrc_table` (SSRC -> producer Stream of producers on this transport) and `rtx_ssrcs`.
+When `sender()` changes (plain: remote learnt or changed; WebRTC: ICE selected a tuple and
+DTLS connected, or a disconnect), the transport calls `listener.transport_ready(self)` so the
+router re-derives the fan-out tables of the consumers on it. Events for the supervisor
+(iceState, dtlsState, closed) go through `listener.transport_event`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from tureen.workers.router import Consumer, Producer, Stream
+
+# Sends one RTP packet (a bytes-like view into the forwarder's buffer). Raises OSError on
+# failure, which the forwarder counts; it must not keep the view after returning.
+Sender = Callable[[Any], Any]
+
+
+class TransportListener(Protocol):
+    def transport_ready(self, transport: Transport) -> None:
+        """transport.sender() changed (became available, changed or went away)."""
+
+    def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
+        """A state change the supervisor hears about, e.g. ("transport.iceState", state=...)."""
+
+
+class Transport:
+    """Base of PlainRtpTransport and (next) WebRtcTransport."""
+
+    kind: ClassVar[str] = "?"
+
+    def __init__(self, transport_id: int, listener: TransportListener) -> None:
+        self.id = transport_id
+        self.listener = listener
+        # Data-path tables: written by the router only, read by the forwarder.
+        self.ssrc_table: dict[int, Stream] = {}
+        self.rtx_ssrcs: set[int] = set()
+        # Control-path bookkeeping (router).
+        self.producers: dict[int, Producer] = {}
+        self.consumers: dict[int, Consumer] = {}
+        self.closed = False
+
+    def sender(self) -> Sender | None:
+        """How to send one RTP packet to the remote now, or None while that is not possible."""
+        raise NotImplementedError
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "transportId": self.id,
+            "kind": self.kind,
+            "producerIds": sorted(self.producers),
+            "consumerIds": sorted(self.consumers),
+        }
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,221 @@
+"""UdpEndpoint: the only owner of a media socket. Readers, not DatagramProtocol (PERF.md).
+
+One local port, up to two sockets on it:
+
+- the *open* socket, bound to ip:port, receives from anyone. Each datagram goes to
+  `on_datagram_from(n, addr)` (a plain transport latches or drops it; a WebRTC transport
+  answers STUN from candidate pairs).
+- once the remote is known, `connect(remote)` adds a *connected* twin bound to the same
+  ip:port (SO_REUSEPORT) and connected to the remote. Linux delivers the remote's datagrams
+  to the socket whose 4-tuple matches exactly, so the remote's traffic arrives on the twin
+  and goes to `on_datagram(n)` with no address to build or compare, and sends go out with
+  `send()` on a connected socket (no per-packet address parsing or route lookup). Datagrams
+  from anyone else still land on the open socket, where they can be counted.
+
+The open socket sets SO_REUSEPORT only *after* its bind, so no other socket (another
+transport, another worker) can pick the same port by chance: their plain bind fails.
+
+Both readers drain up to DRAIN datagrams into the shared receive buffer per wake-up; the
+handler must be done with the buffer when it returns. After each drain `after_drain()` runs
+(the forwarder flushes the pipe batches it filled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Callable
+
+log = logging.getLogger("tureen.workers.udp")
+
+DRAIN = 64
+# Kernel buffers: a burst of a few hundred 1200-byte packets must not overflow.
+SO_BUFFER = 1 << 20
+HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
+
+
+class NoFreePort(OSError):
+    pass
+
+
+def bind_udp(ip: str, min_port: int, max_port: int, tries: int = 32) -> socket.socket:
+    """A non-blocking UDP socket bound to ip and a free port in [min_port, max_port].
+
+    Random ports first (so ports are not predictable and concurrent workers rarely race),
+    then a scan of the whole range from a random start.
+    """
+    span = max_port - min_port + 1
+    candidates = [random.randint(min_port, max_port) for _ in range(min(tries, span))]
+    start = random.randrange(span)
+    candidates += [min_port + (start + i) % span for i in range(span)]
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    for port in candidates:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            sock.close()
+            continue
+        _tune(sock)
+        return sock
+    raise NoFreePort(f"no free UDP port on {ip} in {min_port}-{max_port}")
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SO_BUFFER)
+        except OSError:  # pragma: no cover - capped by the kernel, not fatal
+            pass
+
+
+class UdpEndpoint:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        buf: bytearray,
+        ip: str,
+        min_port: int,
+        max_port: int,
+        on_datagram: Callable[[int], None],
+        on_datagram_from: Callable[[int, tuple], None],
+        after_drain: Callable[[], None],
+        name: str = "udp",
+    ) -> None:
+        self._loop = loop
+        self._buf = buf
+        self._on_datagram = on_datagram
+        self._on_datagram_from = on_datagram_from
+        self._after_drain = after_drain
+        self.name = name
+        self._open = bind_udp(ip, min_port, max_port)
+        if HAS_REUSEPORT:
+            self._open.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.local: tuple[str, int] = self._open.getsockname()[:2]
+        self._conn: socket.socket | None = None
+        self.remote: tuple[str, int] | None = None
+        self.datagrams_in = 0
+        self.octets_in = 0
+        self.recv_errors = 0
+        loop.add_reader(self._open.fileno(), self._drain_open)
+
+    # -- remote -------------------------------------------------------------------------
+
+    def connect(self, remote: tuple[str, int]) -> None:
+        """Send to and take the fast receive path from `remote` from now on. On failure
+        (OSError) the endpoint keeps its previous remote."""
+        if not HAS_REUSEPORT:  # pragma: no cover - Linux has it; elsewhere connect in place
+            self._open.connect(remote)
+            self.remote = remote
+            return
+        sock = socket.socket(self._open.family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(self.local)
+            sock.connect(remote)
+            _tune(sock)
+        except OSError:
+            sock.close()
+            raise
+        self._close_conn()
+        self._conn = sock
+        self.remote = remote
+        # Between bind and connect the twin was an unconnected member of the port and may
+        # have queued a stranger's datagram: sort what is queued by source once.
+        self._drain_from(sock)
+        self._loop.add_reader(sock.fileno(), self._drain_connected)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._loop.remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+        self.remote = None
+
+    @property
+    def send(self) -> Callable[[object], int] | None:
+        """The connected socket's send, or None before connect()."""
+        if self._conn is not None:
+            return self._conn.send
+        if self.remote is not None:  # pragma: no cover - no SO_REUSEPORT
+            return self._open.send
+        return None
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send from the local port to any address (STUN answers to candidate pairs)."""
+        self._open.sendto(data, addr)
+
+    # -- readers ------------------------------------------------------------------------
+
+    def _drain_connected(self) -> None:
+        sock = self._conn
+        if sock is None:
+            return
+        recv_into = sock.recv_into
+        buf = self._buf
+        handler = self._on_datagram
+        count = 0
+        octets = 0
+        for _ in range(DRAIN):
+            try:
+                n = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP error of an earlier send (ECONNREFUSED...): consumed
+                self.recv_errors += 1
+                continue
+            count += 1
+            octets += n
+            handler(n)
+        self.datagrams_in += count
+        self.octets_in += octets
+        self._after_drain()
+
+    def _drain_open(self) -> None:
+        self._drain_from(self._open)
+
+    def _drain_from(self, sock: socket.socket) -> None:
+        recvfrom_into = sock.recvfrom_into
+        buf = self._buf
+        count = 0
+        octets = 0
+        for _ in range(DRAIN):
+            try:
+                n, addr = recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.recv_errors += 1
+                continue
+            count += 1
+            octets += n
+            if addr == self.remote:
+                self._on_datagram(n)
+            else:
+                self._on_datagram_from(n, addr)
+            if sock.fileno() < 0:  # the handler closed us
+                break
+        self.datagrams_in += count
+        self.octets_in += octets
+        self._after_drain()
+
+    # -- end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._close_conn()
+        if self._open.fileno() >= 0:
+            self._loop.remove_reader(self._open.fileno())
+            self._open.close()
+
+    def dump(self) -> dict:
+        return {
+            "local": list(self.local),
+            "remote": list(self.remote) if self.remote else None,
+            "connected": self._conn is not None,
+            "datagramsIn": self.datagrams_in,
+            "octetsIn": self.octets_in,
+            "recvErrors": self.recv_errors,
+        }

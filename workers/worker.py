@@ -1,0 +1,515 @@
+"""One worker process: the supervisor's requests in, replies and events out; the sole writer
+of the router's tables (workers/router.py), which the forwarder only reads.
+
+Every request is validated completely before anything changes, so a bad one (not JSON, not
+an object, unknown method, wrong types, unknown or duplicate ids) gets an error reply and
+leaves the worker as it was. The channel contract is docs/internals.md.
+
+Everything runs on one asyncio loop, callback style: the supervisor channel, the pipe and
+each transport's sockets are readers on it; no request handler awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import zmq
+from tureen.shared import wire
+from tureen.shared.config import Config
+from tureen.shared.errors import (
+    INTERNAL,
+    UNAVAILABLE,
+    UNKNOWN_METHOD,
+    ProtocolError,
+    bad_request,
+    duplicate,
+    not_found,
+    unsupported,
+)
+from tureen.workers.channel import SupervisorChannel
+from tureen.workers.forward import Forwarder
+from tureen.workers.params import Params
+from tureen.workers.router import PROFILES, Consumer, Producer, Router
+from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.transport.base import Transport
+from tureen.workers.transport.pipe import PipeHub
+from tureen.workers.transport.plain import PlainRtpTransport
+
+log = logging.getLogger("tureen.workers.worker")
+
+KINDS = ("audio", "video")
+DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
+HOUSEKEEPING_INTERVAL = 0.5  # s: parent check, reader safety poke
+
+
+def control_path(run_dir: str, index: int) -> str:
+    return os.path.join(run_dir, f"worker-{index}.ipc")
+
+
+class Worker:
+    def __init__(self, index: int, run_dir: str, config: Config, parent_pid: int = 0) -> None:
+        self.index = index
+        self._ppid = parent_pid or os.getppid()
+        self.run_dir = run_dir
+        self.config = config
+        self.pid = os.getpid()
+        self.router = Router()
+        self.forwarder = Forwarder()
+        self._process = psutil.Process()
+        self._handlers: dict[str, Callable[[Params], Any]] = {
+            "worker.info": self._worker_info,
+            "worker.dump": self._worker_dump,
+            "worker.close": self._worker_close,
+            "transport.createPlain": self._transport_create_plain,
+            "transport.connectPlain": self._transport_connect_plain,
+            "transport.createWebRtc": self._webrtc_unsupported,
+            "transport.setRemoteDtls": self._webrtc_unsupported,
+            "transport.restartIce": self._webrtc_unsupported,
+            "transport.close": self._transport_close,
+            "producer.create": self._producer_create,
+            "producer.update": self._producer_update,
+            "producer.pause": self._producer_pause,
+            "producer.resume": self._producer_resume,
+            "producer.close": self._producer_close,
+            "consumer.create": self._consumer_create,
+            "consumer.pause": self._consumer_pause,
+            "consumer.resume": self._consumer_resume,
+            "consumer.close": self._consumer_close,
+            "consumer.setPreferredProfile": self._consumer_set_preferred_profile,
+            "pipe.open": self._pipe_open,
+            "pipe.close": self._pipe_close,
+        }
+        self.exit_reason = ""
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self.ctx = zmq.Context()
+        self.channel = SupervisorChannel(
+            loop, self.ctx, f"ipc://{control_path(self.run_dir, self.index)}", self._on_frame
+        )
+        try:
+            self.pipes = PipeHub(
+                loop,
+                self.ctx,
+                self.run_dir,
+                self.index,
+                self.forwarder,
+                lookup=self.router.producers.get,
+                on_discontinuity=self.router.interrupt_producer,
+            )
+        except zmq.ZMQError as exc:
+            log.error("worker %d: cannot bind its pipe in %s: %s", self.index, self.run_dir, exc)
+            self.channel.close()
+            self.ctx.term()
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
+        self._process.cpu_percent(None)  # start the measuring interval
+        self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        self.channel.send(wire.event("worker.ready", index=self.index, pid=self.pid))
+        log.info("worker %d ready (pid %d, run dir %s)", self.index, self.pid, self.run_dir)
+        await self._stopped.wait()
+        self._teardown()
+        return 0
+
+    def stop(self, reason: str) -> None:
+        if not self._stopped.is_set():
+            self.exit_reason = reason
+            log.info("worker %d stopping: %s", self.index, reason)
+            self._stopped.set()
+
+    def _housekeeping(self) -> None:
+        # The parent pid is given, not read at start: a parent that died before this
+        # process looked would otherwise leave us adopted by init and never noticed.
+        if os.getppid() != self._ppid:
+            self.stop(f"parent process {self._ppid} went away")
+            return
+        # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
+        self.channel.reader.poke()
+        self.pipes.reader.poke()
+        self._housekeeping_handle = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+
+    def _teardown(self) -> None:
+        self._housekeeping_handle.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.remove_signal_handler(sig)
+        for transport in list(self.router.transports.values()):
+            transport.close()
+        self.pipes.close()
+        self.channel.close()  # lingers up to 2 s for the last replies
+        self.ctx.term()
+        log.info("worker %d exited (%s)", self.index, self.exit_reason)
+
+    # -- channel ------------------------------------------------------------------------
+
+    def _on_frame(self, frame: bytes) -> None:
+        request_id: Any = None
+        method: Any = None
+        try:
+            message = wire.decode(frame)
+            request_id = message.get("id")
+            method = message.get("method")
+            if "event" in message or request_id is None:
+                raise bad_request("a request needs an id and a method")
+            if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+                raise bad_request(f"request id must be an integer or a string, got {request_id!r:.40}")
+            if not isinstance(method, str):
+                raise bad_request(f"method must be a string, got {method!r:.40}")
+            handler = self._handlers.get(method)
+            if handler is None:
+                raise ProtocolError(UNKNOWN_METHOD, f"unknown method {method!r:.60}")
+            data = handler(Params(method, message))
+        except ProtocolError as err:
+            log.warning("worker %d: request %r (%s) refused: %s", self.index, request_id, method, err.message)
+            self.channel.send(wire.reply_error(request_id, err))
+            return
+        except Exception:
+            log.exception("worker %d: request %r (%s) failed", self.index, request_id, method)
+            err = ProtocolError(INTERNAL, f"worker {self.index} failed on {method}; see its log")
+            self.channel.send(wire.reply_error(request_id, err))
+            return
+        self.channel.send(wire.reply_ok(request_id, {} if data is None else data))
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self.channel.send(wire.event(name, **fields))
+
+    # TransportListener
+    def transport_ready(self, transport: Transport) -> None:
+        self.router.transport_ready(transport)
+
+    def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
+        self.emit(event, transportId=transport.id, **fields)
+
+    def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
+        log.info("consumer %d: effective profile %s", rewrite.consumer_id, rewrite.profile)
+        self.emit("consumer.effectiveProfile", consumerId=rewrite.consumer_id, profile=rewrite.profile)
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _transport(self, p: Params) -> Transport:
+        tid = p.int("transportId")
+        transport = self.router.transports.get(tid)
+        if transport is None:
+            raise not_found(f"transport {tid} not found on worker {self.index}")
+        return transport
+
+    def _producer(self, p: Params) -> Producer:
+        pid = p.int("producerId")
+        producer = self.router.producers.get(pid)
+        if producer is None:
+            raise not_found(f"producer {pid} not found on worker {self.index}")
+        return producer
+
+    def _consumer(self, p: Params) -> Consumer:
+        cid = p.int("consumerId")
+        consumer = self.router.consumers.get(cid)
+        if consumer is None:
+            raise not_found(f"consumer {cid} not found on worker {self.index}")
+        return consumer
+
+    # -- worker.* -----------------------------------------------------------------------
+
+    def _worker_info(self, p: Params) -> dict[str, Any]:
+        fwd = self.forwarder
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "transports": len(self.router.transports),
+            "producers": len(self.router.producers),
+            "consumers": len(self.router.consumers),
+            "packetsIn": fwd.packets_in(),
+            "packetsOut": fwd.rtp_out,
+            "cpuPercent": self._process.cpu_percent(None),
+        }
+
+    def _worker_dump(self, p: Params) -> dict[str, Any]:
+        r = self.router
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "transports": [t.dump() for t in r.transports.values()],
+            "producers": [x.dump() for x in r.producers.values()],
+            "consumers": [c.dump() for c in r.consumers.values()],
+            "pipe": self.pipes.dump(),
+            "counters": self.forwarder.counters(),
+        }
+
+    def _worker_close(self, p: Params) -> dict[str, Any]:
+        self.loop.call_soon(self.stop, "worker.close")
+        return {}
+
+    # -- transport.* --------------------------------------------------------------------
+
+    def _transport_create_plain(self, p: Params) -> dict[str, Any]:
+        tid = p.int("transportId")
+        if tid in self.router.transports:
+            raise duplicate(f"transport {tid} already exists on worker {self.index}")
+        comedia = p.bool("comedia", False)
+        remote = None
+        if p.has("remoteIp") or p.has("remotePort"):
+            remote = (p.ipv4("remoteIp"), p.int("remotePort", 1, 65535))
+            if comedia:  # the latch decides; the address only says what was announced
+                remote = None
+        cfg = self.config
+        try:
+            transport = PlainRtpTransport(
+                tid, self, self.loop, self.forwarder, cfg.rtc_ipv4, cfg.rtc_min_port, cfg.rtc_max_port, comedia
+            )
+        except OSError as exc:
+            raise ProtocolError(UNAVAILABLE, f"transport {tid}: {exc}") from None
+        if remote is not None:
+            try:
+                transport.connect(*remote)
+            except OSError as exc:
+                transport.close()
+                raise ProtocolError(UNAVAILABLE, f"transport {tid}: cannot connect to {remote[0]}:{remote[1]}: {exc}") from None
+        self.router.add_transport(transport)
+        ip, port = transport.local
+        log.info(
+            "transport %d: plain created on %s:%d (%s)",
+            tid,
+            ip,
+            port,
+            "comedia" if comedia else f"remote {remote[0]}:{remote[1]}" if remote else "remote not yet known",
+        )
+        return {"ip": ip, "port": port}
+
+    def _transport_connect_plain(self, p: Params) -> dict[str, Any]:
+        transport = self._transport(p)
+        if not isinstance(transport, PlainRtpTransport):
+            raise bad_request(f"transport {transport.id} is a {transport.kind} transport, not plain")
+        ip, port = p.ipv4("remoteIp"), p.int("remotePort", 1, 65535)
+        try:
+            transport.connect(ip, port)
+        except OSError as exc:
+            raise ProtocolError(UNAVAILABLE, f"transport {transport.id}: cannot connect to {ip}:{port}: {exc}") from None
+        return {}
+
+    def _webrtc_unsupported(self, p: Params) -> None:
+        raise unsupported(f"{p.method}: WebRTC transports are not available on worker {self.index} yet")
+
+    def _transport_close(self, p: Params) -> dict[str, Any]:
+        transport = self._transport(p)
+        for producer in transport.producers.values():
+            self._close_pipes(producer)
+        closed = self.router.remove_transport(transport)
+        transport.close()
+        log.info("transport %d closed (producers closed with it: %s)", transport.id, closed or "none")
+        return {}
+
+    # -- producer.* ---------------------------------------------------------------------
+
+    def _producer_create(self, p: Params) -> dict[str, Any]:
+        pid = p.int("producerId")
+        if pid in self.router.producers:
+            raise duplicate(f"producer {pid} already exists on worker {self.index}")
+        kind = p.choice("kind", KINDS)
+        p.require_key("transportId")
+        transport = self._transport(p) if p.has("transportId") else None
+        paused = p.bool("paused", False)
+        streams, pt_pairs, ext_pairs, clock_rate = self._rtp_spec(p, kind, transport, None)
+        producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate)
+        self.router.add_producer(producer)
+        log.info(
+            "producer %d: %s %s, ssrcs %s%s",
+            pid,
+            kind,
+            f"on transport {transport.id}" if transport else "piped",
+            [s[0] for s in streams],
+            ", paused" if paused else "",
+        )
+        return {}
+
+    def _producer_update(self, p: Params) -> dict[str, Any]:
+        """New RTP parameters for a producer (updateProducer); same params as create."""
+        producer = self._producer(p)
+        if p.choice("kind", KINDS) != producer.kind:
+            raise bad_request(f"producer {producer.id} is {producer.kind}; its kind cannot change")
+        p.require_key("transportId")
+        tid = p.int("transportId") if p.has("transportId") else None
+        if tid != (producer.transport.id if producer.transport else None):
+            raise bad_request(f"producer {producer.id}: transportId cannot change")
+        paused = p.bool("paused", producer.paused)
+        spec = self._rtp_spec(p, producer.kind, producer.transport, producer)
+        self.router.update_producer(producer, *spec)
+        if paused != producer.paused:
+            self._set_producer_paused(producer, paused)
+        log.info("producer %d updated: ssrcs %s", producer.id, [s[0] for s in spec[0]])
+        return {}
+
+    def _rtp_spec(
+        self, p: Params, kind: str, transport: Transport | None, updating: Producer | None
+    ) -> tuple[list[tuple[int, int | None, str]], list[tuple[int, int]], list[tuple[int, int]], int]:
+        """(streams, payload type pairs, extension id pairs, clock rate) of producer.create/update."""
+        streams = self._streams(p, transport, updating)
+        pt_pairs = p.pairs("payloadTypes", 0, 127)
+        if transport is not None and not pt_pairs:
+            raise bad_request(f"{p.method}: payloadTypes must map at least one payload type")
+        ext_pairs = p.pairs("headerExtensionIds", 1, 255)
+        clock_rate = DEFAULT_CLOCK_RATE[kind]
+        for i, raw in enumerate(p.list("codecs", required=False)):
+            codec = p.obj(raw, f"codecs[{i}]")
+            codec.int("payloadType", 0, 127)
+            codec.opt_int("rtxPayloadType", 0, 127)
+            rate = codec.int("clockRate", 1, 10_000_000)
+            if not isinstance(raw.get("mimeType"), str):
+                raise bad_request(f"{p.method}: codecs[{i}].mimeType must be a string")
+            if i == 0:
+                clock_rate = rate
+        return streams, pt_pairs, ext_pairs, clock_rate
+
+    def _streams(
+        self, p: Params, transport: Transport | None, updating: Producer | None
+    ) -> list[tuple[int, int | None, str]]:
+        raw = p.list("streams")
+        if not raw:
+            raise bad_request(f"{p.method}: streams must not be empty")
+        out: list[tuple[int, int | None, str]] = []
+        ssrcs: set[int] = set()
+        profiles: set[str] = set()
+        for i, item in enumerate(raw):
+            s = p.obj(item, f"streams[{i}]")
+            ssrc = s.int("ssrc")
+            rtx = s.opt_int("rtxSsrc")
+            profile = s.choice("profile", PROFILES, default="default")
+            for x in (ssrc, rtx):
+                if x is None:
+                    continue
+                if x in ssrcs:
+                    raise bad_request(f"{p.method}: ssrc {x} appears twice in streams")
+                if transport is not None and (x in transport.ssrc_table or x in transport.rtx_ssrcs):
+                    own = updating is not None and (x in updating.ssrc_table or x in updating.rtx_ssrcs)
+                    if not own:
+                        raise duplicate(f"ssrc {x} is already received on transport {transport.id}")
+                ssrcs.add(x)
+            if profile in profiles:
+                raise bad_request(f"{p.method}: profile {profile!r} appears twice in streams")
+            profiles.add(profile)
+            out.append((ssrc, rtx, profile))
+        return out
+
+    def _producer_pause(self, p: Params) -> dict[str, Any]:
+        self._set_producer_paused(self._producer(p), True)
+        return {}
+
+    def _producer_resume(self, p: Params) -> dict[str, Any]:
+        self._set_producer_paused(self._producer(p), False)
+        return {}
+
+    def _set_producer_paused(self, producer: Producer, paused: bool) -> None:
+        if producer.paused == paused:
+            return
+        self.router.set_producer_paused(producer, paused)
+        if paused:  # consumers on other workers resync too (pipe discontinuity mark)
+            for batch in producer.pipes.values():
+                batch.mark_discontinuity(self.forwarder)
+        log.info("producer %d %s", producer.id, "paused" if paused else "resumed")
+
+    def _producer_close(self, p: Params) -> dict[str, Any]:
+        producer = self._producer(p)
+        self._close_pipes(producer)
+        closed = self.router.remove_producer(producer)
+        log.info("producer %d closed (consumers closed with it: %s)", producer.id, closed or "none")
+        return {}
+
+    def _close_pipes(self, producer: Producer) -> None:
+        for dest in list(producer.pipes):
+            self.pipes.close_batch(self.router.remove_pipe(producer, dest))
+
+    # -- consumer.* ---------------------------------------------------------------------
+
+    def _consumer_create(self, p: Params) -> dict[str, Any]:
+        cid = p.int("consumerId")
+        if cid in self.router.consumers:
+            raise duplicate(f"consumer {cid} already exists on worker {self.index}")
+        producer = self._producer(p)
+        transport = self._transport(p)
+        kind = p.choice("kind", KINDS)
+        if kind != producer.kind:
+            raise bad_request(f"consumer {cid} is {kind} but producer {producer.id} is {producer.kind}")
+        ssrc = p.int("ssrc")
+        rtx = p.opt_int("rtxSsrc")
+        if rtx is not None and rtx == ssrc:
+            raise bad_request(f"consumer {cid}: rtxSsrc equals ssrc {ssrc}")
+        for other in transport.consumers.values():
+            if ssrc in (other.ssrc, other.rtx_ssrc) or (rtx is not None and rtx in (other.ssrc, other.rtx_ssrc)):
+                raise duplicate(f"consumer {other.id} on transport {transport.id} already sends ssrc {ssrc}/{rtx}")
+        paused = p.bool("paused", False)
+        profile = p.choice("preferredProfile", PROFILES, default="default")
+        consumer = Consumer(cid, kind, producer, transport, ssrc, rtx, paused, profile, self._on_effective_profile)
+        self.router.add_consumer(consumer)
+        log.info(
+            "consumer %d: %s of producer %d on transport %d, ssrc %d%s",
+            cid,
+            kind,
+            producer.id,
+            transport.id,
+            ssrc,
+            ", paused" if paused else "",
+        )
+        return {}
+
+    def _consumer_pause(self, p: Params) -> dict[str, Any]:
+        consumer = self._consumer(p)
+        if not consumer.paused:
+            self.router.set_consumer_paused(consumer, True)
+            log.info("consumer %d paused", consumer.id)
+        return {}
+
+    def _consumer_resume(self, p: Params) -> dict[str, Any]:
+        consumer = self._consumer(p)
+        if consumer.paused:
+            self.router.set_consumer_paused(consumer, False)
+            log.info("consumer %d resumed", consumer.id)
+        return {}
+
+    def _consumer_close(self, p: Params) -> dict[str, Any]:
+        consumer = self._consumer(p)
+        self.router.remove_consumer(consumer)
+        log.info("consumer %d closed", consumer.id)
+        return {}
+
+    def _consumer_set_preferred_profile(self, p: Params) -> dict[str, Any]:
+        consumer = self._consumer(p)
+        profile = p.choice("profile", PROFILES)
+        self.router.set_preferred_profile(consumer, profile)
+        return {}
+
+    # -- pipe.* -------------------------------------------------------------------------
+
+    def _pipe_open(self, p: Params) -> dict[str, Any]:
+        producer = self._producer(p)
+        dest = p.int("workerIndex", 0, 65535)
+        if dest == self.index:
+            raise bad_request(f"producer {producer.id}: worker {self.index} cannot pipe to itself")
+        if dest in producer.pipes:
+            raise duplicate(f"producer {producer.id} is already piped to worker {dest}")
+        self.router.add_pipe(producer, dest, self.pipes.open(producer.id, dest))
+        log.info("producer %d: piped to worker %d", producer.id, dest)
+        return {}
+
+    def _pipe_close(self, p: Params) -> dict[str, Any]:
+        producer = self._producer(p)
+        dest = p.int("workerIndex", 0, 65535)
+        if dest not in producer.pipes:
+            raise not_found(f"producer {producer.id} is not piped to worker {dest}")
+        self.pipes.close_batch(self.router.remove_pipe(producer, dest))
+        log.info("producer %d: pipe to worker %d closed", producer.id, dest)
+        return {}
+
+
+def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) -> int:
+    worker = Worker(index, run_dir, config, parent_pid=parent_pid or os.getppid())
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(worker.run())
+    return 0
