@@ -148,5 +148,33 @@ def workers_list(control: ControlOpt = DEFAULT_ENDPOINT) -> None:
     _print(_call(control, "server.info")["workers"], True)
 
 
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="HTTP/WebSocket port of the demo page.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address the demo page listens on.")] = "127.0.0.1",
+    connect: Annotated[
+        str | None, typer.Option(help="Use the Tureen already running at this control endpoint.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Workers of the child `tureen serve`.")] = 2,
+    rtc_ip: Annotated[str | None, typer.Option(help="rtc_ipv4 of the child `tureen serve`.")] = None,
+    announced_ip: Annotated[str | None, typer.Option(help="Announced IPv4 of the child server.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the browser demo: a `tureen serve` child plus the signaling app (docs/browser.md)."""
+    from ..demo.app import serve_demo
+
+    configure(log_level, "demo")
+    serve_args = ["--log-level", log_level]
+    if rtc_ip:
+        serve_args += ["--rtc-ip", rtc_ip]
+    if announced_ip:
+        serve_args += ["--announced-ip", announced_ip]
+    try:
+        asyncio.run(serve_demo(host, port, connect, workers, serve_args))
+    except (RuntimeError, OSError) as exc:
+        typer.echo(f"tureen demo: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 if __name__ == "__main__":
     app()

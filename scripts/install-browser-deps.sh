@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Browser and front-end dependencies of the browser tests and the demo (issue 4):
+#  - Debian's `chromium` (never a browser download: only the package registries are reachable);
+#  - the npm packages of package.json (mediasoup-client 2.4.12, esbuild, playwright-core), with `npm ci`;
+#  - the demo's bundle demo/static/bundle.js, built with esbuild (never committed).
+# Idempotent and quick when everything is already there. Usage: scripts/install-browser-deps.sh [--no-chromium]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_chromium=1
+[[ "${1:-}" == "--no-chromium" ]] && want_chromium=0
+
+if [[ $want_chromium == 1 && ! -x /usr/bin/chromium ]]; then
+    echo "install-browser-deps: installing Debian's chromium" >&2
+    SUDO=""
+    if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+
+if ! command -v npm >/dev/null; then
+    echo "install-browser-deps: npm is missing (node >= 18 is needed for the demo bundle and the browser tests)" >&2
+    exit 1
+fi
+
+# npm ci only when package-lock.json changed since the last install.
+stamp=node_modules/.tureen-installed
+if [[ ! -f $stamp || package-lock.json -nt $stamp || package.json -nt $stamp ]]; then
+    npm ci --no-audit --no-fund --loglevel=error
+    touch "$stamp"
+fi
+
+npm run --silent build
