@@ -158,6 +158,10 @@ class TureenClient:
     async def server_info(self) -> dict[str, Any]:
         return await self.request("server.info")
 
+    async def dump_worker(self, index: int) -> dict[str, Any]:
+        """One worker's data-path state (worker.dump): transports, counters."""
+        return await self.request("worker.dump", index=index)
+
     async def scale_workers(self, count: int) -> dict[str, Any]:
         return await self.request("workers.scale", count=count, timeout=60.0)
 

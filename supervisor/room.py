@@ -921,6 +921,14 @@ class Room:
                 else:
                     obj.dtls_state = state
                 self._lifecycle(name, peerName=obj.peer_name, transportId=obj.id, state=state)
+        elif isinstance(obj, Consumer) and name == "consumer.keyFrameRequest":
+            # A consumer fed through a pipe needs a key frame: the producer's worker asks.
+            producer = obj.producer
+            ssrc = event.get("ssrc")
+            if not producer.closed and isinstance(ssrc, int) and producer.worker is not None:
+                await self._worker_quiet(
+                    producer.worker, "producer.requestKeyFrame", producerId=producer.gid, ssrc=ssrc
+                )
         elif isinstance(obj, Consumer) and name == "consumer.effectiveProfile":
             profile = event.get("profile")
             if obj.enabled and profile != obj.effective_profile and isinstance(profile, str):

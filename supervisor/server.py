@@ -213,6 +213,15 @@ class Server:
 
         return asyncio.ensure_future(scale())
 
+    def _worker_dump(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        """One worker's data-path tables and counters (transports with ICE/DTLS state,
+        producers, consumers, drop counters): for operators and tests, never for apps' logic."""
+        index = get_int(msg, "index", minimum=0, maximum=1024)
+        assert index is not None
+        if index not in self.pool.links:
+            raise ProtocolError("not_found", f"worker {index} does not exist; server.info lists them")
+        return asyncio.ensure_future(self.pool.request(index, "worker.dump"))
+
     def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done({"pong": True})
 
@@ -227,6 +236,7 @@ class Server:
         "server.info": _server_info,
         "server.ping": _server_ping,
         "workers.scale": _workers_scale,
+        "worker.dump": _worker_dump,
     }
 
 

@@ -195,3 +195,29 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def stun_check(ufrag: str, password: str, *, use_candidate: bool = False) -> bytes:
+    """A connectivity check as a browser sends it to `ufrag` (the server's) with `password`."""
+    from aioice import stun
+
+    attributes: dict[str, Any] = {
+        "USERNAME": f"{ufrag}:tEsT",
+        "ICE-CONTROLLING": 0x1122334455667788,
+        "PRIORITY": 1853817087,
+    }
+    if use_candidate:
+        attributes["USE-CANDIDATE"] = None
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, attributes=attributes)
+    msg.add_message_integrity(password.encode())
+    return bytes(msg)
+
+
+def stun_answer(sock: socket.socket, request: bytes, dest: tuple[str, int], timeout: float = 2.0) -> Any:
+    """Send a STUN request from `sock` and return the parsed answer (aioice Message)."""
+    from aioice import stun
+
+    sock.sendto(request, dest)
+    packets = drain(sock, timeout, 1)
+    assert packets, f"no STUN answer from {dest} within {timeout} s"
+    return stun.parse_message(packets[0])

@@ -6,7 +6,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     worker (udp.py drains into it; pipe.py copies a piped packet into it). Length n.
  2. Demux by the first two bytes: n < 12 -> truncated; first byte outside 128..191 -> not
     RTP (RFC 7983: STUN 0-3, DTLS 20-63, TURN 64-79; a plain transport has none of them);
-    second byte 192..223 -> RTCP (RFC 5761 section 4; counted, handled in a later issue).
+    second byte 192..223 -> RTCP (RFC 5761 section 4; counted, handed to `source.handle_rtcp`:
+    a plain transport's; WebRTC transports take SRTCP out before the forwarder).
  3. One `Struct.unpack_from` of the fixed header; SSRC -> producer Stream in the source's
     `ssrc_table` (a transport's, or a piped producer's). Unknown SSRC, RTX (later issue),
     paused producer, unmapped payload type -> drop.
@@ -75,6 +76,8 @@ COUNTERS = {
     "rtp_in": "rtpIn",
     "rtp_out": "rtpOut",
     "rtcp_in": "rtcpIn",
+    "rtcp_malformed": "rtcpMalformed",
+    "key_frame_requests": "keyFrameRequests",
     "drop_truncated": "dropTruncated",
     "drop_not_rtp": "dropNotRtp",
     "drop_malformed": "dropMalformed",
@@ -123,6 +126,7 @@ class Forwarder:
         if n < 12:
             if n >= 8 and 128 <= buf[0] <= 191 and 192 <= buf[1] <= 223:
                 self.rtcp_in += 1  # an RTCP RR without report blocks is 8 bytes
+                source.handle_rtcp(n, buf)
             else:
                 self.drop_truncated += 1
             return
@@ -132,6 +136,7 @@ class Forwarder:
             return
         if 192 <= b1 <= 223:
             self.rtcp_in += 1
+            source.handle_rtcp(n, buf)
             return
         stream = source.ssrc_table.get(ssrc)
         if stream is None:

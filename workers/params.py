@@ -19,6 +19,10 @@ class Params:
     def _fail(self, key: str, want: str, value: Any) -> NoReturn:
         raise bad_request(f"{self.method}: {key} must be {want}, got {value!r:.60}")
 
+    def raw(self, key: str) -> Any:
+        """The value as sent (None when absent), for a validator of its own."""
+        return self._m.get(key)
+
     def has(self, key: str) -> bool:
         """The key is there and not null."""
         return self._m.get(key) is not None

@@ -53,6 +53,7 @@ class Stream:
         "profile",
         "producer",
         "consumers",
+        "last_key_request",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -70,6 +71,7 @@ class Stream:
         self.packets = 0
         self.octets = 0
         self.consumers: dict[int, Consumer] = {}
+        self.last_key_request = -1e9  # loop time of the last key frame asked for
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -128,6 +130,9 @@ class Producer:
     @property
     def piped(self) -> bool:
         return self.transport is None
+
+    def handle_rtcp(self, n: int, buf: bytearray) -> None:
+        """A piped producer as a forwarding source: pipes carry only RTP, never RTCP."""
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -194,10 +199,21 @@ def choose_stream(streams: list[Stream], preferred: str) -> Stream:
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, on_key_frame_needed: Callable[[Consumer], None] | None = None) -> None:
         self.transports: dict[int, Transport] = {}
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
+        # Called when a video consumer starts being fed (first time, after a pause, a
+        # switch of stream, its transport becoming ready): it can decode nothing until the
+        # next key frame, so the worker asks the producer for one.
+        self.on_key_frame_needed = on_key_frame_needed
+
+    def consumer_by_ssrc(self, transport: Transport, ssrc: int) -> Consumer | None:
+        """The consumer on `transport` sending with `ssrc` (RTCP feedback names it)."""
+        for consumer in transport.consumers.values():
+            if consumer.ssrc == ssrc:
+                return consumer
+        return None
 
     # -- transports ---------------------------------------------------------------------
 
@@ -296,6 +312,7 @@ class Router:
                 for consumer in stream.consumers.values():
                     consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
 
+
     def interrupt_producer(self, producer: Producer) -> None:
         """The stream broke upstream (a pipe's discontinuity mark): consumers resync."""
         for stream in producer.streams:
@@ -370,6 +387,8 @@ class Router:
         """Rebuild stream.fan; a consumer left out stops being fed, so it must resync when
         it is back (interrupt() is idempotent while it stays out)."""
         fan = []
+        old = stream.fan
+        started: list[Consumer] = []
         for consumer in stream.consumers.values():
             send = consumer.transport.sender()
             if send is None or consumer.paused:
@@ -377,4 +396,8 @@ class Router:
                 continue
             consumer.rewrite.send = send
             fan.append(consumer.rewrite)
+            if consumer.rewrite not in old and consumer.kind == "video":
+                started.append(consumer)
         stream.fan = tuple(fan)
+        if started and self.on_key_frame_needed is not None and not stream.paused:
+            self.on_key_frame_needed(started[0])

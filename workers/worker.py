@@ -36,17 +36,30 @@ from tureen.shared.errors import (
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
 from tureen.workers.params import Params
-from tureen.workers.router import PROFILES, Consumer, Producer, Router
+from tureen.workers.router import PROFILES, Consumer, Producer, Router, Stream
+from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.transport.base import Transport
 from tureen.workers.transport.pipe import PipeHub
 from tureen.workers.transport.plain import PlainRtpTransport
+from tureen.workers.transport.webrtc import WebRtcTransport
 
 log = logging.getLogger("tureen.workers.worker")
 
 KINDS = ("audio", "video")
 DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
 HOUSEKEEPING_INTERVAL = 0.5  # s: parent check, reader safety poke
+# s: at most one key-frame request per producer stream in this time. One key frame serves
+# every consumer that started meanwhile; browsers answer a PLI within a frame or two.
+KEY_FRAME_REQUEST_INTERVAL = 0.3
+WEBRTC_OPTIONS = (
+    ("udp", True),
+    ("tcp", True),
+    ("preferIPv4", False),
+    ("preferIPv6", False),
+    ("preferUdp", False),
+    ("preferTcp", False),
+)
 
 
 def control_path(run_dir: str, index: int) -> str:
@@ -60,7 +73,9 @@ class Worker:
         self.run_dir = run_dir
         self.config = config
         self.pid = os.getpid()
-        self.router = Router()
+        self.router = Router(on_key_frame_needed=self._key_frame_needed)
+        # Sender SSRC of the RTCP feedback this worker writes (PLI towards producers).
+        self.rtcp_ssrc = int.from_bytes(os.urandom(4), "big") or 1
         self.forwarder = Forwarder()
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {
@@ -69,15 +84,16 @@ class Worker:
             "worker.close": self._worker_close,
             "transport.createPlain": self._transport_create_plain,
             "transport.connectPlain": self._transport_connect_plain,
-            "transport.createWebRtc": self._webrtc_unsupported,
-            "transport.setRemoteDtls": self._webrtc_unsupported,
-            "transport.restartIce": self._webrtc_unsupported,
+            "transport.createWebRtc": self._transport_create_webrtc,
+            "transport.setRemoteDtls": self._transport_set_remote_dtls,
+            "transport.restartIce": self._transport_restart_ice,
             "transport.close": self._transport_close,
             "producer.create": self._producer_create,
             "producer.update": self._producer_update,
             "producer.pause": self._producer_pause,
             "producer.resume": self._producer_resume,
             "producer.close": self._producer_close,
+            "producer.requestKeyFrame": self._producer_request_key_frame,
             "consumer.create": self._consumer_create,
             "consumer.pause": self._consumer_pause,
             "consumer.resume": self._consumer_resume,
@@ -190,6 +206,45 @@ class Worker:
     def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
         self.emit(event, transportId=transport.id, **fields)
 
+    def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
+        try:
+            ssrcs = rtcp.key_frame_requests(packet)
+        except ValueError as exc:
+            self.forwarder.rtcp_malformed += 1
+            log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
+            return
+        for ssrc in ssrcs:
+            consumer = self.router.consumer_by_ssrc(transport, ssrc)
+            if consumer is not None and consumer.stream is not None:
+                self._request_key_frame(consumer.stream, consumer)
+
+    def transport_failed(self, transport: Transport, reason: str) -> None:
+        if self.router.transports.get(transport.id) is not transport:
+            return  # closed meanwhile by the supervisor
+        self._drop_transport(transport)
+        log.warning("transport %d closed by the worker: %s", transport.id, reason)
+        self.emit("transport.closed", transportId=transport.id, reason=reason)
+
+    # -- key frames ---------------------------------------------------------------------
+
+    def _key_frame_needed(self, consumer: Consumer) -> None:
+        if consumer.stream is not None:
+            self._request_key_frame(consumer.stream, consumer)
+
+    def _request_key_frame(self, stream: Stream, consumer: Consumer | None = None) -> None:
+        """Ask the producer of `stream` for a key frame: a PLI on its transport, or through
+        the supervisor to the worker that has it (a piped producer)."""
+        now = self.loop.time()
+        if now - stream.last_key_request < KEY_FRAME_REQUEST_INTERVAL:
+            return
+        stream.last_key_request = now
+        producer = stream.producer
+        self.forwarder.key_frame_requests += 1
+        if producer.transport is not None:
+            producer.transport.send_rtcp(rtcp.pli(self.rtcp_ssrc, stream.ssrc))
+        elif consumer is not None:
+            self.emit("consumer.keyFrameRequest", consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc)
+
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
         log.info("consumer %d: effective profile %s", rewrite.consumer_id, rewrite.profile)
         self.emit("consumer.effectiveProfile", consumerId=rewrite.consumer_id, profile=rewrite.profile)
@@ -295,17 +350,68 @@ class Worker:
             raise ProtocolError(UNAVAILABLE, f"transport {transport.id}: cannot connect to {ip}:{port}: {exc}") from None
         return {}
 
-    def _webrtc_unsupported(self, p: Params) -> None:
-        raise unsupported(f"{p.method}: WebRTC transports are not available on worker {self.index} yet")
+    def _transport_create_webrtc(self, p: Params) -> dict[str, Any]:
+        tid = p.int("transportId")
+        if tid in self.router.transports:
+            raise duplicate(f"transport {tid} already exists on worker {self.index}")
+        options = {key: p.bool(key, default) for key, default in WEBRTC_OPTIONS}
+        if not options["udp"]:
+            raise unsupported(
+                f"transport {tid}: Tureen offers UDP ICE candidates only; set options.udp to true"
+            )
+        cfg = self.config
+        try:
+            transport = WebRtcTransport(
+                tid,
+                self,
+                self.loop,
+                self.forwarder,
+                cfg.rtc_ipv4,
+                cfg.rtc_announced_ipv4 or None,
+                cfg.rtc_min_port,
+                cfg.rtc_max_port,
+                options,
+            )
+        except OSError as exc:
+            raise ProtocolError(UNAVAILABLE, f"transport {tid}: {exc}") from None
+        if p.has("dtlsParameters"):
+            try:
+                transport.set_remote_dtls(p.raw("dtlsParameters"))
+            except ProtocolError:
+                transport.close()
+                raise
+        self.router.add_transport(transport)
+        ip, port = transport.endpoint.local
+        log.info("transport %d: webrtc created on %s:%d", tid, ip, port)
+        return transport.local_parameters()
+
+    def _webrtc(self, p: Params) -> WebRtcTransport:
+        transport = self._transport(p)
+        if not isinstance(transport, WebRtcTransport):
+            raise bad_request(f"transport {transport.id} is a {transport.kind} transport, not webrtc")
+        return transport
+
+    def _transport_set_remote_dtls(self, p: Params) -> dict[str, Any]:
+        transport = self._webrtc(p)
+        if not p.has("dtlsParameters"):
+            raise bad_request(f"{p.method}: dtlsParameters is required")
+        return {"dtlsParameters": transport.set_remote_dtls(p.raw("dtlsParameters"))}
+
+    def _transport_restart_ice(self, p: Params) -> dict[str, Any]:
+        return {"iceParameters": self._webrtc(p).restart_ice()}
 
     def _transport_close(self, p: Params) -> dict[str, Any]:
         transport = self._transport(p)
+        closed = self._drop_transport(transport)
+        log.info("transport %d closed (producers closed with it: %s)", transport.id, closed or "none")
+        return {}
+
+    def _drop_transport(self, transport: Transport) -> list[int]:
         for producer in transport.producers.values():
             self._close_pipes(producer)
         closed = self.router.remove_transport(transport)
         transport.close()
-        log.info("transport %d closed (producers closed with it: %s)", transport.id, closed or "none")
-        return {}
+        return closed
 
     # -- producer.* ---------------------------------------------------------------------
 
@@ -413,7 +519,24 @@ class Worker:
         if paused:  # consumers on other workers resync too (pipe discontinuity mark)
             for batch in producer.pipes.values():
                 batch.mark_discontinuity(self.forwarder)
+        elif producer.kind == "video" and producer.transport is not None:
+            # What follows the pause refers to frames the consumers never got.
+            for stream in producer.streams:
+                if stream.fan or stream.pipes:
+                    self._request_key_frame(stream)
         log.info("producer %d %s", producer.id, "paused" if paused else "resumed")
+
+    def _producer_request_key_frame(self, p: Params) -> dict[str, Any]:
+        """A consumer on another worker needs a key frame of this producer's stream `ssrc`."""
+        producer = self._producer(p)
+        ssrc = p.int("ssrc")
+        stream = producer.ssrc_table.get(ssrc)
+        if stream is None:
+            raise not_found(f"producer {producer.id} has no stream with ssrc {ssrc}")
+        if producer.transport is None:
+            raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
+        self._request_key_frame(stream)
+        return {}
 
     def _producer_close(self, p: Params) -> dict[str, Any]:
         producer = self._producer(p)

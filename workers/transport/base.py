@@ -37,9 +37,15 @@ class TransportListener(Protocol):
     def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
         """A state change the supervisor hears about, e.g. ("transport.iceState", state=...)."""
 
+    def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
+        """A (decrypted) compound RTCP packet arrived from the transport's remote."""
+
+    def transport_failed(self, transport: Transport, reason: str) -> None:
+        """The transport cannot go on (DTLS failed, ICE consent lost): close it, tell all."""
+
 
 class Transport:
-    """Base of PlainRtpTransport and (next) WebRtcTransport."""
+    """Base of PlainRtpTransport and WebRtcTransport."""
 
     kind: ClassVar[str] = "?"
 
@@ -57,6 +63,14 @@ class Transport:
     def sender(self) -> Sender | None:
         """How to send one RTP packet to the remote now, or None while that is not possible."""
         raise NotImplementedError
+
+    def send_rtcp(self, packet: bytes) -> None:
+        """Send one compound RTCP packet to the remote; silently nothing while not possible."""
+        raise NotImplementedError
+
+    def handle_rtcp(self, n: int, buf: bytearray) -> None:
+        """The forwarder found an RTCP packet in buf[:n] from this transport's remote."""
+        self.listener.transport_rtcp(self, bytes(buf[:n]))
 
     def dump(self) -> dict[str, Any]:
         return {

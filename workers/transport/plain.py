@@ -69,6 +69,15 @@ class PlainRtpTransport(Transport):
     def sender(self) -> Sender | None:
         return self.endpoint.send
 
+    def send_rtcp(self, packet: bytes) -> None:
+        send = self.endpoint.send
+        if send is None:
+            return
+        try:
+            send(packet)
+        except OSError as exc:
+            log.debug("transport %d: RTCP not sent: %s", self.id, exc)
+
     def _on_datagram_from(self, n: int, addr: tuple) -> None:
         fwd = self._forwarder
         if self.comedia and self.endpoint.remote is None and n >= 8 and 128 <= fwd.buf[0] <= 191:

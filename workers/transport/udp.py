@@ -128,6 +128,10 @@ class UdpEndpoint:
         self._drain_from(sock)
         self._loop.add_reader(sock.fileno(), self._drain_connected)
 
+    def disconnect(self) -> None:
+        """Forget the remote: nothing is sent until the next connect()."""
+        self._close_conn()
+
     def _close_conn(self) -> None:
         if self._conn is not None:
             self._loop.remove_reader(self._conn.fileno())

@@ -1,0 +1,56 @@
+"""RTCP feedback parsing and building (RFC 3550, RFC 4585, RFC 5104)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from tureen.workers.rtp import rtcp
+
+# A receiver report with one report block (RFC 3550 6.4.2): 32 bytes.
+RR = struct.pack("!BBHI", 0x81, rtcp.RR, 7, 0x11111111) + struct.pack("!IIIIII", 0x22222222, 0, 0, 0, 0, 0)
+# An SDES with one CNAME chunk "ab" (RFC 3550 6.5): header, SSRC, CNAME item, end, padding.
+SDES = struct.pack("!BBHI", 0x81, rtcp.SDES, 2, 0x11111111) + b"\x01\x02ab"
+
+
+def test_pli_is_the_rfc_4585_layout() -> None:
+    assert rtcp.pli(0x01020304, 0x0A0B0C0D) == bytes.fromhex("81ce0002 01020304 0a0b0c0d")
+
+
+def test_fir_is_the_rfc_5104_layout() -> None:
+    # FMT 4, PT 206, length 4; media SSRC 0 in the header; FCI: SSRC, seq nr, 3 reserved.
+    assert rtcp.fir(1, 0x0A0B0C0D, 300) == bytes.fromhex("84ce0004 00000001 00000000 0a0b0c0d 2c000000")
+
+
+def test_compound_is_walked_packet_by_packet() -> None:
+    data = RR + SDES + rtcp.pli(1, 2)
+    assert [(pt, count) for pt, count, _, _ in rtcp.iter_compound(data)] == [
+        (rtcp.RR, 1),
+        (rtcp.SDES, 1),
+        (rtcp.PSFB, rtcp.PSFB_PLI),
+    ]
+
+
+def test_key_frame_requests_from_pli_and_fir_in_a_compound() -> None:
+    data = RR + rtcp.pli(1, 0xAAAA) + SDES + rtcp.fir(1, 0xBBBB, 1)
+    assert rtcp.key_frame_requests(data) == [0xAAAA, 0xBBBB]
+
+
+def test_other_feedback_is_not_a_key_frame_request() -> None:
+    nack = struct.pack("!BBHII", 0x80 | rtcp.RTPFB_NACK, rtcp.RTPFB, 3, 1, 0xAAAA) + struct.pack("!HH", 10, 0)
+    remb = struct.pack("!BBHII", 0x8F, rtcp.PSFB, 2, 1, 0)
+    assert rtcp.key_frame_requests(RR + nack + remb) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x81\xc9\x00",  # shorter than a header
+        b"\x41\xc9\x00\x01\x00\x00\x00\x00",  # version 1
+        RR[:-4],  # length runs past the datagram
+        struct.pack("!BBH", 0x81, rtcp.PSFB, 1) + b"\x00" * 4,  # PLI of 8 bytes
+    ],
+)
+def test_malformed_compound_raises_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        rtcp.key_frame_requests(data)

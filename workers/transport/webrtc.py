@@ -1,0 +1,364 @@
+"""WebRtcTransport: ICE-lite, DTLS-SRTP and SRTP on one UDP port (mediasoup v2 semantics).
+
+The transport glues three sans-I/O cores to one UdpEndpoint and the worker's clock:
+
+    datagram --demux (RFC 7983, first byte)--+-- 0..3    STUN -> IceLiteServer.handle_stun
+                                             +-- 20..63  DTLS -> DtlsEndpoint.handle_datagram
+                                             +-- 128..191 SRTP/SRTCP -> SrtpContext -> forwarder
+                                             +-- else    dropped, counted
+
+- STUN is answered from anyone (a wrong USERNAME or MESSAGE-INTEGRITY gets 400/401 and
+  changes nothing). A valid check makes its source a valid tuple; the selected tuple (ICE
+  nomination) becomes the endpoint's connected remote: media then goes only there, and
+  arrives on the connected socket.
+- DTLS is accepted from valid tuples only, and starts once ICE selected a tuple and the
+  remote dtlsParameters are known (either order). Its flights go to the selected tuple.
+- SRTP/SRTCP is accepted from the selected tuple only: RTP from anyone else, valid tuple or
+  not, is dropped and counted as a stranger's (the issue's rule; v2 took any valid tuple).
+  RTP is decrypted in place in the forwarder's buffer and forwarded; SRTCP goes to the
+  listener (key-frame requests).
+- Sending: `sender()` exists once DTLS is connected and a tuple is selected; it copies the
+  rewritten packet into a scratch buffer, protects it there in place and sends it on the
+  connected socket (the forwarder's buffer must keep the plaintext for the next consumer).
+- Failure: DTLS failing or closed by the remote, and ICE losing consent (no valid check for
+  30 s on any tuple), end the transport: `listener.transport_failed(self, reason)` (called
+  soon, never from inside a socket drain), which closes it and tells the supervisor.
+
+Time is `loop.time()` everywhere (one monotonic clock for ICE consent and DTLS timers).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .base import Sender, Transport, TransportListener
+from .dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsEvent, DtlsFailed
+from .ice_lite import IceEvent, IceLiteServer, IceStateChanged, IceTupleSelected, ice_candidates
+from .srtp import MAX_PACKET_SIZE, SrtpContext
+from .udp import UdpEndpoint
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from tureen.workers.forward import Forwarder
+
+log = logging.getLogger("tureen.workers.webrtc")
+
+# Room for the largest packet we protect plus the longest SRTP trailer (GCM's 16-byte tag).
+_SCRATCH = MAX_PACKET_SIZE + 32
+
+
+class WebRtcTransport(Transport):
+    kind = "webrtc"
+
+    def __init__(
+        self,
+        transport_id: int,
+        listener: TransportListener,
+        loop: asyncio.AbstractEventLoop,
+        forwarder: Forwarder,
+        ip: str,
+        announced_ip: str | None,
+        min_port: int,
+        max_port: int,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__(transport_id, listener)
+        self._loop = loop
+        self._forwarder = forwarder
+        self._buf = forwarder.buf
+        self.ice = IceLiteServer()
+        self.dtls = DtlsEndpoint()
+        self.srtp: SrtpContext | None = None
+        self.endpoint = UdpEndpoint(
+            loop,
+            forwarder.buf,
+            ip,
+            min_port,
+            max_port,
+            on_datagram=self._on_selected,
+            on_datagram_from=self._on_datagram_from,
+            after_drain=forwarder.after_drain,
+            name=f"transport {transport_id}",
+        )
+        local_ip, port = self.endpoint.local
+        self.candidates = ice_candidates([("udp", announced_ip or local_ip, port)], {**options, "tcp": False})
+        self._scratch = bytearray(_SCRATCH)
+        self._scratch_mv = memoryview(self._scratch)
+        self._send: Sender | None = None  # the connected socket's send, once a tuple is selected
+        self._timer: asyncio.TimerHandle | None = None
+        self._failing = False
+        # Counters (dump): what was dropped and why.
+        self.strangers = 0
+        self.stun_in = 0
+        self.dtls_in = 0
+        self.srtp_errors = 0
+        self.srtcp_in = 0
+        self.rtcp_out = 0
+        self.media_before_srtp = 0
+        self.not_demuxed = 0
+
+    # -- parameters (createTransport / updateTransport / restartTransport) -------------
+
+    def local_parameters(self) -> dict[str, Any]:
+        return {
+            "iceParameters": self.ice.ice_parameters(),
+            "iceCandidates": self.candidates,
+            "dtlsParameters": self.dtls.local_parameters(),
+        }
+
+    def set_remote_dtls(self, dtls_parameters: Any) -> dict[str, Any]:
+        """Apply the client's dtlsParameters (ProtocolError, changing nothing, when bad)."""
+        role = self.dtls.set_remote(dtls_parameters)
+        log.info("transport %d: remote DTLS parameters set, local role %s", self.id, role)
+        self._maybe_start_dtls()
+        return self.dtls.local_parameters()
+
+    def restart_ice(self) -> dict[str, Any]:
+        params = self.ice.restart()
+        log.info("transport %d: ICE restarted (new ufrag %s)", self.id, params["usernameFragment"])
+        return params
+
+    # -- data path ----------------------------------------------------------------------
+
+    def sender(self) -> Sender | None:
+        if self.srtp is None or self._send is None:
+            return None
+        return self._send_srtp
+
+    def _send_srtp(self, view: Any) -> None:
+        n = len(view)
+        scratch = self._scratch
+        scratch[:n] = view  # same length: no resize (the cffi view of it stays valid)
+        try:
+            m = self._protect(scratch, n)
+        except ValueError as exc:  # too long for libsrtp: lost, counted as a send error
+            raise OSError(str(exc)) from None
+        self._send(self._scratch_mv[:m])  # type: ignore[misc]
+
+    def send_rtcp(self, packet: bytes) -> None:
+        """Send one compound RTCP packet of ours to the remote (dropped until connected)."""
+        if self.srtp is None or self._send is None:
+            return
+        try:
+            self._send(self.srtp.protect_rtcp(packet))
+            self.rtcp_out += 1
+        except (ValueError, OSError) as exc:
+            log.debug("transport %d: RTCP not sent: %s", self.id, exc)
+
+    def _on_selected(self, n: int) -> None:
+        """A datagram from the selected tuple (the connected socket)."""
+        buf = self._buf
+        b0 = buf[0]
+        if 128 <= b0 <= 191:
+            srtp = self.srtp
+            if srtp is None:
+                self.media_before_srtp += 1
+                return
+            if n >= 8 and 192 <= buf[1] <= 223:
+                self._on_srtcp(n)
+                return
+            try:
+                n = srtp.unprotect_rtp_into(buf, n)
+            except ValueError:
+                self.srtp_errors += 1
+                return
+            self._forwarder.receive(self, n)
+        elif b0 < 4:
+            addr = self.endpoint.remote
+            if addr is not None:
+                self._on_stun(n, addr)
+        elif 20 <= b0 <= 63:
+            self._on_dtls(n)
+        else:
+            self.not_demuxed += 1
+
+    def _on_datagram_from(self, n: int, addr: tuple) -> None:
+        """A datagram from anyone but the selected tuple (the open socket)."""
+        b0 = self._buf[0]
+        if b0 < 4:
+            self._on_stun(n, (addr[0], addr[1]))
+        elif 20 <= b0 <= 63 and self.ice.is_valid_tuple((addr[0], addr[1])):
+            self._on_dtls(n)
+        else:
+            self.strangers += 1
+            self._forwarder.drop_stranger += 1
+            if self.strangers == 1 or self.strangers % 1000 == 0:
+                log.warning(
+                    "transport %d: dropped datagram from %s:%d, not the ICE-selected tuple (%d so far)",
+                    self.id,
+                    addr[0],
+                    addr[1],
+                    self.strangers,
+                )
+
+    def _on_srtcp(self, n: int) -> None:
+        try:
+            packet = self.srtp.unprotect_rtcp(bytes(self._buf[:n]))  # type: ignore[union-attr]
+        except ValueError:
+            self.srtp_errors += 1
+            return
+        self.srtcp_in += 1
+        self._forwarder.rtcp_in += 1
+        self.listener.transport_rtcp(self, packet)
+
+    # -- ICE ----------------------------------------------------------------------------
+
+    def _on_stun(self, n: int, addr: tuple[str, int]) -> None:
+        self.stun_in += 1
+        response, events = self.ice.handle_stun(bytes(self._buf[:n]), addr, self._loop.time())
+        if response is not None:
+            try:
+                self.endpoint.sendto(response, addr)
+            except OSError as exc:
+                log.debug("transport %d: STUN answer to %s:%d lost: %s", self.id, addr[0], addr[1], exc)
+        if events:
+            self._on_ice_events(events)
+        self._arm_timer()
+
+    def _on_ice_events(self, events: list[IceEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, IceTupleSelected):
+                self._select(ev.addr)
+            elif isinstance(ev, IceStateChanged):
+                log.info("transport %d: ICE %s", self.id, ev.state)
+                self.listener.transport_event(self, "transport.iceState", state=ev.state)
+                if ev.state == "disconnected":
+                    self._fail("ICE disconnected: no connectivity check for 30 s (consent lost)")
+
+    def _select(self, addr: tuple[str, int] | None) -> None:
+        if addr is None:
+            self.endpoint.disconnect()
+            self._send = None
+        else:
+            try:
+                self.endpoint.connect(addr)
+            except OSError as exc:
+                self._fail(f"cannot use the ICE-selected tuple {addr[0]}:{addr[1]}: {exc}")
+                return
+            self._send = self.endpoint.send
+            log.info("transport %d: ICE selected %s:%d", self.id, addr[0], addr[1])
+            self._maybe_start_dtls()
+        self.listener.transport_ready(self)
+
+    # -- DTLS ---------------------------------------------------------------------------
+
+    def _maybe_start_dtls(self) -> None:
+        # As mediasoup's MayRunDtlsTransport: the role is known and ICE has a tuple.
+        dtls = self.dtls
+        if dtls.state != "new" or dtls.remote_fingerprint is None or self._send is None:
+            return
+        self.listener.transport_event(self, "transport.dtlsState", state="connecting")
+        self._send_dtls(dtls.start(self._loop.time()))
+        # Early datagrams replayed by start() may have produced events already.
+        out, events = dtls.handle_timer(self._loop.time())
+        self._send_dtls(out)
+        self._on_dtls_events(events)
+        self._arm_timer()
+
+    def _on_dtls(self, n: int) -> None:
+        self.dtls_in += 1
+        out, events = self.dtls.handle_datagram(bytes(self._buf[:n]), self._loop.time())
+        self._send_dtls(out)
+        self._on_dtls_events(events)
+        self._arm_timer()
+
+    def _send_dtls(self, datagrams: list[bytes]) -> None:
+        send = self._send
+        if send is None:
+            return
+        for data in datagrams:
+            try:
+                send(data)
+            except OSError as exc:
+                log.debug("transport %d: DTLS datagram lost: %s", self.id, exc)
+
+    def _on_dtls_events(self, events: list[DtlsEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, DtlsConnected):
+                try:
+                    self.srtp = SrtpContext(ev.profile, ev.local_key_salt, ev.remote_key_salt)
+                except ValueError as exc:
+                    self._fail(f"DTLS connected but SRTP cannot start: {exc}")
+                    return
+                self._protect = self.srtp.protect_rtp_into
+                log.info("transport %d: DTLS connected (%s, %s)", self.id, self.dtls.role, ev.profile)
+                self.listener.transport_event(self, "transport.dtlsState", state="connected")
+                self.listener.transport_ready(self)
+            elif isinstance(ev, DtlsFailed):
+                self.listener.transport_event(self, "transport.dtlsState", state="failed")
+                self._fail(f"DTLS failed: {ev.reason}")
+            elif isinstance(ev, DtlsClosed):
+                self.listener.transport_event(self, "transport.dtlsState", state="closed")
+                self._fail(f"DTLS closed by the remote ({ev.reason})")
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        if self.closed:
+            return
+        timers = [t for t in (self.ice.get_timer(), self.dtls.get_timer()) if t is not None]
+        when = min(timers) if timers else None
+        if self._timer is not None:
+            if when is not None and self._timer.when() == when:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = self._loop.time()
+        out, dtls_events = self.dtls.handle_timer(now)
+        self._send_dtls(out)
+        self._on_dtls_events(dtls_events)
+        ice_events = self.ice.check_timeout(now)
+        if ice_events:
+            self._on_ice_events(ice_events)
+        self._arm_timer()
+
+    # -- end ----------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        if self._failing or self.closed:
+            return
+        self._failing = True
+        log.warning("transport %d: %s; closing it", self.id, reason)
+        # Not from inside a drain of our own socket: the listener closes it.
+        self._loop.call_soon(self.listener.transport_failed, self, reason)
+
+    def dump(self) -> dict[str, Any]:
+        info = super().dump()
+        info.update(self.endpoint.dump())
+        info.update(
+            {
+                "iceState": self.ice.state,
+                "iceSelectedTuple": list(self.ice.selected_tuple) if self.ice.selected_tuple else None,
+                "iceTuples": [list(t) for t in self.ice.tuples],
+                "dtlsState": self.dtls.state,
+                "dtlsRole": self.dtls.role,
+                "srtpProfile": self.srtp.profile.name if self.srtp else None,
+                "strangers": self.strangers,
+                "stunIn": self.stun_in,
+                "dtlsIn": self.dtls_in,
+                "srtcpIn": self.srtcp_in,
+                "rtcpOut": self.rtcp_out,
+                "srtpErrors": self.srtp_errors,
+                "mediaBeforeSrtp": self.media_before_srtp,
+                "notDemuxed": self.not_demuxed,
+            }
+        )
+        return info
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._send_dtls(self.dtls.close())
+            self.endpoint.close()
+        super().close()
