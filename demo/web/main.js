@@ -82,6 +82,9 @@ async function rtpStats(target, type)
 		frameWidth      : rtp.frameWidth,
 		frameHeight     : rtp.frameHeight,
 		framesPerSecond : rtp.framesPerSecond,
+		// audio: samples played out and the energy in them (silence has none)
+		totalSamplesReceived : rtp.totalSamplesReceived,
+		totalAudioEnergy     : rtp.totalAudioEnergy,
 		codec           : codec ? codec.mimeType : undefined
 	};
 }

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import OUTPUT, SETUP_HINT, Browser, DemoPage, Stack, missing_prerequisites
+
+from .harness import OUTPUT, SETUP_HINT, Browser, DemoPage, Stack, missing_prerequisites
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

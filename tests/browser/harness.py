@@ -12,6 +12,7 @@ On a failure the conftest prints the browser console, the server log and the app
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from support import ServerProcess, free_tcp_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +76,13 @@ class Browser:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        ready = self._next(45.0, "the browser to start")
-        if not ready.get("ready"):
-            raise BrowserError(f"driver did not start: {ready}")
+        try:
+            ready = self._next(45.0, "the browser to start")
+            if not ready.get("ready"):
+                raise BrowserError(f"driver did not start: {ready}")
+        except BrowserError:
+            self.close()
+            raise
         self.version: str = ready["version"]
 
     def _read(self) -> None:
@@ -159,6 +165,10 @@ class Browser:
             return ""
 
     def close(self) -> None:
+        """Quit the browser; then kill, by pid, the driver and any Chromium process it left."""
+        children: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(self.process.pid).children(recursive=True)
         if self.process.poll() is None:
             try:
                 self.call("quit", timeout=10.0)
@@ -169,11 +179,13 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=5)
         if self.process.stdin:
-            try:
+            with contextlib.suppress(OSError):
                 self.process.stdin.close()
-            except OSError:
-                pass
         self._stderr.close()
 
 
@@ -298,6 +310,35 @@ class DemoPage:
     def tiles(self) -> list[str]:
         return self.js("[...document.querySelectorAll('#grid .tile')].map((t) => t.dataset.peer)")
 
+    def video_element(self, peer: str) -> dict[str, Any] | None:
+        """The <video> of `peer`'s tile: size, playback position, whether it shows."""
+        return self.js(
+            f"""(() => {{
+                const tile = document.querySelector('#grid .tile[data-peer=' + {json.dumps(json.dumps(peer))} + ']');
+                if (!tile) return null;
+                const video = tile.querySelector('video');
+                return {{ videoWidth: video.videoWidth, videoHeight: video.videoHeight,
+                          currentTime: video.currentTime, paused: video.paused,
+                          readyState: video.readyState, hasStream: Boolean(video.srcObject),
+                          noVideo: tile.classList.contains('no-video'),
+                          caption: tile.querySelector('figcaption').innerText,
+                          figures: tile.querySelector('.stats').innerText }};
+            }})()"""
+        )
+
+    def wait_video_playing(self, peer: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until `peer`'s tile plays video: videoWidth > 0 and currentTime advancing."""
+        first = wait_until(
+            lambda: self.video_element(peer),
+            lambda v: bool(v) and v["videoWidth"] > 0 and v["currentTime"] > 0,
+            timeout, f"{self.name} to show {peer}'s video",
+        )
+        return wait_until(
+            lambda: self.video_element(peer),
+            lambda v: bool(v) and v["currentTime"] >= first["currentTime"] + 1.0,
+            10.0, f"{peer}'s video on {self.name} to keep playing (currentTime advancing)",
+        )
+
     def set_paused(self, kind: str, paused: bool) -> None:
         assert self.browser.call_js(self.page, "window.tureenDemo.setPaused", kind, paused), f"{self.name} has no {kind} producer"
 
@@ -315,26 +356,6 @@ class DemoPage:
             timeout,
             f"{self.name}'s producers to be sent",
         )
-
-
-WEBRTC_MISSING = "WebRTC transports are not available"
-
-
-def require_webrtc(*pages: DemoPage) -> None:
-    """xfail (not fail) while Tureen still answers createTransport with 'not available'.
-
-    Only that exact answer counts: any other failure fails the test. Set
-    TUREEN_BROWSER_STRICT=1 to make the media tests fail instead.
-    """
-    for page in pages:
-        for entry in page.state()["signaling"]:
-            if entry["method"] == "createTransport" and entry.get("ok") is False and WEBRTC_MISSING in (entry.get("error") or ""):
-                message = f"Tureen has no WebRTC transport yet: createTransport answered {entry.get('error')!r}"
-                if os.environ.get("TUREEN_BROWSER_STRICT") == "1":
-                    raise AssertionError(message)
-                import pytest
-
-                pytest.xfail(message)
 
 
 def control(stack: Stack, method: str, **params: Any) -> Any:
