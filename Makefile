@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup browser-deps run demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's chromium (apt), the npm packages (npm ci) and the demo bundle (esbuild); idempotent.
+browser-deps:
+	scripts/install-browser-deps.sh
+
 run: setup
 	$(VENV)/bin/tureen serve
 
-test: setup
+demo: setup
+	scripts/install-browser-deps.sh --no-chromium
+	$(VENV)/bin/tureen demo
+
+test: setup browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n auto --dist loadfile
 
@@ -27,4 +35,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules demo/static/bundle.js demo/static/bundle.js.map test-output

@@ -10,18 +10,30 @@ cd "$(dirname "$0")/.."
 want_chromium=1
 [[ "${1:-}" == "--no-chromium" ]] && want_chromium=0
 
+SUDO=""
+if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=0
+apt_install() {
+    if ! command -v apt-get >/dev/null; then
+        echo "install-browser-deps: no apt-get here; install $* yourself" >&2
+        exit 1
+    fi
+    if [[ $apt_updated == 0 ]]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if [[ $want_chromium == 1 && ! -x /usr/bin/chromium ]]; then
-    echo "install-browser-deps: installing Debian's chromium" >&2
-    SUDO=""
-    if [[ $(id -u) != 0 ]]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    echo "install-browser-deps: installing Debian's chromium (apt)" >&2
+    apt_install chromium fonts-dejavu-core
 fi
 
 if ! command -v npm >/dev/null; then
-    echo "install-browser-deps: npm is missing (node >= 18 is needed for the demo bundle and the browser tests)" >&2
-    exit 1
+    echo "install-browser-deps: installing node and npm (apt)" >&2
+    apt_install nodejs npm
 fi
 
 # npm ci only when package-lock.json changed since the last install.

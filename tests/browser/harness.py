@@ -48,6 +48,8 @@ def missing_prerequisites() -> list[str]:
         missing.append("node_modules/playwright-core (npm ci)")
     if not BUNDLE.exists():
         missing.append(f"{BUNDLE.relative_to(ROOT)} (npm run build)")
+    elif BUNDLE.stat().st_mtime < max(p.stat().st_mtime for p in (ROOT / "demo" / "web").glob("*.js")):
+        missing.append(f"a fresh {BUNDLE.relative_to(ROOT)}: demo/web changed since it was built (npm run build)")
     return missing
 
 
