@@ -1,0 +1,68 @@
+"""`tureen demo` on its own: it starts its `tureen serve` child, serves the page, stops both."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+from support import free_tcp_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=3.0) as reply:
+        return reply.status, reply.headers.get("Content-Type", ""), reply.read()
+
+
+def test_tureen_demo_serves_the_page_and_stops_its_server_child(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115 - closed below
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tureen.supervisor.cli", "demo", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+            try:
+                status, _, body = get(f"http://127.0.0.1:{port}/healthz")
+                if status == 200 and json.loads(body)["ok"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"demo not up in 30 s:\n{(tmp_path / 'demo.log').read_text()}"
+            time.sleep(0.2)
+        children = psutil.Process(demo.pid).children(recursive=True)
+        assert any("serve" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+
+        status, kind, body = get(f"http://127.0.0.1:{port}/?room=r1")
+        assert status == 200 and kind.startswith("text/html")
+        assert b'<script src="/static/bundle.js">' in body and b"tile-template" in body
+        status, _, _ = get(f"http://127.0.0.1:{port}/static/style.css")
+        assert status == 200
+        if (ROOT / "demo" / "static" / "bundle.js").exists():  # built by scripts/install-browser-deps.sh
+            status, kind, body = get(f"http://127.0.0.1:{port}/static/bundle.js")
+            assert status == 200 and "javascript" in kind and b"mediasoup-client" in body
+
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(20) == 0, (tmp_path / "demo.log").read_text()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"tureen demo left {alive} behind"
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(5)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        log.close()
