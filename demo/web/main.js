@@ -569,6 +569,11 @@ class Session
 				continue;
 			const previous = row.tile.last[row.kind];
 			row.tile.last[row.kind] = { bytes: row.bytes, timestamp: row.timestamp };
+			if (row.paused)
+			{
+				row.tile.setFigure(row.kind, `${row.kind} paused · ${row.packets} pkts`);
+				continue;
+			}
 			if (!previous || row.timestamp <= previous.timestamp)
 				continue;
 			const bitrate = ((row.bytes - previous.bytes) * 8 * 1000) / (row.timestamp - previous.timestamp);

@@ -11,7 +11,7 @@ TUREEN_WORKERS = 2
 NAMES = ("alice", "bob", "carol", "dave")
 
 
-def test_four_pages_each_receive_the_three_others_across_two_workers(open_page, stack, room) -> None:
+def test_four_pages_each_receive_the_three_others_across_two_workers(open_page, stack, room, output_dir) -> None:
     pages = [open_page(name) for name in NAMES]
     for page in pages:
         page.join()
@@ -38,6 +38,8 @@ def test_four_pages_each_receive_the_three_others_across_two_workers(open_page, 
         for other in NAMES:
             if other != page.name:
                 page.wait_video_playing(other)
+
+    pages[0].browser.screenshot(pages[0].page, output_dir / "demo-four-peers-alice.png")
 
     dump = control(stack, "room.dump", roomId=room)
     video_consumers = [c for p in dump["peers"] for c in p["consumers"] if c["kind"] == "video" and c["enabled"]]
