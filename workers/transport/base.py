@@ -54,6 +54,7 @@ class Transport:
         self.listener = listener
         # Data-path tables: written by the router only, read by the forwarder.
         self.ssrc_table: dict[int, Stream] = {}
+        self.rtx_table: dict[int, Stream] = {}  # RTX SSRC -> the stream it repairs
         self.rtx_ssrcs: set[int] = set()
         # Control-path bookkeeping (router).
         self.producers: dict[int, Producer] = {}
