@@ -47,7 +47,7 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
 
 
 HEADER = ("scenario", "fwd", "held in pps", "out pps", "x C", "loss", "µs/out", "x C cpu",
-          "p50/p99 µs @½", "KiB/cons", "limit")
+          "cpu%", "out/s/core", "p50/p99 µs @½", "KiB/cons", "limit")
 
 
 def table(rows: list[Row]) -> str:
@@ -63,6 +63,8 @@ def table(rows: list[Row]) -> str:
             _num(best.loss * 100 if best else None, "{:.3f}%"),
             _num(best.cpu_us_per_out if best else None, "{:.2f}"),
             _num(cpu_ratio, "{:.2f}"),
+            _num(best.cpu_percent if best else None, "{:.0f}"),
+            _num(1e6 / best.cpu_us_per_out if best and best.cpu_us_per_out else None),
             f"{half.latency_p50_us:.0f}/{half.latency_p99_us:.0f}" if half else "-",
             _num(row.kib_per_consumer, "{:.1f}"),
             row.search.limit,

@@ -111,6 +111,9 @@ class Bench:
             server.repin()
             rss1 = cpus.rss_bytes(server.worker_pids)
             search = await self._search(f"{scenario} tureen", built, server.worker_pids)
+            loads: list[Any] = []
+            with contextlib.suppress(Exception):  # the workers' last load reports, for the findings
+                loads = [w.get("load") for w in (await client.server_info())["workers"]]
             with contextlib.suppress(Exception):
                 await client.close_room("bench")
         finally:
@@ -118,6 +121,7 @@ class Bench:
         row = Row(scenario, "tureen", built.consumers, search,
                   kib_per_consumer=(rss1 - rss0) / 1024 / built.consumers)
         row.extra["workers"] = built.workers_used
+        row.extra["worker_loads"] = loads
         return row
 
     # ------------------------------------------------------------------ scenarios

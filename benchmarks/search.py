@@ -9,6 +9,7 @@ lost; it stops early when the load tool, not the forwarder, is the limit.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,23 @@ class Context:
     timing: Timing
 
 
+async def settle(pids: list[int], limit: float = 3.0, idle_share: float = 0.05) -> float:
+    """Wait (at most `limit` s) until the forwarder is idle: after an overloaded trial it may
+    still be working through a backlog that would inflate the next trial's CPU and latency.
+    Returns the seconds waited."""
+    started = time.monotonic()
+    last = cpus.cpu_seconds(pids)
+    while time.monotonic() - started < limit:
+        await asyncio.sleep(0.1)
+        now = cpus.cpu_seconds(pids)
+        if now - last < 0.1 * idle_share:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: list[int], rate: float) -> Trial:
+    await settle(pids)
     marks: dict[str, tuple[float, float]] = {}
 
     def sample(name: str) -> Callable[[], None]:
