@@ -31,7 +31,6 @@ from tureen.shared.errors import (
     bad_request,
     duplicate,
     not_found,
-    unsupported,
 )
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
@@ -472,10 +471,8 @@ class Worker:
         if tid in self.router.transports:
             raise duplicate(f"transport {tid} already exists on worker {self.index}")
         options = {key: p.bool(key, default) for key, default in WEBRTC_OPTIONS}
-        if not options["udp"]:
-            raise unsupported(
-                f"transport {tid}: Tureen offers UDP ICE candidates only; set options.udp to true"
-            )
+        if not options["udp"] and not options["tcp"]:
+            raise bad_request(f"transport {tid}: at least one of udp and tcp must be true")
         cfg = self.config
         try:
             transport = WebRtcTransport(
@@ -498,8 +495,11 @@ class Worker:
                 transport.close()
                 raise
         self.router.add_transport(transport)
-        ip, port = transport.endpoint.local
-        log.info("transport %d: webrtc created on %s:%d", tid, ip, port)
+        log.info(
+            "transport %d: webrtc created on %s",
+            tid,
+            ", ".join(f"{c['ip']}:{c['port']}/{c['protocol']}" for c in transport.candidates),
+        )
         return transport.local_parameters()
 
     def _webrtc(self, p: Params) -> WebRtcTransport:

@@ -558,7 +558,7 @@ def test_bad_requests_get_errors_and_change_nothing(spawn, udp) -> None:
         ("transport.createPlain", {"transportId": 9, "comedia": "yes"}, "bad_request"),
         ("transport.connectPlain", {"transportId": 99, "remoteIp": "127.0.0.1", "remotePort": 5}, "not_found"),
         ("transport.connectPlain", {"transportId": 2, "remoteIp": "127.0.0.1"}, "bad_request"),
-        ("transport.createWebRtc", {"transportId": 9, "udp": False, "tcp": True}, "unsupported"),
+        ("transport.createWebRtc", {"transportId": 9, "udp": False, "tcp": False}, "bad_request"),
         ("transport.createWebRtc", {"transportId": 9, "udp": "yes"}, "bad_request"),
         ("transport.createWebRtc", {"transportId": 1}, "duplicate"),
         ("transport.createWebRtc", {"transportId": 9, "dtlsParameters": {"role": "client"}}, "bad_request"),
