@@ -207,7 +207,10 @@ class TcpConnection:
     # -- sending ------------------------------------------------------------------------
 
     def send(self, packet: bytes | bytearray | memoryview) -> None:
-        """Send one packet as a frame. Raises OSError if it cannot (closed, queue full)."""
+        """Send one packet as a frame. Raises OSError if it cannot (closed, queue full).
+
+        Never calls back into the owner synchronously (a failed socket is closed soon).
+        """
         if self.closed:
             raise OSError(errno.ENOTCONN, "TCP connection closed")
         data = frame(packet)
@@ -219,7 +222,9 @@ class TcpConnection:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self.close(f"send failed: {exc}")
+            # Not closed here: send() runs inside the forwarder's fan-out, and closing
+            # re-selects ICE tuples and rebuilds the router's tables. Soon, from the loop.
+            self._loop.call_soon(self.close, f"send failed: {exc}")
             raise
         self.frames_out += 1
         if sent < len(data):
