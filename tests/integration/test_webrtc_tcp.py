@@ -26,6 +26,7 @@ from support import (
     peer_capabilities,
     rtp_packet,
     running_server,
+    stun_answer,
     stun_check,
     udp_socket,
 )
@@ -331,6 +332,39 @@ async def test_selected_tcp_connection_closing_fails_the_transport(room) -> None
     event = await client.next_event(lambda e: e.get("event") == "transport.closed", timeout=10)
     assert "TCP" in event["reason"]
     await client.next_notification("erin", "transportClosed", timeout=10, id=TRANSPORT_ID)
+
+
+async def test_udp_tuple_takes_over_when_the_selected_tcp_connection_closes(room) -> None:
+    client, room_id = room
+    await join(client, room_id, "frank")
+    answer = await create_transport(client, room_id, "frank", {})
+    udp_c, tcp_c = answer["iceCandidates"]
+    ice = answer["iceParameters"]
+    peer = await TcpPeer.connect(tcp_c)
+    sock = udp_socket()
+    try:
+        ok = await peer.stun(stun_check(ice["usernameFragment"], ice["password"], use_candidate=True))
+        assert ok.message_class == stun.Class.RESPONSE
+        # A UDP check without USE-CANDIDATE: valid, not selected.
+        udp_ok = await asyncio.to_thread(
+            stun_answer, sock, stun_check(ice["usernameFragment"], ice["password"]), (udp_c["ip"], udp_c["port"])
+        )
+        assert udp_ok.message_class == stun.Class.RESPONSE
+        state = await worker_transport(client, room_id, "frank")
+        assert state["iceSelectedTuple"] == [*peer.local, "tcp"]
+        assert list(sock.getsockname()) in state["iceTuples"] and state["connected"] is False
+        peer.close()
+        deadline = time.monotonic() + 5
+        while state["iceSelectedTuple"] != list(sock.getsockname()):
+            assert time.monotonic() < deadline, f"UDP tuple not selected: {state}"
+            await asyncio.sleep(0.05)
+            state = await worker_transport(client, room_id, "frank")
+        assert state["iceState"] == "completed" and state["connected"] is True  # UDP connected
+        assert state["tcpConnections"] == []
+        assert not [e for e in client.pending_events() if e.get("event") == "transport.closed"]
+    finally:
+        peer.close()
+        sock.close()
 
 
 async def test_garbage_over_tcp_is_counted_and_harmless(room) -> None:
