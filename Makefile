@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser-deps run demo test lint clean
+.PHONY: setup browser-deps run demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ demo: setup
 test: setup browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n auto --dist loadfile
+
+# The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
+# Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install --quiet -e '.[test,fast,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,9 @@ class Config:
     # UDP/TCP port range of media sockets, inclusive.
     rtc_min_port: int = 40000
     rtc_max_port: int = 49999
+    # Bitrate (bps) announced with REMB to every sender of video, per transport: browsers
+    # ramp their send bitrate up to it (and down on loss, from our receiver reports).
+    max_incoming_bitrate: int = 2_000_000
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
     # Log level name: debug, info, warning, error.
@@ -54,6 +57,10 @@ class Config:
             raise ValueError(
                 f"rtc port range {self.rtc_min_port}-{self.rtc_max_port} is invalid: "
                 "need 1 <= rtc_min_port <= rtc_max_port <= 65535"
+            )
+        if not 30_000 <= self.max_incoming_bitrate <= 100_000_000:
+            raise ValueError(
+                f"max_incoming_bitrate must be 30000..100000000 bps, got {self.max_incoming_bitrate}"
             )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")

@@ -38,9 +38,11 @@ Figures (scripts/quick_fanout.py, 1 producer -> 10 plain consumers, one worker o
 from __future__ import annotations
 
 import struct
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
 from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
+from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 
 if TYPE_CHECKING:
     from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -50,6 +52,8 @@ RECV_BUFFER_SIZE = 65536  # any UDP datagram fits: never truncated
 _FIXED = struct.Struct("!BBHII")  # b0, b1 (M|PT), seq, timestamp, ssrc
 _unpack_fixed = _FIXED.unpack_from
 _pack_out = struct.Struct("!HII").pack_into  # seq, timestamp, ssrc at offset 2
+_pack_seq = struct.Struct("!H").pack_into
+_pack_ssrc = struct.Struct("!I").pack_into
 
 
 def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, seq: int, ts: int, n: int) -> int:
@@ -84,6 +88,9 @@ COUNTERS = {
     "drop_unknown_ssrc": "dropUnknownSsrc",
     "drop_unknown_pt": "dropUnknownPt",
     "drop_rtx": "dropRtx",
+    "rtx_in": "rtxIn",
+    "nack_served": "nackServed",
+    "nack_forwarded": "nackForwarded",
     "drop_paused": "dropProducerPaused",
     "drop_stranger": "dropStranger",
     "send_errors": "sendErrors",
@@ -141,7 +148,7 @@ class Forwarder:
         stream = source.ssrc_table.get(ssrc)
         if stream is None:
             if ssrc in source.rtx_ssrcs:
-                self.drop_rtx += 1
+                self._receive_rtx(source, n, ssrc)
             else:
                 self.drop_unknown_ssrc += 1
             return
@@ -162,16 +169,34 @@ class Forwarder:
                 self.drop_malformed += 1
                 return
         buf[1] = (b1 & 0x80) | pt
-        if stream.packets == 0 or ((seq - stream.max_seq) & 0xFFFF) < 0x8000:
-            stream.max_seq = seq
+        # Interarrival jitter (RFC 3550 A.8) in RTP units, for the receiver reports.
+        transit = int(_monotonic() * stream.clock_rate) - ts
+        if stream.packets == 0:
+            stream.base_seq = stream.max_seq = seq
             stream.max_ts = ts
+        else:
+            if ((seq - stream.max_seq) & 0xFFFF) < 0x8000:
+                if seq < stream.max_seq:
+                    stream.cycles += 0x10000
+                stream.max_seq = seq
+                stream.max_ts = ts
+            d = transit - stream.transit
+            if -0x80000000 < d < 0x80000000:
+                stream.jitter += ((d if d >= 0 else -d) - stream.jitter) * 0.0625
+        stream.transit = transit
         stream.packets += 1
         stream.octets += n
         self.rtp_in += 1
         view = self.mv[:n]
+        data = None
+        store = stream.store
+        if store is not None:  # video: kept for retransmission (rtp/retransmit.py)
+            data = bytes(view)
+            store[seq & STORE_MASK] = data
         pipes = stream.pipes
         if pipes:
-            data = bytes(view)
+            if data is None:
+                data = bytes(view)
             for batch in pipes:
                 batch.frames.append(data)
                 if not batch.pending:
@@ -183,6 +208,26 @@ class Forwarder:
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
+
+    def _receive_rtx(self, source, n: int, rtx_ssrc: int) -> None:
+        """A retransmission from the sender (answering a NACK we passed on): unwrap it in
+        place into the original packet and forward that (receivers drop duplicates)."""
+        stream = source.rtx_table[rtx_ssrc]
+        buf = self.buf
+        try:
+            osn, n = unwrap_rtx(buf, n)
+        except ValueError:
+            self.drop_rtx += 1  # a padding-only probe, or malformed
+            return
+        pt = stream.producer.rtx_apt[buf[1] & 0x7F]
+        if pt == 0xFF:
+            self.drop_unknown_pt += 1
+            return
+        buf[1] = (buf[1] & 0x80) | pt
+        _pack_seq(buf, 2, osn)
+        _pack_ssrc(buf, 8, stream.ssrc)
+        self.rtx_in += 1
+        self.receive(source, n)
 
     def after_drain(self) -> None:
         """End of one socket drain: send the pipe batches filled during it."""

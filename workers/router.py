@@ -18,10 +18,12 @@ producer has it, else the highest below it, else the lowest ('default' counts as
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.rtp.retransmit import new_store
 
 if TYPE_CHECKING:
     from tureen.workers.transport.base import Transport
@@ -54,6 +56,15 @@ class Stream:
         "producer",
         "consumers",
         "last_key_request",
+        "clock_rate",
+        "store",
+        "base_seq",
+        "cycles",
+        "transit",
+        "jitter",
+        "expected_prior",
+        "received_prior",
+        "last_sr",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -72,6 +83,22 @@ class Stream:
         self.octets = 0
         self.consumers: dict[int, Consumer] = {}
         self.last_key_request = -1e9  # loop time of the last key frame asked for
+        self.clock_rate = producer.clock_rate
+        # Video keeps its last packets for NACKs (rtp/retransmit.py); audio is not repaired.
+        self.store = new_store() if producer.kind == "video" else None
+        # Reception statistics (RFC 3550 A.1, A.3, A.8) for receiver reports and stats.
+        self.base_seq = 0
+        self.cycles = 0
+        self.transit = 0
+        self.jitter = 0.0
+        self.expected_prior = 0
+        self.received_prior = 0
+        # The sender's last SR: (NTP timestamp, RTP timestamp, loop time it arrived).
+        self.last_sr: tuple[int, int, float] | None = None
+
+    def expected(self) -> int:
+        """Packets expected so far: extended highest sequence number - base + 1."""
+        return self.cycles + self.max_seq - self.base_seq + 1 if self.packets else 0
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -80,6 +107,8 @@ class Stream:
             "profile": self.profile,
             "packets": self.packets,
             "octets": self.octets,
+            "lost": max(0, self.expected() - self.packets),
+            "jitter": int(self.jitter),
             "consumerIds": sorted(self.consumers),
         }
 
@@ -95,6 +124,7 @@ class Producer:
         pt_pairs: list[tuple[int, int]],
         ext_pairs: list[tuple[int, int]],
         clock_rate: int,
+        rtx_pairs: list[tuple[int, int]] = (),  # type: ignore[assignment]
     ) -> None:
         self.id = producer_id
         self.kind = kind
@@ -102,13 +132,17 @@ class Producer:
         self.paused = paused
         self.clock_rate = clock_rate
         self.pt_map, self.ext_map = self.maps_for(pt_pairs, ext_pairs)
+        self.set_rtx(pt_pairs, rtx_pairs)
         self.streams = [Stream(self, ssrc, rtx, profile) for ssrc, rtx, profile in streams]
         # A piped producer is a forwarding source itself (pipe.py looks it up by id).
         self.ssrc_table: dict[int, Stream] = {}
+        self.rtx_table: dict[int, Stream] = {}
         self.rtx_ssrcs: set[int] = set()
         self.index_streams()
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
+        # RTCP that came through the pipe (piped producers only), see handle_rtcp.
+        self.rtcp_listener: Callable[[Producer, bytes], None] | None = None
 
     def maps_for(self, pt_pairs: list[tuple[int, int]], ext_pairs: list[tuple[int, int]]) -> tuple[bytes, bytes | None]:
         """(payload type map, extension id map); a piped producer's packets were rewritten
@@ -123,16 +157,36 @@ class Producer:
             ext_map[src] = dst
         return bytes(pt_map), bytes(ext_map)
 
+    def set_rtx(self, pt_pairs: list[tuple[int, int]], rtx_pairs: list[tuple[int, int]]) -> None:
+        """RTX payload types from the codecs' [room media PT, room RTX PT] pairs:
+        `room_rtx_pt` (media -> RTX, room PTs: what a consumer's RTX uses) and `rtx_apt`
+        (RTX -> media in the PTs this producer's packets carry: to unwrap its RTX)."""
+        self.room_rtx_pt = dict(rtx_pairs)
+        if self.transport is None:
+            to_room = {pt: pt for pair in rtx_pairs for pt in pair}
+        else:
+            to_room = dict(pt_pairs)
+        from_room = {room: own for own, room in to_room.items()}
+        apt = bytearray(b"\xff" * 128)
+        for media, rtx in rtx_pairs:
+            if media in from_room and rtx in from_room:
+                apt[from_room[rtx]] = from_room[media]
+        self.rtx_apt = bytes(apt)
+
     def index_streams(self) -> None:
         self.ssrc_table = {s.ssrc: s for s in self.streams}
-        self.rtx_ssrcs = {s.rtx_ssrc for s in self.streams if s.rtx_ssrc is not None}
+        self.rtx_table = {s.rtx_ssrc: s for s in self.streams if s.rtx_ssrc is not None}
+        self.rtx_ssrcs = set(self.rtx_table)
 
     @property
     def piped(self) -> bool:
         return self.transport is None
 
     def handle_rtcp(self, n: int, buf: bytearray) -> None:
-        """A piped producer as a forwarding source: pipes carry only RTP, never RTCP."""
+        """A piped producer as a forwarding source: the origin worker passes the sender's
+        SRs down the pipe too, for the consumers here."""
+        if self.rtcp_listener is not None:
+            self.rtcp_listener(self, bytes(buf[:n]))
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -169,6 +223,10 @@ class Consumer:
         self.preferred_profile = preferred_profile
         self.rewrite = ConsumerRewrite(consumer_id, ssrc, producer.clock_rate, on_profile)
         self.stream: Stream | None = None
+        self.rtx_seq = random.randrange(0x10000)
+        self.nack_served = 0
+        self.nack_forwarded = 0
+        self.nack_missed = 0
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -181,6 +239,9 @@ class Consumer:
             "preferredProfile": self.preferred_profile,
             "effectiveProfile": self.rewrite.reported_profile,
             "forwarding": self.stream is not None and self.rewrite in self.stream.fan,
+            "nackServed": self.nack_served,
+            "nackForwarded": self.nack_forwarded,
+            "nackMissed": self.nack_missed,
             **self.rewrite.stats(),
         }
 
@@ -263,11 +324,13 @@ class Router:
         pt_pairs: list[tuple[int, int]],
         ext_pairs: list[tuple[int, int]],
         clock_rate: int,
+        rtx_pairs: list[tuple[int, int]] = (),  # type: ignore[assignment]
     ) -> None:
         """New RTP parameters for a live producer (updateProducer): streams whose SSRC stays
         keep their state; consumers move to the stream they would now choose, resyncing."""
         self._unregister_ssrcs(producer)
         producer.pt_map, producer.ext_map = producer.maps_for(pt_pairs, ext_pairs)
+        producer.set_rtx(pt_pairs, rtx_pairs)
         producer.clock_rate = clock_rate
         kept = producer.ssrc_table
         new_streams = []
@@ -277,6 +340,7 @@ class Router:
             stream.profile = profile
             stream.pt_map = producer.pt_map
             stream.ext_map = producer.ext_map
+            stream.clock_rate = clock_rate
             new_streams.append(stream)
         producer.streams = new_streams
         producer.index_streams()
@@ -295,6 +359,7 @@ class Router:
         transport = producer.transport
         if transport is not None:
             transport.ssrc_table.update(producer.ssrc_table)
+            transport.rtx_table.update(producer.rtx_table)
             transport.rtx_ssrcs.update(producer.rtx_ssrcs)
 
     def _unregister_ssrcs(self, producer: Producer) -> None:
@@ -302,6 +367,8 @@ class Router:
         if transport is not None:
             for ssrc in producer.ssrc_table:
                 transport.ssrc_table.pop(ssrc, None)
+            for ssrc in producer.rtx_table:
+                transport.rtx_table.pop(ssrc, None)
             transport.rtx_ssrcs.difference_update(producer.rtx_ssrcs)
 
     def set_producer_paused(self, producer: Producer, paused: bool) -> None:

@@ -31,7 +31,6 @@ from tureen.shared.errors import (
     bad_request,
     duplicate,
     not_found,
-    unsupported,
 )
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
@@ -39,6 +38,7 @@ from tureen.workers.params import Params
 from tureen.workers.router import PROFILES, Consumer, Producer, Router, Stream
 from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.rtp.retransmit import resend, rtx_packet, stored
 from tureen.workers.transport.base import Transport
 from tureen.workers.transport.pipe import PipeHub
 from tureen.workers.transport.plain import PlainRtpTransport
@@ -52,6 +52,9 @@ HOUSEKEEPING_INTERVAL = 0.5  # s: parent check, reader safety poke
 # s: at most one key-frame request per producer stream in this time. One key frame serves
 # every consumer that started meanwhile; browsers answer a PLI within a frame or two.
 KEY_FRAME_REQUEST_INTERVAL = 0.3
+# Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
+# browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
+RTCP_EVERY = 2
 WEBRTC_OPTIONS = (
     ("udp", True),
     ("tcp", True),
@@ -76,6 +79,7 @@ class Worker:
         self.router = Router(on_key_frame_needed=self._key_frame_needed)
         # Sender SSRC of the RTCP feedback this worker writes (PLI towards producers).
         self.rtcp_ssrc = int.from_bytes(os.urandom(4), "big") or 1
+        self._ticks = 0
         self.forwarder = Forwarder()
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {
@@ -150,6 +154,9 @@ class Worker:
         if os.getppid() != self._ppid:
             self.stop(f"parent process {self._ppid} went away")
             return
+        self._ticks += 1
+        if self._ticks % RTCP_EVERY == 0:
+            self._send_receiver_reports()
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
         self.channel.reader.poke()
         self.pipes.reader.poke()
@@ -207,16 +214,125 @@ class Worker:
         self.emit(event, transportId=transport.id, **fields)
 
     def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
+        """RTCP from a transport's remote: a receiver's PLI/FIR and NACK about our consumers,
+        a sender's SR about its producer streams. The rest (RR, SDES, BYE, REMB) is read by
+        nobody yet."""
         try:
-            ssrcs = rtcp.key_frame_requests(packet)
+            key_ssrcs = rtcp.key_frame_requests(packet)
+            nacks = rtcp.nacks(packet)
+            reports = rtcp.sender_reports(packet)
         except ValueError as exc:
             self.forwarder.rtcp_malformed += 1
             log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
             return
-        for ssrc in ssrcs:
+        for ssrc in key_ssrcs:
             consumer = self.router.consumer_by_ssrc(transport, ssrc)
             if consumer is not None and consumer.stream is not None:
                 self._request_key_frame(consumer.stream, consumer)
+        for ssrc, seqs in nacks:
+            consumer = self.router.consumer_by_ssrc(transport, ssrc)
+            if consumer is not None and consumer.stream is not None:
+                self._retransmit(consumer, seqs)
+        for ssrc, ntp, rtp_ts in reports:
+            stream = transport.ssrc_table.get(ssrc)
+            if stream is not None:
+                self._on_sender_report(stream, ntp, rtp_ts)
+
+    # -- repair and reports ---------------------------------------------------------------
+
+    def _retransmit(self, consumer: Consumer, seqs: list[int]) -> None:
+        """Answer a receiver's NACK from the stream's store; ask the sender for the rest."""
+        stream = consumer.stream
+        assert stream is not None
+        store = stream.store
+        send = consumer.transport.sender()
+        if store is None or send is None:
+            return
+        rw = consumer.rewrite
+        rtx_pt = consumer.producer.room_rtx_pt
+        missing: list[int] = []
+        for out_seq in seqs:
+            seq = (out_seq - rw.seq_offset) & 0xFFFF
+            data = stored(store, seq)
+            if data is None:
+                missing.append(seq)
+                continue
+            ts = (int.from_bytes(data[4:8], "big") + rw.ts_offset) & 0xFFFFFFFF
+            pt = rtx_pt.get(data[1] & 0x7F) if consumer.rtx_ssrc is not None else None
+            try:
+                if pt is not None:
+                    packet = rtx_packet(data, out_seq, ts, consumer.rtx_ssrc, pt, consumer.rtx_seq)
+                    consumer.rtx_seq = (consumer.rtx_seq + 1) & 0xFFFF
+                else:
+                    packet = resend(data, out_seq, ts, consumer.ssrc)
+                send(packet)
+            except (ValueError, OSError):
+                consumer.nack_missed += 1
+                continue
+            consumer.nack_served += 1
+            self.forwarder.nack_served += 1
+        if missing:
+            producer = consumer.producer
+            if producer.transport is not None:
+                producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
+                consumer.nack_forwarded += len(missing)
+                self.forwarder.nack_forwarded += len(missing)
+            else:  # piped: the packets are older than this worker's copy; not repaired
+                consumer.nack_missed += len(missing)
+
+    def _on_sender_report(self, stream: Stream, ntp: int, rtp_ts: int) -> None:
+        """Keep it for the receiver reports' LSR/DLSR, and pass it on to each consumer fed
+        by this stream with the consumer's SSRC, timestamp offset and counts (lip sync)."""
+        stream.last_sr = (ntp, rtp_ts, self.loop.time())
+        producer = stream.producer
+        if producer.pipes:  # the consumers on other workers get it through their pipe
+            report = rtcp.sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets)
+            fwd = self.forwarder
+            for batch in producer.pipes.values():
+                batch.frames.append(report)
+                if not batch.pending:
+                    batch.pending = True
+                    fwd.dirty.append(batch)
+        for consumer in stream.consumers.values():
+            rw = consumer.rewrite
+            if rw.sync or rw not in stream.fan:
+                continue
+            consumer.transport.send_rtcp(
+                rtcp.sr(consumer.ssrc, ntp, rtp_ts + rw.ts_offset, rw.packets, rw.octets)
+            )
+
+    def _piped_rtcp(self, producer: Producer, packet: bytes) -> None:
+        try:
+            reports = rtcp.sender_reports(packet)
+        except ValueError:
+            self.forwarder.rtcp_malformed += 1
+            return
+        for ssrc, ntp, rtp_ts in reports:
+            stream = producer.ssrc_table.get(ssrc)
+            if stream is not None:
+                self._on_sender_report(stream, ntp, rtp_ts)
+
+    def _send_receiver_reports(self) -> None:
+        """Every RTCP_INTERVAL: an RR about each producer stream received on a transport,
+        plus REMB for its video, to that transport's sender."""
+        now = self.loop.time()
+        for transport in self.router.transports.values():
+            if not transport.producers:
+                continue
+            blocks = []
+            video: list[int] = []
+            for producer in transport.producers.values():
+                for stream in producer.streams:
+                    if not stream.packets:
+                        continue
+                    if producer.kind == "video":
+                        video.append(stream.ssrc)
+                    blocks.append(report_block(stream, now))
+            if blocks:
+                packet = rtcp.rr(self.rtcp_ssrc, blocks)
+                if video:
+                    packet += rtcp.remb(self.rtcp_ssrc, self.config.max_incoming_bitrate, video)
+                transport.send_rtcp(packet)
 
     def transport_failed(self, transport: Transport, reason: str) -> None:
         if self.router.transports.get(transport.id) is not transport:
@@ -355,10 +471,8 @@ class Worker:
         if tid in self.router.transports:
             raise duplicate(f"transport {tid} already exists on worker {self.index}")
         options = {key: p.bool(key, default) for key, default in WEBRTC_OPTIONS}
-        if not options["udp"]:
-            raise unsupported(
-                f"transport {tid}: Tureen offers UDP ICE candidates only; set options.udp to true"
-            )
+        if not options["udp"] and not options["tcp"]:
+            raise bad_request(f"transport {tid}: at least one of udp and tcp must be true")
         cfg = self.config
         try:
             transport = WebRtcTransport(
@@ -381,8 +495,11 @@ class Worker:
                 transport.close()
                 raise
         self.router.add_transport(transport)
-        ip, port = transport.endpoint.local
-        log.info("transport %d: webrtc created on %s:%d", tid, ip, port)
+        log.info(
+            "transport %d: webrtc created on %s",
+            tid,
+            ", ".join(f"{c['ip']}:{c['port']}/{c['protocol']}" for c in transport.candidates),
+        )
         return transport.local_parameters()
 
     def _webrtc(self, p: Params) -> WebRtcTransport:
@@ -423,8 +540,10 @@ class Worker:
         p.require_key("transportId")
         transport = self._transport(p) if p.has("transportId") else None
         paused = p.bool("paused", False)
-        streams, pt_pairs, ext_pairs, clock_rate = self._rtp_spec(p, kind, transport, None)
-        producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate)
+        streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(p, kind, transport, None)
+        producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
+        if transport is None:
+            producer.rtcp_listener = self._piped_rtcp
         self.router.add_producer(producer)
         log.info(
             "producer %d: %s %s, ssrcs %s%s",
@@ -455,24 +574,30 @@ class Worker:
 
     def _rtp_spec(
         self, p: Params, kind: str, transport: Transport | None, updating: Producer | None
-    ) -> tuple[list[tuple[int, int | None, str]], list[tuple[int, int]], list[tuple[int, int]], int]:
-        """(streams, payload type pairs, extension id pairs, clock rate) of producer.create/update."""
+    ) -> tuple[
+        list[tuple[int, int | None, str]], list[tuple[int, int]], list[tuple[int, int]], int, list[tuple[int, int]]
+    ]:
+        """(streams, payload type pairs, extension id pairs, clock rate, [room media PT, room
+        RTX PT] pairs) of producer.create/update."""
         streams = self._streams(p, transport, updating)
         pt_pairs = p.pairs("payloadTypes", 0, 127)
         if transport is not None and not pt_pairs:
             raise bad_request(f"{p.method}: payloadTypes must map at least one payload type")
         ext_pairs = p.pairs("headerExtensionIds", 1, 255)
         clock_rate = DEFAULT_CLOCK_RATE[kind]
+        rtx_pairs: list[tuple[int, int]] = []
         for i, raw in enumerate(p.list("codecs", required=False)):
             codec = p.obj(raw, f"codecs[{i}]")
-            codec.int("payloadType", 0, 127)
-            codec.opt_int("rtxPayloadType", 0, 127)
+            pt = codec.int("payloadType", 0, 127)
+            rtx = codec.opt_int("rtxPayloadType", 0, 127)
             rate = codec.int("clockRate", 1, 10_000_000)
             if not isinstance(raw.get("mimeType"), str):
                 raise bad_request(f"{p.method}: codecs[{i}].mimeType must be a string")
             if i == 0:
                 clock_rate = rate
-        return streams, pt_pairs, ext_pairs, clock_rate
+            if rtx is not None:
+                rtx_pairs.append((pt, rtx))
+        return streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs
 
     def _streams(
         self, p: Params, transport: Transport | None, updating: Producer | None
@@ -636,3 +761,22 @@ def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) ->
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(worker.run())
     return 0
+
+
+def report_block(stream: Stream, now: float) -> tuple[int, int, int, int, int, int, int]:
+    """An RR report block about `stream` (RFC 3550 6.4.1, A.3); advances its interval."""
+    expected = stream.expected()
+    lost = expected - stream.packets
+    expected_interval = expected - stream.expected_prior
+    lost_interval = expected_interval - (stream.packets - stream.received_prior)
+    stream.expected_prior = expected
+    stream.received_prior = stream.packets
+    fraction = 0
+    if expected_interval > 0 and lost_interval > 0:
+        fraction = min(255, (lost_interval << 8) // expected_interval)
+    lsr = dlsr = 0
+    if stream.last_sr is not None:
+        ntp, _, at = stream.last_sr
+        lsr = (ntp >> 16) & 0xFFFFFFFF
+        dlsr = int((now - at) * 65536)
+    return (stream.ssrc, fraction, lost, stream.cycles + stream.max_seq, int(stream.jitter), lsr, dlsr)

@@ -125,13 +125,16 @@ async def test_webrtc_producer_reaches_a_plain_consumer(room) -> None:
             {"method": "enableConsumer", "target": "peer", "id": consumer["id"],
              "transportId": transport_id, "paused": False},
         )
-        packets = await asyncio.to_thread(drain, sock, 10.0, 50)
-        assert len(packets) >= 50, f"bob's plain socket got {len(packets)} packets"
+        ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
+        datagrams = await asyncio.to_thread(drain, sock, 10.0, 50)
+        packets = [d for d in datagrams if not 192 <= d[1] <= 223]
+        assert len(packets) >= 40, f"bob's plain socket got {len(packets)} RTP packets"
         got = {parse_rtp(p)[3] for p in packets}, {parse_rtp(p)[0] for p in packets}
-        assert got == (
-            {consumer["rtpParameters"]["encodings"][0]["ssrc"]},
-            {consumer["rtpParameters"]["codecs"][0]["payloadType"]},
-        )
+        assert got == ({ssrc}, {consumer["rtpParameters"]["codecs"][0]["payloadType"]})
+        # aiortc's sender reports come through as this consumer's (lip sync for receivers).
+        more = await asyncio.to_thread(drain, sock, 6.0)
+        reports = [d for d in datagrams + more if d[1] == 200]
+        assert reports and {int.from_bytes(r[4:8], "big") for r in reports} == {ssrc}
     finally:
         sock.close()
         await alice.close()
@@ -326,6 +329,89 @@ async def test_close_transport_mid_stream_closes_the_consumers_of_others(room) -
         frames = video.frames
         await asyncio.sleep(1.0)
         assert video.frames == frames, "frames still arrive after the producer's transport closed"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Repair under loss
+# ---------------------------------------------------------------------------------------
+
+
+class LossyRelay(asyncio.DatagramProtocol):
+    """A UDP relay between one client and a Tureen port that drops `loss` of the RTP going
+    to the client (never STUN, DTLS or RTCP): the path a receiver on a bad network sees."""
+
+    def __init__(self, server: tuple[str, int], loss: float, seed: int = 5) -> None:
+        self.server = server
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.client: tuple[str, int] | None = None
+        self.dropped = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        assert self.transport is not None
+        if addr == self.server:
+            is_rtp = len(data) > 1 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+            if is_rtp and self.rng.random() < self.loss:
+                self.dropped += 1
+                return
+            if self.client is not None:
+                self.transport.sendto(data, self.client)
+        else:
+            self.client = addr
+            self.transport.sendto(data, self.server)
+
+
+class RelayedPeer(MsPeer):
+    """An MsPeer whose receiving transport goes through a LossyRelay."""
+
+    def __init__(self, loss: float) -> None:
+        super().__init__(timeout=20)
+        self.loss = loss
+        self.relay: LossyRelay | None = None
+        self._relay_transport: asyncio.DatagramTransport | None = None
+
+    async def request(self, method: str, **data):
+        response = await super().request(method, **data)
+        if method == "createTransport" and data.get("direction") == "recv":
+            candidate = response["iceCandidates"][0]
+            loop = asyncio.get_running_loop()
+            self._relay_transport, self.relay = await loop.create_datagram_endpoint(
+                lambda: LossyRelay((candidate["ip"], candidate["port"]), self.loss),
+                local_addr=("127.0.0.1", 0),
+            )
+            port = self._relay_transport.get_extra_info("sockname")[1]
+            response = {**response, "iceCandidates": [{**candidate, "port": port}]}
+        return response
+
+    async def close(self) -> None:
+        await super().close()
+        if self._relay_transport is not None:
+            self._relay_transport.close()
+
+
+async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> None:
+    client, room_id = room
+    alice, bob = MsPeer(), RelayedPeer(loss=0.05)
+    try:
+        await alice.join(room, "alice")
+        await bob.join(room, "bob")
+        await alice.produce(VideoStreamTrack())
+        video = await bob.consume(await bob.next_consumer(kind="video"))
+        await video.wait_frames(60, timeout=40)
+        assert bob.relay is not None and bob.relay.dropped > 0
+        served = 0
+        for worker in (await client.server_info())["workers"]:
+            state = await client.dump_worker(worker["index"])
+            served += sum(c["nackServed"] for c in state["consumers"])
+        print(f"relay dropped {bob.relay.dropped} RTP packets; Tureen served {served} NACKed packets")
+        assert served > 0, "the receiver's NACKs were not answered from Tureen's store"
     finally:
         await alice.close()
         await bob.close()

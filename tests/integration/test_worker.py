@@ -9,6 +9,7 @@ import itertools
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 import zmq
 from tureen.shared.config import Config
 from tureen.shared.rtp.packet import RtpPacket
+from tureen.workers.rtp import rtcp
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -382,7 +384,8 @@ def test_garbage_rtcp_unknown_ssrc_are_counted_and_harmless(spawn, udp) -> None:
         "dropNotRtp": [b"\x00\x01" + bytes(18), b"\x16\xfe\xff" + bytes(20), b"\x40" + bytes(20)],
         "rtcpIn": [bytes([0x80, 200]) + bytes(26), bytes([0x81, 201, 0, 1]) + bytes(4)],
         "dropUnknownSsrc": [rtp(1, ssrc=1234)],
-        "dropRtx": [rtp(1, ssrc=SOURCE_SSRC + 1, pt=PRODUCER_PT + 1)],
+        # An RTX packet with nothing but padding (a sender's bandwidth probe): no original.
+        "dropRtx": [bytes([0xA0]) + rtp(1, ssrc=SOURCE_SSRC + 1, pt=PRODUCER_PT + 1)[1:12] + bytes(99) + b"\x64"],
         "dropUnknownPt": [rtp(1, pt=96)],
         "dropMalformed": [
             bytes([0x8F]) + good[1:20],  # 15 CSRCs claimed in 20 bytes
@@ -406,6 +409,64 @@ def test_garbage_rtcp_unknown_ssrc_are_counted_and_harmless(spawn, udp) -> None:
     assert counters["rtpIn"] >= 3 and counters["rtpOut"] >= 6
     assert s.w.ok("worker.info")["packetsIn"] == sum(len(g) for g in datagrams.values()) + len(noise) + 3
     assert s.w.proc.poll() is None
+
+
+def test_rtx_from_the_sender_is_unwrapped_and_forwarded_as_the_original(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send(range(100, 103))
+    first = receive(s.rx_a, 3)
+    # The retransmission of seq 101 over RTX: own seq 7, original seq first in the payload.
+    original = RtpPacket.parse(rtp(101))
+    rtx = RtpPacket(
+        payload_type=PRODUCER_PT + 1, sequence_number=7, timestamp=original.timestamp,
+        ssrc=SOURCE_SSRC + 1, payload=(101).to_bytes(2, "big") + original.payload,
+    )
+    s.sender.sendto(rtx.serialize(), s.dest)
+    (got,) = receive(s.rx_a, 1)
+    assert got.ssrc == 0xAAAA0001 and got.payload_type == ROOM_PT
+    assert got.payload == original.payload
+    assert (got.sequence_number, got.timestamp) == (first[1].sequence_number, first[1].timestamp)
+    assert s.w.counters()["rtxIn"] == 1
+
+
+def test_nack_is_served_from_the_store_and_the_rest_asked_from_the_sender(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send(range(200, 210))
+    got = receive(s.rx_a, 10)
+    receive(s.rx_b, 10)
+    lost = [got[3].sequence_number, got[7].sequence_number]
+    never = (got[-1].sequence_number + 5) & 0xFFFF  # not sent yet: not in the store
+    # Receiver A's NACK comes from its own address, the consumer transport's remote.
+    s.rx_a.sendto(rtcp.nack(0x99, 0xAAAA0001, [*lost, never]), ("127.0.0.1", s.ports[2]))
+    again = receive(s.rx_a, 2)
+    assert [p.sequence_number for p in again] == lost
+    assert [p.payload for p in again] == [got[3].payload, got[7].payload]
+    assert {p.ssrc for p in again} == {0xAAAA0001}
+    # The sender is asked for the one Tureen does not have, in its own numbering.
+    s.sender.settimeout(3)
+    asked: list = []
+    for _ in range(10):  # receiver reports (RR + REMB) come every second too
+        asked = rtcp.nacks(s.sender.recv(2048))
+        if asked:
+            break
+    assert asked == [(SOURCE_SSRC, [(209 + 5) & 0xFFFF])]
+    consumer = next(c for c in s.w.ok("worker.dump")["consumers"] if c["consumerId"] == 20)
+    assert (consumer["nackServed"], consumer["nackForwarded"]) == (2, 1)
+
+
+def test_sender_gets_receiver_reports_and_remb(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send([*range(300, 305), *range(306, 310)])  # 305 lost
+    s.sender.settimeout(3)
+    for _ in range(10):
+        data = s.sender.recv(2048)
+        kinds = [pt for pt, _, _, _ in rtcp.iter_compound(data)]
+        if rtcp.RR in kinds:
+            break
+    assert kinds == [rtcp.RR, rtcp.PSFB]
+    ssrc, lost_word, ext_seq = struct.unpack_from("!III", data, 8)
+    assert ssrc == SOURCE_SSRC and ext_seq == 309
+    assert lost_word & 0xFFFFFF == 1 and lost_word >> 24 == 256 // 10  # 1 of 10 in the interval
 
 
 def test_consumer_transport_connected_later_starts_forwarding(spawn, udp) -> None:
@@ -497,7 +558,7 @@ def test_bad_requests_get_errors_and_change_nothing(spawn, udp) -> None:
         ("transport.createPlain", {"transportId": 9, "comedia": "yes"}, "bad_request"),
         ("transport.connectPlain", {"transportId": 99, "remoteIp": "127.0.0.1", "remotePort": 5}, "not_found"),
         ("transport.connectPlain", {"transportId": 2, "remoteIp": "127.0.0.1"}, "bad_request"),
-        ("transport.createWebRtc", {"transportId": 9, "udp": False, "tcp": True}, "unsupported"),
+        ("transport.createWebRtc", {"transportId": 9, "udp": False, "tcp": False}, "bad_request"),
         ("transport.createWebRtc", {"transportId": 9, "udp": "yes"}, "bad_request"),
         ("transport.createWebRtc", {"transportId": 1}, "duplicate"),
         ("transport.createWebRtc", {"transportId": 9, "dtlsParameters": {"role": "client"}}, "bad_request"),

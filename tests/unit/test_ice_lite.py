@@ -276,6 +276,34 @@ def test_consent_loss_of_selected_tuple_falls_back_to_a_fresh_one() -> None:
     assert server.state == "completed" and server.tuples == [B]
 
 
+A_TCP = (A[0], A[1], "tcp")
+
+
+def test_tcp_and_udp_tuples_from_the_same_address_are_distinct() -> None:
+    server = IceLiteServer()
+    response, events = server.handle_stun(check(server, use_candidate=True)[0], A_TCP, 0.0)
+    assert events == [IceTupleSelected(A_TCP), IceStateChanged("completed")]
+    # XOR-MAPPED-ADDRESS is the ip:port, without the protocol.
+    assert stun.parse_message(response).attributes["XOR-MAPPED-ADDRESS"] == A
+    assert server.is_valid_tuple(A_TCP) and not server.is_valid_tuple(A)
+    server.handle_stun(check(server)[0], A, 1.0)
+    assert server.tuples == [A_TCP, A] and server.selected_tuple == A_TCP
+
+
+def test_removing_the_selected_tuple_falls_back_or_disconnects() -> None:
+    server = IceLiteServer()
+    server.handle_stun(check(server, use_candidate=True)[0], A_TCP, 0.0)
+    server.handle_stun(check(server)[0], B, 1.0)
+    assert server.remove_tuple(("192.0.2.99", 1, "tcp")) == []  # unknown: nothing
+    assert server.remove_tuple(B) == []  # not selected: just forgotten
+    assert server.tuples == [A_TCP] and server.state == "completed"
+    server.handle_stun(check(server)[0], B, 2.0)
+    assert server.remove_tuple(A_TCP) == [IceTupleSelected(B)]
+    assert server.selected_tuple == B and server.state == "completed"
+    assert server.remove_tuple(B) == [IceTupleSelected(None), IceStateChanged("disconnected")]
+    assert server.tuples == [] and server.get_timer() is None
+
+
 def test_tuples_are_capped_keeping_the_selected_one() -> None:
     server = IceLiteServer()
     server.handle_stun(check(server, use_candidate=True)[0], A, 0.0)

@@ -54,3 +54,30 @@ def test_other_feedback_is_not_a_key_frame_request() -> None:
 def test_malformed_compound_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
         rtcp.key_frame_requests(data)
+
+
+def test_nack_round_trip_packs_pid_and_blp() -> None:
+    seqs = [65535, 0, 3, 16, 17, 40]
+    packet = rtcp.nack(1, 0xCAFE, seqs)
+    # 65535 carries 0, 3 and 15 (=65535+16); 16 and 17 share one entry, 40 another.
+    assert len(packet) == 12 + 4 * 3
+    assert rtcp.nacks(packet) == [(0xCAFE, [65535, 0, 3, 16, 17, 40])]
+
+
+def test_sender_report_round_trip() -> None:
+    packet = rtcp.sr(0xAB, (0x01020304 << 32) | 0x05060708, 90000, 10, 12000)
+    assert len(packet) == 28
+    assert rtcp.sender_reports(RR + packet) == [(0xAB, (0x01020304 << 32) | 0x05060708, 90000)]
+
+
+def test_receiver_report_blocks_and_remb_are_well_formed() -> None:
+    packet = rtcp.rr(7, [(0xAAAA, 25, 3, 70000, 12, 0x11112222, 65536)]) + rtcp.remb(7, 2_000_000, [0xAAAA])
+    (rr, remb) = list(rtcp.iter_compound(packet))
+    assert rr[:2] == (rtcp.RR, 1) and rr[3] - rr[2] == 32
+    assert struct.unpack_from("!IIIIII", packet, 8) == (0xAAAA, (25 << 24) | 3, 70000, 12, 0x11112222, 65536)
+    assert remb[:2] == (rtcp.PSFB, 15)
+    body = packet[remb[2] + 12 : remb[3]]
+    assert body[:4] == b"REMB" and body[4] == 1
+    exp, mantissa = body[5] >> 2, ((body[5] & 3) << 16) | int.from_bytes(body[6:8], "big")
+    assert mantissa << exp <= 2_000_000 < (mantissa + 1) << exp
+    assert body[8:12] == (0xAAAA).to_bytes(4, "big")

@@ -91,3 +91,116 @@ def fir(sender_ssrc: int, media_ssrc: int, seq_nr: int) -> bytes:
         + _SSRC_PAIR.pack(sender_ssrc, 0)
         + struct.pack("!IB3x", media_ssrc, seq_nr & 0xFF)
     )
+
+
+# -- NACK (RFC 4585 section 6.2.1) -----------------------------------------------------------
+
+
+def nacks(data: bytes | memoryview) -> list[tuple[int, list[int]]]:
+    """(media SSRC, lost sequence numbers) of each Generic NACK in a compound datagram.
+
+    Each FCI entry is PID (a lost seq) and BLP (a bitmask of the 16 following ones).
+    Malformed input raises ValueError.
+    """
+    out: list[tuple[int, list[int]]] = []
+    for pt, fmt, start, end in iter_compound(data):
+        if pt != RTPFB or fmt != RTPFB_NACK:
+            continue
+        if end - start < 16:
+            raise ValueError("RTCP: NACK without an FCI entry")
+        media_ssrc = _SSRC_PAIR.unpack_from(data, start + 4)[1]
+        seqs: list[int] = []
+        for pos in range(start + 12, end - 3, 4):
+            pid, blp = struct.unpack_from("!HH", data, pos)
+            seqs.append(pid)
+            for bit in range(16):
+                if blp >> bit & 1:
+                    seqs.append((pid + bit + 1) & 0xFFFF)
+        out.append((media_ssrc, seqs))
+    return out
+
+
+def nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
+    """A Generic NACK for `seqs` (any order), packed into as few PID/BLP entries as fit."""
+    fci = bytearray()
+    pending = sorted({s & 0xFFFF for s in seqs})
+    if pending and pending[-1] - pending[0] > 0x8000:  # across the wrap: 65535 comes before 0
+        pending = sorted(pending, key=lambda s: s + 0x10000 if s < 0x8000 else s)
+    while pending:
+        pid = pending.pop(0)
+        blp = 0
+        rest = []
+        for s in pending:
+            d = (s - pid) & 0xFFFF
+            if 1 <= d <= 16:
+                blp |= 1 << (d - 1)
+            else:
+                rest.append(s)
+        pending = rest
+        fci += struct.pack("!HH", pid, blp)
+    words = 2 + len(fci) // 4
+    return _HEADER.pack(0x80 | RTPFB_NACK, RTPFB, words) + _SSRC_PAIR.pack(sender_ssrc, media_ssrc) + bytes(fci)
+
+
+# -- SR / RR (RFC 3550 section 6.4) ------------------------------------------------------------
+
+_SR_INFO = struct.Struct("!IIIII")  # NTP msw, NTP lsw, RTP ts, packet count, octet count
+_BLOCK = struct.Struct("!IIIIII")  # ssrc, fraction|cumulative lost, ext highest seq, jitter, LSR, DLSR
+
+
+def sender_reports(data: bytes | memoryview) -> list[tuple[int, int, int]]:
+    """(SSRC, 64-bit NTP timestamp, RTP timestamp) of each SR in a compound datagram."""
+    out = []
+    for pt, _count, start, end in iter_compound(data):
+        if pt != SR:
+            continue
+        if end - start < 28:
+            raise ValueError("RTCP: SR shorter than 28 bytes")
+        ssrc = int.from_bytes(data[start + 4 : start + 8], "big")
+        msw, lsw, rtp_ts, _, _ = _SR_INFO.unpack_from(data, start + 8)
+        out.append((ssrc, (msw << 32) | lsw, rtp_ts))
+    return out
+
+
+def sr(ssrc: int, ntp: int, rtp_ts: int, packets: int, octets: int) -> bytes:
+    """A sender report without report blocks: 28 bytes."""
+    return (
+        _HEADER.pack(0x80, SR, 6)
+        + ssrc.to_bytes(4, "big")
+        + _SR_INFO.pack(ntp >> 32, ntp & 0xFFFFFFFF, rtp_ts & 0xFFFFFFFF, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
+    )
+
+
+def rr(sender_ssrc: int, blocks: list[tuple[int, int, int, int, int, int, int]]) -> bytes:
+    """A receiver report with up to 31 report blocks (RFC 3550 6.4.2); each block is
+    (ssrc, fraction lost 0..255, cumulative lost, extended highest seq, jitter, LSR, DLSR)."""
+    blocks = blocks[:31]
+    body = b"".join(
+        _BLOCK.pack(
+            ssrc,
+            ((fraction & 0xFF) << 24) | (max(-0x800000, min(0x7FFFFF, lost)) & 0xFFFFFF),
+            ext_seq & 0xFFFFFFFF,
+            jitter & 0xFFFFFFFF,
+            lsr & 0xFFFFFFFF,
+            dlsr & 0xFFFFFFFF,
+        )
+        for ssrc, fraction, lost, ext_seq, jitter, lsr, dlsr in blocks
+    )
+    return _HEADER.pack(0x80 | len(blocks), RR, 1 + 6 * len(blocks)) + sender_ssrc.to_bytes(4, "big") + body
+
+
+# -- REMB (draft-alvestrand-rmcat-remb) -----------------------------------------------------
+
+
+def remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
+    """Receiver Estimated Maximum Bitrate for the media `ssrcs`: PSFB FMT 15 'REMB'."""
+    exp = 0
+    mantissa = max(0, int(bitrate))
+    while mantissa > 0x3FFFF:  # 18-bit mantissa
+        mantissa >>= 1
+        exp += 1
+    ssrcs = ssrcs[:255]
+    fci = b"REMB" + struct.pack("!BBH", len(ssrcs), (exp << 2) | (mantissa >> 16), mantissa & 0xFFFF)
+    fci += b"".join(s.to_bytes(4, "big") for s in ssrcs)
+    words = 2 + len(fci) // 4
+    return _HEADER.pack(0x80 | 15, PSFB, words) + _SSRC_PAIR.pack(sender_ssrc, 0) + fci

@@ -7,7 +7,9 @@ the router a `sender()`: a callable that puts one finished RTP packet on the wir
     PlainRtpTransport   datagram -> forwarder.receive; sender = connected socket's send
     WebRtcTransport     datagram -> demux (RFC 7983): STUN -> ice_lite core, DTLS -> dtls
                         core, RTP/RTCP -> SRTP unprotect into the buffer -> forwarder.receive;
-                        sender = protect + connected socket's send (once DTLS is up)
+                        sender = protect + connected socket's send (once DTLS is up);
+                        with ICE-TCP (tcp.py) the same demux per RFC 4571 frame, and a
+                        sender that frames on the selected TCP connection
 
 The forwarder reads two tables from a transport, which only the router writes:
 `ssrc_table` (SSRC -> producer Stream of producers on this transport) and `rtx_ssrcs`.
@@ -54,6 +56,7 @@ class Transport:
         self.listener = listener
         # Data-path tables: written by the router only, read by the forwarder.
         self.ssrc_table: dict[int, Stream] = {}
+        self.rtx_table: dict[int, Stream] = {}  # RTX SSRC -> the stream it repairs
         self.rtx_ssrcs: set[int] = set()
         # Control-path bookkeeping (router).
         self.producers: dict[int, Producer] = {}

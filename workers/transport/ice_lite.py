@@ -42,9 +42,10 @@ from aioice import stun
 
 logger = logging.getLogger(__name__)
 
-# A remote transport address as the worker identifies it. For UDP this is what recvfrom()
-# returns: (ip, port) or the 4-tuple of IPv6. Only [0] (ip) and [1] (port) are read, for
-# XOR-MAPPED-ADDRESS; the whole value is the tuple's identity.
+# A remote transport address as the worker identifies it. For UDP this is (ip, port) as
+# recvfrom() returns it; for an ICE-TCP connection it is (ip, port, 'tcp'), so a TCP and a
+# UDP tuple from the same ip:port are different tuples. Only [0] (ip) and [1] (port) are
+# read, for XOR-MAPPED-ADDRESS; the whole value is the tuple's identity.
 Addr = tuple[Any, ...]
 
 CONSENT_TIMEOUT = 30.0
@@ -235,6 +236,27 @@ class IceLiteServer:
             self.state = state
             events.append(IceStateChanged(state))
 
+    def remove_tuple(self, addr: Addr) -> list[IceEvent]:
+        """`addr` is gone (its TCP connection closed): forget it, as if its consent expired.
+
+        If it was selected, the freshest remaining valid tuple takes over, else the state
+        becomes 'disconnected'.
+        """
+        events: list[IceEvent] = []
+        if self._tuples.pop(addr, None) is None:
+            return events
+        if addr == self.selected_tuple:
+            self._reselect(events)
+        return events
+
+    def _reselect(self, events: list[IceEvent]) -> None:
+        if self._tuples:
+            # Another pair still has consent: the freshest one carries the media now.
+            self._select(max(self._tuples, key=self._tuples.__getitem__), events)
+        else:
+            self._select(None, events)
+            self._set_state("disconnected", events)
+
     # -- consent ------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -250,12 +272,7 @@ class IceLiteServer:
         for addr in stale:
             del self._tuples[addr]
         if self.selected_tuple is not None and self.selected_tuple not in self._tuples:
-            if self._tuples:
-                # Another pair still has consent: the freshest one carries the media now.
-                self._select(max(self._tuples, key=self._tuples.__getitem__), events)
-            else:
-                self._select(None, events)
-                self._set_state("disconnected", events)
+            self._reselect(events)
         return events
 
 

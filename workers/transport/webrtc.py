@@ -1,6 +1,8 @@
-"""WebRtcTransport: ICE-lite, DTLS-SRTP and SRTP on one UDP port (mediasoup v2 semantics).
+"""WebRtcTransport: ICE-lite, DTLS-SRTP and SRTP on one UDP port and/or one ICE-TCP passive
+port (mediasoup v2 semantics).
 
-The transport glues three sans-I/O cores to one UdpEndpoint and the worker's clock:
+The transport glues three sans-I/O cores to one UdpEndpoint (options.udp), one TcpServer
+(options.tcp, tcp.py) and the worker's clock:
 
     datagram --demux (RFC 7983, first byte)--+-- 0..3    STUN -> IceLiteServer.handle_stun
                                              +-- 20..63  DTLS -> DtlsEndpoint.handle_datagram
@@ -24,6 +26,14 @@ The transport glues three sans-I/O cores to one UdpEndpoint and the worker's clo
   30 s on any tuple), end the transport: `listener.transport_failed(self, reason)` (called
   soon, never from inside a socket drain), which closes it and tells the supervisor.
 
+ICE-TCP (RFC 6544, passive): each RFC 4571 frame of a TCP connection is copied into the
+forwarder's buffer and goes through the same demux; the connection's ICE tuple is
+(ip, port, 'tcp'). A valid STUN check validates the connection (else tcp.py closes it after
+10 s). When ICE selects a TCP tuple, the UDP endpoint is disconnected and everything we send
+(DTLS, SRTP, SRTCP) is framed on that connection; when it closes, its tuple is removed (if it
+was selected: another valid tuple takes over, else ICE is disconnected and the transport
+fails). The UDP hot path does not change: TCP frames are dispatched by `_on_tcp_frame`.
+
 Time is `loop.time()` everywhere (one monotonic clock for ICE consent and DTLS timers).
 """
 
@@ -36,6 +46,7 @@ from .base import Sender, Transport, TransportListener
 from .dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsEvent, DtlsFailed
 from .ice_lite import IceEvent, IceLiteServer, IceStateChanged, IceTupleSelected, ice_candidates
 from .srtp import MAX_PACKET_SIZE, SrtpContext
+from .tcp import TcpConnection, TcpServer
 from .udp import UdpEndpoint
 
 if TYPE_CHECKING:
@@ -71,19 +82,45 @@ class WebRtcTransport(Transport):
         self.ice = IceLiteServer()
         self.dtls = DtlsEndpoint()
         self.srtp: SrtpContext | None = None
-        self.endpoint = UdpEndpoint(
-            loop,
-            forwarder.buf,
-            ip,
-            min_port,
-            max_port,
-            on_datagram=self._on_selected,
-            on_datagram_from=self._on_datagram_from,
-            after_drain=forwarder.after_drain,
-            name=f"transport {transport_id}",
-        )
-        local_ip, port = self.endpoint.local
-        self.candidates = ice_candidates([("udp", announced_ip or local_ip, port)], {**options, "tcp": False})
+        self.endpoint: UdpEndpoint | None = None
+        self.tcp: TcpServer | None = None
+        sockets: list[tuple[str, str, int]] = []
+        try:
+            if options.get("udp", True):
+                self.endpoint = UdpEndpoint(
+                    loop,
+                    forwarder.buf,
+                    ip,
+                    min_port,
+                    max_port,
+                    on_datagram=self._on_selected,
+                    on_datagram_from=self._on_datagram_from,
+                    after_drain=forwarder.after_drain,
+                    name=f"transport {transport_id}",
+                )
+                local_ip, port = self.endpoint.local
+                sockets.append(("udp", announced_ip or local_ip, port))
+            if options.get("tcp", True):
+                # As mediasoup v2: the TCP port is the UDP one when that is free.
+                self.tcp = TcpServer(
+                    loop,
+                    ip,
+                    min_port,
+                    max_port,
+                    on_frame=self._on_tcp_frame,
+                    on_closed=self._on_tcp_closed,
+                    after_frames=forwarder.after_drain,
+                    preferred_port=sockets[0][2] if sockets else None,
+                    name=f"transport {transport_id}",
+                )
+                local_ip, port = self.tcp.local
+                sockets.append(("tcp", announced_ip or local_ip, port))
+        except OSError:
+            self._close_sockets()
+            raise
+        if not sockets:
+            raise ValueError("a WebRTC transport needs udp or tcp")
+        self.candidates = ice_candidates(sockets, options)
         self._scratch = bytearray(_SCRATCH)
         self._scratch_mv = memoryview(self._scratch)
         self._send: Sender | None = None  # the connected socket's send, once a tuple is selected
@@ -98,6 +135,7 @@ class WebRtcTransport(Transport):
         self.rtcp_out = 0
         self.media_before_srtp = 0
         self.not_demuxed = 0
+        self.tcp_strangers = 0
 
     # -- parameters (createTransport / updateTransport / restartTransport) -------------
 
@@ -166,7 +204,7 @@ class WebRtcTransport(Transport):
                 return
             self._forwarder.receive(self, n)
         elif b0 < 4:
-            addr = self.endpoint.remote
+            addr = self.endpoint.remote  # type: ignore[union-attr]  # only UDP gets here
             if addr is not None:
                 self._on_stun(n, addr)
         elif 20 <= b0 <= 63:
@@ -193,6 +231,47 @@ class WebRtcTransport(Transport):
                     self.strangers,
                 )
 
+    # -- ICE-TCP ------------------------------------------------------------------------
+
+    def _on_tcp_frame(self, conn: TcpConnection, packet: bytes) -> None:
+        """One RFC 4571 frame from a TCP connection: the same demux as a datagram.
+
+        The frame is copied into the forwarder's buffer, where the UDP path's handlers (and
+        the in-place SRTP unprotect) expect a packet.
+        """
+        n = len(packet)
+        self._buf[:n] = packet  # n <= tcp.MAX_FRAME, far below the buffer's size: no resize
+        addr = conn.addr
+        b0 = packet[0]
+        if b0 < 4:
+            self._on_stun(n, addr, conn)
+        elif addr == self.ice.selected_tuple:
+            self._on_selected(n)
+        elif 20 <= b0 <= 63 and self.ice.is_valid_tuple(addr):
+            self._on_dtls(n)
+        else:
+            self.tcp_strangers += 1
+            self.strangers += 1
+            self._forwarder.drop_stranger += 1
+
+    def _on_tcp_closed(self, conn: TcpConnection) -> None:
+        """A TCP connection went away (remote close, bad framing, STUN timeout): its tuple too."""
+        if self.closed:
+            return
+        events = self.ice.remove_tuple(conn.addr)
+        if events:
+            log.info("transport %d: ICE tuple %s:%d/tcp closed", self.id, conn.addr[0], conn.addr[1])
+            self._on_ice_events(events, "the selected TCP connection closed")
+        self._arm_timer()
+
+    def _close_stale_tcp(self) -> None:
+        """Close validated TCP connections whose tuple ICE dropped (consent lost, capped)."""
+        if self.tcp is None:
+            return
+        for conn in list(self.tcp.connections.values()):
+            if conn.validated and not self.ice.is_valid_tuple(conn.addr):
+                conn.close("ICE tuple expired")
+
     def _on_srtcp(self, n: int) -> None:
         try:
             packet = self.srtp.unprotect_rtcp(bytes(self._buf[:n]))  # type: ignore[union-attr]
@@ -205,19 +284,27 @@ class WebRtcTransport(Transport):
 
     # -- ICE ----------------------------------------------------------------------------
 
-    def _on_stun(self, n: int, addr: tuple[str, int]) -> None:
+    def _on_stun(self, n: int, addr: tuple, conn: TcpConnection | None = None) -> None:
+        """A STUN packet from `addr` (UDP), or from the TCP connection `conn`."""
         self.stun_in += 1
         response, events = self.ice.handle_stun(bytes(self._buf[:n]), addr, self._loop.time())
         if response is not None:
             try:
-                self.endpoint.sendto(response, addr)
+                if conn is not None:
+                    conn.send(response)
+                else:
+                    self.endpoint.sendto(response, addr)  # type: ignore[union-attr]
             except OSError as exc:
                 log.debug("transport %d: STUN answer to %s:%d lost: %s", self.id, addr[0], addr[1], exc)
+        if conn is not None and not conn.validated and self.ice.is_valid_tuple(addr):
+            conn.validate()
         if events:
             self._on_ice_events(events)
         self._arm_timer()
 
-    def _on_ice_events(self, events: list[IceEvent]) -> None:
+    def _on_ice_events(
+        self, events: list[IceEvent], why: str = "no connectivity check for 30 s (consent lost)"
+    ) -> None:
         for ev in events:
             if isinstance(ev, IceTupleSelected):
                 self._select(ev.addr)
@@ -225,19 +312,32 @@ class WebRtcTransport(Transport):
                 log.info("transport %d: ICE %s", self.id, ev.state)
                 self.listener.transport_event(self, "transport.iceState", state=ev.state)
                 if ev.state == "disconnected":
-                    self._fail("ICE disconnected: no connectivity check for 30 s (consent lost)")
+                    self._fail(f"ICE disconnected: {why}")
 
-    def _select(self, addr: tuple[str, int] | None) -> None:
+    def _select(self, addr: tuple | None) -> None:
         if addr is None:
-            self.endpoint.disconnect()
+            if self.endpoint is not None:
+                self.endpoint.disconnect()
             self._send = None
+        elif len(addr) == 3 and addr[2] == "tcp":
+            conn = self.tcp.connections.get(addr) if self.tcp is not None else None
+            if conn is None:  # pragma: no cover - a TCP tuple is removed when its connection closes
+                self._fail(f"the ICE-selected tuple {addr[0]}:{addr[1]}/tcp has no connection")
+                return
+            if self.endpoint is not None:
+                # UDP from the old remote now lands on the open socket: STUN and DTLS are
+                # still answered, media from there is a stranger's.
+                self.endpoint.disconnect()
+            self._send = conn.send  # frames each packet
+            log.info("transport %d: ICE selected %s:%d/tcp", self.id, addr[0], addr[1])
+            self._maybe_start_dtls()
         else:
             try:
-                self.endpoint.connect(addr)
+                self.endpoint.connect(addr)  # type: ignore[union-attr]  # UDP tuples need it
             except OSError as exc:
                 self._fail(f"cannot use the ICE-selected tuple {addr[0]}:{addr[1]}: {exc}")
                 return
-            self._send = self.endpoint.send
+            self._send = self.endpoint.send  # type: ignore[union-attr]
             log.info("transport %d: ICE selected %s:%d", self.id, addr[0], addr[1])
             self._maybe_start_dtls()
         self.listener.transport_ready(self)
@@ -319,6 +419,7 @@ class WebRtcTransport(Transport):
         ice_events = self.ice.check_timeout(now)
         if ice_events:
             self._on_ice_events(ice_events)
+        self._close_stale_tcp()
         self._arm_timer()
 
     # -- end ----------------------------------------------------------------------------
@@ -333,7 +434,10 @@ class WebRtcTransport(Transport):
 
     def dump(self) -> dict[str, Any]:
         info = super().dump()
-        info.update(self.endpoint.dump())
+        if self.endpoint is not None:
+            info.update(self.endpoint.dump())
+        if self.tcp is not None:
+            info.update(self.tcp.dump())
         info.update(
             {
                 "iceState": self.ice.state,
@@ -350,6 +454,7 @@ class WebRtcTransport(Transport):
                 "srtpErrors": self.srtp_errors,
                 "mediaBeforeSrtp": self.media_before_srtp,
                 "notDemuxed": self.not_demuxed,
+                "tcpStrangers": self.tcp_strangers,
             }
         )
         return info
@@ -360,5 +465,11 @@ class WebRtcTransport(Transport):
                 self._timer.cancel()
                 self._timer = None
             self._send_dtls(self.dtls.close())
-            self.endpoint.close()
+            self._close_sockets()
         super().close()
+
+    def _close_sockets(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        if self.tcp is not None:
+            self.tcp.close()  # every connection with it

@@ -1,0 +1,156 @@
+/* cforward: the C baseline. What the machine allows for Tureen's job, done the cheapest way
+ * we know (PERF.md's candidate "c"): recvmmsg 32 packets, then for each packet and each
+ * consumer a fresh 12-byte header (consumer's PT, SSRC, seq + offset, ts + offset; marker and
+ * first byte kept) and an iovec pointing at the shared payload, sent with sendmmsg 64 at a
+ * time from one unconnected socket.
+ *
+ *   cforward CONFIG
+ *   run LISTEN_FD MAX_SECONDS
+ *   consumer DST_PORT SSRC PT SEQ_OFFSET TS_OFFSET     (one line per consumer)
+ *
+ * LISTEN_FD is inherited, already bound (the parent knows its port). Loopback only. Stops on
+ * SIGTERM/SIGINT or after MAX_SECONDS, then prints one JSON line of counters.
+ */
+#define _GNU_SOURCE
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RECV_BATCH 32
+#define SEND_BATCH 64
+#define MAX_PKT 1500
+#define SOCK_BUF (1 << 20) /* the same kernel buffers as Tureen's sockets (workers/transport/udp.py) */
+
+typedef struct {
+    struct sockaddr_in addr;
+    uint32_t ssrc, ts_offset;
+    uint16_t seq_offset;
+    uint8_t pt;
+} Consumer;
+
+static volatile sig_atomic_t stop;
+static void on_signal(int sig) { (void)sig; stop = 1; }
+
+static int send_fd;
+static struct mmsghdr smsg[SEND_BATCH];
+static struct iovec siov[SEND_BATCH][2];
+static uint8_t hdr[SEND_BATCH][12];
+static int pending;
+static unsigned long long sent, send_errors;
+
+static void flush(void) {
+    int off = 0;
+    while (off < pending) {
+        int r = sendmmsg(send_fd, smsg + off, pending - off, 0);
+        if (r <= 0) { send_errors += pending - off; break; } /* ENOBUFS and friends: lost, counted */
+        sent += r;
+        off += r;
+    }
+    pending = 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: cforward CONFIG\n"); return 2; }
+    FILE *cf = fopen(argv[1], "r");
+    if (!cf) { perror("config"); return 2; }
+    int listen_fd = -1;
+    unsigned max_seconds = 0;
+    int n = 0, cap = 16;
+    Consumer *cons = calloc(cap, sizeof(Consumer));
+    char word[32];
+    while (fscanf(cf, "%31s", word) == 1) {
+        if (!strcmp(word, "run")) {
+            if (fscanf(cf, "%d %u", &listen_fd, &max_seconds) != 2) goto bad;
+        } else if (!strcmp(word, "consumer")) {
+            if (n == cap) cons = realloc(cons, (cap *= 2) * sizeof(Consumer));
+            unsigned port, ssrc, pt, seq_off, ts_off;
+            if (fscanf(cf, "%u %u %u %u %u", &port, &ssrc, &pt, &seq_off, &ts_off) != 5) goto bad;
+            Consumer *c = &cons[n++];
+            memset(c, 0, sizeof *c);
+            c->addr.sin_family = AF_INET;
+            c->addr.sin_port = htons((uint16_t)port);
+            c->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            c->ssrc = ssrc;
+            c->pt = (uint8_t)pt;
+            c->seq_offset = (uint16_t)seq_off;
+            c->ts_offset = ts_off;
+        } else goto bad;
+    }
+    fclose(cf);
+    if (listen_fd < 0 || max_seconds == 0) goto bad;
+
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    send_fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int size = SOCK_BUF;
+    setsockopt(send_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(listen_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    /* A receive timeout so the deadline and signals are seen even when no packet comes. */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+    setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    static uint8_t in[RECV_BATCH][MAX_PKT];
+    struct mmsghdr rmsg[RECV_BATCH];
+    struct iovec riov[RECV_BATCH];
+    for (int i = 0; i < RECV_BATCH; i++) {
+        riov[i].iov_base = in[i];
+        riov[i].iov_len = MAX_PKT;
+        memset(&rmsg[i], 0, sizeof rmsg[i]);
+        rmsg[i].msg_hdr.msg_iov = &riov[i];
+        rmsg[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (int i = 0; i < SEND_BATCH; i++) {
+        smsg[i].msg_hdr.msg_iov = siov[i];
+        smsg[i].msg_hdr.msg_iovlen = 2;
+        smsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+        siov[i][0].iov_base = hdr[i];
+        siov[i][0].iov_len = 12;
+    }
+
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    time_t deadline = t.tv_sec + (time_t)max_seconds;
+    unsigned long long received = 0, dropped = 0;
+    while (!stop) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec >= deadline) break;
+        int got = recvmmsg(listen_fd, rmsg, RECV_BATCH, MSG_WAITFORONE, NULL);
+        if (got <= 0) continue;
+        for (int i = 0; i < got; i++) {
+            uint8_t *p = in[i];
+            unsigned len = rmsg[i].msg_len;
+            if (len < 12 || (p[0] & 0xc0) != 0x80) { dropped++; continue; }
+            received++;
+            uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
+            uint32_t ts = (uint32_t)p[4] << 24 | p[5] << 16 | p[6] << 8 | p[7];
+            for (int c = 0; c < n; c++) {
+                Consumer *k = &cons[c];
+                uint8_t *h = hdr[pending];
+                uint16_t s = seq + k->seq_offset;
+                uint32_t v = ts + k->ts_offset;
+                h[0] = p[0];
+                h[1] = (p[1] & 0x80) | k->pt;
+                h[2] = s >> 8; h[3] = (uint8_t)s;
+                h[4] = v >> 24; h[5] = v >> 16; h[6] = v >> 8; h[7] = (uint8_t)v;
+                h[8] = k->ssrc >> 24; h[9] = k->ssrc >> 16; h[10] = k->ssrc >> 8; h[11] = (uint8_t)k->ssrc;
+                siov[pending][1].iov_base = p + 12;
+                siov[pending][1].iov_len = len - 12;
+                smsg[pending].msg_hdr.msg_name = &k->addr;
+                if (++pending == SEND_BATCH) flush();
+            }
+        }
+        flush(); /* the payloads live in `in`, which the next recvmmsg overwrites */
+    }
+    printf("{\"received\": %llu, \"sent\": %llu, \"send_errors\": %llu, \"dropped\": %llu}\n",
+           received, sent, send_errors, dropped);
+    return 0;
+bad:
+    fprintf(stderr, "cforward: bad config\n");
+    return 2;
+}

@@ -1,0 +1,122 @@
+"""The end of a run: the table (with ratios to the C baseline), the JSON file, the plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .search import Search
+
+
+@dataclass
+class Row:
+    """One scenario x one forwarder."""
+
+    scenario: str  # e.g. "fanout N=100"
+    target: str  # "tureen" or "c"
+    consumers: int
+    search: Search
+    kib_per_consumer: float | None = None
+    baseline: Row | None = None  # the C row this one is compared with
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ratios(self) -> tuple[float | None, float | None]:
+        """(output pps ratio, CPU ratio = C us/out / this us/out) against the baseline."""
+        base = self.baseline.search.best if self.baseline else None
+        mine = self.search.best
+        if base is None or mine is None:
+            return None, None
+        pps = mine.out_pps / base.out_pps if base.out_pps else None
+        cpu = (base.cpu_us_per_out / mine.cpu_us_per_out
+               if base.cpu_us_per_out and mine.cpu_us_per_out else None)
+        return pps, cpu
+
+    def to_json(self) -> dict[str, Any]:
+        pps, cpu = self.ratios()
+        return {
+            "scenario": self.scenario, "target": self.target, "consumers": self.consumers,
+            "kib_per_consumer": self.kib_per_consumer, "ratio_out_pps": pps, "ratio_cpu": cpu,
+            **self.extra, "search": self.search.to_json(),
+        }
+
+
+def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+HEADER = ("scenario", "fwd", "held in pps", "out pps", "x C", "loss", "µs/out", "x C cpu",
+          "cpu%", "out/s/core", "p50/p99 µs @½", "KiB/cons", "limit")
+
+
+def table(rows: list[Row]) -> str:
+    lines = []
+    for row in rows:
+        best = row.search.best
+        half = row.search.half_rate
+        pps_ratio, cpu_ratio = row.ratios()
+        lines.append((
+            row.scenario, row.target,
+            _num(best.input_pps if best else None), _num(best.out_pps if best else None),
+            _num(pps_ratio, "{:.2f}"),
+            _num(best.loss * 100 if best else None, "{:.3f}%"),
+            _num(best.cpu_us_per_out if best else None, "{:.2f}"),
+            _num(cpu_ratio, "{:.2f}"),
+            _num(best.cpu_percent if best else None, "{:.0f}"),
+            _num(1e6 / best.cpu_us_per_out if best and best.cpu_us_per_out else None),
+            f"{half.latency_p50_us:.0f}/{half.latency_p99_us:.0f}" if half else "-",
+            _num(row.kib_per_consumer, "{:.1f}"),
+            row.search.limit,
+        ))
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(HEADER)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)),
+           "-|-".join("-" * w for w in widths)]
+    for r in lines:
+        out.append(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(out)
+
+
+def write_json(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": [r.to_json() for r in rows]}, indent=2))
+
+
+def plot(path: Path, rows: list[Row]) -> str | None:
+    """A PNG of every saturation search: output pps against input pps, held vs lost.
+    Returns None when written, else why not (matplotlib is an optional extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]')"
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    cols = min(3, len(scenarios)) or 1
+    nrows = (len(scenarios) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):
+        for row in (r for r in rows if r.scenario == scenario):
+            trials = sorted(row.search.trials, key=lambda t: t.input_pps)
+            xs = [t.input_pps for t in trials]
+            ax.plot(xs, [t.out_pps for t in trials], "-", alpha=0.4,
+                    color="tab:blue" if row.target == "tureen" else "tab:gray")
+            for t in trials:
+                ax.plot(t.input_pps, t.out_pps, "o" if t.held else "x",
+                        color="tab:blue" if row.target == "tureen" else "tab:gray")
+            if row.search.best:
+                ax.axvline(row.search.best.input_pps, linestyle=":",
+                           color="tab:blue" if row.target == "tureen" else "tab:gray",
+                           label=f"{row.target}: {row.search.best.out_pps:,.0f} out/s held")
+        ax.set_title(scenario)
+        ax.set_xlabel("input packets/s")
+        ax.set_ylabel("output packets/s (o held, x > 0.1% loss)")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(scenarios):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

@@ -1,0 +1,90 @@
+"""The benchmark harness works: its C tools build, and a tiny bounded run at a low rate
+delivers every packet, checked, through the C baseline, a Tureen worker, and a cross-worker
+pipe. Correctness only (counts, SSRC/PT/sequence/timestamp checks); never timings."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repo, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from tureen.shared.client import TureenClient  # noqa: E402
+
+from benchmarks import cpus, scenarios  # noqa: E402
+from benchmarks.baseline import CForwarder  # noqa: E402
+from benchmarks.ctools import Tools, build_tools  # noqa: E402
+from benchmarks.load import Timing  # noqa: E402
+from benchmarks.search import Context, Trial, run_trial  # noqa: E402
+from benchmarks.tureen_server import TureenServer  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+TIMING = Timing(warmup=0.2, window=0.4, drain=0.3)
+RATE = 200.0  # packets/s: low enough for any machine, CI included
+
+
+def assert_all_delivered(trial: Trial, consumers: int) -> None:
+    report = trial.report
+    assert report["consumers"] == consumers
+    assert report["sent_total"] > 0
+    assert report["received_total"] == report["expected_total"] == report["sent_total"] * consumers
+    assert report["received_window"] == report["expected_window"]
+    for key in ("seq_errors", "ts_errors", "pt_errors", "reordered", "misrouted", "unexpected",
+                "silent_consumers", "send_errors"):
+        assert report[key] == 0, (key, report)
+    assert trial.loss == 0 and trial.held
+    assert report["latency_us_p50"] >= 0
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
+    return build_tools(tmp_path_factory.mktemp("bench-bin"))
+
+
+@pytest.fixture
+def context(tools: Tools) -> Context:
+    return Context(tools.rtpload, cpus.layout()[1], TIMING)
+
+
+def test_c_baseline_delivers_every_packet(tools: Tools, context: Context) -> None:
+    fwd = CForwarder(tools.cforward, 3, cpus.layout()[0], max_seconds=30)
+    try:
+        trial = asyncio.run(run_trial(context, fwd.built.topology, fwd.built.input_ports, fwd.pids, RATE))
+    finally:
+        counters = fwd.close()
+    assert_all_delivered(trial, 3)
+    assert counters["sent"] == 3 * counters["received"]
+
+
+async def _tureen_trial(context: Context, tmp: Path, workers: int, **kw: object) -> tuple[Trial, dict]:
+    forwarder_cpu, tools_cpu = cpus.layout()
+    server = TureenServer(workers, tmp, forwarder_cpu, tools_cpu)
+    try:
+        async with TureenClient(server.endpoint, timeout=20.0) as client:
+            await server.wait_ready(client)
+            built = await scenarios.fanout(client, "smoke", 3, **kw)  # type: ignore[arg-type]
+            try:
+                trial = await run_trial(context, built.topology, built.input_ports, server.worker_pids, RATE)
+            finally:
+                built.close_sockets()
+            return trial, built.workers_used
+    finally:
+        server.stop()
+
+
+def test_tureen_fanout_delivers_every_packet(context: Context, tmp_path: Path) -> None:
+    trial, placed = asyncio.run(_tureen_trial(context, tmp_path, 1))
+    assert_all_delivered(trial, 3)
+    assert trial.cpu_us_per_out is not None
+
+
+def test_tureen_cross_worker_delivers_every_packet(context: Context, tmp_path: Path) -> None:
+    trial, placed = asyncio.run(_tureen_trial(context, tmp_path, 2, away_from_producer=True))
+    assert placed["consumers"] and placed["producer"] not in placed["consumers"]
+    assert_all_delivered(trial, 3)
