@@ -116,13 +116,16 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "on_switch", *COUNTERS)
 
     def __init__(self) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
         self.dirty: list = []
+        # Simulcast: called with a stream whose waiting consumers may switch onto it now
+        # (router.complete_switch); the worker sets it.
+        self.on_switch = None
         for name in COUNTERS:
             setattr(self, name, 0)
 
@@ -187,6 +190,8 @@ class Forwarder:
         stream.packets += 1
         stream.octets += n
         self.rtp_in += 1
+        if stream.waiting:  # a simulcast switch waits for this stream's key frame
+            self._maybe_switch(stream, n)
         view = self.mv[:n]
         data = None
         store = stream.store
@@ -208,6 +213,17 @@ class Forwarder:
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
+
+    def _maybe_switch(self, stream, n: int) -> None:
+        buf = self.buf
+        try:
+            start = header_length(buf, n)
+        except ValueError:  # pragma: no cover - validated on ingest already
+            return
+        end = n - buf[n - 1] if buf[0] & 0x20 else n
+        check = stream.producer.key_checks.get(buf[1] & 0x7F)
+        if (check is None or check(buf, start, end)) and self.on_switch is not None:
+            self.on_switch(stream)
 
     def _receive_rtx(self, source, n: int, rtx_ssrc: int) -> None:
         """A retransmission from the sender (answering a NACK we passed on): unwrap it in
