@@ -14,8 +14,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
     payload type producer -> room.
- 5. Pipes: one `bytes` copy per packet, appended to each pipe batch of the producer; the
-    batches go out as one ZeroMQ message each after the drain (`after_drain`).
+ 5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
+    producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
  6. `fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers neither
     paused nor without a sender; the router rebuilds it on every change), one
     `Struct.pack_into` of seq/timestamp/SSRC at offset 2, then `send(view)` on the consumer's
@@ -43,6 +43,9 @@ from typing import TYPE_CHECKING
 
 from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
+from tureen.workers.sendbatch import SendBatch
+from tureen.workers.sendbatch import available as sendbatch_available
+from tureen.workers.transport.pipe import LEN_PREFIX as _LEN_PREFIX
 
 if TYPE_CHECKING:
     from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -116,13 +119,17 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "batch", "fanout", *COUNTERS)
 
-    def __init__(self) -> None:
+    def __init__(self, batched: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
         self.dirty: list = []
+        # The fan-out: batched (one sendmmsg per consumer per drain, sendbatch.py) where
+        # libc has sendmmsg, else one send per copy (`fanout` above). Same contract.
+        self.batch: SendBatch | None = SendBatch(self) if batched and sendbatch_available() else None
+        self.fanout = self.batch.fanout if self.batch is not None else fanout
         for name in COUNTERS:
             setattr(self, name, 0)
 
@@ -188,23 +195,22 @@ class Forwarder:
         stream.octets += n
         self.rtp_in += 1
         view = self.mv[:n]
-        data = None
         store = stream.store
         if store is not None:  # video: kept for retransmission (rtp/retransmit.py)
-            data = bytes(view)
-            store[seq & STORE_MASK] = data
+            store[seq & STORE_MASK] = bytes(view)
         pipes = stream.pipes
         if pipes:
-            if data is None:
-                data = bytes(view)
-            for batch in pipes:
-                batch.frames.append(data)
-                if not batch.pending:
-                    batch.pending = True
+            prefix = _LEN_PREFIX[n] if n < 2048 else n.to_bytes(2, "big")
+            for batch in pipes:  # pipe.py: length-prefixed records, one message per drain
+                if not batch.count:
                     self.dirty.append(batch)
+                out = batch.out
+                out += prefix
+                out += view
+                batch.count += 1
         fan = stream.fan
         if fan:
-            sent = fanout(fan, buf, view, seq, ts, n)
+            sent = self.fanout(fan, buf, view, seq, ts, n)
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
@@ -230,7 +236,10 @@ class Forwarder:
         self.receive(source, n)
 
     def after_drain(self) -> None:
-        """End of one socket drain: send the pipe batches filled during it."""
+        """End of one socket drain: send the copies queued and the pipe batches filled
+        during it. Whoever calls `receive` calls this before yielding to the loop."""
+        if self.batch is not None:
+            self.batch.flush()
         if self.dirty:
             for batch in self.dirty:
                 batch.flush(self)

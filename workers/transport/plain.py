@@ -69,6 +69,9 @@ class PlainRtpTransport(Transport):
     def sender(self) -> Sender | None:
         return self.endpoint.send
 
+    def batch_target(self) -> tuple[int, None]:
+        return self.endpoint.send_fd, None
+
     def send_rtcp(self, packet: bytes) -> None:
         send = self.endpoint.send
         if send is None:

@@ -148,6 +148,11 @@ class UdpEndpoint:
             return self._open.send
         return None
 
+    @property
+    def send_fd(self) -> int:
+        """The connected socket's fd (what `send` sends on), -1 without one."""
+        return self._conn.fileno() if self._conn is not None else -1
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send from the local port to any address (STUN answers to candidate pairs)."""
         self._open.sendto(data, addr)

@@ -165,6 +165,15 @@ class WebRtcTransport(Transport):
             return None
         return self._send_srtp
 
+    def batch_target(self) -> tuple[int, Any]:
+        """Batchable when the selected tuple is UDP (the endpoint's connected socket);
+        ICE-TCP frames each packet on its connection, per copy."""
+        if self.srtp is None or self._send is None or self.endpoint is None:
+            return -1, None
+        if self._send != self.endpoint.send:  # a TCP connection's send
+            return -1, None
+        return self.endpoint.send_fd, self.srtp.protect_rtp_at
+
     def _send_srtp(self, view: Any) -> None:
         n = len(view)
         scratch = self._scratch
