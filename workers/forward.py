@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING
 
 from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
-from tureen.workers.sendbatch import SendBatch
+from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
 from tureen.workers.sendbatch import available as sendbatch_available
 from tureen.workers.transport.pipe import LEN_PREFIX as _LEN_PREFIX
+from tureen.workers.transport.udp import DRAIN
 
 if TYPE_CHECKING:
     from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -119,7 +120,7 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", "batch", "fanout", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "batch", "fanout", "recv_batch", *COUNTERS)
 
     def __init__(self, batched: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
@@ -130,6 +131,8 @@ class Forwarder:
         # libc has sendmmsg, else one send per copy (`fanout` above). Same contract.
         self.batch: SendBatch | None = SendBatch(self) if batched and sendbatch_available() else None
         self.fanout = self.batch.fanout if self.batch is not None else fanout
+        # recvmmsg slots the transports' connected sockets drain into (udp.py), or None.
+        self.recv_batch: RecvBatch | None = RecvBatch(DRAIN) if batched and recv_available() else None
         for name in COUNTERS:
             setattr(self, name, 0)
 

@@ -210,3 +210,25 @@ def test_srtp_copies_decrypt(pairs, profile):
             assert rtp[12:] == bytes([i + 1]) * 1000
     for i, data in enumerate(plain.receive(4)):
         assert data[12:] == bytes([i + 1]) * 1000
+
+
+def test_recv_batch_reads_a_drain_in_one_call_and_flags_truncation():
+    rb = sendbatch.RecvBatch(8)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        tx.connect(rx.getsockname())
+        assert rb.recv(rx.fileno()) == 0  # nothing waiting: 0, no exception
+        sizes = [12, 1200, sendbatch.RECV_SLOT + 1, 160]
+        for i, size in enumerate(sizes):
+            tx.send(bytes([i]) * size)
+        k = rb.recv(rx.fileno())
+        assert k == len(sizes)
+        assert [rb.length(i) for i in range(k)] == [12, 1200, -1, 160]
+        for i in (0, 1, 3):
+            start = i * sendbatch.RECV_SLOT
+            assert rb.view[start : start + sizes[i]] == bytes([i]) * sizes[i]
+    finally:
+        rx.close()
+        tx.close()

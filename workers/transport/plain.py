@@ -52,6 +52,7 @@ class PlainRtpTransport(Transport):
             on_datagram_from=self._on_datagram_from,
             after_drain=forwarder.after_drain,
             name=f"transport {transport_id}",
+            recv_batch=forwarder.recv_batch,
         )
 
     @property

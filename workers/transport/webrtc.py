@@ -97,6 +97,7 @@ class WebRtcTransport(Transport):
                     on_datagram_from=self._on_datagram_from,
                     after_drain=forwarder.after_drain,
                     name=f"transport {transport_id}",
+                    recv_batch=forwarder.recv_batch,
                 )
                 local_ip, port = self.endpoint.local
                 sockets.append(("udp", announced_ip or local_ip, port))
