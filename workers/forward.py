@@ -16,11 +16,17 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     payload type producer -> room.
  5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
     producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
- 6. `fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers neither
-    paused nor without a sender; the router rebuilds it on every change), one
-    `Struct.pack_into` of seq/timestamp/SSRC at offset 2, then `send(view)` on the consumer's
-    transport (a connected socket's send for plain). The buffer ends up holding the last
-    consumer's header; nobody reads it after.
+ 6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
+    neither paused nor without a sender; the router rebuilds it on every change):
+    - batched (Linux, sendbatch.SendBatch.fanout): the payload is copied once per packet
+      into the batch's ring; per consumer one `Struct.pack_into` of the whole 12-byte header
+      into the consumer's slot and one of the slot's payload iovec (SRTP: the copy is
+      protected into its own ring slot). `after_drain()` sends each consumer's queue with
+      one sendmmsg; send errors are counted then.
+    - per copy (`fanout` below, where sendmmsg is missing): one `Struct.pack_into` of
+      seq/timestamp/SSRC at offset 2 of the shared buffer, then `send(view)`.
+    Whoever calls `receive` must call `after_drain()` before yielding to the event loop
+    (the UDP, TCP and pipe readers do, once per drain).
 
 What must not happen per packet: no object built beyond the unpack tuple and one memoryview
 slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no logging, no
