@@ -558,7 +558,9 @@ class Router:
             if send is None or consumer.paused:
                 consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
                 continue
-            consumer.rewrite.send = send
+            rw = consumer.rewrite
+            rw.send = send
+            rw.fd, rw.protect = consumer.transport.batch_target()
             fan.append(consumer.rewrite)
             if consumer.rewrite not in old and consumer.kind == "video":
                 started.append(consumer)

@@ -302,10 +302,7 @@ class Worker:
             report = rtcp.sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets)
             fwd = self.forwarder
             for batch in producer.pipes.values():
-                batch.frames.append(report)
-                if not batch.pending:
-                    batch.pending = True
-                    fwd.dirty.append(batch)
+                batch.add(fwd, report)
         for consumer in stream.consumers.values():
             rw = consumer.rewrite
             if rw.sync or rw not in stream.fan:
@@ -412,6 +409,11 @@ class Worker:
             "consumers": len(self.router.consumers),
             "packetsIn": fwd.packets_in(),
             "packetsOut": fwd.rtp_out,
+            # The cross-worker pipe (the benchmark's cross scenario reads these).
+            "pipePacketsOut": fwd.pipe_packets_out,
+            "pipeMessagesOut": fwd.pipe_messages_out,
+            "pipeDropped": fwd.pipe_dropped,
+            "pipePacketsIn": fwd.pipe_packets_in,
             "cpuPercent": self._process.cpu_percent(None),
         }
 
