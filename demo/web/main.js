@@ -390,7 +390,7 @@ class Session
 			.catch((error) => console.warn(`notification ${notification.method} failed: ${errorMessage(error)}`));
 	}
 
-	async join({ audio = true, video = true, width = 640, height = 480, frameRate = 20 } = {})
+	async join({ audio = true, video = true, width = 640, height = 480, frameRate = 20, simulcast = false } = {})
 	{
 		setStatus(`Connecting to room “${this.roomId}”…`);
 		await this.signaling.open();
@@ -417,11 +417,11 @@ class Session
 		setStatus(`In room “${this.roomId}” as ${this.peerName}.`);
 
 		if (audio || video)
-			await this.produce({ audio, video, width, height, frameRate });
+			await this.produce({ audio, video, width, height, frameRate, simulcast });
 		return { peers: this.room.peers.map((peer) => peer.name) };
 	}
 
-	async produce({ audio, video, width, height, frameRate })
+	async produce({ audio, video, width, height, frameRate, simulcast })
 	{
 		this.stream = await navigator.mediaDevices.getUserMedia({
 			audio,
@@ -437,7 +437,9 @@ class Session
 				this.record('cannotSend', { kind: track.kind });
 				continue;
 			}
-			const producer = this.room.createProducer(track, { simulcast: false }, { source: track.kind });
+			// Simulcast (video only): legacy SSRC simulcast, three layers 'low', 'medium', 'high'.
+			const options = { simulcast: track.kind === 'video' && simulcast };
+			const producer = this.room.createProducer(track, options, { source: track.kind });
 			this.producers.set(track.kind, producer);
 			producer.on('close', (originator) => this.record('producerClosed', { kind: producer.kind, originator }));
 			try
@@ -712,7 +714,8 @@ function mediaOptionsFromQuery()
 		video     : query.get('video') !== '0',
 		width     : number('width', 640),
 		height    : number('height', 480),
-		frameRate : number('fps', 20)
+		frameRate : number('fps', 20),
+		simulcast : query.get('simulcast') === '1'
 	};
 }
 
