@@ -79,6 +79,15 @@ class Worker:
         self.router = Router(on_key_frame_needed=self._key_frame_needed)
         # Sender SSRC of the RTCP feedback this worker writes (PLI towards producers).
         self.rtcp_ssrc = int.from_bytes(os.urandom(4), "big") or 1
+        # Where WebRTC transports bind, IPv4 first: [(ip, announced ip or None)].
+        self._rtc_addresses = [
+            (ip, announced or None)
+            for ip, announced in (
+                (config.rtc_ipv4, config.rtc_announced_ipv4),
+                (config.rtc_ipv6, config.rtc_announced_ipv6),
+            )
+            if ip
+        ]
         self._ticks = 0
         self.forwarder = Forwarder()
         self._process = psutil.Process()
@@ -480,8 +489,7 @@ class Worker:
                 self,
                 self.loop,
                 self.forwarder,
-                cfg.rtc_ipv4,
-                cfg.rtc_announced_ipv4 or None,
+                self._rtc_addresses,
                 cfg.rtc_min_port,
                 cfg.rtc_max_port,
                 options,

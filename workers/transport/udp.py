@@ -95,6 +95,7 @@ class UdpEndpoint:
         if HAS_REUSEPORT:
             self._open.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.local: tuple[str, int] = self._open.getsockname()[:2]
+        self.ipv6 = self._open.family == socket.AF_INET6
         self._conn: socket.socket | None = None
         self.remote: tuple[str, int] | None = None
         self.datagrams_in = 0
@@ -196,7 +197,7 @@ class UdpEndpoint:
                 continue
             count += 1
             octets += n
-            if addr == self.remote:
+            if addr == self.remote or (self.ipv6 and addr[:2] == self.remote):  # v6: 4-tuples
                 self._on_datagram(n)
             else:
                 self._on_datagram_from(n, addr)
