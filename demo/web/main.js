@@ -321,7 +321,8 @@ class Tile
 
 class Session
 {
-	constructor(roomId, peerName)
+	// transportOptions: what createTransport asks Tureen for, e.g. { udp: false } for ICE-TCP only.
+	constructor(roomId, peerName, transportOptions = {})
 	{
 		this.roomId = roomId;
 		this.peerName = peerName;
@@ -342,7 +343,7 @@ class Session
 		const params = new URLSearchParams({ room: roomId, peer: peerName });
 		this.signaling = new Signaling(`${proto}//${location.host}/ws?${params}`);
 
-		this.room = new mediasoupClient.Room({ requestTimeout: 20000 });
+		this.room = new mediasoupClient.Room({ requestTimeout: 20000, transportOptions });
 		this.room.on('request', (request, callback, errback) =>
 		{
 			this.signaling.request(request)
@@ -663,7 +664,7 @@ async function join(options = {})
 	url.searchParams.set('room', roomId);
 	history.replaceState(null, '', url);
 	$('#join').disabled = true;
-	session = new Session(roomId, peerName);
+	session = new Session(roomId, peerName, options.transportOptions || (query.get('tcp') === '1' ? { udp: false, tcp: true } : {}));
 	window.tureenDemo.session = session;
 	try
 	{

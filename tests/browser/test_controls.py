@@ -78,3 +78,33 @@ def test_the_server_app_pausing_a_producer_tells_both_pages(open_page, stack, ro
     grows(bob, "alice", "video", "framesDecoded", 30)
 
 
+
+
+ICE_CANDIDATES_JS = """(async () => {
+    const out = { remote: [], pairs: [] };
+    for (const pc of window.__tureenTest.peerConnections()) {
+        const report = await pc.getStats();
+        report.forEach((s) => {
+            if (s.type === 'remote-candidate')
+                out.remote.push({ protocol: s.protocol, address: s.address, tcpType: s.tcpType });
+            if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded')
+                out.pairs.push({ remote: report.get(s.remoteCandidateId).protocol });
+        });
+    }
+    return out;
+})()"""
+
+
+def test_media_flows_over_ice_tcp_when_the_client_asks_for_tcp_only(open_page) -> None:
+    alice, bob = open_page("alice"), open_page("bob")
+    for page in (alice, bob):
+        page.join(transportOptions={"udp": False, "tcp": True})
+    for page in (alice, bob):
+        assert {e["kind"] for e in page.wait_produced() if e["type"] == "producing"} == {"audio", "video"}
+    grows(bob, "alice", "video", "framesDecoded", 30)
+    grows(alice, "bob", "video", "framesDecoded", 30)
+    grows(bob, "alice", "audio", "packetsReceived", 100)
+    for page in (alice, bob):
+        ice = page.js(ICE_CANDIDATES_JS)
+        assert ice["remote"] and all(c["protocol"] == "tcp" and c["tcpType"] == "passive" for c in ice["remote"]), ice
+        assert len(ice["pairs"]) >= 2 and all(p["remote"] == "tcp" for p in ice["pairs"]), ice
