@@ -382,6 +382,7 @@ class Session
 	// peer (newConsumer) must not overtake the join response that lists that peer.
 	receiveNotification(notification)
 	{
+		this.record('notification', { method: notification.method, id: notification.id });
 		if (!this.joined)
 		{
 			this.bufferedNotifications.push(notification);
@@ -408,6 +409,12 @@ class Session
 		{
 			transport.on('connectionstatechange', (state) =>
 				this.record('transportState', { direction: transport.direction, state }));
+			transport.on('close', (originator) =>
+			{
+				this.record('transportClosed', { direction: transport.direction, originator });
+				if (originator === 'remote' && !this.closed)
+					this.fail(new Error(`Tureen closed the ${transport.direction} transport`));
+			});
 		}
 
 		this.tiles.set(this.peerName, new Tile(this.peerName, true));

@@ -108,3 +108,17 @@ def test_media_flows_over_ice_tcp_when_the_client_asks_for_tcp_only(open_page) -
         ice = page.js(ICE_CANDIDATES_JS)
         assert ice["remote"] and all(c["protocol"] == "tcp" and c["tcpType"] == "passive" for c in ice["remote"]), ice
         assert len(ice["pairs"]) >= 2 and all(p["remote"] == "tcp" for p in ice["pairs"]), ice
+
+
+def test_the_server_app_closing_a_peer_closes_its_room_in_the_page(open_page, stack, room) -> None:
+    alice, bob = open_page("alice"), open_page("bob")
+    join_all(alice, bob)
+    grows(bob, "alice", "video", "framesDecoded", 10)
+    control(stack, "peer.close", roomId=room, peerName="alice", appData={"reason": "kicked"})
+    closed = wait_until(lambda: alice.events("roomClosed"), bool, 10, "alice's room to close")
+    assert closed[0]["originator"] == "remote"
+    assert alice.state()["joined"] is False
+    assert "Tureen closed this peer" in alice.js("document.querySelector('#status').textContent")
+    gone = wait_until(lambda: bob.events("peerClosed"), bool, 10, "bob to get peerClosed for alice")
+    assert [e["peerName"] for e in gone] == ["alice"]
+    wait_until(bob.tiles, lambda tiles: tiles == ["bob"], 10, "alice's tile to go from bob's page")
