@@ -929,6 +929,14 @@ class Room:
                 await self._worker_quiet(
                     producer.worker, "producer.requestKeyFrame", producerId=producer.gid, ssrc=ssrc
                 )
+        elif isinstance(obj, Consumer) and name == "consumer.nack":
+            # Packets a consumer fed through a pipe misses: the producer's worker asks the sender.
+            producer = obj.producer
+            ssrc, seqs = event.get("ssrc"), event.get("seqs")
+            if not producer.closed and isinstance(ssrc, int) and isinstance(seqs, list) and seqs:
+                await self._worker_quiet(
+                    producer.worker, "producer.nack", producerId=producer.gid, ssrc=ssrc, seqs=seqs[:256]
+                )
         elif isinstance(obj, Consumer) and name == "consumer.effectiveProfile":
             profile = event.get("profile")
             if obj.enabled and profile != obj.effective_profile and isinstance(profile, str):

@@ -57,6 +57,8 @@ KEY_FRAME_REQUEST_INTERVAL = 0.3
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
 RTCP_EVERY = 4
+# Sequence numbers one producer.nack may carry (a receiver's NACK rarely names more than 17).
+MAX_NACK_SEQS = 256
 WEBRTC_OPTIONS = (
     ("udp", True),
     ("tcp", True),
@@ -110,6 +112,7 @@ class Worker:
             "producer.resume": self._producer_resume,
             "producer.close": self._producer_close,
             "producer.requestKeyFrame": self._producer_request_key_frame,
+            "producer.nack": self._producer_nack,
             "consumer.create": self._consumer_create,
             "consumer.pause": self._consumer_pause,
             "consumer.resume": self._consumer_resume,
@@ -290,8 +293,10 @@ class Worker:
                 producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
                 consumer.nack_forwarded += len(missing)
                 self.forwarder.nack_forwarded += len(missing)
-            else:  # piped: the packets are older than this worker's copy; not repaired
-                consumer.nack_missed += len(missing)
+            else:  # piped: the worker receiving the producer asks its sender
+                self.emit("consumer.nack", consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc, seqs=missing)
+                consumer.nack_forwarded += len(missing)
+                self.forwarder.nack_forwarded += len(missing)
 
     def _on_sender_report(self, stream: Stream, ntp: int, rtp_ts: int) -> None:
         """Keep it for the receiver reports' LSR/DLSR, and pass it on to each consumer fed
@@ -679,6 +684,23 @@ class Worker:
         if producer.transport is None:
             raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
         self._request_key_frame(stream)
+        return {}
+
+    def _producer_nack(self, p: Params) -> dict[str, Any]:
+        """A consumer on another worker misses these packets of this producer's stream
+        `ssrc`: ask the sender (its RTX comes back through here and the pipe)."""
+        producer = self._producer(p)
+        ssrc = p.int("ssrc")
+        stream = producer.ssrc_table.get(ssrc)
+        if stream is None:
+            raise not_found(f"producer {producer.id} has no stream with ssrc {ssrc}")
+        if producer.transport is None:
+            raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
+        raw = p.list("seqs")
+        if not 0 < len(raw) <= MAX_NACK_SEQS:
+            raise bad_request(f"{p.method}: seqs must hold 1..{MAX_NACK_SEQS} sequence numbers")
+        seqs = [p.check_int(f"seqs[{i}]", v, 0, 0xFFFF) for i, v in enumerate(raw)]
+        producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, ssrc, seqs))
         return {}
 
     def _producer_close(self, p: Params) -> dict[str, Any]:

@@ -342,11 +342,13 @@ async def test_close_transport_mid_stream_closes_the_consumers_of_others(room) -
 
 class LossyRelay(asyncio.DatagramProtocol):
     """A UDP relay between one client and a Tureen port that drops `loss` of the RTP going
-    to the client (never STUN, DTLS or RTCP): the path a receiver on a bad network sees."""
+    to the client (`towards='client'`: a receiver on a bad network) or to Tureen
+    (`towards='server'`: a sender on one); never STUN, DTLS or RTCP."""
 
-    def __init__(self, server: tuple[str, int], loss: float, seed: int = 5) -> None:
+    def __init__(self, server: tuple[str, int], loss: float, seed: int = 5, towards: str = "client") -> None:
         self.server = server
         self.loss = loss
+        self.towards = towards
         self.rng = random.Random(seed)
         self.client: tuple[str, int] | None = None
         self.dropped = 0
@@ -357,11 +359,13 @@ class LossyRelay(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
         assert self.transport is not None
-        if addr == self.server:
+        from_server = addr == self.server
+        if from_server == (self.towards == "client"):
             is_rtp = len(data) > 1 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
             if is_rtp and self.rng.random() < self.loss:
                 self.dropped += 1
                 return
+        if from_server:
             if self.client is not None:
                 self.transport.sendto(data, self.client)
         else:
@@ -370,21 +374,23 @@ class LossyRelay(asyncio.DatagramProtocol):
 
 
 class RelayedPeer(MsPeer):
-    """An MsPeer whose receiving transport goes through a LossyRelay."""
+    """An MsPeer whose receiving (or sending) transport goes through a LossyRelay."""
 
-    def __init__(self, loss: float) -> None:
+    def __init__(self, loss: float, direction: str = "recv") -> None:
         super().__init__(timeout=20)
         self.loss = loss
+        self.direction = direction
         self.relay: LossyRelay | None = None
         self._relay_transport: asyncio.DatagramTransport | None = None
 
     async def request(self, method: str, **data):
         response = await super().request(method, **data)
-        if method == "createTransport" and data.get("direction") == "recv":
+        if method == "createTransport" and data.get("direction") == self.direction:
             candidate = response["iceCandidates"][0]
+            towards = "client" if self.direction == "recv" else "server"
             loop = asyncio.get_running_loop()
             self._relay_transport, self.relay = await loop.create_datagram_endpoint(
-                lambda: LossyRelay((candidate["ip"], candidate["port"]), self.loss),
+                lambda: LossyRelay((candidate["ip"], candidate["port"]), self.loss, towards=towards),
                 local_addr=("127.0.0.1", 0),
             )
             port = self._relay_transport.get_extra_info("sockname")[1]
@@ -413,6 +419,30 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> N
             served += sum(c["nackServed"] for c in state["consumers"])
         print(f"relay dropped {bob.relay.dropped} RTP packets; Tureen served {served} NACKed packets")
         assert served > 0, "the receiver's NACKs were not answered from Tureen's store"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(room) -> None:
+    """5% loss between the sender and Tureen: the receiver's NACKs for what Tureen never got
+    go on to the sender, whose RTX retransmissions Tureen unwraps and forwards."""
+    client, room_id = room
+    alice, bob = RelayedPeer(loss=0.05, direction="send"), MsPeer()
+    try:
+        await alice.join(room, "alice")
+        await bob.join(room, "bob")
+        await alice.produce(VideoStreamTrack())
+        video = await bob.consume(await bob.next_consumer(kind="video"))
+        await video.wait_frames(60, timeout=40)
+        assert alice.relay is not None and alice.relay.dropped > 0
+        counters = [
+            (await client.dump_worker(w["index"]))["counters"] for w in (await client.server_info())["workers"]
+        ]
+        forwarded = sum(c["nackForwarded"] for c in counters)
+        rtx_in = sum(c["rtxIn"] for c in counters)
+        print(f"relay dropped {alice.relay.dropped}; NACKed to the sender {forwarded}; RTX unwrapped {rtx_in}")
+        assert forwarded > 0 and rtx_in > 0
     finally:
         await alice.close()
         await bob.close()
