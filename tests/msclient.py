@@ -710,6 +710,9 @@ class MsConsumer:
     closed: bool = False
     frames: int = 0
     last_frame: Any = None
+    # Longest time between two decoded frames (s): the freeze a viewer would have seen.
+    max_gap: float = 0.0
+    _last_at: float = 0.0
     _frame_seen: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
 
@@ -724,6 +727,10 @@ class MsConsumer:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await self.track.recv()
+                now = asyncio.get_running_loop().time()
+                if self.frames:
+                    self.max_gap = max(self.max_gap, now - self._last_at)
+                self._last_at = now
                 self.frames += 1
                 self.last_frame = frame
                 self._frame_seen.set()

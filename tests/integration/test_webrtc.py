@@ -417,7 +417,10 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> N
         for worker in (await client.server_info())["workers"]:
             state = await client.dump_worker(worker["index"])
             served += sum(c["nackServed"] for c in state["consumers"])
-        print(f"relay dropped {bob.relay.dropped} RTP packets; Tureen served {served} NACKed packets")
+        print(
+            f"receiver-side 5% loss: relay dropped {bob.relay.dropped} RTP packets; Tureen served "
+            f"{served} NACKed packets; {video.frames} frames decoded, longest gap {video.max_gap * 1000:.0f} ms"
+        )
         assert served > 0, "the receiver's NACKs were not answered from Tureen's store"
     finally:
         await alice.close()
@@ -441,7 +444,10 @@ async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(room) -
         ]
         forwarded = sum(c["nackForwarded"] for c in counters)
         rtx_in = sum(c["rtxIn"] for c in counters)
-        print(f"relay dropped {alice.relay.dropped}; NACKed to the sender {forwarded}; RTX unwrapped {rtx_in}")
+        print(
+            f"sender-side 5% loss: relay dropped {alice.relay.dropped}; NACKed to the sender {forwarded}; "
+            f"RTX unwrapped {rtx_in}; {video.frames} frames decoded, longest gap {video.max_gap * 1000:.0f} ms"
+        )
         assert forwarded > 0 and rtx_in > 0
     finally:
         await alice.close()
