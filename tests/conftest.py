@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MEDIA_CODECS, ServerProcess, peer_capabilities
+from support import MEDIA_CODECS, ServerProcess, peer_capabilities, running_server
 from tureen.shared.client import TureenClient
 
 
@@ -63,3 +65,21 @@ async def room(client: TureenClient) -> AsyncIterator[RoomDriver]:
         await client.close_room(room_id)
     except Exception:
         pass
+
+
+@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+def media_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh `tureen serve` per test, with one worker and then with two (media tests run
+    both: producer and consumer on one worker, and across the pipe)."""
+    with running_server(tmp_path, workers=request.param) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def media_room(media_server: ServerProcess) -> AsyncIterator[tuple[TureenClient, str]]:
+    """(client, room id) of a room on `media_server`; the client receives its events."""
+    async with TureenClient(media_server.endpoint) as client:
+        await client.create_room(MEDIA_CODECS, room_id="media")
+        yield client, "media"
+        with contextlib.suppress(Exception):
+            await client.close_room("media")

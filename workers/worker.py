@@ -381,26 +381,22 @@ class Worker:
 
     # -- lookups ------------------------------------------------------------------------
 
+    def _lookup(self, p: Params, what: str, table: dict[int, Any]) -> Any:
+        """The object named by the request's `{what}Id`, or not_found."""
+        oid = p.int(f"{what}Id")
+        obj = table.get(oid)
+        if obj is None:
+            raise not_found(f"{what} {oid} not found on worker {self.index}")
+        return obj
+
     def _transport(self, p: Params) -> Transport:
-        tid = p.int("transportId")
-        transport = self.router.transports.get(tid)
-        if transport is None:
-            raise not_found(f"transport {tid} not found on worker {self.index}")
-        return transport
+        return self._lookup(p, "transport", self.router.transports)
 
     def _producer(self, p: Params) -> Producer:
-        pid = p.int("producerId")
-        producer = self.router.producers.get(pid)
-        if producer is None:
-            raise not_found(f"producer {pid} not found on worker {self.index}")
-        return producer
+        return self._lookup(p, "producer", self.router.producers)
 
     def _consumer(self, p: Params) -> Consumer:
-        cid = p.int("consumerId")
-        consumer = self.router.consumers.get(cid)
-        if consumer is None:
-            raise not_found(f"consumer {cid} not found on worker {self.index}")
-        return consumer
+        return self._lookup(p, "consumer", self.router.consumers)
 
     # -- worker.* -----------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msclient
@@ -37,25 +36,11 @@ from tureen.shared.errors import ProtocolError
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
-def server(request: pytest.FixtureRequest, tmp_path: Path):
-    with running_server(tmp_path, workers=request.param) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def room(server) -> AsyncIterator[tuple[TureenClient, str]]:
-    async with TureenClient(server.endpoint) as client:
-        await client.create_room(MEDIA_CODECS, room_id="webrtc")
-        yield client, "webrtc"
-        await client.close_room("webrtc")
-
-
-async def test_two_peers_see_and_hear_each_other(room) -> None:
+async def test_two_peers_see_and_hear_each_other(media_room) -> None:
     alice, bob = MsPeer(), MsPeer()
     try:
-        await alice.join(room, "alice")
-        await bob.join(room, "bob")
+        await alice.join(media_room, "alice")
+        await bob.join(media_room, "bob")
         await alice.produce(AudioStreamTrack())
         await alice.produce(VideoStreamTrack())
         await bob.produce(VideoStreamTrack())
@@ -111,12 +96,12 @@ async def join_plain(
     return transport_id, (answer["plainRtpParameters"]["ip"], answer["plainRtpParameters"]["port"])
 
 
-async def test_webrtc_producer_reaches_a_plain_consumer(room) -> None:
-    client, room_id = room
+async def test_webrtc_producer_reaches_a_plain_consumer(media_room) -> None:
+    client, room_id = media_room
     alice = MsPeer()
     sock = udp_socket()
     try:
-        await alice.join(room, "alice")
+        await alice.join(media_room, "alice")
         transport_id, _ = await join_plain(client, room_id, "bob", sock, "recv")
         await alice.produce(VideoStreamTrack())
         consumer = await client.next_notification("bob", "newConsumer")
@@ -158,8 +143,8 @@ async def send_vp8(sock, dest: tuple[str, int], ssrc: int, stop: asyncio.Event) 
     return frames
 
 
-async def test_plain_producer_is_decoded_by_a_webrtc_consumer(room) -> None:
-    client, room_id = room
+async def test_plain_producer_is_decoded_by_a_webrtc_consumer(media_room) -> None:
+    client, room_id = media_room
     sock = udp_socket()
     bob = MsPeer()
     stop = asyncio.Event()
@@ -173,7 +158,7 @@ async def test_plain_producer_is_decoded_by_a_webrtc_consumer(room) -> None:
              "paused": False},
         )
         sender = asyncio.get_running_loop().create_task(send_vp8(sock, server_addr, 3_333_333, stop))
-        await bob.join(room, "bob")
+        await bob.join(media_room, "bob")
         video = await bob.consume(await bob.next_consumer(kind="video", peer_name="alice"))
         await video.wait_frames(10, timeout=20)
         assert (video.last_frame.width, video.last_frame.height) == (640, 480)
@@ -212,8 +197,8 @@ async def transport_state(client: TureenClient, room_id: str, name: str) -> dict
     return peer["transports"][0]
 
 
-async def test_ice_checks_need_the_right_password_and_restart_replaces_it(room) -> None:
-    client, room_id = room
+async def test_ice_checks_need_the_right_password_and_restart_replaces_it(media_room) -> None:
+    client, room_id = media_room
     answer = await create_webrtc_transport(client, room_id, "carol")
     ice = answer["iceParameters"]
     assert ice["iceLite"] is True and len(ice["usernameFragment"]) >= 4 and len(ice["password"]) >= 22
@@ -253,8 +238,8 @@ async def test_ice_checks_need_the_right_password_and_restart_replaces_it(room) 
         sock.close()
 
 
-async def test_wrong_dtls_fingerprint_fails_and_closes_the_transport(room, monkeypatch) -> None:
-    client, room_id = room
+async def test_wrong_dtls_fingerprint_fails_and_closes_the_transport(media_room, monkeypatch) -> None:
+    client, room_id = media_room
 
     def tampered(sdp: str, **kwargs):
         params = real_extract(sdp, **kwargs)
@@ -266,7 +251,7 @@ async def test_wrong_dtls_fingerprint_fails_and_closes_the_transport(room, monke
     monkeypatch.setattr(msclient, "extract_dtls_parameters", tampered)
     alice = MsPeer()
     try:
-        await alice.join(room, "alice")
+        await alice.join(media_room, "alice")
         with contextlib.suppress(ProtocolError):  # createProducer may race the failure
             await alice.produce(VideoStreamTrack())
         closed = await alice.wait_notification("transportClosed", timeout=20)
@@ -279,13 +264,13 @@ async def test_wrong_dtls_fingerprint_fails_and_closes_the_transport(room, monke
         await alice.close()
 
 
-async def test_strangers_and_garbage_on_the_port_are_dropped_and_counted(room) -> None:
-    client, room_id = room
+async def test_strangers_and_garbage_on_the_port_are_dropped_and_counted(media_room) -> None:
+    client, room_id = media_room
     alice, bob = MsPeer(), MsPeer()
     stranger = udp_socket()
     try:
-        await alice.join(room, "alice")
-        await bob.join(room, "bob")
+        await alice.join(media_room, "alice")
+        await bob.join(media_room, "bob")
         producer = await alice.produce(VideoStreamTrack())
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(5, timeout=20)
@@ -314,11 +299,11 @@ async def test_strangers_and_garbage_on_the_port_are_dropped_and_counted(room) -
         await bob.close()
 
 
-async def test_close_transport_mid_stream_closes_the_consumers_of_others(room) -> None:
+async def test_close_transport_mid_stream_closes_the_consumers_of_others(media_room) -> None:
     alice, bob = MsPeer(), MsPeer()
     try:
-        await alice.join(room, "alice")
-        await bob.join(room, "bob")
+        await alice.join(media_room, "alice")
+        await bob.join(media_room, "bob")
         await alice.produce(VideoStreamTrack())
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(5, timeout=20)
@@ -403,12 +388,12 @@ class RelayedPeer(MsPeer):
             self._relay_transport.close()
 
 
-async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> None:
-    client, room_id = room
+async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(media_room) -> None:
+    client, room_id = media_room
     alice, bob = MsPeer(), RelayedPeer(loss=0.05)
     try:
-        await alice.join(room, "alice")
-        await bob.join(room, "bob")
+        await alice.join(media_room, "alice")
+        await bob.join(media_room, "bob")
         await alice.produce(VideoStreamTrack())
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(60, timeout=40)
@@ -427,14 +412,14 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> N
         await bob.close()
 
 
-async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(room) -> None:
+async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(media_room) -> None:
     """5% loss between the sender and Tureen: the receiver's NACKs for what Tureen never got
     go on to the sender, whose RTX retransmissions Tureen unwraps and forwards."""
-    client, room_id = room
+    client, room_id = media_room
     alice, bob = RelayedPeer(loss=0.05, direction="send"), MsPeer()
     try:
-        await alice.join(room, "alice")
-        await bob.join(room, "bob")
+        await alice.join(media_room, "alice")
+        await bob.join(media_room, "bob")
         await alice.produce(VideoStreamTrack())
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(60, timeout=40)

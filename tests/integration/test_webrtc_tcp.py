@@ -12,20 +12,16 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aioice import stun
 from support import (
-    MEDIA_CODECS,
     drain,
     opus_parameters,
     parse_rtp,
     peer_capabilities,
     rtp_packet,
-    running_server,
     stun_answer,
     stun_check,
     udp_socket,
@@ -40,21 +36,6 @@ from tureen.workers.transport.tcp import Deframer, frame
 pytestmark = pytest.mark.timeout(120)
 
 TRANSPORT_ID = 4343
-
-
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
-def server(request: pytest.FixtureRequest, tmp_path: Path):
-    with running_server(tmp_path, workers=request.param) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def room(server) -> AsyncIterator[tuple[TureenClient, str]]:
-    async with TureenClient(server.endpoint) as client:
-        await client.create_room(MEDIA_CODECS, room_id="tcp")
-        yield client, "tcp"
-        with contextlib.suppress(Exception):
-            await client.close_room("tcp")
 
 
 class TcpPeer:
@@ -163,8 +144,8 @@ def sha256_only(params: dict, role: str) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-async def test_candidates_follow_the_options(room) -> None:
-    client, room_id = room
+async def test_candidates_follow_the_options(media_room) -> None:
+    client, room_id = media_room
     await join(client, room_id, "dave")
     both = await create_transport(client, room_id, "dave", {"preferTcp": True})
     udp_c, tcp_c = both["iceCandidates"]
@@ -232,8 +213,8 @@ async def tcp_transport(
     return peer, SrtpContext(connected.profile, connected.local_key_salt, connected.remote_key_salt)
 
 
-async def test_ice_dtls_and_srtp_over_tcp_both_ways(room) -> None:
-    client, room_id = room
+async def test_ice_dtls_and_srtp_over_tcp_both_ways(media_room) -> None:
+    client, room_id = media_room
     await join(client, room_id, "carol")
     recv_peer, recv_srtp = await tcp_transport(client, room_id, "carol", TRANSPORT_ID, "recv")
     send_peer, send_srtp = await tcp_transport(client, room_id, "carol", TRANSPORT_ID + 1, "send")
@@ -317,8 +298,8 @@ async def test_ice_dtls_and_srtp_over_tcp_both_ways(room) -> None:
         send_peer.close()
 
 
-async def test_selected_tcp_connection_closing_fails_the_transport(room) -> None:
-    client, room_id = room
+async def test_selected_tcp_connection_closing_fails_the_transport(media_room) -> None:
+    client, room_id = media_room
     await join(client, room_id, "erin")
     answer = await create_transport(client, room_id, "erin", {"udp": False, "tcp": True})
     ice = answer["iceParameters"]
@@ -334,8 +315,8 @@ async def test_selected_tcp_connection_closing_fails_the_transport(room) -> None
     await client.next_notification("erin", "transportClosed", timeout=10, id=TRANSPORT_ID)
 
 
-async def test_udp_tuple_takes_over_when_the_selected_tcp_connection_closes(room) -> None:
-    client, room_id = room
+async def test_udp_tuple_takes_over_when_the_selected_tcp_connection_closes(media_room) -> None:
+    client, room_id = media_room
     await join(client, room_id, "frank")
     answer = await create_transport(client, room_id, "frank", {})
     udp_c, tcp_c = answer["iceCandidates"]
@@ -367,8 +348,8 @@ async def test_udp_tuple_takes_over_when_the_selected_tcp_connection_closes(room
         sock.close()
 
 
-async def test_garbage_over_tcp_is_counted_and_harmless(room) -> None:
-    client, room_id = room
+async def test_garbage_over_tcp_is_counted_and_harmless(media_room) -> None:
+    client, room_id = media_room
     await join(client, room_id, "mallory")
     answer = await create_transport(client, room_id, "mallory", {"udp": False, "tcp": True})
     candidate = answer["iceCandidates"][0]
