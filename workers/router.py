@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
+from tureen.workers.stats import RateMeter
 
 if TYPE_CHECKING:
     from tureen.workers.transport.base import Transport
@@ -65,6 +66,11 @@ class Stream:
         "expected_prior",
         "received_prior",
         "last_sr",
+        "fraction_lost",
+        "nack_count",
+        "pli_count",
+        "repaired",
+        "rate",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -95,6 +101,14 @@ class Stream:
         self.received_prior = 0
         # The sender's last SR: (NTP timestamp, RTP timestamp, loop time it arrived).
         self.last_sr: tuple[int, int, float] | None = None
+        # Stats (workers/stats.py), all written on the control path: the fraction lost of
+        # the last RR we sent, NACK packets and PLIs we sent to the sender, packets its RTX
+        # repaired, and the octet samples the bitrate comes from.
+        self.fraction_lost = 0
+        self.nack_count = 0
+        self.pli_count = 0
+        self.repaired = 0
+        self.rate = RateMeter()
 
     def expected(self) -> int:
         """Packets expected so far: extended highest sequence number - base + 1."""
@@ -227,6 +241,26 @@ class Consumer:
         self.nack_served = 0
         self.nack_forwarded = 0
         self.nack_missed = 0
+        # Stats (workers/stats.py), control path only: what the receiver asked (NACK
+        # packets, PLI, FIR) and said in its receiver reports about our SSRC, the
+        # retransmissions we sent, and when we sent each SR (LSR -> loop time) for RTT.
+        self.nack_count = 0
+        self.pli_count = 0
+        self.fir_count = 0
+        self.rr_fraction_lost = 0
+        self.rr_packets_lost = 0
+        self.rtt_ms: float | None = None
+        self.sr_sent: dict[int, float] = {}
+        self.rtx_packets = 0
+        self.rtx_octets = 0
+        self.rate = RateMeter()
+
+    def wire_octets(self) -> int:
+        """Bytes this consumer put on the wire: forwarded and retransmitted RTP, plus the
+        SRTP trailer of each (derived here so the hot loop counts nothing extra)."""
+        rw = self.rewrite
+        overhead = self.transport.srtp_overhead()
+        return rw.octets + self.rtx_octets + (rw.packets + self.rtx_packets) * overhead
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -411,6 +445,8 @@ class Router:
         self._attach(consumer, choose_stream(consumer.producer.streams, consumer.preferred_profile))
 
     def remove_consumer(self, consumer: Consumer) -> None:
+        # The transport's bytesSent must not shrink when a consumer goes.
+        consumer.transport.octets_out_closed += consumer.wire_octets()
         self._detach(consumer)
         consumer.producer.consumers.pop(consumer.id, None)
         consumer.transport.consumers.pop(consumer.id, None)
