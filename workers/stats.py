@@ -56,7 +56,7 @@ def sample_rates(router: Router, now: float) -> None:
         consumer.rate.sample(now, consumer.wire_octets())
 
 
-def transport_figures(transport: Transport, now: float) -> dict[str, Any]:
+def transport_figures(transport: Transport, now: float, max_bitrate: int = 0) -> dict[str, Any]:
     """ICE/DTLS state, selected tuple and byte counts of a WebRTC transport."""
     figures: dict[str, Any] = {"transportId": transport.id, "kind": transport.kind}
     ice = getattr(transport, "ice", None)
@@ -70,6 +70,7 @@ def transport_figures(transport: Transport, now: float) -> dict[str, Any]:
             "selectedTuple": transport.selected_tuple(),  # type: ignore[attr-defined]
             "bytesReceived": transport.octets_in(),  # type: ignore[attr-defined]
             "bytesSent": transport.octets_out(),  # type: ignore[attr-defined]
+            "maxBitrate": max_bitrate,
             "rembBitrate": remb[0],
             "rembSsrcs": list(remb[1]),
         }
@@ -129,7 +130,12 @@ def consumer_figures(consumer: Consumer, now: float) -> dict[str, Any]:
 
 
 def collect(
-    router: Router, now: float, transport_ids: list[int], producer_ids: list[int], consumer_ids: list[int]
+    router: Router,
+    now: float,
+    transport_ids: list[int],
+    producer_ids: list[int],
+    consumer_ids: list[int],
+    max_bitrate: int = 0,
 ) -> dict[str, Any]:
     """The answer of `stats.get`: figures of each object found here; ids not found (closed
     meanwhile: the supervisor's timers race with closes) are listed, not an error."""
@@ -140,7 +146,7 @@ def collect(
         if transport is None:
             missing.append(tid)
         else:
-            transports.append(transport_figures(transport, now))
+            transports.append(transport_figures(transport, now, max_bitrate))
     producers = []
     for pid in producer_ids:
         producer = router.producers.get(pid)

@@ -469,7 +469,12 @@ class Worker:
                 raise bad_request(f"{p.method}: {key} must be a list of integers")
             ids[key] = raw
         return stats.collect(
-            self.router, self.loop.time(), ids["transportIds"], ids["producerIds"], ids["consumerIds"]
+            self.router,
+            self.loop.time(),
+            ids["transportIds"],
+            ids["producerIds"],
+            ids["consumerIds"],
+            self.config.max_incoming_bitrate,
         )
 
     def _worker_close(self, p: Params) -> dict[str, Any]:
