@@ -104,6 +104,7 @@ class Relay:
             if peer is None:
                 log.debug("notification %s for unknown peer %s dropped", note.get("method"), key)
                 return
+            log.debug("room %r: -> %r %s", key[0], key[1], note.get("method"))
             if note.get("method") == "closed":  # Tureen closed this peer (room closed, worker died...)
                 peer.joined = False
             peer.send({"type": "notification", "notification": note})

@@ -6,6 +6,7 @@ Later sources override earlier ones. Every field is documented in docs/configura
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tempfile
 import tomllib
@@ -64,6 +65,20 @@ class Config:
             )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
+        for name, family in (
+            ("rtc_ipv4", 4),
+            ("rtc_announced_ipv4", 4),
+            ("rtc_ipv6", 6),
+            ("rtc_announced_ipv6", 6),
+        ):
+            value = getattr(self, name)
+            if value:
+                try:
+                    ok = ipaddress.ip_address(value).version == family
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise ValueError(f"{name} must be an IPv{family} address, got {value!r}")
         if not self.rtc_ipv4 and not self.rtc_ipv6:
             raise ValueError("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
 

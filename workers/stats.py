@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 # The bitrate is over the last RATE_WINDOW seconds or a little more (v2: "last 1 s").
 RATE_WINDOW = 1.0
-# Samples kept per meter: the housekeeping tick is 0.5 s, so three cover 1-1.5 s.
-RATE_SAMPLES = 3
+# Samples kept per meter: the housekeeping tick is 0.25 s, so six cover 1.25-1.5 s.
+RATE_SAMPLES = 6
 
 
 class RateMeter:

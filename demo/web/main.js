@@ -321,7 +321,8 @@ class Tile
 
 class Session
 {
-	constructor(roomId, peerName)
+	// transportOptions: what createTransport asks Tureen for, e.g. { udp: false } for ICE-TCP only.
+	constructor(roomId, peerName, transportOptions = {})
 	{
 		this.roomId = roomId;
 		this.peerName = peerName;
@@ -342,7 +343,7 @@ class Session
 		const params = new URLSearchParams({ room: roomId, peer: peerName });
 		this.signaling = new Signaling(`${proto}//${location.host}/ws?${params}`);
 
-		this.room = new mediasoupClient.Room({ requestTimeout: 20000 });
+		this.room = new mediasoupClient.Room({ requestTimeout: 20000, transportOptions });
 		this.room.on('request', (request, callback, errback) =>
 		{
 			this.signaling.request(request)
@@ -381,6 +382,7 @@ class Session
 	// peer (newConsumer) must not overtake the join response that lists that peer.
 	receiveNotification(notification)
 	{
+		this.record('notification', { method: notification.method, id: notification.id });
 		if (!this.joined)
 		{
 			this.bufferedNotifications.push(notification);
@@ -390,7 +392,7 @@ class Session
 			.catch((error) => console.warn(`notification ${notification.method} failed: ${errorMessage(error)}`));
 	}
 
-	async join({ audio = true, video = true, width = 640, height = 480, frameRate = 20 } = {})
+	async join({ audio = true, video = true, width = 640, height = 480, frameRate = 20, simulcast = false } = {})
 	{
 		setStatus(`Connecting to room “${this.roomId}”…`);
 		await this.signaling.open();
@@ -407,6 +409,12 @@ class Session
 		{
 			transport.on('connectionstatechange', (state) =>
 				this.record('transportState', { direction: transport.direction, state }));
+			transport.on('close', (originator) =>
+			{
+				this.record('transportClosed', { direction: transport.direction, originator });
+				if (originator === 'remote' && !this.closed)
+					this.fail(new Error(`Tureen closed the ${transport.direction} transport`));
+			});
 		}
 
 		this.tiles.set(this.peerName, new Tile(this.peerName, true));
@@ -417,11 +425,11 @@ class Session
 		setStatus(`In room “${this.roomId}” as ${this.peerName}.`);
 
 		if (audio || video)
-			await this.produce({ audio, video, width, height, frameRate });
+			await this.produce({ audio, video, width, height, frameRate, simulcast });
 		return { peers: this.room.peers.map((peer) => peer.name) };
 	}
 
-	async produce({ audio, video, width, height, frameRate })
+	async produce({ audio, video, width, height, frameRate, simulcast })
 	{
 		this.stream = await navigator.mediaDevices.getUserMedia({
 			audio,
@@ -437,7 +445,9 @@ class Session
 				this.record('cannotSend', { kind: track.kind });
 				continue;
 			}
-			const producer = this.room.createProducer(track, { simulcast: false }, { source: track.kind });
+			// Simulcast (video only): legacy SSRC simulcast, three layers 'low', 'medium', 'high'.
+			const options = { simulcast: track.kind === 'video' && simulcast };
+			const producer = this.room.createProducer(track, options, { source: track.kind });
 			this.producers.set(track.kind, producer);
 			producer.on('close', (originator) => this.record('producerClosed', { kind: producer.kind, originator }));
 			try
@@ -661,7 +671,7 @@ async function join(options = {})
 	url.searchParams.set('room', roomId);
 	history.replaceState(null, '', url);
 	$('#join').disabled = true;
-	session = new Session(roomId, peerName);
+	session = new Session(roomId, peerName, options.transportOptions || (query.get('tcp') === '1' ? { udp: false, tcp: true } : {}));
 	window.tureenDemo.session = session;
 	try
 	{
@@ -712,7 +722,8 @@ function mediaOptionsFromQuery()
 		video     : query.get('video') !== '0',
 		width     : number('width', 640),
 		height    : number('height', 480),
-		frameRate : number('fps', 20)
+		frameRate : number('fps', 20),
+		simulcast : query.get('simulcast') === '1'
 	};
 }
 

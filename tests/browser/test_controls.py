@@ -54,8 +54,8 @@ def test_media_keeps_flowing_after_an_ice_restart(open_page, stack) -> None:
     for page in (alice, bob):
         restarts = wait_until(
             lambda p=page: [e for e in p.state()["signaling"] if e["method"] == "restartTransport"],
-            lambda r: len(r) == 2 and all(e["ok"] is not None for e in r), 10, f"{page.name}'s two restartTransport answers")
-        assert all(e["ok"] for e in restarts), restarts
+            lambda r: len(r) == 2 and all(e.get("ok") is not None for e in r), 10, f"{page.name}'s two restartTransport answers")
+        assert all(e.get("ok") for e in restarts), restarts
     grows(bob, "alice", "video", "framesDecoded", 40)
     grows(alice, "bob", "video", "framesDecoded", 40)
     grows(bob, "alice", "audio", "packetsReceived", 100)
@@ -78,3 +78,47 @@ def test_the_server_app_pausing_a_producer_tells_both_pages(open_page, stack, ro
     grows(bob, "alice", "video", "framesDecoded", 30)
 
 
+
+
+ICE_CANDIDATES_JS = """(async () => {
+    const out = { remote: [], pairs: [] };
+    for (const pc of window.__tureenTest.peerConnections()) {
+        const report = await pc.getStats();
+        report.forEach((s) => {
+            if (s.type === 'remote-candidate')
+                out.remote.push({ protocol: s.protocol, address: s.address, tcpType: s.tcpType });
+            if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded')
+                out.pairs.push({ remote: report.get(s.remoteCandidateId).protocol });
+        });
+    }
+    return out;
+})()"""
+
+
+def test_media_flows_over_ice_tcp_when_the_client_asks_for_tcp_only(open_page) -> None:
+    alice, bob = open_page("alice"), open_page("bob")
+    for page in (alice, bob):
+        page.join(transportOptions={"udp": False, "tcp": True})
+    for page in (alice, bob):
+        assert {e["kind"] for e in page.wait_produced() if e["type"] == "producing"} == {"audio", "video"}
+    grows(bob, "alice", "video", "framesDecoded", 30)
+    grows(alice, "bob", "video", "framesDecoded", 30)
+    grows(bob, "alice", "audio", "packetsReceived", 100)
+    for page in (alice, bob):
+        ice = page.js(ICE_CANDIDATES_JS)
+        assert ice["remote"] and all(c["protocol"] == "tcp" and c["tcpType"] == "passive" for c in ice["remote"]), ice
+        assert len(ice["pairs"]) >= 2 and all(p["remote"] == "tcp" for p in ice["pairs"]), ice
+
+
+def test_the_server_app_closing_a_peer_closes_its_room_in_the_page(open_page, stack, room) -> None:
+    alice, bob = open_page("alice"), open_page("bob")
+    join_all(alice, bob)
+    grows(bob, "alice", "video", "framesDecoded", 10)
+    control(stack, "peer.close", roomId=room, peerName="alice", appData={"reason": "kicked"})
+    closed = wait_until(lambda: alice.events("roomClosed"), bool, 10, "alice's room to close")
+    assert closed[0]["originator"] == "remote"
+    assert alice.state()["joined"] is False
+    assert "Tureen closed this peer" in alice.js("document.querySelector('#status').textContent")
+    gone = wait_until(lambda: bob.events("peerClosed"), bool, 10, "bob to get peerClosed for alice")
+    assert [e["peerName"] for e in gone] == ["alice"]
+    wait_until(bob.tiles, lambda tiles: tiles == ["bob"], 10, "alice's tile to go from bob's page")

@@ -47,6 +47,8 @@ def test_two_pages_joined_with_the_join_button_show_each_others_video(open_page,
     alice.browser.click(alice.page, "#toggle-cam")
     wait_until(lambda: bob.video_element("alice"), lambda v: "camera off" in v["caption"] and v["noVideo"], 10,
                "bob's tile of alice to show 'camera off'")
+    wait_until(lambda: bob.video_element("alice")["figures"], lambda text: "video paused" in text, 5,
+               "bob's figures for alice to say 'video paused'")
     bob.browser.screenshot(bob.page, output_dir / "demo-camera-off-bob.png")
     alice.browser.click(alice.page, "#toggle-cam")
     wait_until(lambda: bob.video_element("alice"), lambda v: "camera off" not in v["caption"] and not v["noVideo"], 10,

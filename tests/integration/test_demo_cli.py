@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -66,3 +67,63 @@ def test_tureen_demo_serves_the_page_and_stops_its_server_child(tmp_path: Path) 
             with contextlib.suppress(psutil.Error):
                 child.kill()
         log.close()
+
+
+async def test_the_demo_app_relays_requests_and_refuses_a_taken_name(tmp_path: Path) -> None:
+    """The WebSocket protocol of docs/browser.md, spoken by hand against `tureen demo --connect`."""
+    import aiohttp
+    from support import ServerProcess
+
+    server = ServerProcess(tmp_path, workers=1)
+    port = free_tcp_port()
+    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115 - closed below
+    demo = None
+    try:
+        server.wait_ready()
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "tureen.supervisor.cli", "demo", "--connect", server.endpoint, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+                try:
+                    async with http.get(f"{base}/healthz") as reply:
+                        if reply.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "demo app not up in 30 s"
+                await asyncio.sleep(0.2)
+
+            async with http.ws_connect(f"{base}/ws?room=r1&peer=alice") as alice:
+                await alice.send_json({"type": "request", "id": 1, "request": {"method": "queryRoom", "target": "room"}})
+                answer = await alice.receive_json(timeout=10)
+                assert answer["id"] == 1 and answer["ok"], answer
+                codecs = answer["data"]["rtpCapabilities"]["codecs"]
+                assert [c["name"] for c in codecs] == ["opus", "VP8", "rtx", "H264", "rtx"]
+                join = {"method": "join", "target": "room", "peerName": "mallory",
+                        "rtpCapabilities": {"codecs": [], "headerExtensions": []}, "spy": False}
+                await alice.send_json({"type": "request", "id": 2, "request": join})
+                answer = await alice.receive_json(timeout=10)
+                assert answer == {"type": "response", "id": 2, "ok": False, "code": "bad_request",
+                                  "error": "join as 'mallory' on the socket of 'alice'"}
+
+                async with http.ws_connect(f"{base}/ws?room=r1&peer=alice") as twin:
+                    refused = await twin.receive_json(timeout=10)
+                    assert refused == {"type": "error", "message": "the name 'alice' is already taken in room 'r1'"}
+                async with http.ws_connect(f"{base}/ws?room=r1") as nameless:
+                    refused = await nameless.receive_json(timeout=10)
+                    assert refused["type"] == "error" and "1 to 64 characters" in refused["message"]
+    finally:
+        if demo is not None:
+            demo.terminate()
+            try:
+                demo.wait(15)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait(5)
+        log.close()
+        server.stop()

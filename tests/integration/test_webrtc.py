@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -415,3 +416,56 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(room) -> N
     finally:
         await alice.close()
         await bob.close()
+
+
+# ---------------------------------------------------------------------------------------
+# IPv6
+# ---------------------------------------------------------------------------------------
+
+
+class Ipv6OnlyPeer(MsPeer):
+    """An MsPeer that keeps only the server's IPv6 candidates (a browser on an IPv6-only
+    network): every packet then goes over ::1."""
+
+    async def request(self, method: str, **data):
+        response = await super().request(method, **data)
+        if method == "createTransport":
+            response = {**response, "iceCandidates": [c for c in response["iceCandidates"] if c["family"] == "ipv6"]}
+        return response
+
+
+async def test_ipv6_candidates_carry_ice_dtls_and_media(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1, extra=["--rtc-ipv6", "::1"]) as server:
+        async with TureenClient(server.endpoint) as client:
+            await client.create_room(MEDIA_CODECS, room_id="v6")
+            answer = await create_webrtc_transport(client, "v6", "carol")
+            families = sorted((c["family"], c["protocol"]) for c in answer["iceCandidates"])
+            assert families == [("ipv4", "udp"), ("ipv6", "udp")]  # tcp: false in that request
+            v6 = next(c for c in answer["iceCandidates"] if c["family"] == "ipv6")
+            assert v6["ip"] == "::1"
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.bind(("::1", 0))
+            sock.setblocking(False)
+            try:
+                ice = answer["iceParameters"]
+                ok = await asyncio.to_thread(
+                    stun_answer, sock, stun_check(ice["usernameFragment"], ice["password"]), ("::1", v6["port"])
+                )
+                assert ok.attributes["XOR-MAPPED-ADDRESS"] == sock.getsockname()[:2]
+            finally:
+                sock.close()
+
+            alice, bob = Ipv6OnlyPeer(), Ipv6OnlyPeer()
+            try:
+                await alice.join((client, "v6"), "alice")
+                await bob.join((client, "v6"), "bob")
+                await alice.produce(VideoStreamTrack())
+                video = await bob.consume(await bob.next_consumer(kind="video"))
+                await video.wait_frames(10, timeout=20)
+                state = await client.dump_worker(0)
+                selected = [t["iceSelectedTuple"] for t in state["transports"] if t.get("iceSelectedTuple")]
+                assert selected and all(":" in t[0] for t in selected), selected
+            finally:
+                await alice.close()
+                await bob.close()
+            await client.close_room("v6")

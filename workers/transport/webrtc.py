@@ -69,8 +69,7 @@ class WebRtcTransport(Transport):
         listener: TransportListener,
         loop: asyncio.AbstractEventLoop,
         forwarder: Forwarder,
-        ip: str,
-        announced_ip: str | None,
+        addresses: list[tuple[str, str | None]],
         min_port: int,
         max_port: int,
         options: dict[str, Any],
@@ -82,42 +81,51 @@ class WebRtcTransport(Transport):
         self.ice = IceLiteServer()
         self.dtls = DtlsEndpoint()
         self.srtp: SrtpContext | None = None
-        self.endpoint: UdpEndpoint | None = None
-        self.tcp: TcpServer | None = None
+        # One UDP socket and one TCP listener per address family (addresses: [(bind IP,
+        # announced IP or None)], IPv4 first); `endpoint` / `tcp` are the first of each.
+        self.endpoints: list[UdpEndpoint] = []
+        self.tcp_servers: list[TcpServer] = []
         sockets: list[tuple[str, str, int]] = []
         try:
-            if options.get("udp", True):
-                self.endpoint = UdpEndpoint(
-                    loop,
-                    forwarder.buf,
-                    ip,
-                    min_port,
-                    max_port,
-                    on_datagram=self._on_selected,
-                    on_datagram_from=self._on_datagram_from,
-                    after_drain=forwarder.after_drain,
-                    name=f"transport {transport_id}",
-                )
-                local_ip, port = self.endpoint.local
-                sockets.append(("udp", announced_ip or local_ip, port))
-            if options.get("tcp", True):
-                # As mediasoup v2: the TCP port is the UDP one when that is free.
-                self.tcp = TcpServer(
-                    loop,
-                    ip,
-                    min_port,
-                    max_port,
-                    on_frame=self._on_tcp_frame,
-                    on_closed=self._on_tcp_closed,
-                    after_frames=forwarder.after_drain,
-                    preferred_port=sockets[0][2] if sockets else None,
-                    name=f"transport {transport_id}",
-                )
-                local_ip, port = self.tcp.local
-                sockets.append(("tcp", announced_ip or local_ip, port))
+            for ip, announced_ip in addresses:
+                udp_port = None
+                if options.get("udp", True):
+                    endpoint = UdpEndpoint(
+                        loop,
+                        forwarder.buf,
+                        ip,
+                        min_port,
+                        max_port,
+                        on_datagram=self._on_selected,
+                        on_datagram_from=self._on_datagram_from,
+                        after_drain=forwarder.after_drain,
+                        name=f"transport {transport_id}",
+                        recv_batch=forwarder.recv_batch,
+                    )
+                    self.endpoints.append(endpoint)
+                    local_ip, udp_port = endpoint.local
+                    sockets.append(("udp", announced_ip or local_ip, udp_port))
+                if options.get("tcp", True):
+                    # As mediasoup v2: the TCP port is the UDP one when that is free.
+                    server = TcpServer(
+                        loop,
+                        ip,
+                        min_port,
+                        max_port,
+                        on_frame=self._on_tcp_frame,
+                        on_closed=self._on_tcp_closed,
+                        after_frames=forwarder.after_drain,
+                        preferred_port=udp_port,
+                        name=f"transport {transport_id}",
+                    )
+                    self.tcp_servers.append(server)
+                    local_ip, port = server.local
+                    sockets.append(("tcp", announced_ip or local_ip, port))
         except OSError:
             self._close_sockets()
             raise
+        self.endpoint: UdpEndpoint | None = self.endpoints[0] if self.endpoints else None
+        self.tcp: TcpServer | None = self.tcp_servers[0] if self.tcp_servers else None
         if not sockets:
             raise ValueError("a WebRTC transport needs udp or tcp")
         self.candidates = ice_candidates(sockets, options)
@@ -164,6 +172,15 @@ class WebRtcTransport(Transport):
         if self.srtp is None or self._send is None:
             return None
         return self._send_srtp
+
+    def batch_target(self) -> tuple[int, Any]:
+        """Batchable when the selected tuple is UDP (the endpoint's connected socket);
+        ICE-TCP frames each packet on its connection, per copy."""
+        if self.srtp is None or self._send is None or self.endpoint is None:
+            return -1, None
+        if self._send != self.endpoint.send:  # a TCP connection's send
+            return -1, None
+        return self.endpoint.send_fd, self.srtp.protect_rtp_at
 
     def _send_srtp(self, view: Any) -> None:
         n = len(view)
@@ -237,7 +254,7 @@ class WebRtcTransport(Transport):
                 return
             self._forwarder.receive(self, n)
         elif b0 < 4:
-            addr = self.endpoint.remote  # type: ignore[union-attr]  # only UDP gets here
+            addr = self.ice.selected_tuple  # the connected socket's remote (only UDP gets here)
             if addr is not None:
                 self._on_stun(n, addr)
         elif 20 <= b0 <= 63:
@@ -299,11 +316,18 @@ class WebRtcTransport(Transport):
 
     def _close_stale_tcp(self) -> None:
         """Close validated TCP connections whose tuple ICE dropped (consent lost, capped)."""
-        if self.tcp is None:
-            return
-        for conn in list(self.tcp.connections.values()):
-            if conn.validated and not self.ice.is_valid_tuple(conn.addr):
-                conn.close("ICE tuple expired")
+        for server in self.tcp_servers:
+            for conn in list(server.connections.values()):
+                if conn.validated and not self.ice.is_valid_tuple(conn.addr):
+                    conn.close("ICE tuple expired")
+
+    def _udp_for(self, addr: tuple) -> UdpEndpoint:
+        """The UDP endpoint of `addr`'s address family (a tuple came in on it)."""
+        v6 = ":" in addr[0]
+        for endpoint in self.endpoints:
+            if endpoint.ipv6 == v6:
+                return endpoint
+        raise OSError(f"no UDP socket of the family of {addr[0]}")
 
     def _on_srtcp(self, n: int) -> None:
         try:
@@ -326,7 +350,7 @@ class WebRtcTransport(Transport):
                 if conn is not None:
                     conn.send(response)
                 else:
-                    self.endpoint.sendto(response, addr)  # type: ignore[union-attr]
+                    self._udp_for(addr).sendto(response, addr)
             except OSError as exc:
                 log.debug("transport %d: STUN answer to %s:%d lost: %s", self.id, addr[0], addr[1], exc)
         if conn is not None and not conn.validated and self.ice.is_valid_tuple(addr):
@@ -349,28 +373,32 @@ class WebRtcTransport(Transport):
 
     def _select(self, addr: tuple | None) -> None:
         if addr is None:
-            if self.endpoint is not None:
-                self.endpoint.disconnect()
+            for endpoint in self.endpoints:
+                endpoint.disconnect()
             self._send = None
         elif len(addr) == 3 and addr[2] == "tcp":
-            conn = self.tcp.connections.get(addr) if self.tcp is not None else None
+            conn = next((s.connections[addr] for s in self.tcp_servers if addr in s.connections), None)
             if conn is None:  # pragma: no cover - a TCP tuple is removed when its connection closes
                 self._fail(f"the ICE-selected tuple {addr[0]}:{addr[1]}/tcp has no connection")
                 return
-            if self.endpoint is not None:
+            for endpoint in self.endpoints:
                 # UDP from the old remote now lands on the open socket: STUN and DTLS are
                 # still answered, media from there is a stranger's.
-                self.endpoint.disconnect()
+                endpoint.disconnect()
             self._send = conn.send  # frames each packet
             log.info("transport %d: ICE selected %s:%d/tcp", self.id, addr[0], addr[1])
             self._maybe_start_dtls()
         else:
             try:
-                self.endpoint.connect(addr)  # type: ignore[union-attr]  # UDP tuples need it
+                chosen = self._udp_for(addr)
+                for endpoint in self.endpoints:
+                    if endpoint is not chosen:
+                        endpoint.disconnect()
+                chosen.connect(addr)
             except OSError as exc:
                 self._fail(f"cannot use the ICE-selected tuple {addr[0]}:{addr[1]}: {exc}")
                 return
-            self._send = self.endpoint.send  # type: ignore[union-attr]
+            self._send = chosen.send
             log.info("transport %d: ICE selected %s:%d", self.id, addr[0], addr[1])
             self._maybe_start_dtls()
         self.listener.transport_ready(self)
@@ -471,6 +499,12 @@ class WebRtcTransport(Transport):
             info.update(self.endpoint.dump())
         if self.tcp is not None:
             info.update(self.tcp.dump())
+        if len(self.endpoints) > 1 or len(self.tcp_servers) > 1:
+            # The IPv6 sockets, when there are both families (the first ones are above).
+            info["ipv6"] = {
+                **(self.endpoints[1].dump() if len(self.endpoints) > 1 else {}),
+                **(self.tcp_servers[1].dump() if len(self.tcp_servers) > 1 else {}),
+            }
         info.update(
             {
                 "iceState": self.ice.state,
@@ -502,7 +536,7 @@ class WebRtcTransport(Transport):
         super().close()
 
     def _close_sockets(self) -> None:
-        if self.endpoint is not None:
-            self.endpoint.close()
-        if self.tcp is not None:
-            self.tcp.close()  # every connection with it
+        for endpoint in self.endpoints:
+            endpoint.close()
+        for server in self.tcp_servers:
+            server.close()  # every connection with it
