@@ -111,11 +111,6 @@ class Stream:
         self.activity = 0
         self.seen_packets = 0
         self.waiting: list[Consumer] = []
-
-    @property
-    def active(self) -> bool:
-        """Packets arrived within the last second (four activity ticks)."""
-        return bool(self.activity)
         # Stats (workers/stats.py), all written on the control path: the fraction lost of
         # the last RR we sent, NACK packets and PLIs we sent to the sender, packets its RTX
         # repaired, and the octet samples the bitrate comes from.
@@ -124,6 +119,11 @@ class Stream:
         self.pli_count = 0
         self.repaired = 0
         self.rate = RateMeter()
+
+    @property
+    def active(self) -> bool:
+        """Packets arrived within the last second (four activity ticks)."""
+        return bool(self.activity)
 
     def expected(self) -> int:
         """Packets expected so far: extended highest sequence number - base + 1."""
