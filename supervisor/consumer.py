@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .stats import new_stats_id
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -32,6 +34,7 @@ class Consumer:
     preferred_profile: str = "default"
     effective_profile: str | None = None
     stats_interval: int | None = None
+    stats_id: str = field(default_factory=new_stats_id)  # its outbound-rtp entry's id
     closed: bool = False
 
     @property
@@ -41,6 +44,16 @@ class Consumer:
     @property
     def kind(self) -> str:
         return self.producer.kind
+
+    @property
+    def paused(self) -> bool:
+        """Paused by anyone: the client, the server app or its producer (no stats then)."""
+        return self.paused_by_client or self.paused_by_app or self.producer.paused
+
+    @property
+    def mime_type(self) -> str:
+        codecs = self.rtp_parameters.get("codecs") or []
+        return str(codecs[0]["mimeType"]) if codecs and "mimeType" in codecs[0] else self.producer.mime_type
 
     @property
     def paused_for_worker(self) -> bool:

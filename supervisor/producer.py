@@ -22,11 +22,18 @@ class Producer:
     paused: bool = False
     app_data: Any = None
     stats_interval: int | None = None
+    # Stats entry id of each stream, by SSRC (supervisor/stats.py): stable while it lives.
+    stats_ids: dict[int, str] = field(default_factory=dict)
     # Consumers of other peers, by consumer id.
     consumers: dict[int, Consumer] = field(default_factory=dict)
     # Workers other than the producer's own that already get its packets over a pipe.
     piped_to: set[int] = field(default_factory=set)
     closed: bool = False
+
+    @property
+    def mime_type(self) -> str:
+        codecs = self.mapping.get("codecs") or [{}]
+        return str(codecs[0].get("mimeType", f"{self.kind}/unknown"))
 
     @property
     def worker(self) -> int:

@@ -42,6 +42,7 @@ from ..shared.rtp import capabilities as caps
 from .consumer import PROFILES, Consumer
 from .peer import Peer
 from .producer import Producer
+from .stats import StatsTimers, consumer_entries, parse_interval, producer_entries, transport_entry
 from .transport import Transport
 
 log = logging.getLogger("tureen.room")
@@ -70,7 +71,6 @@ NOTIFICATIONS = frozenset(
     }
 )
 ROOM_TARGET = frozenset({"queryRoom", "join"})
-DEFAULT_STATS_INTERVAL = 1000  # ms, as mediasoup v2; lower values are raised to it
 
 
 class RoomServices(Protocol):
@@ -95,14 +95,6 @@ def _random_id(taken: Callable[[int], bool]) -> int:
 
 def _new_ssrc() -> int:
     return 100_000_000 + secrets.randbelow(900_000_000)
-
-
-def _stats_interval(msg: dict[str, Any]) -> int:
-    """v2: default 1000 ms, lower values raised to 1000, a non-number is ignored."""
-    interval = msg.get("interval")
-    if isinstance(interval, bool) or not isinstance(interval, int | float):
-        return DEFAULT_STATS_INTERVAL
-    return max(DEFAULT_STATS_INTERVAL, int(interval))
 
 
 class Room:
@@ -132,6 +124,8 @@ class Room:
             asyncio.Queue()
         )
         self._task: asyncio.Task[None] | None = None
+        # Periodic transportStats / producerStats / consumerStats (supervisor/stats.py).
+        self._stats = StatsTimers(f"room {room_id!r}", self._report_stats)
         self._handlers: dict[str, Callable[[Peer | None, dict[str, Any]], Awaitable[Any]]] = {
             "queryRoom": self._query_room,
             "join": self._join,
@@ -532,6 +526,7 @@ class Room:
         if transport.closed:
             return
         transport.closed = True
+        self._stats.stop(transport)
         peer = self.peers.get(transport.peer_name)
         owner_alive = peer is not None and not peer.closed
         if peer is not None:
@@ -551,13 +546,91 @@ class Room:
     async def _enable_stats(self, peer: Peer | None, msg: dict[str, Any]) -> None:
         assert peer is not None
         obj = self._find_by_id(msg["method"], peer, msg)
-        if obj.stats_interval is None:  # re-enable is a no-op (v2)
-            obj.stats_interval = _stats_interval(msg)
+        interval = parse_interval(msg)
+        if isinstance(obj, Transport) and obj.plain:
+            return  # v2's PlainRtpTransport.enableStats() does nothing: no stats, no error
+        if obj.stats_interval is not None:
+            return  # re-enable is a no-op (v2), whatever the new interval
+        obj.stats_interval = interval
+        self._stats.start(obj, interval)
 
     async def _disable_stats(self, peer: Peer | None, msg: dict[str, Any]) -> None:
         assert peer is not None
         obj = self._find_by_id(msg["method"], peer, msg)
         obj.stats_interval = None
+        self._stats.stop(obj)
+
+    async def _report_stats(self, obj: Transport | Producer | Consumer) -> None:
+        """One stats tick of `obj` (run by its StatsTimers task, beside the mailbox): ask the
+        hosting worker, then emit the notification unless the object closed or paused
+        meanwhile. Skipped as v2 does: a paused producer, a consumer not enabled or paused."""
+        if isinstance(obj, Transport):
+            await self._report_transport_stats(obj)
+        elif isinstance(obj, Producer):
+            await self._report_producer_stats(obj)
+        else:
+            await self._report_consumer_stats(obj)
+
+    async def _stats_request(self, index: int, **ids: list[int]) -> dict[str, Any] | None:
+        if not self._services.worker_alive(index):
+            return None
+        data = await self._services.worker_request(index, "stats.get", **ids)
+        return data if isinstance(data, dict) else None
+
+    async def _report_transport_stats(self, transport: Transport) -> None:
+        if transport.closed:
+            return
+        data = await self._stats_request(transport.worker, transportIds=[transport.gid])
+        peer = self.peers.get(transport.peer_name)
+        if transport.closed or peer is None or not data or not data.get("transports"):
+            return
+        entry = transport_entry(transport.id, data["transports"][0], data["timestamp"])
+        self._notify(peer, "transportStats", id=transport.id, stats=[entry])
+
+    async def _report_producer_stats(self, producer: Producer) -> None:
+        if producer.closed or producer.paused:
+            return
+        data = await self._stats_request(producer.worker, producerIds=[producer.gid])
+        peer = self.peers.get(producer.peer_name)
+        if producer.closed or producer.paused or peer is None or not data or not data.get("producers"):
+            return
+        stats = producer_entries(
+            data["producers"][0],
+            stats_ids=producer.stats_ids,
+            kind=producer.kind,
+            mime_type=producer.mime_type,
+            timestamp=data["timestamp"],
+            transport_id=producer.transport.id,
+        )
+        self._notify(peer, "producerStats", id=producer.id, stats=stats)
+
+    async def _report_consumer_stats(self, consumer: Consumer) -> None:
+        transport = consumer.transport
+        if consumer.closed or transport is None or consumer.paused:
+            return
+        data = await self._stats_request(transport.worker, consumerIds=[consumer.gid])
+        receiver = self.peers.get(consumer.peer_name)
+        if (
+            consumer.closed
+            or consumer.transport is not transport
+            or consumer.paused
+            or receiver is None
+            or not data
+            or not data.get("consumers")
+        ):
+            return
+        producer = consumer.producer
+        stats = consumer_entries(
+            data["consumers"][0],
+            stats_id=consumer.stats_id,
+            producer_stats_ids=producer.stats_ids,
+            kind=consumer.kind,
+            mime_type=consumer.mime_type,
+            producer_mime_type=producer.mime_type,
+            timestamp=data["timestamp"],
+            transport_id=transport.id,
+        )
+        self._notify(receiver, "consumerStats", id=consumer.id, peerName=producer.peer_name, stats=stats)
 
     # ------------------------------------------------------------------ producers
 
@@ -663,6 +736,7 @@ class Room:
         if producer.closed:
             return
         producer.closed = True
+        self._stats.stop(producer)
         for consumer in list(producer.consumers.values()):
             await self._close_consumer(consumer, notify=notify_consumers)
         peer = self.peers.get(producer.peer_name)
@@ -777,6 +851,7 @@ class Room:
         if consumer.closed:
             return
         consumer.closed = True
+        self._stats.stop(consumer)
         await self._detach_consumer(consumer)
         consumer.producer.consumers.pop(consumer.id, None)
         self._consumers.pop(consumer.id, None)
@@ -900,6 +975,7 @@ class Room:
         for peer in list(self.peers.values()):
             await self.close_peer(peer, None, notify_peer=True)
         self.closed = True
+        self._stats.stop_all()
         log.info("room %r closed", self.id)
         self._lifecycle("room.closed")
 

@@ -258,6 +258,7 @@ class Forwarder:
         _pack_seq(buf, 2, osn)
         _pack_ssrc(buf, 8, stream.ssrc)
         self.rtx_in += 1
+        stream.repaired += 1
         self.receive(source, n)
 
     def after_drain(self) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tureen.workers.rtp.codecs import KeyFrameCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
+from tureen.workers.stats import RateMeter
 
 if TYPE_CHECKING:
     from tureen.workers.transport.base import Transport
@@ -69,6 +70,11 @@ class Stream:
         "activity",
         "seen_packets",
         "waiting",
+        "fraction_lost",
+        "nack_count",
+        "pli_count",
+        "repaired",
+        "rate",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -105,6 +111,14 @@ class Stream:
         self.activity = 0
         self.seen_packets = 0
         self.waiting: list[Consumer] = []
+        # Stats (workers/stats.py), all written on the control path: the fraction lost of
+        # the last RR we sent, NACK packets and PLIs we sent to the sender, packets its RTX
+        # repaired, and the octet samples the bitrate comes from.
+        self.fraction_lost = 0
+        self.nack_count = 0
+        self.pli_count = 0
+        self.repaired = 0
+        self.rate = RateMeter()
 
     @property
     def active(self) -> bool:
@@ -248,6 +262,26 @@ class Consumer:
         self.nack_served = 0
         self.nack_forwarded = 0
         self.nack_missed = 0
+        # Stats (workers/stats.py), control path only: what the receiver asked (NACK
+        # packets, PLI, FIR) and said in its receiver reports about our SSRC, the
+        # retransmissions we sent, and when we sent each SR (LSR -> loop time) for RTT.
+        self.nack_count = 0
+        self.pli_count = 0
+        self.fir_count = 0
+        self.rr_fraction_lost = 0
+        self.rr_packets_lost = 0
+        self.rtt_ms: float | None = None
+        self.sr_sent: dict[int, float] = {}
+        self.rtx_packets = 0
+        self.rtx_octets = 0
+        self.rate = RateMeter()
+
+    def wire_octets(self) -> int:
+        """Bytes this consumer put on the wire: forwarded and retransmitted RTP, plus the
+        SRTP trailer of each (derived here so the hot loop counts nothing extra)."""
+        rw = self.rewrite
+        overhead = self.transport.srtp_overhead()
+        return rw.octets + self.rtx_octets + (rw.packets + self.rtx_packets) * overhead
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -518,6 +552,8 @@ class Router:
 
     def remove_consumer(self, consumer: Consumer) -> None:
         self._cancel_pending(consumer)
+        # The transport's bytesSent must not shrink when a consumer goes.
+        consumer.transport.octets_out_closed += consumer.wire_octets()
         self._detach(consumer)
         consumer.producer.consumers.pop(consumer.id, None)
         consumer.transport.consumers.pop(consumer.id, None)

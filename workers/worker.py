@@ -32,6 +32,7 @@ from tureen.shared.errors import (
     duplicate,
     not_found,
 )
+from tureen.workers import stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
 from tureen.workers.params import Params
@@ -59,6 +60,9 @@ KEY_FRAME_REQUEST_INTERVAL = 0.3
 RTCP_EVERY = 4
 # Sequence numbers one producer.nack may carry (a receiver's NACK rarely names more than 17).
 MAX_NACK_SEQS = 256
+# SRs remembered per consumer for RTT: receivers echo the last one within a second or two.
+SR_HISTORY = 8
+MAX_STATS_IDS = 10_000
 WEBRTC_OPTIONS = (
     ("udp", True),
     ("tcp", True),
@@ -120,6 +124,7 @@ class Worker:
             "consumer.setPreferredProfile": self._consumer_set_preferred_profile,
             "pipe.open": self._pipe_open,
             "pipe.close": self._pipe_close,
+            "stats.get": self._stats_get,
         }
         self.exit_reason = ""
 
@@ -171,6 +176,7 @@ class Worker:
             return
         self._ticks += 1
         self.router.tick_activity()
+        stats.sample_rates(self.router, self.loop.time())
         if self._ticks % RTCP_EVERY == 0:
             self._send_receiver_reports()
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
@@ -234,21 +240,35 @@ class Worker:
         a sender's SR about its producer streams. The rest (RR, SDES, BYE, REMB) is read by
         nobody yet."""
         try:
-            key_ssrcs = rtcp.key_frame_requests(packet)
+            key_requests = rtcp.key_frame_request_kinds(packet)
             nacks = rtcp.nacks(packet)
             reports = rtcp.sender_reports(packet)
+            blocks = rtcp.report_blocks(packet) if transport.consumers else []
         except ValueError as exc:
             self.forwarder.rtcp_malformed += 1
             log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
             return
-        for ssrc in key_ssrcs:
+        for ssrc, fmt in key_requests:
             consumer = self.router.consumer_by_ssrc(transport, ssrc)
-            if consumer is not None and consumer.stream is not None:
+            if consumer is None:
+                continue
+            if fmt == rtcp.PSFB_FIR:
+                consumer.fir_count += 1
+            else:
+                consumer.pli_count += 1
+            if consumer.stream is not None:
                 self._request_key_frame(consumer.stream, consumer)
         for ssrc, seqs in nacks:
             consumer = self.router.consumer_by_ssrc(transport, ssrc)
-            if consumer is not None and consumer.stream is not None:
+            if consumer is None:
+                continue
+            consumer.nack_count += 1
+            if consumer.stream is not None:
                 self._retransmit(consumer, seqs)
+        for block in blocks:
+            consumer = self.router.consumer_by_ssrc(transport, block[0])
+            if consumer is not None:
+                self._on_receiver_report(consumer, block)
         for ssrc, ntp, rtp_ts in reports:
             stream = transport.ssrc_table.get(ssrc)
             if stream is not None:
@@ -285,12 +305,15 @@ class Worker:
             except (ValueError, OSError):
                 consumer.nack_missed += 1
                 continue
+            consumer.rtx_packets += 1
+            consumer.rtx_octets += len(packet)
             consumer.nack_served += 1
             self.forwarder.nack_served += 1
         if missing:
             producer = consumer.producer
             if producer.transport is not None:
                 producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
+                stream.nack_count += 1
                 consumer.nack_forwarded += len(missing)
                 self.forwarder.nack_forwarded += len(missing)
             else:  # piped: the worker receiving the producer asks its sender
@@ -315,6 +338,24 @@ class Worker:
             consumer.transport.send_rtcp(
                 rtcp.sr(consumer.ssrc, ntp, rtp_ts + rw.ts_offset, rw.packets, rw.octets)
             )
+            # The receiver echoes the middle 32 bits as LSR: remember when we sent it (RTT).
+            sent = consumer.sr_sent
+            sent[(ntp >> 16) & 0xFFFFFFFF] = self.loop.time()
+            if len(sent) > SR_HISTORY:
+                del sent[next(iter(sent))]
+
+    def _on_receiver_report(self, consumer: Consumer, block: tuple[int, int, int, int, int, int, int]) -> None:
+        """A receiver's report block about a consumer's SSRC: loss for stats, and the
+        round-trip time when it echoes an SR we sent (RFC 3550 6.4.1: A - LSR - DLSR, with
+        our own send time for A - LSR since the SR carried the sender's NTP clock)."""
+        _, fraction, lost, _, _, lsr, dlsr = block
+        consumer.rr_fraction_lost = fraction
+        consumer.rr_packets_lost = max(0, lost)
+        sent_at = consumer.sr_sent.get(lsr) if lsr else None
+        if sent_at is not None:
+            rtt = (self.loop.time() - sent_at - dlsr / 65536) * 1000
+            if rtt >= 0:
+                consumer.rtt_ms = rtt
 
     def _piped_rtcp(self, producer: Producer, packet: bytes) -> None:
         try:
@@ -348,6 +389,7 @@ class Worker:
                 if video:
                     packet += rtcp.remb(self.rtcp_ssrc, self.config.max_incoming_bitrate, video)
                 transport.send_rtcp(packet)
+                transport.last_remb = (self.config.max_incoming_bitrate if video else 0, video)
 
     def transport_failed(self, transport: Transport, reason: str) -> None:
         if self.router.transports.get(transport.id) is not transport:
@@ -372,6 +414,7 @@ class Worker:
         self.forwarder.key_frame_requests += 1
         if producer.transport is not None:
             producer.transport.send_rtcp(rtcp.pli(self.rtcp_ssrc, stream.ssrc))
+            stream.pli_count += 1
         elif consumer is not None:
             self.emit("consumer.keyFrameRequest", consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc)
 
@@ -429,6 +472,25 @@ class Worker:
             "pipe": self.pipes.dump(),
             "counters": self.forwarder.counters(),
         }
+
+    def _stats_get(self, p: Params) -> dict[str, Any]:
+        """Data-path figures for the supervisor's stats timers (workers/stats.py)."""
+        ids = {}
+        for key in ("transportIds", "producerIds", "consumerIds"):
+            raw = p.list(key, required=False)
+            if len(raw) > MAX_STATS_IDS:
+                raise bad_request(f"{p.method}: at most {MAX_STATS_IDS} {key}")
+            if any(isinstance(x, bool) or not isinstance(x, int) for x in raw):
+                raise bad_request(f"{p.method}: {key} must be a list of integers")
+            ids[key] = raw
+        return stats.collect(
+            self.router,
+            self.loop.time(),
+            ids["transportIds"],
+            ids["producerIds"],
+            ids["consumerIds"],
+            self.config.max_incoming_bitrate,
+        )
 
     def _worker_close(self, p: Params) -> dict[str, Any]:
         self.loop.call_soon(self.stop, "worker.close")
@@ -810,6 +872,7 @@ def report_block(stream: Stream, now: float) -> tuple[int, int, int, int, int, i
     fraction = 0
     if expected_interval > 0 and lost_interval > 0:
         fraction = min(255, (lost_interval << 8) // expected_interval)
+    stream.fraction_lost = fraction  # stats: what the sender was last told
     lsr = dlsr = 0
     if stream.last_sr is not None:
         ntp, _, at = stream.last_sr

@@ -469,6 +469,50 @@ def test_sender_gets_receiver_reports_and_remb(spawn, udp) -> None:
     assert lost_word & 0xFFFFFF == 1 and lost_word >> 24 == 256 // 10  # 1 of 10 in the interval
 
 
+def test_stats_get_reports_counts_feedback_loss_and_rtt(spawn, udp) -> None:
+    s = Session(spawn(0), udp)
+    s.send(range(400, 410))
+    got = receive(s.rx_a, 10)
+    receive(s.rx_b, 10)
+    # The sender's SR goes to receiver A with A's SSRC; A answers 0.3 s later with an RR
+    # echoing it (DLSR 0), so the round trip Tureen sees is about 300 ms.
+    ntp = (3_900_000_000 << 32) | 0x12345678
+    s.sender.sendto(rtcp.sr(SOURCE_SSRC, ntp, 1000, 10, 1000), s.dest)
+    s.rx_a.settimeout(3)
+    for _ in range(20):
+        data = s.rx_a.recv(2048)
+        if 192 <= data[1] <= 223 and rtcp.sender_reports(data):
+            break
+    assert rtcp.sender_reports(data)[0][:2] == (0xAAAA0001, ntp)
+    time.sleep(0.3)
+    lsr = (ntp >> 16) & 0xFFFFFFFF
+    feedback = (
+        rtcp.rr(0x99, [(0xAAAA0001, 64, 3, 409, 0, lsr, 0)])
+        + rtcp.pli(0x99, 0xAAAA0001)
+        + rtcp.fir(0x99, 0xAAAA0001, 1)
+        + rtcp.nack(0x99, 0xAAAA0001, [got[2].sequence_number])
+    )
+    s.rx_a.sendto(feedback, ("127.0.0.1", s.ports[2]))
+    receive(s.rx_a, 1)  # the retransmission: the feedback was handled
+    stats = s.w.ok("stats.get", transportIds=[1, 999], producerIds=[10], consumerIds=[20, 21])
+    assert stats["missing"] == [999]
+    assert isinstance(stats["timestamp"], int)
+    assert stats["transports"] == [{"transportId": 1, "kind": "plain"}]
+    (producer,) = stats["producers"]
+    (stream,) = producer["streams"]
+    assert (stream["ssrc"], stream["packets"], stream["packetsLost"]) == (SOURCE_SSRC, 10, 0)
+    assert stream["octets"] > 0 and stream["pliCount"] >= 1 and stream["firCount"] == 0
+    a, b = stats["consumers"]
+    assert (a["consumerId"], a["ssrc"], a["packets"]) == (20, 0xAAAA0001, 11)  # 10 + 1 resent
+    assert (a["pliCount"], a["firCount"], a["nackCount"], a["packetsRepaired"]) == (1, 1, 1, 1)
+    assert (a["fractionLost"], a["packetsLost"]) == (64, 3)
+    assert 250 <= a["roundTripTime"] <= 1500, a
+    assert a["inbound"]["ssrc"] == SOURCE_SSRC and a["inbound"]["packets"] == 10
+    assert (b["packets"], b["nackCount"], b["roundTripTime"]) == (10, 0, 0)
+    for bad in ({"transportIds": "1"}, {"consumerIds": [True]}, {"producerIds": [1.5]}):
+        assert s.w.error("stats.get", **bad)["code"] == "bad_request"
+
+
 def test_consumer_transport_connected_later_starts_forwarding(spawn, udp) -> None:
     w = spawn(0)
     sender, rx = udp(), udp()

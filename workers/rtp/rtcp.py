@@ -76,6 +76,23 @@ def key_frame_requests(data: bytes | memoryview) -> list[int]:
     return ssrcs
 
 
+def key_frame_request_kinds(data: bytes | memoryview) -> list[tuple[int, int]]:
+    """(media SSRC, FMT) of each key-frame request, FMT being PSFB_PLI or PSFB_FIR: the
+    same walk as key_frame_requests, for stats that count PLI and FIR apart."""
+    out: list[tuple[int, int]] = []
+    for pt, fmt, start, end in iter_compound(data):
+        if pt != PSFB:
+            continue
+        if fmt == PSFB_PLI:
+            if end - start < 12:
+                raise ValueError("RTCP: PLI shorter than 12 bytes")
+            out.append((_SSRC_PAIR.unpack_from(data, start + 4)[1], PSFB_PLI))
+        elif fmt == PSFB_FIR:
+            for pos in range(start + 12, end - 7, 8):
+                out.append((int.from_bytes(data[pos : pos + 4], "big"), PSFB_FIR))
+    return out
+
+
 def pli(sender_ssrc: int, media_ssrc: int) -> bytes:
     """A Picture Loss Indication (RFC 4585 section 6.3.1): 12 bytes."""
     return _HEADER.pack(0x80 | PSFB_PLI, PSFB, 2) + _SSRC_PAIR.pack(sender_ssrc, media_ssrc)
@@ -159,6 +176,33 @@ def sender_reports(data: bytes | memoryview) -> list[tuple[int, int, int]]:
         ssrc = int.from_bytes(data[start + 4 : start + 8], "big")
         msw, lsw, rtp_ts, _, _ = _SR_INFO.unpack_from(data, start + 8)
         out.append((ssrc, (msw << 32) | lsw, rtp_ts))
+    return out
+
+
+def report_blocks(data: bytes | memoryview) -> list[tuple[int, int, int, int, int, int, int]]:
+    """The report blocks of every SR and RR in a compound datagram, each as
+    (ssrc, fraction lost 0..255, cumulative lost (signed), extended highest seq, jitter,
+    LSR, DLSR): what a receiver says about a stream we send (RFC 3550 6.4.1).
+
+    Malformed input (a report count that does not fit the packet) raises ValueError.
+    """
+    out = []
+    for pt, count, start, end in iter_compound(data):
+        if pt == SR:
+            pos = start + 28  # header, sender SSRC, 20 bytes of sender info
+        elif pt == RR:
+            pos = start + 8  # header, sender SSRC
+        else:
+            continue
+        if pos + 24 * count > end:
+            raise ValueError(f"RTCP: {count} report blocks do not fit in {end - start} bytes")
+        for _ in range(count):
+            ssrc, lost_word, ext_seq, jitter, lsr, dlsr = _BLOCK.unpack_from(data, pos)
+            lost = lost_word & 0xFFFFFF
+            if lost & 0x800000:  # 24-bit two's complement (duplicates can make it negative)
+                lost -= 0x1000000
+            out.append((ssrc, lost_word >> 24, lost, ext_seq, jitter, lsr, dlsr))
+            pos += 24
     return out
 
 

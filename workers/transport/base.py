@@ -62,6 +62,15 @@ class Transport:
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
         self.closed = False
+        # Stats: wire bytes of consumers removed from this transport, and of our RTCP.
+        self.octets_out_closed = 0
+        self.rtcp_octets_out = 0
+        # The REMB last sent to this transport's sender: (bit/s, media SSRCs).
+        self.last_remb: tuple[int, list[int]] = (0, [])
+
+    def srtp_overhead(self) -> int:
+        """Bytes protection adds to each RTP packet sent (0: plain RTP)."""
+        return 0
 
     def sender(self) -> Sender | None:
         """How to send one RTP packet to the remote now, or None while that is not possible."""

@@ -324,6 +324,7 @@ class TcpServer:
         self.refused = 0
         self.timeouts = 0
         self.framing_errors = 0
+        self.octets_in_closed = 0  # stats: bytes of connections gone (live ones count their own)
         loop.add_reader(self._sock.fileno(), self._on_accept)
 
     def _on_accept(self) -> None:
@@ -347,6 +348,7 @@ class TcpServer:
             self.connections[conn.addr] = conn
 
     def _connection_closed(self, conn: TcpConnection) -> None:
+        self.octets_in_closed += conn.octets_in
         if self.connections.get(conn.addr) is conn:
             del self.connections[conn.addr]
         if not self.closed:

@@ -197,10 +197,43 @@ class WebRtcTransport(Transport):
         if self.srtp is None or self._send is None:
             return
         try:
-            self._send(self.srtp.protect_rtcp(packet))
+            protected = self.srtp.protect_rtcp(packet)
+            self._send(protected)
             self.rtcp_out += 1
+            self.rtcp_octets_out += len(protected)
         except (ValueError, OSError) as exc:
             log.debug("transport %d: RTCP not sent: %s", self.id, exc)
+
+    def srtp_overhead(self) -> int:
+        return self.srtp.profile.rtp_trailer if self.srtp is not None else 0
+
+    # -- stats (workers/stats.py) ---------------------------------------------------------
+
+    def octets_in(self) -> int:
+        """Every byte received on the transport's sockets (UDP datagrams, TCP streams)."""
+        total = self.endpoint.octets_in if self.endpoint is not None else 0
+        if self.tcp is not None:
+            total += self.tcp.octets_in_closed + sum(c.octets_in for c in self.tcp.connections.values())
+        return total
+
+    def octets_out(self) -> int:
+        """SRTP and SRTCP bytes sent (STUN, DTLS and TCP framing not included)."""
+        return self.rtcp_octets_out + self.octets_out_closed + sum(c.wire_octets() for c in self.consumers.values())
+
+    def selected_tuple(self) -> dict[str, Any] | None:
+        """The ICE-selected tuple in mediasoup v2's TransportTuple shape, or None."""
+        addr = self.ice.selected_tuple
+        if addr is None:
+            return None
+        tcp = len(addr) == 3 and addr[2] == "tcp"
+        local = self.tcp.local if tcp and self.tcp is not None else self.endpoint.local if self.endpoint else ("", 0)
+        return {
+            "localIP": local[0],
+            "localPort": local[1],
+            "remoteIP": addr[0],
+            "remotePort": addr[1],
+            "protocol": "tcp" if tcp else "udp",
+        }
 
     def _on_selected(self, n: int) -> None:
         """A datagram from the selected tuple (the connected socket)."""
