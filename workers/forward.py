@@ -14,13 +14,19 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
     payload type producer -> room.
- 5. Pipes: one `bytes` copy per packet, appended to each pipe batch of the producer; the
-    batches go out as one ZeroMQ message each after the drain (`after_drain`).
- 6. `fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers neither
-    paused nor without a sender; the router rebuilds it on every change), one
-    `Struct.pack_into` of seq/timestamp/SSRC at offset 2, then `send(view)` on the consumer's
-    transport (a connected socket's send for plain). The buffer ends up holding the last
-    consumer's header; nobody reads it after.
+ 5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
+    producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
+ 6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
+    neither paused nor without a sender; the router rebuilds it on every change):
+    - batched (Linux, sendbatch.SendBatch.fanout): the payload is copied once per packet
+      into the batch's ring; per consumer one `Struct.pack_into` of the whole 12-byte header
+      into the consumer's slot and one of the slot's payload iovec (SRTP: the copy is
+      protected into its own ring slot). `after_drain()` sends each consumer's queue with
+      one sendmmsg; send errors are counted then.
+    - per copy (`fanout` below, where sendmmsg is missing): one `Struct.pack_into` of
+      seq/timestamp/SSRC at offset 2 of the shared buffer, then `send(view)`.
+    Whoever calls `receive` must call `after_drain()` before yielding to the event loop
+    (the UDP, TCP and pipe readers do, once per drain).
 
 What must not happen per packet: no object built beyond the unpack tuple and one memoryview
 slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no logging, no
@@ -43,6 +49,10 @@ from typing import TYPE_CHECKING
 
 from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
+from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
+from tureen.workers.sendbatch import available as sendbatch_available
+from tureen.workers.transport.pipe import LEN_PREFIX as _LEN_PREFIX
+from tureen.workers.transport.udp import DRAIN
 
 if TYPE_CHECKING:
     from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -116,13 +126,22 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "on_switch", "batch", "fanout", "recv_batch", *COUNTERS)
 
-    def __init__(self) -> None:
+    def __init__(self, batched: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
         self.dirty: list = []
+        # Simulcast: called with a stream whose waiting consumers may switch onto it now
+        # (router.complete_switch); the worker sets it.
+        self.on_switch = None
+        # The fan-out: batched (one sendmmsg per consumer per drain, sendbatch.py) where
+        # libc has sendmmsg, else one send per copy (`fanout` above). Same contract.
+        self.batch: SendBatch | None = SendBatch(self) if batched and sendbatch_available() else None
+        self.fanout = self.batch.fanout if self.batch is not None else fanout
+        # recvmmsg slots the transports' connected sockets drain into (udp.py), or None.
+        self.recv_batch: RecvBatch | None = RecvBatch(DRAIN) if batched and recv_available() else None
         for name in COUNTERS:
             setattr(self, name, 0)
 
@@ -187,27 +206,39 @@ class Forwarder:
         stream.packets += 1
         stream.octets += n
         self.rtp_in += 1
+        if stream.waiting:  # a simulcast switch waits for this stream's key frame
+            self._maybe_switch(stream, n)
         view = self.mv[:n]
-        data = None
         store = stream.store
         if store is not None:  # video: kept for retransmission (rtp/retransmit.py)
-            data = bytes(view)
-            store[seq & STORE_MASK] = data
+            store[seq & STORE_MASK] = bytes(view)
         pipes = stream.pipes
         if pipes:
-            if data is None:
-                data = bytes(view)
-            for batch in pipes:
-                batch.frames.append(data)
-                if not batch.pending:
-                    batch.pending = True
+            prefix = _LEN_PREFIX[n] if n < 2048 else n.to_bytes(2, "big")
+            for batch in pipes:  # pipe.py: length-prefixed records, one message per drain
+                if not batch.count:
                     self.dirty.append(batch)
+                out = batch.out
+                out += prefix
+                out += view
+                batch.count += 1
         fan = stream.fan
         if fan:
-            sent = fanout(fan, buf, view, seq, ts, n)
+            sent = self.fanout(fan, buf, view, seq, ts, n)
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
+
+    def _maybe_switch(self, stream, n: int) -> None:
+        buf = self.buf
+        try:
+            start = header_length(buf, n)
+        except ValueError:  # pragma: no cover - validated on ingest already
+            return
+        end = n - buf[n - 1] if buf[0] & 0x20 else n
+        check = stream.producer.key_checks.get(buf[1] & 0x7F)
+        if (check is None or check(buf, start, end)) and self.on_switch is not None:
+            self.on_switch(stream)
 
     def _receive_rtx(self, source, n: int, rtx_ssrc: int) -> None:
         """A retransmission from the sender (answering a NACK we passed on): unwrap it in
@@ -230,7 +261,10 @@ class Forwarder:
         self.receive(source, n)
 
     def after_drain(self) -> None:
-        """End of one socket drain: send the pipe batches filled during it."""
+        """End of one socket drain: send the copies queued and the pipe batches filled
+        during it. Whoever calls `receive` calls this before yielding to the loop."""
+        if self.batch is not None:
+            self.batch.flush()
         if self.dirty:
             for batch in self.dirty:
                 batch.flush(self)

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tureen.workers.rtp.codecs import KeyFrameCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
 
@@ -65,6 +66,9 @@ class Stream:
         "expected_prior",
         "received_prior",
         "last_sr",
+        "activity",
+        "seen_packets",
+        "waiting",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -95,6 +99,17 @@ class Stream:
         self.received_prior = 0
         # The sender's last SR: (NTP timestamp, RTP timestamp, loop time it arrived).
         self.last_sr: tuple[int, int, float] | None = None
+        # Simulcast: one bit per activity tick (250 ms) that saw packets, the last four kept;
+        # consumers that switch to this stream at its next key frame (the forwarder checks
+        # packets for one only while this list is not empty).
+        self.activity = 0
+        self.seen_packets = 0
+        self.waiting: list[Consumer] = []
+
+    @property
+    def active(self) -> bool:
+        """Packets arrived within the last second (four activity ticks)."""
+        return bool(self.activity)
 
     def expected(self) -> int:
         """Packets expected so far: extended highest sequence number - base + 1."""
@@ -143,6 +158,10 @@ class Producer:
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
         # RTCP that came through the pipe (piped producers only), see handle_rtcp.
         self.rtcp_listener: Callable[[Producer, bytes], None] | None = None
+        # Room PT -> key-frame check of its codec (None: switch streams at once).
+        self.key_checks: dict[int, KeyFrameCheck | None] = {}
+        # Simulcast: the streams active at the last activity tick (None: not ticked yet).
+        self.active_streams: list[Stream] | None = None
 
     def maps_for(self, pt_pairs: list[tuple[int, int]], ext_pairs: list[tuple[int, int]]) -> tuple[bytes, bytes | None]:
         """(payload type map, extension id map); a piped producer's packets were rewritten
@@ -223,6 +242,8 @@ class Consumer:
         self.preferred_profile = preferred_profile
         self.rewrite = ConsumerRewrite(consumer_id, ssrc, producer.clock_rate, on_profile)
         self.stream: Stream | None = None
+        # Simulcast: the stream this consumer switches to at its next key frame.
+        self.pending: Stream | None = None
         self.rtx_seq = random.randrange(0x10000)
         self.nack_served = 0
         self.nack_forwarded = 0
@@ -239,6 +260,8 @@ class Consumer:
             "preferredProfile": self.preferred_profile,
             "effectiveProfile": self.rewrite.reported_profile,
             "forwarding": self.stream is not None and self.rewrite in self.stream.fan,
+            "streamProfile": self.stream.profile if self.stream else None,
+            "pendingProfile": self.pending.profile if self.pending else None,
             "nackServed": self.nack_served,
             "nackForwarded": self.nack_forwarded,
             "nackMissed": self.nack_missed,
@@ -246,21 +269,29 @@ class Consumer:
         }
 
 
-def choose_stream(streams: list[Stream], preferred: str) -> Stream:
+def choose_stream(streams: list[Stream], preferred: str, active: list[Stream] | None = None) -> Stream:
+    """The stream a consumer preferring `preferred` should get (PROTOCOL.md, Profiles).
+
+    Among the active streams (all, before activity is known): 'default' -> the highest;
+    X -> X, else the highest below X, else the lowest.
+    """
     if len(streams) == 1:
         return streams[0]
-    for s in streams:
+    pool = active or streams
+    if preferred == "default":
+        return max(pool, key=lambda s: _RANK[s.profile])
+    for s in pool:
         if s.profile == preferred:
             return s
     target = _RANK[preferred]
-    below = [s for s in streams if _RANK[s.profile] <= target]
+    below = [s for s in pool if _RANK[s.profile] < target]
     if below:
         return max(below, key=lambda s: _RANK[s.profile])
-    return min(streams, key=lambda s: _RANK[s.profile])
+    return min(pool, key=lambda s: _RANK[s.profile])
 
 
 class Router:
-    def __init__(self, on_key_frame_needed: Callable[[Consumer], None] | None = None) -> None:
+    def __init__(self, on_key_frame_needed: Callable[[Consumer, Stream], None] | None = None) -> None:
         self.transports: dict[int, Transport] = {}
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
@@ -268,6 +299,78 @@ class Router:
         # switch of stream, its transport becoming ready): it can decode nothing until the
         # next key frame, so the worker asks the producer for one.
         self.on_key_frame_needed = on_key_frame_needed
+
+    # -- simulcast ----------------------------------------------------------------------
+
+    def tick_activity(self) -> None:
+        """Every 250 ms: which streams of each simulcast producer still get packets, and
+        where its consumers should be (PROTOCOL.md, Profiles)."""
+        for producer in self.producers.values():
+            streams = producer.streams
+            if len(streams) < 2:
+                continue
+            for stream in streams:
+                stream.activity = ((stream.activity << 1) | (stream.packets != stream.seen_packets)) & 0xF
+                stream.seen_packets = stream.packets
+            active = [st for st in streams if st.activity]
+            if not active and producer.active_streams:
+                # A simulcast producer's last active streams never go inactive: a sender
+                # that stops (muted, paused, a gap) keeps its consumers where they were.
+                active = producer.active_streams
+            producer.active_streams = active
+            for consumer in producer.consumers.values():
+                self.retarget(consumer)
+
+    def retarget(self, consumer: Consumer) -> None:
+        """Point the consumer at the stream it should get: now if it has none, else at that
+        stream's next key frame (asked for at once)."""
+        producer = consumer.producer
+        target = choose_stream(producer.streams, consumer.preferred_profile, producer.active_streams)
+        if target is consumer.stream:
+            self._cancel_pending(consumer)
+            return
+        current = consumer.stream
+        if current is None or (producer.active_streams is not None and not current.active):
+            # Nothing to keep showing (no stream, or its stream stopped): move now; the
+            # receiver waits for the key frame asked for with the move.
+            self._cancel_pending(consumer)
+            if current is not None:
+                self._detach(consumer, rebase_ts=True)
+            self._attach(consumer, target)
+            return
+        if consumer.pending is target:
+            # Still no key frame: ask again (the worker rate-limits per stream).
+            if self.on_key_frame_needed is not None:
+                self.on_key_frame_needed(consumer, target)
+            return
+        self._cancel_pending(consumer)
+        consumer.pending = target
+        target.waiting.append(consumer)
+        log.info(
+            "consumer %d: switching %s -> %s at the next key frame",
+            consumer.id,
+            consumer.stream.profile,
+            target.profile,
+        )
+        if self.on_key_frame_needed is not None:
+            self.on_key_frame_needed(consumer, target)
+
+    def _cancel_pending(self, consumer: Consumer) -> None:
+        pending = consumer.pending
+        if pending is not None:
+            consumer.pending = None
+            if consumer in pending.waiting:
+                pending.waiting.remove(consumer)
+
+    def complete_switch(self, stream: Stream) -> None:
+        """The forwarder saw a key frame on `stream`: its waiting consumers move onto it
+        (before this packet is fanned out, so it is their first)."""
+        waiting, stream.waiting = stream.waiting, []
+        for consumer in waiting:
+            if consumer.pending is stream and consumer.id in self.consumers:
+                consumer.pending = None
+                self._detach(consumer, rebase_ts=True)
+                self._attach(consumer, stream, key_frame=False)
 
     def consumer_by_ssrc(self, transport: Transport, ssrc: int) -> Consumer | None:
         """The consumer on `transport` sending with `ssrc` (RTCP feedback names it)."""
@@ -346,9 +449,11 @@ class Router:
         producer.index_streams()
         self._register_ssrcs(producer)
         self._refresh_pipes(producer)
+        producer.active_streams = [st for st in new_streams if st.activity] or None
         for consumer in producer.consumers.values():
             consumer.rewrite.clock_rate = clock_rate
-            target = choose_stream(new_streams, consumer.preferred_profile)
+            self._cancel_pending(consumer)
+            target = choose_stream(new_streams, consumer.preferred_profile, producer.active_streams)
             if target is not consumer.stream:
                 self._detach(consumer, rebase_ts=True)
                 self._attach(consumer, target)
@@ -408,9 +513,11 @@ class Router:
         self.consumers[consumer.id] = consumer
         consumer.producer.consumers[consumer.id] = consumer
         consumer.transport.consumers[consumer.id] = consumer
-        self._attach(consumer, choose_stream(consumer.producer.streams, consumer.preferred_profile))
+        producer = consumer.producer
+        self._attach(consumer, choose_stream(producer.streams, consumer.preferred_profile, producer.active_streams))
 
     def remove_consumer(self, consumer: Consumer) -> None:
+        self._cancel_pending(consumer)
         self._detach(consumer)
         consumer.producer.consumers.pop(consumer.id, None)
         consumer.transport.consumers.pop(consumer.id, None)
@@ -423,23 +530,13 @@ class Router:
 
     def set_preferred_profile(self, consumer: Consumer, profile: str) -> None:
         consumer.preferred_profile = profile
-        target = choose_stream(consumer.producer.streams, profile)
-        if target is not consumer.stream:
-            log.info(
-                "consumer %d: stream %s -> %s (profile %s)",
-                consumer.id,
-                consumer.stream.ssrc if consumer.stream else None,
-                target.ssrc,
-                target.profile,
-            )
-            self._detach(consumer, rebase_ts=True)
-            self._attach(consumer, target)
+        self.retarget(consumer)
 
-    def _attach(self, consumer: Consumer, stream: Stream) -> None:
+    def _attach(self, consumer: Consumer, stream: Stream, key_frame: bool = True) -> None:
         consumer.stream = stream
         consumer.rewrite.profile = stream.profile
         stream.consumers[consumer.id] = consumer
-        self._refresh_fan(stream)
+        self._refresh_fan(stream, key_frame)
 
     def _detach(self, consumer: Consumer, rebase_ts: bool = False) -> None:
         stream = consumer.stream
@@ -450,7 +547,7 @@ class Router:
         consumer.stream = None
         self._refresh_fan(stream)
 
-    def _refresh_fan(self, stream: Stream) -> None:
+    def _refresh_fan(self, stream: Stream, key_frame: bool = True) -> None:
         """Rebuild stream.fan; a consumer left out stops being fed, so it must resync when
         it is back (interrupt() is idempotent while it stays out)."""
         fan = []
@@ -461,10 +558,12 @@ class Router:
             if send is None or consumer.paused:
                 consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
                 continue
-            consumer.rewrite.send = send
+            rw = consumer.rewrite
+            rw.send = send
+            rw.fd, rw.protect = consumer.transport.batch_target()
             fan.append(consumer.rewrite)
             if consumer.rewrite not in old and consumer.kind == "video":
                 started.append(consumer)
         stream.fan = tuple(fan)
-        if started and self.on_key_frame_needed is not None and not stream.paused:
-            self.on_key_frame_needed(started[0])
+        if started and key_frame and self.on_key_frame_needed is not None and not stream.paused:
+            self.on_key_frame_needed(started[0], stream)

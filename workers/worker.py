@@ -37,6 +37,7 @@ from tureen.workers.forward import Forwarder
 from tureen.workers.params import Params
 from tureen.workers.router import PROFILES, Consumer, Producer, Router, Stream
 from tureen.workers.rtp import rtcp
+from tureen.workers.rtp.codecs import KeyFrameCheck, key_frame_checker
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import resend, rtx_packet, stored
 from tureen.workers.transport.base import Transport
@@ -48,13 +49,14 @@ log = logging.getLogger("tureen.workers.worker")
 
 KINDS = ("audio", "video")
 DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
-HOUSEKEEPING_INTERVAL = 0.5  # s: parent check, reader safety poke
+# s: parent check, reader safety poke, simulcast activity (PROTOCOL.md: every 250 ms).
+HOUSEKEEPING_INTERVAL = 0.25
 # s: at most one key-frame request per producer stream in this time. One key frame serves
 # every consumer that started meanwhile; browsers answer a PLI within a frame or two.
 KEY_FRAME_REQUEST_INTERVAL = 0.3
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
-RTCP_EVERY = 2
+RTCP_EVERY = 4
 WEBRTC_OPTIONS = (
     ("udp", True),
     ("tcp", True),
@@ -90,6 +92,7 @@ class Worker:
         ]
         self._ticks = 0
         self.forwarder = Forwarder()
+        self.forwarder.on_switch = self.router.complete_switch
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {
             "worker.info": self._worker_info,
@@ -164,6 +167,7 @@ class Worker:
             self.stop(f"parent process {self._ppid} went away")
             return
         self._ticks += 1
+        self.router.tick_activity()
         if self._ticks % RTCP_EVERY == 0:
             self._send_receiver_reports()
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
@@ -298,10 +302,7 @@ class Worker:
             report = rtcp.sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets)
             fwd = self.forwarder
             for batch in producer.pipes.values():
-                batch.frames.append(report)
-                if not batch.pending:
-                    batch.pending = True
-                    fwd.dirty.append(batch)
+                batch.add(fwd, report)
         for consumer in stream.consumers.values():
             rw = consumer.rewrite
             if rw.sync or rw not in stream.fan:
@@ -352,9 +353,8 @@ class Worker:
 
     # -- key frames ---------------------------------------------------------------------
 
-    def _key_frame_needed(self, consumer: Consumer) -> None:
-        if consumer.stream is not None:
-            self._request_key_frame(consumer.stream, consumer)
+    def _key_frame_needed(self, consumer: Consumer, stream: Stream) -> None:
+        self._request_key_frame(stream, consumer)
 
     def _request_key_frame(self, stream: Stream, consumer: Consumer | None = None) -> None:
         """Ask the producer of `stream` for a key frame: a PLI on its transport, or through
@@ -409,6 +409,11 @@ class Worker:
             "consumers": len(self.router.consumers),
             "packetsIn": fwd.packets_in(),
             "packetsOut": fwd.rtp_out,
+            # The cross-worker pipe (the benchmark's cross scenario reads these).
+            "pipePacketsOut": fwd.pipe_packets_out,
+            "pipeMessagesOut": fwd.pipe_messages_out,
+            "pipeDropped": fwd.pipe_dropped,
+            "pipePacketsIn": fwd.pipe_packets_in,
             "cpuPercent": self._process.cpu_percent(None),
         }
 
@@ -550,6 +555,7 @@ class Worker:
         paused = p.bool("paused", False)
         streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(p, kind, transport, None)
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
+        producer.key_checks = self._key_checks
         if transport is None:
             producer.rtcp_listener = self._piped_rtcp
         self.router.add_producer(producer)
@@ -574,6 +580,7 @@ class Worker:
             raise bad_request(f"producer {producer.id}: transportId cannot change")
         paused = p.bool("paused", producer.paused)
         spec = self._rtp_spec(p, producer.kind, producer.transport, producer)
+        producer.key_checks = self._key_checks
         self.router.update_producer(producer, *spec)
         if paused != producer.paused:
             self._set_producer_paused(producer, paused)
@@ -594,6 +601,7 @@ class Worker:
         ext_pairs = p.pairs("headerExtensionIds", 1, 255)
         clock_rate = DEFAULT_CLOCK_RATE[kind]
         rtx_pairs: list[tuple[int, int]] = []
+        key_checks: dict[int, KeyFrameCheck | None] = {}
         for i, raw in enumerate(p.list("codecs", required=False)):
             codec = p.obj(raw, f"codecs[{i}]")
             pt = codec.int("payloadType", 0, 127)
@@ -605,6 +613,8 @@ class Worker:
                 clock_rate = rate
             if rtx is not None:
                 rtx_pairs.append((pt, rtx))
+            key_checks[pt] = key_frame_checker(raw["mimeType"])
+        self._key_checks = key_checks
         return streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs
 
     def _streams(

@@ -672,3 +672,96 @@ def test_worker_exits_when_its_parent_dies(ctx: zmq.Context, tmp_path: Path) -> 
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pid).kill()
         sock.close()
+
+
+# -- simulcast -------------------------------------------------------------------------------
+
+LOW, MEDIUM, HIGH = 0x5100, 0x5200, 0x5300
+
+
+def vp8(seq: int, ssrc: int, key: bool) -> bytes:
+    """A VP8 packet starting a frame: descriptor S=1, PID 0; payload header P=0 for a key frame."""
+    payload = bytes([0x10, 0x00 if key else 0x01]) + b"\xcd" * 50
+    return RtpPacket(payload_type=PRODUCER_PT, sequence_number=seq & 0xFFFF, timestamp=seq * 3000,
+                     ssrc=ssrc, payload=payload).serialize()
+
+
+def test_simulcast_consumer_follows_active_streams_switching_at_key_frames(spawn, udp) -> None:
+    w = spawn(0)
+    sender, rx = udp(), udp()
+    local = w.ok("transport.createPlain", transportId=1, remoteIp="127.0.0.1", remotePort=sender.getsockname()[1])
+    dest = (local["ip"], local["port"])
+    w.ok("transport.createPlain", transportId=2, remoteIp="127.0.0.1", remotePort=rx.getsockname()[1])
+    streams = [{"ssrc": LOW, "profile": "low"}, {"ssrc": MEDIUM, "profile": "medium"}, {"ssrc": HIGH, "profile": "high"}]
+    w.ok("producer.create", **producer_params(10, 1, streams=streams))
+    w.ok("consumer.create", **consumer_params(20, 10, 2, ssrc=0xC0))
+    seq = {LOW: 1000, MEDIUM: 5000, HIGH: 9000}
+
+    def send_round(*ssrcs: int, key: set[int] = frozenset()) -> None:
+        for ssrc in ssrcs:
+            sender.sendto(vp8(seq[ssrc], ssrc, ssrc in key), dest)
+            seq[ssrc] += 1
+
+    def feed(duration: float, *ssrcs: int) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            send_round(*ssrcs)
+            time.sleep(0.02)
+
+    def payload_ssrcs(packets: list[RtpPacket]) -> list[int]:
+        return [p.ssrc for p in packets]
+
+    # Only low sends: the consumer (first on 'high', nothing known yet) moves to low at once.
+    feed(1.2, LOW)
+    w.wait_event("consumer.effectiveProfile", consumerId=20, profile="low")
+    rx.settimeout(0.3)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            rx.recv(2048)
+    # Medium starts: 'default' means the highest active stream; the worker asks the sender
+    # for a key frame of medium and keeps forwarding low until one comes.
+    feed(1.0, LOW, MEDIUM)
+    pli_seen = set()
+    sender.settimeout(0.05)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            pli_seen.update(rtcp.key_frame_requests(sender.recv(2048)))
+    assert MEDIUM in pli_seen
+    rx.settimeout(0.05)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            rx.recv(2048)
+    send_round(LOW, MEDIUM)  # medium delta: still low
+    before = receive(rx, 1)
+    assert before[0].payload[1] == 0x01
+    first = before[-1].sequence_number
+    send_round(MEDIUM, LOW, key={MEDIUM})  # medium key frame: switch; low is not forwarded
+    got = receive(rx, 1)
+    assert got[0].payload[1] == 0x00  # the key frame is the first packet after the switch
+    send_round(LOW, MEDIUM)
+    send_round(LOW, MEDIUM)
+    send_round(LOW, MEDIUM)
+    got += receive(rx, 3)
+    assert nothing_arrives(rx)
+    ws = w.ok("worker.dump")
+    consumer = next(c for c in ws["consumers"] if c["consumerId"] == 20)
+    assert consumer["effectiveProfile"] == "medium", consumer
+    assert [p.sequence_number for p in got] == [(first + i) & 0xFFFF for i in range(1, 5)]
+    assert all(p.ssrc == 0xC0 for p in got)
+
+    # The app prefers low: back to low at low's next key frame.
+    w.ok("consumer.setPreferredProfile", consumerId=20, profile="low")
+    send_round(LOW, MEDIUM)
+    send_round(LOW, MEDIUM, key={LOW})
+    more = receive(rx, 2)
+    assert [p.sequence_number for p in more] == [(got[-1].sequence_number + i) & 0xFFFF for i in (1, 2)]
+    w.wait_event("consumer.effectiveProfile", consumerId=20, profile="low")
+
+    # Back to 'default': medium again at its key frame; then medium stops arriving and the
+    # consumer falls back to low (the stream it was on shows nothing any more).
+    w.ok("consumer.setPreferredProfile", consumerId=20, profile="default")
+    feed(0.3, LOW, MEDIUM)
+    send_round(LOW, MEDIUM, key={MEDIUM})
+    w.wait_event("consumer.effectiveProfile", consumerId=20, profile="medium")
+    feed(1.6, LOW)
+    w.wait_event("consumer.effectiveProfile", consumerId=20, profile="low")

@@ -46,6 +46,10 @@ class ConsumerRewrite:
         "profile",
         "reported_profile",
         "send",
+        "fd",
+        "protect",
+        "lane",
+        "queued",
         "packets",
         "octets",
         "send_errors",
@@ -77,6 +81,13 @@ class ConsumerRewrite:
         self.reported_profile: str | None = None
         # Sends one rewritten packet (a bytes-like view) on the consumer's transport.
         self.send: Callable[[object], object] = _no_send
+        # The batched path (workers/sendbatch.py): the connected socket's fd (-1: use `send`
+        # per copy), the SRTP protect-at-pointer of the transport (None: plain RTP), and the
+        # consumer's place in the current batch (first mmsghdr slot, copies queued).
+        self.fd = -1
+        self.protect: Callable[[object, int], int] | None = None
+        self.lane = 0
+        self.queued = 0
         self.packets = 0
         self.octets = 0
         self.send_errors = 0

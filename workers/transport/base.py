@@ -67,6 +67,12 @@ class Transport:
         """How to send one RTP packet to the remote now, or None while that is not possible."""
         raise NotImplementedError
 
+    def batch_target(self) -> tuple[int, Callable[[Any, int], int] | None]:
+        """(fd, protect) for the batched fan-out (workers/sendbatch.py): the connected UDP
+        socket the sender() sends on, and for SRTP a `protect(pointer, length) -> length`
+        that protects in place. fd -1: not batchable, the forwarder calls sender() per copy."""
+        return -1, None
+
     def send_rtcp(self, packet: bytes) -> None:
         """Send one compound RTCP packet to the remote; silently nothing while not possible."""
         raise NotImplementedError

@@ -4,10 +4,15 @@ Worker I binds PULL ipc://{run_dir}/pipe-{I}.ipc. `pipe.open {producerId, worker
 connects one PUSH per destination worker (shared by all producers piped there) and adds a
 PipeBatch for (producer, destination) to the producer's streams. The forwarder appends one
 copy of each packet to the batch; after each socket drain every batch that got packets goes
-out as ONE ZeroMQ message:
+out as ONE ZeroMQ message of two frames:
 
     frame 0   producerId, 4 bytes big-endian
-    frame 1.. one RTP packet each (ingest-rewritten: room PT, room extension ids)
+    frame 1   the drain's packets, each as a 2-byte big-endian length and the packet
+              (ingest-rewritten RTP: room PT, room extension ids; or the origin's SR)
+
+One frame per drain, not one per packet: ZeroMQ's per-frame cost (a zmq_msg each side) and
+one Python `bytes` per packet at the receiver were most of the hop's cost, and the receiver
+copies each record straight from the frame into the forwarder's buffer.
 
 A message with frame 0 alone marks a discontinuity: the producer was paused at the origin,
 so consumers on the destination resync their sequence numbers before the next packet
@@ -15,7 +20,9 @@ so consumers on the destination resync their sequence numbers before the next pa
 
 Batching halves the hop's cost (PERF.md: 2.9 µs/packet unbatched, 1.4 µs at 32 per message).
 When a destination does not keep up, ZeroMQ's high-water mark is reached and the batch is
-dropped and counted (pipeDropped): the data path never blocks.
+dropped and counted (pipeDropped): the data path never blocks. The mark counts messages,
+i.e. drains: PIPE_HWM lets a destination fall behind by about a second of drains (two
+workers share a core on small machines, and 2000 was reached in bursts at 10k pps).
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tureen.workers.pipe")
 
-PIPE_HWM = 2000  # messages (batches) queued per destination before dropping
+PIPE_HWM = 10000  # messages (batches, one per drain) queued per destination before dropping
+_RECORD = 2  # bytes of length before each packet in frame 1
+# The length prefixes of every packet size a UDP datagram of RTP has, made once.
+LEN_PREFIX = tuple(n.to_bytes(_RECORD, "big") for n in range(2048))
 
 
 def pipe_path(run_dir: str, index: int) -> str:
@@ -44,31 +54,49 @@ def pipe_path(run_dir: str, index: int) -> str:
 
 
 class PipeBatch:
-    __slots__ = ("producer_id", "dest", "header", "frames", "pending", "push")
+    """The packets of one drain for one (producer, destination worker). The forwarder
+    appends records to `out` inline (forward.py), and lists the batch in `Forwarder.dirty`
+    when it gets its first one (`count` 0 -> 1)."""
+
+    __slots__ = ("producer_id", "dest", "header", "out", "count", "push")
 
     def __init__(self, producer_id: int, dest: int, push: zmq.Socket) -> None:
         self.producer_id = producer_id
         self.dest = dest
         self.header = producer_id.to_bytes(4, "big")
-        self.frames: list[bytes] = [self.header]
-        self.pending = False
+        self.out = bytearray()
+        self.count = 0
         self.push = push
 
+    @property
+    def pending(self) -> bool:
+        return self.count > 0
+
+    def add(self, fwd: Forwarder, packet: bytes) -> None:
+        """Queue one packet off the hot loop (the origin's sender reports)."""
+        if not self.count:
+            fwd.dirty.append(self)
+        self.out += len(packet).to_bytes(_RECORD, "big")
+        self.out += packet
+        self.count += 1
+
     def flush(self, fwd: Forwarder) -> None:
-        frames = self.frames
-        self.frames = [self.header]
-        self.pending = False
-        count = len(frames) - 1
+        count = self.count
+        self.count = 0
         try:
-            self.push.send_multipart(frames, zmq.NOBLOCK)
+            # pyzmq copies the bytearray into the message (below its copy threshold, and
+            # copy=True anyway), so `out` is reused right after.
+            self.push.send_multipart((self.header, self.out), zmq.NOBLOCK)
         except zmq.ZMQError:  # Again: the destination is not keeping up (or gone)
             fwd.pipe_dropped += count
             return
+        finally:
+            del self.out[:]
         fwd.pipe_packets_out += count
         fwd.pipe_messages_out += 1
 
     def mark_discontinuity(self, fwd: Forwarder) -> None:
-        if self.pending:  # keep order: queued packets before the mark
+        if self.count:  # keep order: queued packets before the mark
             self.flush(fwd)
             fwd.dirty.remove(self)
         with contextlib.suppress(zmq.ZMQError):
@@ -141,18 +169,27 @@ class PipeHub:
         if len(frames) == 1:
             self._on_discontinuity(producer)
             return
+        if len(frames) != 2:
+            self.bad_messages += 1
+            return
+        data = frames[1]
+        mv = memoryview(data)
         buf = fwd.buf
-        size = len(buf)
         receive = fwd.receive
-        for i in range(1, len(frames)):
-            packet = frames[i]
-            n = len(packet)
-            if n > size:  # cannot happen with UDP-sized packets; never overrun the buffer
-                fwd.drop_truncated += 1
-                continue
-            buf[:n] = packet
+        end = len(data)
+        off = 0
+        count = 0
+        while off < end:
+            n = (data[off] << 8) | data[off + 1]
+            off += _RECORD
+            if off + n > end:  # a torn record: never read past the frame
+                self.bad_messages += 1
+                break
+            buf[:n] = mv[off : off + n]  # n < 65536 <= len(buf): never resizes it
+            off += n
+            count += 1
             receive(producer, n)
-        fwd.pipe_packets_in += len(frames) - 1
+        fwd.pipe_packets_in += count
 
     def dump(self) -> dict[str, Any]:
         return {

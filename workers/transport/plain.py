@@ -52,6 +52,7 @@ class PlainRtpTransport(Transport):
             on_datagram_from=self._on_datagram_from,
             after_drain=forwarder.after_drain,
             name=f"transport {transport_id}",
+            recv_batch=forwarder.recv_batch,
         )
 
     @property
@@ -68,6 +69,9 @@ class PlainRtpTransport(Transport):
 
     def sender(self) -> Sender | None:
         return self.endpoint.send
+
+    def batch_target(self) -> tuple[int, None]:
+        return self.endpoint.send_fd, None
 
     def send_rtcp(self, packet: bytes) -> None:
         send = self.endpoint.send

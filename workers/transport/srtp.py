@@ -20,6 +20,7 @@ libsrtp keeps the 80-bit tag on RTCP as RFC 5764 requires.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pylibsrtp
 from pylibsrtp import Policy, Session
@@ -60,6 +61,12 @@ PROFILES: dict[str, SrtpProfile] = {
 }
 
 _ERRORS = pylibsrtp.ERRORS
+
+
+def buffer_pointer(buf: bytearray) -> Any:
+    """A cffi `char *` to a bytearray's storage, for `SrtpContext.protect_rtp_at`. It keeps
+    the bytearray exported (never resized) while alive."""
+    return ffi.from_buffer("char[]", buf, True)
 
 
 def _session(profile: SrtpProfile, key_salt: bytes, ssrc_type: int) -> Session:
@@ -150,6 +157,18 @@ class SrtpContext:
         len_p = self._len
         len_p[0] = length
         rc = lib.srtp_protect(self._tx_ctx, self._tx_view, len_p)
+        if rc:
+            raise ValueError(f"srtp_protect failed: {_ERRORS[rc]}")
+        return len_p[0]
+
+    def protect_rtp_at(self, ptr: Any, length: int) -> int:
+        """Protect the RTP packet at cffi pointer `ptr` (from `buffer_pointer()`, plus an
+        offset) in place; return the SRTP length. The caller guarantees `length` <=
+        MAX_PACKET_SIZE and room for the tag: this is the batched fan-out's call, with no
+        checks and no view to build (workers/sendbatch.py)."""
+        len_p = self._len
+        len_p[0] = length
+        rc = lib.srtp_protect(self._tx_ctx, ptr, len_p)
         if rc:
             raise ValueError(f"srtp_protect failed: {_ERRORS[rc]}")
         return len_p[0]

@@ -27,6 +27,12 @@ import logging
 import random
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tureen.workers.sendbatch import RECV_SLOT
+
+if TYPE_CHECKING:
+    from tureen.workers.sendbatch import RecvBatch
 
 log = logging.getLogger("tureen.workers.udp")
 
@@ -84,8 +90,11 @@ class UdpEndpoint:
         on_datagram_from: Callable[[int, tuple], None],
         after_drain: Callable[[], None],
         name: str = "udp",
+        recv_batch: RecvBatch | None = None,
     ) -> None:
         self._loop = loop
+        # recvmmsg for the connected socket (workers/sendbatch.py), None: recv_into per packet.
+        self._rbatch = recv_batch
         self._buf = buf
         self._on_datagram = on_datagram
         self._on_datagram_from = on_datagram_from
@@ -149,6 +158,11 @@ class UdpEndpoint:
             return self._open.send
         return None
 
+    @property
+    def send_fd(self) -> int:
+        """The connected socket's fd (what `send` sends on), -1 without one."""
+        return self._conn.fileno() if self._conn is not None else -1
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send from the local port to any address (STUN answers to candidate pairs)."""
         self._open.sendto(data, addr)
@@ -158,6 +172,10 @@ class UdpEndpoint:
     def _drain_connected(self) -> None:
         sock = self._conn
         if sock is None:
+            return
+        rb = self._rbatch
+        if rb is not None:
+            self._drain_batched(sock, rb)
             return
         recv_into = sock.recv_into
         buf = self._buf
@@ -172,6 +190,35 @@ class UdpEndpoint:
             except OSError:  # ICMP error of an earlier send (ECONNREFUSED...): consumed
                 self.recv_errors += 1
                 continue
+            count += 1
+            octets += n
+            handler(n)
+        self.datagrams_in += count
+        self.octets_in += octets
+        self._after_drain()
+
+    def _drain_batched(self, sock: socket.socket, rb: RecvBatch) -> None:
+        """The connected socket's drain with one recvmmsg (up to DRAIN datagrams)."""
+        fd = sock.fileno()
+        k = rb.recv(fd)
+        tries = 1
+        while k < 0 and tries < 4:  # an ICMP error of an earlier send (ECONNREFUSED...): consumed
+            self.recv_errors += 1
+            k = rb.recv(fd)
+            tries += 1
+        buf = self._buf
+        handler = self._on_datagram
+        view = rb.view
+        length = rb.length
+        octets = 0
+        count = 0
+        for i in range(k):
+            n = length(i)
+            if n < 0:  # larger than a slot: not a media packet we take
+                self.recv_errors += 1
+                continue
+            start = i * RECV_SLOT
+            buf[:n] = view[start : start + n]
             count += 1
             octets += n
             handler(n)

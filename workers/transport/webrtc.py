@@ -100,6 +100,7 @@ class WebRtcTransport(Transport):
                         on_datagram_from=self._on_datagram_from,
                         after_drain=forwarder.after_drain,
                         name=f"transport {transport_id}",
+                        recv_batch=forwarder.recv_batch,
                     )
                     self.endpoints.append(endpoint)
                     local_ip, udp_port = endpoint.local
@@ -171,6 +172,15 @@ class WebRtcTransport(Transport):
         if self.srtp is None or self._send is None:
             return None
         return self._send_srtp
+
+    def batch_target(self) -> tuple[int, Any]:
+        """Batchable when the selected tuple is UDP (the endpoint's connected socket);
+        ICE-TCP frames each packet on its connection, per copy."""
+        if self.srtp is None or self._send is None or self.endpoint is None:
+            return -1, None
+        if self._send != self.endpoint.send:  # a TCP connection's send
+            return -1, None
+        return self.endpoint.send_fd, self.srtp.protect_rtp_at
 
     def _send_srtp(self, view: Any) -> None:
         n = len(view)
