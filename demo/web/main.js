@@ -409,12 +409,10 @@ class Session
 		{
 			transport.on('connectionstatechange', (state) =>
 				this.record('transportState', { direction: transport.direction, state }));
+			// Closes with the room. (A transportClosed notification does not close it: 2.4.12
+			// keeps the transport and re-creates it on the server with the next producer.)
 			transport.on('close', (originator) =>
-			{
-				this.record('transportClosed', { direction: transport.direction, originator });
-				if (originator === 'remote' && !this.closed)
-					this.fail(new Error(`Tureen closed the ${transport.direction} transport`));
-			});
+				this.record('transportClosed', { direction: transport.direction, originator }));
 		}
 
 		this.tiles.set(this.peerName, new Tile(this.peerName, true));

@@ -42,12 +42,8 @@ def test_chromium_signals_three_simulcast_ssrcs_and_a_consumer_preferring_low_ge
     assert video["frameWidth"] > 0, video
 
 
-@pytest.mark.xfail(
-    reason="Tureen picks a simulcast consumer's stream statically (workers/router.py choose_stream: "
-    "'default' -> the 'high' stream) without looking at which streams receive packets; Chromium "
-    "sends only the first ('low') SSRC, so the consumer gets nothing until simulcast switching lands",
-    strict=False,
-)
 def test_a_consumer_with_the_default_profile_gets_the_simulcast_video(open_page) -> None:
+    """Tureen follows the best active stream: the silent 'medium'/'high' SSRCs are skipped."""
     alice, bob = simulcast_pair(open_page)
-    grows(bob, "alice", "video", "framesDecoded", 30, timeout=15)
+    video = grows(bob, "alice", "video", "framesDecoded", 30, timeout=15)
+    assert video["frameWidth"] > 0, video
