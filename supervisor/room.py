@@ -285,6 +285,11 @@ class Room:
         try:
             await self._services.worker_request(index, method, **params)
         except ProtocolError as exc:
+            if exc.code == "not_found":
+                # Already gone there: the worker closed it first (the browser's DTLS
+                # close_notify after it heard `closed`, a failed transport). Done either way.
+                log.debug("room %r: worker %d %s: %s", self.id, index, method, exc.message)
+                return
             log.warning("room %r: worker %d %s failed: %s", self.id, index, method, exc.message)
 
     def _worker_for(self, peer: Peer) -> int:
