@@ -1,9 +1,10 @@
 """A simulcast producer (mediasoup-client's legacy SSRC simulcast) from Chromium through Tureen.
 
 What Chromium 156 really sends for `createProducer(track, {simulcast: true})` with 2.4.12: the
-three SSRCs are signalled (a=ssrc-group:SIM, three encodings with profiles low/medium/high) but
-only the first one carries media, at the full capture size; the other two stay silent
-(see docs/browser.md). These tests pin that down and what a consumer gets from it.
+three SSRCs are signalled (a=ssrc-group:SIM, three encodings with profiles low/medium/high);
+media starts on the first one, the second follows once the bandwidth estimate allows, the third
+stays silent at 640x480 (see docs/browser.md). These tests pin that down and what a consumer
+gets from it.
 """
 
 from __future__ import annotations
@@ -47,3 +48,32 @@ def test_a_consumer_with_the_default_profile_gets_the_simulcast_video(open_page)
     alice, bob = simulcast_pair(open_page)
     video = grows(bob, "alice", "video", "framesDecoded", 30, timeout=15)
     assert video["frameWidth"] > 0, video
+
+
+VIDEO_CONSUMER = "[...window.tureenDemo.session.consumers.values()].find((c) => c.kind === 'video')"
+
+
+def test_the_effective_profile_follows_chromium_layers_and_the_preferred_profile(open_page) -> None:
+    """Chromium starts its second layer once its bandwidth estimate allows (REMB and receiver
+    reports from Tureen); a 'default' consumer climbs to it at a key frame, and back down to
+    'low' when the receiving page prefers it, decoding all along."""
+    alice, bob = simulcast_pair(open_page)
+    wait_until(
+        lambda: sent_video_ssrcs(alice),
+        lambda s: sum(1 for v in s.values() if v > 100) >= 2,
+        40,
+        "alice to send two simulcast layers",
+    )
+    wait_until(
+        lambda: bob.js(f"{VIDEO_CONSUMER}.effectiveProfile"),
+        lambda p: p in ("medium", "high"),
+        20,
+        "bob's consumer to climb above 'low'",
+    )
+    grows(bob, "alice", "video", "framesDecoded", 20)
+    bob.js(f"{VIDEO_CONSUMER}.setPreferredProfile('low')")
+    wait_until(
+        lambda: bob.js(f"{VIDEO_CONSUMER}.effectiveProfile"), lambda p: p == "low", 20, "bob's consumer to go to 'low'"
+    )
+    low = grows(bob, "alice", "video", "framesDecoded", 20)
+    assert low["frameWidth"] > 0, low
