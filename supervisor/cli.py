@@ -152,6 +152,13 @@ def workers_list(control: ControlOpt = DEFAULT_ENDPOINT) -> None:
     _print(_call(control, "server.info")["workers"], True)
 
 
+@workers_app.command("dump")
+def workers_dump(index: int, control: ControlOpt = DEFAULT_ENDPOINT) -> None:
+    """Print worker INDEX's data-path state as JSON: transports (ICE/DTLS state, selected
+    tuple, drop counters), producers, consumers and the forwarder's counters."""
+    _print(_call(control, "worker.dump", index=index), True)
+
+
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="HTTP/WebSocket port of the demo page.")] = 8080,
