@@ -25,7 +25,9 @@ from benchmarks.tureen_server import TureenServer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
-TIMING = Timing(warmup=0.2, window=0.4, drain=0.3)
+# A long drain: the suite runs beside browser tests on 2 cores, where a worker can be off
+# its CPU for a few hundred ms; a packet late by that much is not lost.
+TIMING = Timing(warmup=0.2, window=0.4, drain=1.5)
 RATE = 200.0  # packets/s: low enough for any machine, CI included
 
 
