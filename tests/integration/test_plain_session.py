@@ -101,7 +101,7 @@ class Session:
             self.seq += 1
             self.ts += 960
 
-    async def receive(self, count: int, duration: float = 2.0) -> list[tuple[int, int, int, int]]:
+    async def receive(self, count: int, duration: float = 6.0) -> list[tuple[int, int, int, int]]:
         packets = await asyncio.to_thread(drain, self.bob_sock, duration, count)
         return [parse_rtp(p) for p in packets]
 
