@@ -3,6 +3,11 @@
 Same input (one stream from the load tool), same number of consumers, same per-consumer
 rewrite (SSRC, PT, sequence and timestamp offsets), same sinks and checks; pinned to the same
 core a Tureen worker gets. Its figures are the denominator of every ratio in the table.
+
+With `srtp` ('gcm' or 'cm') it is the C+SRTP baseline: the load tool protects the input with
+a random key, cforward unprotects it once and protects each copy with that consumer's own
+libsrtp session (the libsrtp inside pylibsrtp's wheel, as Tureen), the sinks unprotect and
+check. No DTLS: the keys are made up here; the handshake is not what is being compared.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import orjson
 from . import cpus
 from .load import VIDEO_SIZE, Expect, Stream, Topology, port_of, udp_socket
 from .scenarios import VIDEO_PT, Built
+from .srtp import libsrtp_path, random_key
 
 CONSUMER_PT = 101  # what the room would give VP8; any value the sink is told works
 
@@ -25,14 +31,23 @@ CONSUMER_PT = 101  # what the room would give VP8; any value the sink is told wo
 class CForwarder:
     """One cforward process serving one fan-out; stopped by SIGTERM (by pid) at close."""
 
-    def __init__(self, binary: Path, n: int, forwarder_cpu: int, max_seconds: int = 900) -> None:
+    def __init__(self, binary: Path, n: int, forwarder_cpu: int, max_seconds: int = 900,
+                 srtp: str | None = None) -> None:
         self.listen = udp_socket(rcvbuf=1 << 20)  # Tureen's input sockets have 1 MiB too
         source = udp_socket()
         sinks = [udp_socket() for _ in range(n)]
-        expects = [Expect(sink, 0x5EED_0000 + i, CONSUMER_PT, 0) for i, sink in enumerate(sinks)]
+        keys = [random_key(srtp) if srtp else None for _ in range(n)]
+        expects = [Expect(sink, 0x5EED_0000 + i, CONSUMER_PT, 0, key=keys[i]) for i, sink in enumerate(sinks)]
         lines = [f"run {self.listen.fileno()} {max_seconds}"]
+        lib = str(libsrtp_path()) if srtp else None
+        in_key = random_key(srtp) if srtp else None
+        if srtp:
+            assert in_key is not None
+            lines += [f"srtp {lib} {srtp}", f"inkey {in_key.hex()}"]
         for i, sink in enumerate(sinks):
             lines.append(f"consumer {port_of(sink)} {0x5EED_0000 + i} {CONSUMER_PT} {(i * 7919) & 0xFFFF} {i * 104729}")
+            if srtp:
+                lines.append(f"ckey {keys[i].hex()}")  # type: ignore[union-attr]
         with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix="cforward-", delete=False) as conf:
             conf.write("\n".join(lines) + "\n")
         self._conf = Path(conf.name)
@@ -41,9 +56,9 @@ class CForwarder:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         cpus.pin(self.process.pid, forwarder_cpu)
-        stream = Stream(source, port_of(self.listen), 0x1000_0001, VIDEO_PT, VIDEO_SIZE)
+        stream = Stream(source, port_of(self.listen), 0x1000_0001, VIDEO_PT, VIDEO_SIZE, key=in_key)
         self.built = Built(
-            topology=Topology([stream], expects),
+            topology=Topology([stream], expects, srtp=srtp, srtp_lib=lib),
             input_ports=[port_of(self.listen)],
             consumers=n,
             sockets=[self.listen, source, *sinks],

@@ -14,6 +14,10 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent / "ctools"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+# -rdynamic: the tools dlopen libsrtp from pylibsrtp's extension, which needs a few CPython
+# symbols that srtpdl.h stubs out in the executable (see there).
+LDFLAGS = ["-rdynamic", "-ldl"]
+HEADERS = ["srtpdl.h"]  # included by both tools: part of every binary's hash
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,8 @@ class Tools:
 
 def _build(name: str, out_dir: Path) -> Path:
     source = SOURCE_DIR / f"{name}.c"
-    digest = hashlib.sha256(source.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    text = source.read_bytes() + b"".join((SOURCE_DIR / h).read_bytes() for h in HEADERS)
+    digest = hashlib.sha256(text + " ".join(CFLAGS + LDFLAGS).encode()).hexdigest()[:12]
     binary = out_dir / f"{name}-{digest}"
     if binary.exists():
         return binary
@@ -32,7 +37,7 @@ def _build(name: str, out_dir: Path) -> Path:
     if gcc is None:
         raise RuntimeError("the benchmark needs gcc (or cc) to build its load tools")
     tmp = binary.with_suffix(".tmp")
-    result = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True)
+    result = subprocess.run([gcc, *CFLAGS, "-o", str(tmp), str(source), *LDFLAGS], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"gcc failed on {source.name}:\n{result.stderr}")
     tmp.replace(binary)  # atomic: a concurrent build never sees half a binary

@@ -51,6 +51,10 @@ class Stream:
     rate_share: float = 1.0  # pps = trial rate * rate_share (audio runs slower than video)
     ts_step: int = 3000
     seq: int = 1  # next sequence number: carried over between runs so it never jumps back
+    # SRTP: the master key || salt the sender protects with. `seq` is then also the SRTP
+    # index of the next packet (the receiver's session started at ROC 0 with seq 1), so
+    # each run's fresh sender session starts at ROC seq >> 16.
+    key: bytes | None = None
 
 
 @dataclass
@@ -61,6 +65,11 @@ class Expect:
     ssrc: int
     pt: int
     stream: int
+    # SRTP: this consumer's key, and (once a run has seen its packets) its SRTP index minus
+    # the producer's `Stream.seq` for the same packet: constant, as a forwarder rewrites
+    # seq by a fixed offset. The next run's fresh sink session gets its ROC from it.
+    key: bytes | None = None
+    index_offset: int | None = None
 
 
 @dataclass
@@ -68,6 +77,8 @@ class Topology:
     streams: list[Stream]
     expects: list[Expect]
     sink_ports: list[int] = field(default_factory=list)
+    srtp: str | None = None  # 'gcm' or 'cm' (benchmarks/srtp.py): every stream and expect has a key
+    srtp_lib: str | None = None  # pylibsrtp's extension (srtp.libsrtp_path())
 
     def __post_init__(self) -> None:
         if not self.sink_ports:
@@ -97,14 +108,23 @@ def _config(topo: Topology, rate: float, timing: Timing, nonce: int) -> str:
         f"run {nonce} {int(timing.warmup * 1000)} {int(timing.window * 1000)} "
         f"{int(timing.drain * 1000)} {max_packets}"
     ]
+    if topo.srtp:
+        lines.append(f"srtp {topo.srtp_lib} {topo.srtp}")
     for s in topo.streams:
         pps = max(1, round(rate * s.rate_share))
         lines.append(
             f"stream {s.source.fileno()} {s.dst_port} {s.ssrc} {s.pt} {s.size} {pps} "
             f"{s.seq & 0xFFFF} {(s.seq * s.ts_step) & 0xFFFFFFFF} {s.ts_step}"
         )
+        if topo.srtp:
+            assert s.key is not None
+            lines.append(f"skey {s.key.hex()} {s.seq >> 16}")
     for e in topo.expects:
         lines.append(f"expect {e.sink.fileno()} {e.ssrc} {e.pt} {e.stream}")
+        if topo.srtp:
+            assert e.key is not None
+            base = -1 if e.index_offset is None else topo.streams[e.stream].seq + e.index_offset
+            lines.append(f"ekey {e.key.hex()} {base}")
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +174,11 @@ async def run_load(
     if report is None:
         err = b"" if proc.stderr is None else await proc.stderr.read()
         raise RuntimeError(f"rtpload gave no report (exit {proc.returncode}): {err.decode(errors='replace')}")
+    if topo.srtp:
+        # Each expect's index offset, from its newest packet: [SRTP index, per-run counter].
+        for e, (index, counter) in zip(topo.expects, report["srtp_last"], strict=True):
+            if index >= 0:
+                e.index_offset = index - (topo.streams[e.stream].seq + counter)
     for stream, sent in zip(topo.streams, report["sent_per_stream"], strict=True):
         stream.seq += sent
     return report

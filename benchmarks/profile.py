@@ -25,7 +25,9 @@ from .ctools import build_tools
 from .load import Timing
 from .run import OUT_DIR
 from .search import Context, run_trial
+from .srtp import PROFILE_NAMES
 from .tureen_server import TureenServer
+from .webrtc import webrtc_fanout
 
 
 def summarize(raw: Path, top: int = 20) -> str:
@@ -50,16 +52,19 @@ def summarize(raw: Path, top: int = 20) -> str:
     return "\n".join(lines)
 
 
-async def profile(n: int, rate: float, seconds: float, out: Path) -> Path:
+async def profile(n: int, rate: float, seconds: float, out: Path, srtp: str | None = None) -> Path:
     forwarder_cpu, tools_cpu = cpus.layout()
     tools = build_tools(out / "bin")
     ctx = Context(tools.rtpload, tools_cpu, Timing(0.5, seconds + 1.0, 0.2))
     server = TureenServer(1, out / "logs", forwarder_cpu, tools_cpu)
-    raw = out / f"profile-fanout{n}-{int(rate)}pps.txt"
+    raw = out / f"profile-{'srtp-' + srtp if srtp else 'fanout'}{n}-{int(rate)}pps.txt"
     try:
         async with TureenClient(server.endpoint, timeout=30.0) as client:
             await server.wait_ready(client)
-            built = await scenarios.fanout(client, "profile", n)
+            if srtp:  # over real WebRtcTransports (benchmarks/webrtc.py)
+                built = await webrtc_fanout(client, "profile", n, srtp)
+            else:
+                built = await scenarios.fanout(client, "profile", n)
             pid = server.worker_pids[0]
             spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
             recorder = subprocess.Popen(
@@ -77,7 +82,7 @@ async def profile(n: int, rate: float, seconds: float, out: Path) -> Path:
                     recorder.kill()
                     recorder.wait(5)
                 built.close_sockets()
-            print(f"fanout N={n} at {rate:,.0f} pps in: {trial.out_pps:,.0f} out/s, loss {100 * trial.loss:.2f}%, "
+            print(f"{'srtp-' + srtp if srtp else 'fanout'} N={n} at {rate:,.0f} pps in: {trial.out_pps:,.0f} out/s, loss {100 * trial.loss:.2f}%, "
                   f"{trial.cpu_us_per_out or 0:.2f} µs/out (py-spy's sampling adds some)")
     finally:
         server.stop()
@@ -90,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--rate", type=float, default=1000.0, help="input packets/s")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--srtp", choices=sorted(PROFILE_NAMES), help="over WebRTC with this SRTP profile")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {cpus.layout()[1]})
-    raw = asyncio.run(profile(args.fanout, args.rate, args.seconds, args.out))
+    raw = asyncio.run(profile(args.fanout, args.rate, args.seconds, args.out, args.srtp))
     if raw.exists():
         print(f"collapsed stacks: {raw}\n")
         print(summarize(raw))

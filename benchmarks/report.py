@@ -77,6 +77,31 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+# Issue 7's ratio targets at 1->100: (scenario, what, minimum C-ratio). Printed, never asserted.
+TARGETS = (
+    ("fanout N=100", "plain RTP 1->100", 0.85),
+    ("srtp-gcm N=100", "SRTP AES-GCM 1->100", 0.75),
+    ("srtp-cm N=100", "SRTP AES-CM 1->100", 0.60),
+)
+
+
+def targets(rows: list[Row]) -> str:
+    """One line per issue-7 ratio target found in this run: Tureen's ratios to its baseline
+    (output pps, and CPU per output packet, the steadier one on a shared machine)."""
+    lines = ["targets (x baseline: out pps; CPU per output packet):"]
+    for scenario, what, want in TARGETS:
+        row = next((r for r in rows if r.scenario == scenario and r.target == "tureen"), None)
+        if row is None:
+            continue
+        pps, cpu = row.ratios()
+        if cpu is None:
+            lines.append(f"  {what} >= {want:.2f}: no figure (no held rate)")
+            continue
+        verdict = "met" if cpu >= want else f"missed by {want - cpu:.2f}"
+        lines.append(f"  {what} >= {want:.2f}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)")
+    return "\n".join(lines)
+
+
 def write_json(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "rows": [r.to_json() for r in rows]}, indent=2))

@@ -1,7 +1,9 @@
 """`python -m benchmarks.run [--quick]`: every scenario, the C baseline, table, JSON, plot.
 
-Scenarios (issue 7), plain RTP; the SRTP variants slot in as further targets later:
+Scenarios (issue 7):
   fanout N   one producer -> N consumers on one worker (Tureen) / one cforward (C)
+  srtp-gcm N / srtp-cm N   the same over WebRTC: every transport connected for real (ICE +
+             DTLS by the harness as the browser), SRTP at rate; baseline C + libsrtp
   cross N    producer on one worker, its N consumers on another (the pipe's cost)
   meeting P  P peers each sending audio + video and receiving everyone else, on 2 workers
 """
@@ -30,7 +32,9 @@ from .progress import Progress
 from .report import Row
 from .scenarios import Built
 from .search import Context, Search, Trial, run_trial, saturate
+from .srtp import PROFILE_NAMES
 from .tureen_server import TureenServer
+from .webrtc import webrtc_fanout
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 START_OUT_PPS = 20_000  # first trial: output packets/s any forwarder here holds easily
@@ -43,15 +47,18 @@ class Plan:
     meeting: list[int]
     timing: Timing
     max_trials: int
+    srtp: list[int]  # fan-out sizes of the SRTP (WebRTC) scenario
+    profiles: list[str]  # 'gcm', 'cm'
 
     @property
     def searches(self) -> int:
-        return 2 * len(self.fanout) + len(self.cross) + len(self.meeting)
+        return 2 * len(self.fanout) + len(self.cross) + len(self.meeting) + 2 * len(self.srtp) * len(self.profiles)
 
 
-QUICK = Plan(fanout=[1, 10, 100], cross=[10], meeting=[5], timing=Timing(0.2, 0.5, 0.1), max_trials=4)
+QUICK = Plan(fanout=[1, 10, 100], cross=[10], meeting=[5], timing=Timing(0.2, 0.5, 0.1), max_trials=4,
+             srtp=[1, 100], profiles=["gcm", "cm"])
 FULL = Plan(fanout=[1, 10, 100, 500], cross=[10, 100], meeting=[5, 10, 25],
-            timing=Timing(0.5, 1.5, 0.15), max_trials=7)
+            timing=Timing(0.5, 1.5, 0.15), max_trials=7, srtp=[1, 10, 100, 500], profiles=["gcm", "cm"])
 
 
 def _ints(text: str) -> list[int]:
@@ -136,6 +143,22 @@ class Bench:
         row.extra["cforward"] = counters
         return row
 
+    async def c_srtp_fanout(self, n: int, profile: str) -> Row:
+        fwd = CForwarder(self.tools.cforward, n, self.forwarder_cpu, srtp=profile)
+        try:
+            search = await self._search(f"srtp-{profile} N={n} c+srtp", fwd.built, fwd.pids)
+        finally:
+            counters = fwd.close()
+        row = Row(f"srtp-{profile} N={n}", "c+srtp", n, search)
+        row.extra["cforward"] = counters
+        return row
+
+    async def tureen_srtp_fanout(self, n: int, profile: str) -> Row:
+        async def body(server: TureenServer, client: TureenClient) -> Row:
+            return await self._tureen_row(f"srtp-{profile} N={n}", server, client,
+                                          lambda: webrtc_fanout(client, "bench", n, profile))
+        return await self._with_tureen(1, body)
+
     async def tureen_fanout(self, n: int) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> Row:
             return await self._tureen_row(f"fanout N={n}", server, client,
@@ -179,6 +202,13 @@ class Bench:
             self.rows.append(row)
         for p in self.plan.meeting:
             self.rows.append(await self.tureen_meeting(p))
+        for profile in self.plan.profiles:
+            for n in self.plan.srtp:
+                base = await self.c_srtp_fanout(n, profile)
+                self.rows.append(base)
+                row = await self.tureen_srtp_fanout(n, profile)
+                row.baseline = base
+                self.rows.append(row)
         self.progress.close()
         return self.rows
 
@@ -190,6 +220,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout", type=_ints, help="fan-out sizes N, e.g. 1,10,100")
     parser.add_argument("--cross", type=_ints, help="cross-worker consumer counts (empty: skip)")
     parser.add_argument("--meeting", type=_ints, help="meeting sizes P (empty: skip)")
+    parser.add_argument("--srtp", type=_ints, help="SRTP (WebRTC) fan-out sizes N (empty: skip)")
+    parser.add_argument("--profiles", type=lambda t: [x for x in t.split(",") if x.strip()],
+                        help="SRTP profiles: gcm,cm")
     parser.add_argument("--window", type=float, help="measurement window per trial, seconds")
     parser.add_argument("--trials", type=int, help="trials per saturation search")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for JSON, PNG, logs, binaries")
@@ -200,11 +233,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
     base = QUICK if args.quick else FULL
     plan = Plan(fanout=list(base.fanout), cross=list(base.cross), meeting=list(base.meeting),
                 timing=Timing(base.timing.warmup, base.timing.window, base.timing.drain),
-                max_trials=base.max_trials)
-    for name in ("fanout", "cross", "meeting"):
+                max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles))
+    for name in ("fanout", "cross", "meeting", "srtp", "profiles"):
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
+    unknown = [p for p in plan.profiles if p not in PROFILE_NAMES]
+    if unknown:
+        raise SystemExit(f"unknown SRTP profile(s) {unknown}: use {', '.join(PROFILE_NAMES)}")
     if args.window:
         plan.timing.window = args.window
     if args.trials:
@@ -224,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(bench.run())
     text = report.table(rows)
     print(text)
+    print()
+    print(report.targets(rows))
     meta: dict[str, Any] = {
         "started": started, "seconds": round(time.time() - started, 1), "quick": args.quick,
         "forwarder_cpu": forwarder_cpu, "tools_cpu": tools_cpu, "cpus": os.cpu_count(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,11 @@ class Built:
     consumers: int
     workers_used: dict[str, int] = field(default_factory=dict)
     sockets: list[socket.socket] = field(default_factory=list)
+    on_close: list[Callable[[], object]] = field(default_factory=list)  # e.g. stop keepalives
 
     def close_sockets(self) -> None:
+        for stop in self.on_close:
+            stop()
         for sock in self.sockets:
             sock.close()
 

@@ -94,7 +94,8 @@ async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: 
     else:
         wall = window
     requested = sum(max(1, round(rate * s.rate_share)) for s in topo.streams)
-    errors = sum(report[k] for k in ("seq_errors", "ts_errors", "pt_errors", "misrouted", "unexpected"))
+    errors = sum(report.get(k, 0) for k in ("seq_errors", "ts_errors", "pt_errors", "misrouted", "unexpected",
+                                            "srtp_errors"))
     return Trial(
         rate=rate,
         input_pps=report["sent_window"] / window,

@@ -8,6 +8,15 @@
  *   run LISTEN_FD MAX_SECONDS
  *   consumer DST_PORT SSRC PT SEQ_OFFSET TS_OFFSET     (one line per consumer)
  *
+ * With SRTP (the C+SRTP baseline), after the run line:
+ *   srtp LIBSRTP_SO PROFILE      (srtpdl.h: libsrtp from pylibsrtp's wheel; gcm or cm)
+ *   inkey HEX                    (the producer's key: each input is unprotected once, in place)
+ * and after each consumer line:
+ *   ckey HEX                     (that consumer's key: its own libsrtp session, as Tureen has
+ *                                 one per transport)
+ * Then per packet and consumer the header + payload are written into the slot's own buffer
+ * (protect works in place and appends the tag) and protected, one iovec per datagram.
+ *
  * LISTEN_FD is inherited, already bound (the parent knows its port). Loopback only. Stops on
  * SIGTERM/SIGINT or after MAX_SECONDS, then prints one JSON line of counters.
  */
@@ -22,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "srtpdl.h"
+
 #define RECV_BATCH 32
 #define SEND_BATCH 64
 #define MAX_PKT 1500
@@ -32,6 +43,7 @@ typedef struct {
     uint32_t ssrc, ts_offset;
     uint16_t seq_offset;
     uint8_t pt;
+    sd_srtp_t tx;
 } Consumer;
 
 static volatile sig_atomic_t stop;
@@ -41,8 +53,9 @@ static int send_fd;
 static struct mmsghdr smsg[SEND_BATCH];
 static struct iovec siov[SEND_BATCH][2];
 static uint8_t hdr[SEND_BATCH][12];
+static uint8_t sbuf[SEND_BATCH][MAX_PKT + SD_MAX_TRAILER]; /* SRTP: one whole datagram per slot */
 static int pending;
-static unsigned long long sent, send_errors;
+static unsigned long long sent, send_errors, srtp_errors;
 
 static void flush(void) {
     int off = 0;
@@ -64,6 +77,8 @@ int main(int argc, char **argv) {
     int n = 0, cap = 16;
     Consumer *cons = calloc(cap, sizeof(Consumer));
     char word[32];
+    int srtp_on = 0;
+    sd_srtp_t rx = NULL;
     while (fscanf(cf, "%31s", word) == 1) {
         if (!strcmp(word, "run")) {
             if (fscanf(cf, "%d %u", &listen_fd, &max_seconds) != 2) goto bad;
@@ -80,10 +95,27 @@ int main(int argc, char **argv) {
             c->pt = (uint8_t)pt;
             c->seq_offset = (uint16_t)seq_off;
             c->ts_offset = ts_off;
+        } else if (!strcmp(word, "srtp")) {
+            char lib[4096], profile[16];
+            if (fscanf(cf, "%4095s %15s", lib, profile) != 2) goto bad;
+            sd_load(lib, profile);
+            srtp_on = 1;
+        } else if (!strcmp(word, "inkey")) {
+            char hex[129];
+            if (!srtp_on || fscanf(cf, "%128s", hex) != 1) goto bad;
+            rx = sd_session(hex, SD_SSRC_ANY_INBOUND, 0);
+        } else if (!strcmp(word, "ckey")) {
+            char hex[129];
+            if (!srtp_on || !n || fscanf(cf, "%128s", hex) != 1) goto bad;
+            cons[n - 1].tx = sd_session(hex, SD_SSRC_ANY_OUTBOUND, 0);
         } else goto bad;
     }
     fclose(cf);
     if (listen_fd < 0 || max_seconds == 0) goto bad;
+    if (srtp_on) {
+        if (!rx) goto bad;
+        for (int c = 0; c < n; c++) if (!cons[c].tx) goto bad;
+    }
 
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
@@ -109,8 +141,9 @@ int main(int argc, char **argv) {
         smsg[i].msg_hdr.msg_iov = siov[i];
         smsg[i].msg_hdr.msg_iovlen = 2;
         smsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
-        siov[i][0].iov_base = hdr[i];
+        siov[i][0].iov_base = srtp_on ? sbuf[i] : hdr[i];
         siov[i][0].iov_len = 12;
+        if (srtp_on) smsg[i].msg_hdr.msg_iovlen = 1;
     }
 
     struct timespec t;
@@ -126,12 +159,17 @@ int main(int argc, char **argv) {
             uint8_t *p = in[i];
             unsigned len = rmsg[i].msg_len;
             if (len < 12 || (p[0] & 0xc0) != 0x80) { dropped++; continue; }
+            if (srtp_on) {
+                int l = (int)len;
+                if (sd_unprotect(rx, p, &l)) { srtp_errors++; continue; }
+                len = (unsigned)l;
+            }
             received++;
             uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
             uint32_t ts = (uint32_t)p[4] << 24 | p[5] << 16 | p[6] << 8 | p[7];
             for (int c = 0; c < n; c++) {
                 Consumer *k = &cons[c];
-                uint8_t *h = hdr[pending];
+                uint8_t *h = srtp_on ? sbuf[pending] : hdr[pending];
                 uint16_t s = seq + k->seq_offset;
                 uint32_t v = ts + k->ts_offset;
                 h[0] = p[0];
@@ -139,16 +177,24 @@ int main(int argc, char **argv) {
                 h[2] = s >> 8; h[3] = (uint8_t)s;
                 h[4] = v >> 24; h[5] = v >> 16; h[6] = v >> 8; h[7] = (uint8_t)v;
                 h[8] = k->ssrc >> 24; h[9] = k->ssrc >> 16; h[10] = k->ssrc >> 8; h[11] = (uint8_t)k->ssrc;
-                siov[pending][1].iov_base = p + 12;
-                siov[pending][1].iov_len = len - 12;
+                if (srtp_on) {
+                    memcpy(h + 12, p + 12, len - 12);
+                    int l = (int)len;
+                    if (sd_protect(k->tx, h, &l)) { srtp_errors++; continue; }
+                    siov[pending][0].iov_len = (size_t)l;
+                } else {
+                    siov[pending][1].iov_base = p + 12;
+                    siov[pending][1].iov_len = len - 12;
+                }
                 smsg[pending].msg_hdr.msg_name = &k->addr;
                 if (++pending == SEND_BATCH) flush();
             }
         }
         flush(); /* the payloads live in `in`, which the next recvmmsg overwrites */
     }
-    printf("{\"received\": %llu, \"sent\": %llu, \"send_errors\": %llu, \"dropped\": %llu}\n",
-           received, sent, send_errors, dropped);
+    printf("{\"received\": %llu, \"sent\": %llu, \"send_errors\": %llu, \"dropped\": %llu, "
+           "\"srtp\": %d, \"srtp_errors\": %llu}\n",
+           received, sent, send_errors, dropped, srtp_on, srtp_errors);
     return 0;
 bad:
     fprintf(stderr, "cforward: bad config\n");

@@ -14,6 +14,18 @@
  *   stream SRC_FD DST_PORT SSRC PT SIZE PPS SEQ0 TS0 TS_STEP      (one line per stream)
  *   expect SINK_FD SSRC PT STREAM_INDEX                          (one line per consumer)
  *
+ * SRTP (optional; then every stream and every expect carries a key):
+ *   srtp LIBSRTP_SO PROFILE          (first line after run; PROFILE gcm or cm, srtpdl.h)
+ *   skey HEX ROC                     (after a stream line: master key||salt, its first ROC)
+ *   ekey HEX BASE                    (after an expect line: the consumer's key, and the SRTP
+ *                                     index its first packet should have, -1 if unknown)
+ * The sender protects every packet in place after stamping it; the sink reads the SSRC from
+ * the clear header, unprotects with that consumer's key (failures counted as srtp_errors)
+ * and checks the plaintext as for plain RTP. STUN answers and SRTCP at a sink are skipped
+ * (counted as control_skipped). The report then has srtp_last: per expect in config order,
+ * [index, counter] of the newest packet, so the harness can give the next run its BASE
+ * (each run starts fresh libsrtp sessions; the SRTP index must carry over the ROC).
+ *
  * Every payload starts with: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
  * u32 stream index, u32 per-stream counter. The sink checks each packet against its expect
  * line: the socket it came to, SSRC, PT, that sequence number and timestamp advance in step
@@ -35,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "srtpdl.h"
+
 #define BATCH 64
 #define MAX_PKT 1500
 #define HIST_US 100000 /* latency histogram: 1 us buckets up to 100 ms, then one overflow */
@@ -48,6 +62,7 @@ typedef struct {
     uint8_t pt;
     uint16_t seq0;
     uint64_t sent, sent_window; /* packets sent in all, and stamped inside the window */
+    sd_srtp_t tx;
 } Stream;
 
 typedef struct {
@@ -60,6 +75,10 @@ typedef struct {
     uint16_t last_seq;
     uint32_t last_ts;
     uint64_t recv, recv_window, seq_errors, ts_errors, pt_errors, dup_or_reorder;
+    sd_srtp_t rx;
+    long long base; /* SRTP index expected of the first packet, -1 unknown */
+    int roc_set, order;
+    uint64_t srtp_errors;
 } Expect;
 
 static Stream *streams;
@@ -90,16 +109,40 @@ static Expect *find_expect(int fd, uint32_t ssrc) {
 }
 
 /* Unknown SSRC at a socket, foreign nonce (a previous run's tail), or malformed. */
-static uint64_t unexpected, stale, misrouted, runts;
+static uint64_t unexpected, stale, misrouted, runts, control_skipped, srtp_errors;
+static int srtp_on;
 
-static void check(int fd, const uint8_t *p, ssize_t n, uint64_t now, uint32_t nonce,
+/* The ROC that puts `seq` nearest to the expected index `base` (RFC 3711 3.3.1's guess). */
+static uint32_t roc_near(long long base, uint16_t seq) {
+    uint32_t roc = (uint32_t)(base >> 16);
+    uint16_t s = (uint16_t)base;
+    if (seq >= s) { if (seq - s > 32768 && roc > 0) roc--; }
+    else if (s - seq > 32768) roc++;
+    return roc;
+}
+
+static void check(int fd, uint8_t *p, ssize_t n, uint64_t now, uint32_t nonce,
                   uint64_t win_start, uint64_t win_end) {
+    Expect *e = NULL;
+    if (srtp_on) {
+        /* RFC 7983 demux: STUN answers (keepalives) and SRTCP are not media. */
+        if (n < HDR || (p[0] & 0xc0) != 0x80 || (p[1] >= 192 && p[1] <= 223)) { control_skipped++; return; }
+        e = find_expect(fd, get32(p + 8));
+        if (!e) { unexpected++; return; }
+        if (!e->roc_set) {
+            e->roc_set = 1;
+            if (e->base >= 0) sd_set_stream_roc(e->rx, e->ssrc, roc_near(e->base, (uint16_t)(p[2] << 8 | p[3])));
+        }
+        int len = (int)n;
+        if (sd_unprotect(e->rx, p, &len)) { e->srtp_errors++; srtp_errors++; return; }
+        n = len;
+    }
     if (n < HDR + STAMP) { runts++; return; }
     uint64_t sent_at;
     memcpy(&sent_at, p + HDR, 8);
     if (get32(p + HDR + 8) != nonce) { stale++; return; }
     uint32_t stream = get32(p + HDR + 12), counter = get32(p + HDR + 16);
-    Expect *e = find_expect(fd, get32(p + 8));
+    if (!e) e = find_expect(fd, get32(p + 8));
     if (!e) { unexpected++; return; }
     if (e->stream != stream) { misrouted++; return; }
     uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
@@ -165,6 +208,7 @@ int main(int argc, char **argv) {
             s->dst.sin_family = AF_INET;
             s->dst.sin_port = htons((uint16_t)port);
             s->dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* loopback only, by design */
+            if (srtp_on && s->size > MAX_PKT - SD_MAX_TRAILER) goto bad;
             nstreams++;
         } else if (!strcmp(word, "expect")) {
             if (nexpects == cap_e) expects = realloc(expects, (cap_e *= 2) * sizeof(Expect));
@@ -174,10 +218,35 @@ int main(int argc, char **argv) {
             if (fscanf(cf, "%d %u %u %u", &e->fd, &e->ssrc, &pt, &e->stream) != 4) goto bad;
             if ((int)e->stream >= nstreams) goto bad;
             e->pt = (uint8_t)pt;
+            e->base = -1;
+            e->order = nexpects;
             nexpects++;
+        } else if (!strcmp(word, "srtp")) {
+            char lib[4096], profile[16];
+            if (fscanf(cf, "%4095s %15s", lib, profile) != 2) goto bad;
+            sd_load(lib, profile);
+            srtp_on = 1;
+        } else if (!strcmp(word, "skey")) {
+            char hex[129];
+            unsigned roc;
+            if (!srtp_on || !nstreams || fscanf(cf, "%128s %u", hex, &roc) != 2) goto bad;
+            Stream *s = &streams[nstreams - 1];
+            s->tx = sd_session(hex, SD_SSRC_SPECIFIC, s->ssrc);
+            if (roc) sd_set_stream_roc(s->tx, s->ssrc, roc);
+        } else if (!strcmp(word, "ekey")) {
+            char hex[129];
+            long long base;
+            if (!srtp_on || !nexpects || fscanf(cf, "%128s %lld", hex, &base) != 2) goto bad;
+            Expect *e = &expects[nexpects - 1];
+            e->rx = sd_session(hex, SD_SSRC_SPECIFIC, e->ssrc);
+            e->base = base;
         } else goto bad;
     }
     fclose(cf);
+    if (srtp_on) {
+        for (int i = 0; i < nstreams; i++) if (!streams[i].tx) { word[0] = 0; goto bad; }
+        for (int i = 0; i < nexpects; i++) if (!expects[i].rx) { word[0] = 0; goto bad; }
+    }
     qsort(expects, nexpects, sizeof(Expect), cmp_expect);
 
     int ep = epoll_create1(0);
@@ -190,7 +259,7 @@ int main(int argc, char **argv) {
     }
 
     /* Send side: one prebuilt packet per batch slot, stamped just before each send. */
-    static uint8_t out[BATCH][MAX_PKT];
+    static uint8_t out[BATCH][MAX_PKT + SD_MAX_TRAILER];
     struct mmsghdr smsg[BATCH];
     struct iovec siov[BATCH];
     /* Receive side. */
@@ -205,6 +274,18 @@ int main(int argc, char **argv) {
         rmsg[i].msg_hdr.msg_iovlen = 1;
     }
     struct epoll_event events[1024];
+
+    /* Discard what an earlier run left in the sinks (bounded): with SRTP every stale packet
+     * would cost an unprotect before its nonce could tell it is stale. */
+    uint64_t discarded = 0;
+    for (int i = 0; i < nexpects; i++) {
+        if (i && expects[i].fd == expects[i - 1].fd) continue;
+        for (int rounds = 0; rounds < 1000; rounds++) {
+            int got = recvmmsg(expects[i].fd, rmsg, BATCH, MSG_DONTWAIT, NULL);
+            if (got <= 0) break;
+            discarded += (uint64_t)got;
+        }
+    }
 
     uint64_t t0 = now_ns();
     uint64_t win_start = t0 + (uint64_t)warmup_ms * 1000000ull;
@@ -252,6 +333,11 @@ int main(int argc, char **argv) {
                     put32(p + HDR + 16, (uint32_t)c);
                     siov[j].iov_base = p;
                     siov[j].iov_len = s->size;
+                    if (s->tx) {
+                        int len = (int)s->size;
+                        if (sd_protect(s->tx, p, &len)) send_errors++;
+                        siov[j].iov_len = (size_t)len;
+                    }
                     memset(&smsg[j], 0, sizeof smsg[j]);
                     smsg[j].msg_hdr.msg_name = &s->dst;
                     smsg[j].msg_hdr.msg_namelen = sizeof s->dst;
@@ -300,6 +386,18 @@ int main(int argc, char **argv) {
         reorder += e->dup_or_reorder;
         if (!e->recv) silent++;
     }
+    /* Config order, for the harness: the newest packet's SRTP index and counter. */
+    long long *last_index = calloc(nexpects ? nexpects : 1, sizeof(long long));
+    long long *last_counter = calloc(nexpects ? nexpects : 1, sizeof(long long));
+    for (int i = 0; i < nexpects; i++) {
+        Expect *e = &expects[i];
+        last_index[e->order] = last_counter[e->order] = -1;
+        uint32_t roc;
+        if (e->rx && e->seen && !sd_get_stream_roc(e->rx, e->ssrc, &roc)) {
+            last_index[e->order] = (long long)roc << 16 | e->last_seq;
+            last_counter[e->order] = e->last_counter;
+        }
+    }
     double window_s = (double)(win_end - win_start) / 1e9;
     printf("{\"streams\": %d, \"consumers\": %d, \"sinks\": %d, \"window_s\": %.6f, "
            "\"sent_total\": %llu, \"sent_window\": %llu, \"send_errors\": %llu, \"max_lag\": %llu, "
@@ -319,6 +417,12 @@ int main(int argc, char **argv) {
            (unsigned long long)misrouted, (unsigned long long)runts, percentile(0.5), percentile(0.99),
            percentile(1.0));
     for (int i = 0; i < nstreams; i++) printf("%s%llu", i ? ", " : "", (unsigned long long)streams[i].sent);
+    printf("], \"srtp\": %d, \"srtp_errors\": %llu, \"control_skipped\": %llu, "
+           "\"discarded_before\": %llu, \"srtp_last\": [",
+           srtp_on, (unsigned long long)srtp_errors, (unsigned long long)control_skipped,
+           (unsigned long long)discarded);
+    for (int i = 0; i < nexpects && srtp_on; i++)
+        printf("%s[%lld, %lld]", i ? ", " : "", last_index[i], last_counter[i]);
     printf("]}\n");
     return 0;
 bad:

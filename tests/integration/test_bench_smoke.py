@@ -21,7 +21,9 @@ from benchmarks.baseline import CForwarder  # noqa: E402
 from benchmarks.ctools import Tools, build_tools  # noqa: E402
 from benchmarks.load import Timing  # noqa: E402
 from benchmarks.search import Context, Trial, run_trial  # noqa: E402
+from benchmarks.srtp import PROFILE_NAMES  # noqa: E402
 from benchmarks.tureen_server import TureenServer  # noqa: E402
+from benchmarks.webrtc import webrtc_fanout  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,3 +92,59 @@ def test_tureen_cross_worker_delivers_every_packet(context: Context, tmp_path: P
     trial, placed = asyncio.run(_tureen_trial(context, tmp_path, 2, away_from_producer=True))
     assert placed["consumers"] and placed["producer"] not in placed["consumers"]
     assert_all_delivered(trial, 3)
+
+
+# --- SRTP: the C+SRTP baseline, and Tureen over real WebRtcTransports ---------------------
+
+
+def assert_all_decrypted(trial: Trial, consumers: int) -> None:
+    """Every packet was SRTP: protected by the sender, unprotected and checked by its sink."""
+    assert_all_delivered(trial, consumers)
+    report = trial.report
+    assert report["srtp"] == 1 and report["srtp_errors"] == 0
+    assert len(report["srtp_last"]) == consumers and all(index >= 0 for index, _ in report["srtp_last"])
+
+
+@pytest.mark.parametrize("profile", ["gcm", "cm"])
+def test_c_srtp_baseline_decrypts_every_packet(tools: Tools, context: Context, profile: str) -> None:
+    fwd = CForwarder(tools.cforward, 3, cpus.layout()[0], max_seconds=30, srtp=profile)
+    try:
+        async def two_runs() -> list[Trial]:
+            # Two runs: the second's fresh sink sessions must pick up the consumers' SRTP index.
+            topo = fwd.built.topology
+            topo.streams[0].seq = 65_500  # and the input's sequence number wraps in the first
+            return [await run_trial(context, topo, fwd.built.input_ports, fwd.pids, RATE) for _ in range(2)]
+
+        trials = asyncio.run(two_runs())
+    finally:
+        counters = fwd.close()
+    for trial in trials:
+        assert_all_decrypted(trial, 3)
+    assert counters["srtp"] == 1 and counters["srtp_errors"] == 0
+    assert counters["sent"] == 3 * counters["received"]
+
+
+@pytest.mark.parametrize("profile", ["gcm", "cm"])
+def test_tureen_webrtc_srtp_fanout_decrypts_every_packet(context: Context, tmp_path: Path, profile: str) -> None:
+    async def body() -> list[Trial]:
+        forwarder_cpu, tools_cpu = cpus.layout()
+        server = TureenServer(1, tmp_path, forwarder_cpu, tools_cpu)
+        try:
+            async with TureenClient(server.endpoint, timeout=20.0) as client:
+                await server.wait_ready(client)
+                built = await webrtc_fanout(client, "smoke", 3, profile)
+                try:
+                    trials = [await run_trial(context, built.topology, built.input_ports, server.worker_pids, RATE)
+                              for _ in range(2)]
+                    worker = await client.dump_worker(0)
+                finally:
+                    built.close_sockets()
+                webrtc = [t for t in worker["transports"] if t["kind"] == "webrtc"]
+                assert len(webrtc) == 4  # the producer's and three consumers', all connected for real
+                assert {(t["dtlsState"], t["srtpProfile"]) for t in webrtc} == {("connected", PROFILE_NAMES[profile])}
+                return trials
+        finally:
+            server.stop()
+
+    for trial in asyncio.run(body()):
+        assert_all_decrypted(trial, 3)
