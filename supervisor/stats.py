@@ -73,8 +73,11 @@ def transport_entry(protocol_id: int, figures: dict[str, Any], timestamp: int) -
         "bitrate": figures.get("rembBitrate", 0),
         "ssrcs": list(figures.get("rembSsrcs", [])),
     }
-    # What the remote's REMB says we may send: Tureen does not read REMB from receivers.
-    entry["remoteAvailableSendBw"] = {"bitrate": 0, "ssrcs": []}
+    # What the remote's last REMB says we may send it.
+    entry["remoteAvailableSendBw"] = {
+        "bitrate": figures.get("remoteRembBitrate", 0),
+        "ssrcs": list(figures.get("remoteRembSsrcs", [])),
+    }
     return entry
 
 

@@ -73,6 +73,8 @@ def transport_figures(transport: Transport, now: float, max_bitrate: int = 0) ->
             "maxBitrate": max_bitrate,
             "rembBitrate": remb[0],
             "rembSsrcs": list(remb[1]),
+            "remoteRembBitrate": transport.remote_remb[0],
+            "remoteRembSsrcs": list(transport.remote_remb[1]),
         }
     )
     return figures

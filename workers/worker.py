@@ -243,6 +243,7 @@ class Worker:
             key_requests = rtcp.key_frame_request_kinds(packet)
             nacks = rtcp.nacks(packet)
             reports = rtcp.sender_reports(packet)
+            rembs = rtcp.remb_values(packet)
             blocks = rtcp.report_blocks(packet) if transport.consumers else []
         except ValueError as exc:
             self.forwarder.rtcp_malformed += 1
@@ -269,6 +270,8 @@ class Worker:
             consumer = self.router.consumer_by_ssrc(transport, block[0])
             if consumer is not None:
                 self._on_receiver_report(consumer, block)
+        if rembs:
+            transport.remote_remb = rembs[-1]
         for ssrc, ntp, rtp_ts in reports:
             stream = transport.ssrc_table.get(ssrc)
             if stream is not None:

@@ -81,3 +81,13 @@ def test_receiver_report_blocks_and_remb_are_well_formed() -> None:
     exp, mantissa = body[5] >> 2, ((body[5] & 3) << 16) | int.from_bytes(body[6:8], "big")
     assert mantissa << exp <= 2_000_000 < (mantissa + 1) << exp
     assert body[8:12] == (0xAAAA).to_bytes(4, "big")
+
+
+def test_remb_round_trip_and_truncated_ssrc_list() -> None:
+    packet = rtcp.remb(7, 1_500_000, [0xA, 0xB])
+    ((bitrate, ssrcs),) = rtcp.remb_values(RR + packet)
+    assert ssrcs == [0xA, 0xB] and bitrate <= 1_500_000 < bitrate + (1 << 3)
+    broken = bytearray(packet)
+    broken[16] = 9  # claims 9 SSRCs
+    with pytest.raises(ValueError):
+        rtcp.remb_values(bytes(broken))

@@ -248,3 +248,20 @@ def remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
     fci += b"".join(s.to_bytes(4, "big") for s in ssrcs)
     words = 2 + len(fci) // 4
     return _HEADER.pack(0x80 | 15, PSFB, words) + _SSRC_PAIR.pack(sender_ssrc, 0) + fci
+
+
+def remb_values(data: bytes | memoryview) -> list[tuple[int, list[int]]]:
+    """(bitrate in bps, media SSRCs) of each REMB in a compound datagram (what a receiver
+    says it can take); other PSFB FMT 15 (application-layer feedback) is skipped."""
+    out: list[tuple[int, list[int]]] = []
+    for pt, fmt, start, end in iter_compound(data):
+        if pt != PSFB or fmt != 15 or end - start < 20 or bytes(data[start + 12 : start + 16]) != b"REMB":
+            continue
+        count = data[start + 16]
+        exp = data[start + 17] >> 2
+        mantissa = ((data[start + 17] & 0x03) << 16) | (data[start + 18] << 8) | data[start + 19]
+        if start + 20 + 4 * count > end:
+            raise ValueError("RTCP: REMB lists more SSRCs than it holds")
+        ssrcs = [int.from_bytes(data[i : i + 4], "big") for i in range(start + 20, start + 20 + 4 * count, 4)]
+        out.append((mantissa << exp, ssrcs))
+    return out

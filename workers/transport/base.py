@@ -67,6 +67,8 @@ class Transport:
         self.rtcp_octets_out = 0
         # The REMB last sent to this transport's sender: (bit/s, media SSRCs).
         self.last_remb: tuple[int, list[int]] = (0, [])
+        # The remote's last REMB (a receiver's estimate of what it can take), for stats.
+        self.remote_remb: tuple[int, list[int]] = (0, [])
 
     def srtp_overhead(self) -> int:
         """Bytes protection adds to each RTP packet sent (0: plain RTP)."""
