@@ -236,20 +236,16 @@ class Worker:
         self.emit(event, transportId=transport.id, **fields)
 
     def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
-        """RTCP from a transport's remote: a receiver's PLI/FIR and NACK about our consumers,
-        a sender's SR about its producer streams. The rest (RR, SDES, BYE, REMB) is read by
-        nobody yet."""
+        """RTCP from a transport's remote: a receiver's PLI/FIR, NACK, report blocks and REMB
+        about our consumers, a sender's SR about its producer streams (SDES, BYE, APP and
+        other feedback are not read)."""
         try:
-            key_requests = rtcp.key_frame_request_kinds(packet)
-            nacks = rtcp.nacks(packet)
-            reports = rtcp.sender_reports(packet)
-            rembs = rtcp.remb_values(packet)
-            blocks = rtcp.report_blocks(packet) if transport.consumers else []
+            fb = rtcp.parse(packet)
         except ValueError as exc:
             self.forwarder.rtcp_malformed += 1
             log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
             return
-        for ssrc, fmt in key_requests:
+        for ssrc, fmt in fb.key_frame_requests:
             consumer = self.router.consumer_by_ssrc(transport, ssrc)
             if consumer is None:
                 continue
@@ -259,20 +255,20 @@ class Worker:
                 consumer.pli_count += 1
             if consumer.stream is not None:
                 self._request_key_frame(consumer.stream, consumer)
-        for ssrc, seqs in nacks:
+        for ssrc, seqs in fb.nacks:
             consumer = self.router.consumer_by_ssrc(transport, ssrc)
             if consumer is None:
                 continue
             consumer.nack_count += 1
             if consumer.stream is not None:
                 self._retransmit(consumer, seqs)
-        for block in blocks:
+        for block in fb.report_blocks:
             consumer = self.router.consumer_by_ssrc(transport, block[0])
             if consumer is not None:
                 self._on_receiver_report(consumer, block)
-        if rembs:
-            transport.remote_remb = rembs[-1]
-        for ssrc, ntp, rtp_ts in reports:
+        if fb.rembs:
+            transport.remote_remb = fb.rembs[-1]
+        for ssrc, ntp, rtp_ts in fb.sender_reports:
             stream = transport.ssrc_table.get(ssrc)
             if stream is not None:
                 self._on_sender_report(stream, ntp, rtp_ts)
@@ -362,7 +358,7 @@ class Worker:
 
     def _piped_rtcp(self, producer: Producer, packet: bytes) -> None:
         try:
-            reports = rtcp.sender_reports(packet)
+            reports = rtcp.parse(packet).sender_reports
         except ValueError:
             self.forwarder.rtcp_malformed += 1
             return

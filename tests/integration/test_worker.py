@@ -446,7 +446,7 @@ def test_nack_is_served_from_the_store_and_the_rest_asked_from_the_sender(spawn,
     s.sender.settimeout(3)
     asked: list = []
     for _ in range(10):  # receiver reports (RR + REMB) come every second too
-        asked = rtcp.nacks(s.sender.recv(2048))
+        asked = rtcp.parse(s.sender.recv(2048)).nacks
         if asked:
             break
     assert asked == [(SOURCE_SSRC, [(209 + 5) & 0xFFFF])]
@@ -481,9 +481,9 @@ def test_stats_get_reports_counts_feedback_loss_and_rtt(spawn, udp) -> None:
     s.rx_a.settimeout(3)
     for _ in range(20):
         data = s.rx_a.recv(2048)
-        if 192 <= data[1] <= 223 and rtcp.sender_reports(data):
+        if 192 <= data[1] <= 223 and rtcp.parse(data).sender_reports:
             break
-    assert rtcp.sender_reports(data)[0][:2] == (0xAAAA0001, ntp)
+    assert rtcp.parse(data).sender_reports[0][:2] == (0xAAAA0001, ntp)
     time.sleep(0.3)
     lsr = (ntp >> 16) & 0xFFFFFFFF
     feedback = (
@@ -774,7 +774,7 @@ def test_simulcast_consumer_follows_active_streams_switching_at_key_frames(spawn
     sender.settimeout(0.05)
     with contextlib.suppress(TimeoutError):
         while True:
-            pli_seen.update(rtcp.key_frame_requests(sender.recv(2048)))
+            pli_seen.update([s for s, _ in rtcp.parse(sender.recv(2048)).key_frame_requests])
     assert MEDIUM in pli_seen
     rx.settimeout(0.05)
     with contextlib.suppress(TimeoutError):

@@ -33,13 +33,13 @@ def test_compound_is_walked_packet_by_packet() -> None:
 
 def test_key_frame_requests_from_pli_and_fir_in_a_compound() -> None:
     data = RR + rtcp.pli(1, 0xAAAA) + SDES + rtcp.fir(1, 0xBBBB, 1)
-    assert rtcp.key_frame_requests(data) == [0xAAAA, 0xBBBB]
+    assert [s for s, _ in rtcp.parse(data).key_frame_requests] == [0xAAAA, 0xBBBB]
 
 
 def test_other_feedback_is_not_a_key_frame_request() -> None:
     nack = struct.pack("!BBHII", 0x80 | rtcp.RTPFB_NACK, rtcp.RTPFB, 3, 1, 0xAAAA) + struct.pack("!HH", 10, 0)
     remb = struct.pack("!BBHII", 0x8F, rtcp.PSFB, 2, 1, 0)
-    assert rtcp.key_frame_requests(RR + nack + remb) == []
+    assert [s for s, _ in rtcp.parse(RR + nack + remb).key_frame_requests] == []
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_other_feedback_is_not_a_key_frame_request() -> None:
 )
 def test_malformed_compound_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
-        rtcp.key_frame_requests(data)
+        rtcp.parse(data)
 
 
 def test_nack_round_trip_packs_pid_and_blp() -> None:
@@ -61,13 +61,13 @@ def test_nack_round_trip_packs_pid_and_blp() -> None:
     packet = rtcp.nack(1, 0xCAFE, seqs)
     # 65535 carries 0, 3 and 15 (=65535+16); 16 and 17 share one entry, 40 another.
     assert len(packet) == 12 + 4 * 3
-    assert rtcp.nacks(packet) == [(0xCAFE, [65535, 0, 3, 16, 17, 40])]
+    assert rtcp.parse(packet).nacks == [(0xCAFE, [65535, 0, 3, 16, 17, 40])]
 
 
 def test_sender_report_round_trip() -> None:
     packet = rtcp.sr(0xAB, (0x01020304 << 32) | 0x05060708, 90000, 10, 12000)
     assert len(packet) == 28
-    assert rtcp.sender_reports(RR + packet) == [(0xAB, (0x01020304 << 32) | 0x05060708, 90000)]
+    assert rtcp.parse(RR + packet).sender_reports == [(0xAB, (0x01020304 << 32) | 0x05060708, 90000)]
 
 
 def test_receiver_report_blocks_and_remb_are_well_formed() -> None:
@@ -85,9 +85,9 @@ def test_receiver_report_blocks_and_remb_are_well_formed() -> None:
 
 def test_remb_round_trip_and_truncated_ssrc_list() -> None:
     packet = rtcp.remb(7, 1_500_000, [0xA, 0xB])
-    ((bitrate, ssrcs),) = rtcp.remb_values(RR + packet)
+    ((bitrate, ssrcs),) = rtcp.parse(RR + packet).rembs
     assert ssrcs == [0xA, 0xB] and bitrate <= 1_500_000 < bitrate + (1 << 3)
     broken = bytearray(packet)
     broken[16] = 9  # claims 9 SSRCs
     with pytest.raises(ValueError):
-        rtcp.remb_values(bytes(broken))
+        rtcp.parse(bytes(broken))

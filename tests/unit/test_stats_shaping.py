@@ -134,15 +134,15 @@ def test_report_blocks_from_rr_and_sr_with_signed_loss() -> None:
     # An SR with one report block: count 1, 7 more words, the block says loss -2 (duplicates).
     block = struct.pack("!IIIIII", 0xBBBB, (3 << 24) | (0x1000000 - 2), 5, 6, 0, 0)
     sr_rb = bytes([0x81]) + sr[1:2] + struct.pack("!H", 12) + sr[4:] + block
-    blocks = rtcp.report_blocks(rr + sr_rb + rtcp.pli(1, 2))
+    blocks = rtcp.parse(rr + sr_rb + rtcp.pli(1, 2)).report_blocks
     assert blocks == [(0xAAAA, 25, 7, 70_000, 30, 0x12345678, 0x10000), (0xBBBB, 3, -2, 5, 6, 0, 0)]
     with pytest.raises(ValueError):
-        rtcp.report_blocks(bytes([0x82]) + rr[1:2] + struct.pack("!H", 7) + rr[4:])  # 2 blocks claimed
+        rtcp.parse(bytes([0x82]) + rr[1:2] + struct.pack("!H", 7) + rr[4:])  # 2 blocks claimed
 
 
 def test_key_frame_request_kinds_tell_pli_from_fir() -> None:
     data = rtcp.pli(1, 0xAAAA) + rtcp.fir(1, 0xBBBB, 3)
-    assert rtcp.key_frame_request_kinds(data) == [(0xAAAA, rtcp.PSFB_PLI), (0xBBBB, rtcp.PSFB_FIR)]
+    assert rtcp.parse(data).key_frame_requests == [(0xAAAA, rtcp.PSFB_PLI), (0xBBBB, rtcp.PSFB_FIR)]
 
 
 # -- timers ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 SR = 200
 RR = 201
@@ -56,43 +57,6 @@ def iter_compound(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int
         pos = end
 
 
-def key_frame_requests(data: bytes | memoryview) -> list[int]:
-    """Media SSRCs a compound RTCP datagram asks key frames for (PLI and FIR), in order.
-
-    Malformed input raises ValueError (callers count and drop the datagram).
-    """
-    ssrcs: list[int] = []
-    for pt, fmt, start, end in iter_compound(data):
-        if pt != PSFB:
-            continue
-        if fmt == PSFB_PLI:
-            if end - start < 12:
-                raise ValueError("RTCP: PLI shorter than 12 bytes")
-            ssrcs.append(_SSRC_PAIR.unpack_from(data, start + 4)[1])
-        elif fmt == PSFB_FIR:
-            # FCI entries of 8 bytes after the 12-byte header: SSRC, seq nr, 3 reserved.
-            for pos in range(start + 12, end - 7, 8):
-                ssrcs.append(int.from_bytes(data[pos : pos + 4], "big"))
-    return ssrcs
-
-
-def key_frame_request_kinds(data: bytes | memoryview) -> list[tuple[int, int]]:
-    """(media SSRC, FMT) of each key-frame request, FMT being PSFB_PLI or PSFB_FIR: the
-    same walk as key_frame_requests, for stats that count PLI and FIR apart."""
-    out: list[tuple[int, int]] = []
-    for pt, fmt, start, end in iter_compound(data):
-        if pt != PSFB:
-            continue
-        if fmt == PSFB_PLI:
-            if end - start < 12:
-                raise ValueError("RTCP: PLI shorter than 12 bytes")
-            out.append((_SSRC_PAIR.unpack_from(data, start + 4)[1], PSFB_PLI))
-        elif fmt == PSFB_FIR:
-            for pos in range(start + 12, end - 7, 8):
-                out.append((int.from_bytes(data[pos : pos + 4], "big"), PSFB_FIR))
-    return out
-
-
 def pli(sender_ssrc: int, media_ssrc: int) -> bytes:
     """A Picture Loss Indication (RFC 4585 section 6.3.1): 12 bytes."""
     return _HEADER.pack(0x80 | PSFB_PLI, PSFB, 2) + _SSRC_PAIR.pack(sender_ssrc, media_ssrc)
@@ -111,30 +75,6 @@ def fir(sender_ssrc: int, media_ssrc: int, seq_nr: int) -> bytes:
 
 
 # -- NACK (RFC 4585 section 6.2.1) -----------------------------------------------------------
-
-
-def nacks(data: bytes | memoryview) -> list[tuple[int, list[int]]]:
-    """(media SSRC, lost sequence numbers) of each Generic NACK in a compound datagram.
-
-    Each FCI entry is PID (a lost seq) and BLP (a bitmask of the 16 following ones).
-    Malformed input raises ValueError.
-    """
-    out: list[tuple[int, list[int]]] = []
-    for pt, fmt, start, end in iter_compound(data):
-        if pt != RTPFB or fmt != RTPFB_NACK:
-            continue
-        if end - start < 16:
-            raise ValueError("RTCP: NACK without an FCI entry")
-        media_ssrc = _SSRC_PAIR.unpack_from(data, start + 4)[1]
-        seqs: list[int] = []
-        for pos in range(start + 12, end - 3, 4):
-            pid, blp = struct.unpack_from("!HH", data, pos)
-            seqs.append(pid)
-            for bit in range(16):
-                if blp >> bit & 1:
-                    seqs.append((pid + bit + 1) & 0xFFFF)
-        out.append((media_ssrc, seqs))
-    return out
 
 
 def nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
@@ -163,47 +103,6 @@ def nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
 
 _SR_INFO = struct.Struct("!IIIII")  # NTP msw, NTP lsw, RTP ts, packet count, octet count
 _BLOCK = struct.Struct("!IIIIII")  # ssrc, fraction|cumulative lost, ext highest seq, jitter, LSR, DLSR
-
-
-def sender_reports(data: bytes | memoryview) -> list[tuple[int, int, int]]:
-    """(SSRC, 64-bit NTP timestamp, RTP timestamp) of each SR in a compound datagram."""
-    out = []
-    for pt, _count, start, end in iter_compound(data):
-        if pt != SR:
-            continue
-        if end - start < 28:
-            raise ValueError("RTCP: SR shorter than 28 bytes")
-        ssrc = int.from_bytes(data[start + 4 : start + 8], "big")
-        msw, lsw, rtp_ts, _, _ = _SR_INFO.unpack_from(data, start + 8)
-        out.append((ssrc, (msw << 32) | lsw, rtp_ts))
-    return out
-
-
-def report_blocks(data: bytes | memoryview) -> list[tuple[int, int, int, int, int, int, int]]:
-    """The report blocks of every SR and RR in a compound datagram, each as
-    (ssrc, fraction lost 0..255, cumulative lost (signed), extended highest seq, jitter,
-    LSR, DLSR): what a receiver says about a stream we send (RFC 3550 6.4.1).
-
-    Malformed input (a report count that does not fit the packet) raises ValueError.
-    """
-    out = []
-    for pt, count, start, end in iter_compound(data):
-        if pt == SR:
-            pos = start + 28  # header, sender SSRC, 20 bytes of sender info
-        elif pt == RR:
-            pos = start + 8  # header, sender SSRC
-        else:
-            continue
-        if pos + 24 * count > end:
-            raise ValueError(f"RTCP: {count} report blocks do not fit in {end - start} bytes")
-        for _ in range(count):
-            ssrc, lost_word, ext_seq, jitter, lsr, dlsr = _BLOCK.unpack_from(data, pos)
-            lost = lost_word & 0xFFFFFF
-            if lost & 0x800000:  # 24-bit two's complement (duplicates can make it negative)
-                lost -= 0x1000000
-            out.append((ssrc, lost_word >> 24, lost, ext_seq, jitter, lsr, dlsr))
-            pos += 24
-    return out
 
 
 def sr(ssrc: int, ntp: int, rtp_ts: int, packets: int, octets: int) -> bytes:
@@ -250,18 +149,95 @@ def remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
     return _HEADER.pack(0x80 | 15, PSFB, words) + _SSRC_PAIR.pack(sender_ssrc, 0) + fci
 
 
-def remb_values(data: bytes | memoryview) -> list[tuple[int, list[int]]]:
-    """(bitrate in bps, media SSRCs) of each REMB in a compound datagram (what a receiver
-    says it can take); other PSFB FMT 15 (application-layer feedback) is skipped."""
-    out: list[tuple[int, list[int]]] = []
-    for pt, fmt, start, end in iter_compound(data):
-        if pt != PSFB or fmt != 15 or end - start < 20 or bytes(data[start + 12 : start + 16]) != b"REMB":
-            continue
-        count = data[start + 16]
-        exp = data[start + 17] >> 2
-        mantissa = ((data[start + 17] & 0x03) << 16) | (data[start + 18] << 8) | data[start + 19]
-        if start + 20 + 4 * count > end:
-            raise ValueError("RTCP: REMB lists more SSRCs than it holds")
-        ssrcs = [int.from_bytes(data[i : i + 4], "big") for i in range(start + 20, start + 20 + 4 * count, 4)]
-        out.append((mantissa << exp, ssrcs))
-    return out
+# -- reading: one walk of a compound datagram ---------------------------------------------
+
+ReportBlock = tuple[int, int, int, int, int, int, int]
+
+
+@dataclass(slots=True)
+class Feedback:
+    """What a compound RTCP datagram says, per kind of packet, in datagram order.
+
+    key_frame_requests  (media SSRC, PSFB_PLI or PSFB_FIR): PLI names the SSRC in its header,
+                        FIR in each 8-byte FCI entry (SSRC, seq nr, 3 reserved)
+    nacks               (media SSRC, lost sequence numbers): each FCI entry is PID (a lost
+                        seq) and BLP (a bitmask of the 16 following ones)
+    sender_reports      (SSRC, 64-bit NTP timestamp, RTP timestamp)
+    report_blocks       of SRs and RRs, (ssrc, fraction lost 0..255, cumulative lost
+                        (signed), extended highest seq, jitter, LSR, DLSR): what a receiver
+                        says about a stream we send (RFC 3550 6.4.1)
+    rembs               (bitrate in bps, media SSRCs): what a receiver says it can take
+    """
+
+    key_frame_requests: list[tuple[int, int]] = field(default_factory=list)
+    nacks: list[tuple[int, list[int]]] = field(default_factory=list)
+    sender_reports: list[tuple[int, int, int]] = field(default_factory=list)
+    report_blocks: list[ReportBlock] = field(default_factory=list)
+    rembs: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def parse(data: bytes | memoryview) -> Feedback:
+    """Read every packet of a compound datagram the worker cares about, in one walk.
+
+    Malformed input raises ValueError (callers count and drop the whole datagram).
+    """
+    fb = Feedback()
+    for pt, count, start, end in iter_compound(data):
+        if pt == PSFB:
+            if count == PSFB_PLI:
+                if end - start < 12:
+                    raise ValueError("RTCP: PLI shorter than 12 bytes")
+                fb.key_frame_requests.append((_SSRC_PAIR.unpack_from(data, start + 4)[1], PSFB_PLI))
+            elif count == PSFB_FIR:
+                for pos in range(start + 12, end - 7, 8):
+                    fb.key_frame_requests.append((int.from_bytes(data[pos : pos + 4], "big"), PSFB_FIR))
+            elif count == 15 and end - start >= 20 and bytes(data[start + 12 : start + 16]) == b"REMB":
+                fb.rembs.append(_remb(data, start, end))
+        elif pt == RTPFB and count == RTPFB_NACK:
+            fb.nacks.append(_nack(data, start, end))
+        elif pt == SR:
+            if end - start < 28:
+                raise ValueError("RTCP: SR shorter than 28 bytes")
+            ssrc = int.from_bytes(data[start + 4 : start + 8], "big")
+            msw, lsw, rtp_ts, _, _ = _SR_INFO.unpack_from(data, start + 8)
+            fb.sender_reports.append((ssrc, (msw << 32) | lsw, rtp_ts))
+            _blocks(data, start + 28, count, start, end, fb.report_blocks)  # after the sender info
+        elif pt == RR:
+            _blocks(data, start + 8, count, start, end, fb.report_blocks)
+    return fb
+
+
+def _nack(data: bytes | memoryview, start: int, end: int) -> tuple[int, list[int]]:
+    if end - start < 16:
+        raise ValueError("RTCP: NACK without an FCI entry")
+    media_ssrc = _SSRC_PAIR.unpack_from(data, start + 4)[1]
+    seqs: list[int] = []
+    for pos in range(start + 12, end - 3, 4):
+        pid, blp = struct.unpack_from("!HH", data, pos)
+        seqs.append(pid)
+        for bit in range(16):
+            if blp >> bit & 1:
+                seqs.append((pid + bit + 1) & 0xFFFF)
+    return media_ssrc, seqs
+
+
+def _blocks(data: bytes | memoryview, pos: int, count: int, start: int, end: int, out: list[ReportBlock]) -> None:
+    if pos + 24 * count > end:
+        raise ValueError(f"RTCP: {count} report blocks do not fit in {end - start} bytes")
+    for _ in range(count):
+        ssrc, lost_word, ext_seq, jitter, lsr, dlsr = _BLOCK.unpack_from(data, pos)
+        lost = lost_word & 0xFFFFFF
+        if lost & 0x800000:  # 24-bit two's complement (duplicates can make it negative)
+            lost -= 0x1000000
+        out.append((ssrc, lost_word >> 24, lost, ext_seq, jitter, lsr, dlsr))
+        pos += 24
+
+
+def _remb(data: bytes | memoryview, start: int, end: int) -> tuple[int, list[int]]:
+    count = data[start + 16]
+    exp = data[start + 17] >> 2
+    mantissa = ((data[start + 17] & 0x03) << 16) | (data[start + 18] << 8) | data[start + 19]
+    if start + 20 + 4 * count > end:
+        raise ValueError("RTCP: REMB lists more SSRCs than it holds")
+    ssrcs = [int.from_bytes(data[i : i + 4], "big") for i in range(start + 20, start + 20 + 4 * count, 4)]
+    return mantissa << exp, ssrcs
