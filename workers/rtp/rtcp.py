@@ -8,10 +8,11 @@ A compound RTCP datagram is a run of packets, each with the common header
 where `length` is the packet's size in 32-bit words minus one, and `count` is the report
 count (SR, RR, SDES, BYE) or the feedback message type FMT (RTPFB 205, PSFB 206).
 
-What the worker needs from them (for now): the key-frame requests of a receiver — PLI (PSFB
-FMT 1, media SSRC in the header) and FIR (PSFB FMT 4, one SSRC per FCI entry) — so that it
-can ask the producer of that consumer for a key frame; and building PLI/FIR itself towards a
-producer (a consumer starts, a receiver asks).
+Reading: `parse()` walks a datagram once into a `Feedback`: key-frame requests (PLI, FIR),
+generic NACKs, sender reports, report blocks (of SRs and RRs) and REMB (RFC 4585, RFC 5104,
+draft-alvestrand-rmcat-remb); malformed input raises ValueError. Writing: PLI and FIR
+towards a producer's sender, NACK for what a receiver lost and the worker does not have, RR
+and REMB every second, SR passed on to consumers (RFC 3550 6.4).
 """
 
 from __future__ import annotations
