@@ -173,8 +173,14 @@ class WorkerLink:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await self._socket.send(wire.encode({"id": request_id, "method": method, **params}))
         try:
+            # Bounded too: a DEALER whose worker just died has no peer, and its send would
+            # wait for one forever (seen when SIGINT reaches the workers and the supervisor
+            # together, and the supervisor asks them to close before it notices they are gone).
+            await asyncio.wait_for(
+                self._socket.send(wire.encode({"id": request_id, "method": method, **params})),
+                timeout or self.config.worker_timeout,
+            )
             return await asyncio.wait_for(future, timeout or self.config.worker_timeout)
         except TimeoutError:
             raise ProtocolError(
