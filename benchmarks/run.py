@@ -133,23 +133,15 @@ class Bench:
 
     # ------------------------------------------------------------------ scenarios
 
-    async def c_fanout(self, n: int) -> Row:
-        fwd = CForwarder(self.tools.cforward, n, self.forwarder_cpu)
-        try:
-            search = await self._search(f"fanout N={n} c", fwd.built, fwd.pids)
-        finally:
-            counters = fwd.close()
-        row = Row(f"fanout N={n}", "c", n, search)
-        row.extra["cforward"] = counters
-        return row
-
-    async def c_srtp_fanout(self, n: int, profile: str) -> Row:
+    async def c_fanout(self, n: int, profile: str | None = None) -> Row:
+        """The C baseline at fan-out n: plain, or with SRTP `profile` (the c+srtp rows)."""
+        scenario, fwd_name = (f"fanout N={n}", "c") if profile is None else (f"srtp-{profile} N={n}", "c+srtp")
         fwd = CForwarder(self.tools.cforward, n, self.forwarder_cpu, srtp=profile)
         try:
-            search = await self._search(f"srtp-{profile} N={n} c+srtp", fwd.built, fwd.pids)
+            search = await self._search(f"{scenario} {fwd_name}", fwd.built, fwd.pids)
         finally:
             counters = fwd.close()
-        row = Row(f"srtp-{profile} N={n}", "c+srtp", n, search)
+        row = Row(scenario, fwd_name, n, search)
         row.extra["cforward"] = counters
         return row
 
@@ -204,7 +196,7 @@ class Bench:
             self.rows.append(await self.tureen_meeting(p))
         for profile in self.plan.profiles:
             for n in self.plan.srtp:
-                base = await self.c_srtp_fanout(n, profile)
+                base = await self.c_fanout(n, profile)
                 self.rows.append(base)
                 row = await self.tureen_srtp_fanout(n, profile)
                 row.baseline = base

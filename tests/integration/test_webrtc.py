@@ -325,6 +325,11 @@ async def test_close_transport_mid_stream_closes_the_consumers_of_others(media_r
 # ---------------------------------------------------------------------------------------
 
 
+async def worker_states(client: TureenClient) -> list[dict]:
+    """worker.dump of every worker of the server."""
+    return [await client.dump_worker(w["index"]) for w in (await client.server_info())["workers"]]
+
+
 class LossyRelay(asyncio.DatagramProtocol):
     """A UDP relay between one client and a Tureen port that drops `loss` of the RTP going
     to the client (`towards='client'`: a receiver on a bad network) or to Tureen
@@ -398,10 +403,7 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(media_room
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(60, timeout=40)
         assert bob.relay is not None and bob.relay.dropped > 0
-        served = 0
-        for worker in (await client.server_info())["workers"]:
-            state = await client.dump_worker(worker["index"])
-            served += sum(c["nackServed"] for c in state["consumers"])
+        served = sum(c["nackServed"] for state in await worker_states(client) for c in state["consumers"])
         print(
             f"receiver-side 5% loss: relay dropped {bob.relay.dropped} RTP packets; Tureen served "
             f"{served} NACKed packets; {video.frames} frames decoded, longest gap {video.max_gap * 1000:.0f} ms"
@@ -424,9 +426,7 @@ async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(media_r
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(60, timeout=40)
         assert alice.relay is not None and alice.relay.dropped > 0
-        counters = [
-            (await client.dump_worker(w["index"]))["counters"] for w in (await client.server_info())["workers"]
-        ]
+        counters = [state["counters"] for state in await worker_states(client)]
         forwarded = sum(c["nackForwarded"] for c in counters)
         rtx_in = sum(c["rtxIn"] for c in counters)
         print(
