@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup browser-deps run demo test lint bench clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
+# the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1).
+$(STAMP): pyproject.toml setup.py workers/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[test,fast]'
@@ -28,13 +30,13 @@ demo: setup
 
 test: setup browser-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -n auto --dist loadfile
+	TUREEN_REQUIRE_NATIVE=1 $(VENV)/bin/pytest -n auto --dist loadfile
 
 # The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
 # Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.
 BENCH_STAMP := $(VENV)/.bench-installed
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
+$(BENCH_STAMP): $(STAMP)
 	$(PIP) install --quiet -e '.[test,fast,bench]'
 	touch $(BENCH_STAMP)
 
@@ -46,4 +48,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info node_modules demo/static/bundle.js demo/static/bundle.js.map test-output
+	rm -rf $(VENV) build *.egg-info workers/_native*.so node_modules demo/static/bundle.js demo/static/bundle.js.map test-output

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+FANOUTS = ("auto", "native", "python")
+
 
 @dataclass
 class Config:
@@ -36,6 +38,9 @@ class Config:
     # Bitrate (bps) announced with REMB to every sender of video, per transport: browsers
     # ramp their send bitrate up to it (and down on loss, from our receiver reports).
     max_incoming_bitrate: int = 2_000_000
+    # The workers' fan-out core: "auto" (the native core when it was built at install,
+    # else Python), "native" (refuse to start without it) or "python" (docs/benchmarks.md).
+    fanout: str = "auto"
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
     # Log level name: debug, info, warning, error.
@@ -63,6 +68,8 @@ class Config:
             raise ValueError(
                 f"max_incoming_bitrate must be 30000..100000000 bps, got {self.max_incoming_bitrate}"
             )
+        if self.fanout not in FANOUTS:
+            raise ValueError(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         for name, family in (

@@ -61,6 +61,7 @@ def serve(
     run_dir: Annotated[str | None, typer.Option(help="Folder for worker ipc sockets.")] = None,
     pin: Annotated[bool | None, typer.Option("--pin/--no-pin", help="Pin workers to CPUs.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    fanout: Annotated[str | None, typer.Option(help="Workers' fan-out core: auto, native or python.")] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""
     try:
@@ -76,6 +77,7 @@ def serve(
             run_dir=run_dir,
             pin_workers=pin,
             log_level=log_level,
+            fanout=fanout,
         )
         config.validate()
         configure(config.log_level, "supervisor")

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import struct
 from time import monotonic as _monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
+from tureen.workers.native import make_fanout
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
 from tureen.workers.sendbatch import available as sendbatch_available
@@ -128,7 +129,7 @@ _INPUT_COUNTERS = (
 class Forwarder:
     __slots__ = ("buf", "mv", "dirty", "on_switch", "batch", "fanout", "recv_batch", *COUNTERS)
 
-    def __init__(self, batched: bool = True) -> None:
+    def __init__(self, batched: bool = True, core: str = "auto") -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
@@ -136,9 +137,14 @@ class Forwarder:
         # Simulcast: called with a stream whose waiting consumers may switch onto it now
         # (router.complete_switch); the worker sets it.
         self.on_switch = None
-        # The fan-out: batched (one sendmmsg per consumer per drain, sendbatch.py) where
-        # libc has sendmmsg, else one send per copy (`fanout` above). Same contract.
-        self.batch: SendBatch | None = SendBatch(self) if batched and sendbatch_available() else None
+        # The fan-out, one contract, three cores: native (workers/_native.c, when built and
+        # `core` is not "python"), batched in Python (one sendmmsg per consumer per drain,
+        # sendbatch.py) where libc has sendmmsg, else one send per copy (`fanout` above).
+        self.batch: Any = None
+        if batched:
+            self.batch = make_fanout(core)
+            if self.batch is None and sendbatch_available():
+                self.batch = SendBatch()
         self.fanout = self.batch.fanout if self.batch is not None else fanout
         # recvmmsg slots the transports' connected sockets drain into (udp.py), or None.
         self.recv_batch: RecvBatch | None = RecvBatch(DRAIN) if batched and recv_available() else None
@@ -265,11 +271,21 @@ class Forwarder:
         """End of one socket drain: send the copies queued and the pipe batches filled
         during it. Whoever calls `receive` calls this before yielding to the loop."""
         if self.batch is not None:
-            self.batch.flush()
+            failed = self.batch.flush()
+            if failed:
+                self.rtp_out -= failed
+                self.send_errors += failed
         if self.dirty:
             for batch in self.dirty:
                 batch.flush(self)
             self.dirty.clear()
+
+    def core(self) -> str:
+        """Which fan-out runs: "native", "python" (SendBatch) or "per-copy"."""
+        return "per-copy" if self.batch is None else self.batch.dump()["core"]
+
+    def dump_fanout(self) -> dict[str, Any]:
+        return {"core": "per-copy"} if self.batch is None else self.batch.dump()
 
     def packets_in(self) -> int:
         """Every packet the forwarder looked at, forwarded or dropped."""

@@ -596,7 +596,9 @@ class Router:
                 continue
             rw = consumer.rewrite
             rw.send = send
-            rw.fd, rw.protect = consumer.transport.batch_target()
+            rw.fd, srtp = consumer.transport.batch_target()
+            rw.protect = None if srtp is None else srtp.protect_rtp_at
+            rw.srtp_tx = 0 if srtp is None else srtp.tx_address
             fan.append(consumer.rewrite)
             if consumer.rewrite not in old and consumer.kind == "video":
                 started.append(consumer)

@@ -45,7 +45,6 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tureen.workers.forward import Forwarder
     from tureen.workers.rtp.consumer import ConsumerRewrite
 
 LANE = 64  # copies per consumer per flush (a drain is up to 64 datagrams: udp.DRAIN)
@@ -54,6 +53,7 @@ MAX_LANES = 2048  # 2048 x 64 slots: ~14 MiB of mmsghdr/iovec, reached only at N
 RING = 256 * 1024  # plaintext payload copies of one flush
 SRING_SLOT = 1536  # one protected copy: MAX_PACKET_SIZE plus the tag, rounded up
 SRING_SLOTS = 1024
+SRTP_MAX = 1500  # srtp.MAX_PACKET_SIZE: what the per-copy path protects too
 
 _RETRY = (_errno.EINTR,)
 
@@ -118,8 +118,7 @@ def _address(buf: bytearray) -> int:
 class SendBatch:
     """The queue of one worker's forwarder (one per Forwarder; the loop is single-threaded)."""
 
-    def __init__(self, fwd: Forwarder, lanes: int = START_LANES, sendmmsg=None) -> None:
-        self._fwd = fwd
+    def __init__(self, lanes: int = START_LANES, sendmmsg=None) -> None:
         self._sendmmsg = sendmmsg or _sendmmsg
         if self._sendmmsg is None:
             raise OSError("sendmmsg is not available")
@@ -132,6 +131,8 @@ class SendBatch:
         self.ring_used = 0
         self.sring_next = 0
         self.grow = False
+        # Copies that failed at a flush since the last flush() (Forwarder.after_drain).
+        self.failed = 0
         # Flushes and sendmmsg calls made, for worker.dump (how well batching batches).
         self.flushes = 0
         self.calls = 0
@@ -164,7 +165,7 @@ class SendBatch:
         plen = n - 12
         used = self.ring_used
         if used + plen > RING:
-            self.flush()
+            self._send_all()
             used = 0
         ring_off = used
         self.ring[used : used + plen] = view[12:]
@@ -179,7 +180,7 @@ class SendBatch:
             if c.sync:
                 c.resync(seq, ts)
             if c.fd < 0:  # not batchable (ICE-TCP): the plain per-copy send
-                sent += _send_one(c, buf, view, seq, ts, n)
+                sent += send_one(c, buf, view, seq, ts, n)
                 continue
             q = c.queued
             protect = c.protect
@@ -218,7 +219,7 @@ class SendBatch:
     def _protect(self, c: ConsumerRewrite, protect, buf, view, b0, b1, out_seq, out_ts, n) -> int:
         """Protect this consumer's copy into the next sring slot; returns the offset of its
         encrypted part (after the 12-byte header), -1 when it cannot be protected."""
-        if n + 16 > SRING_SLOT:  # larger than libsrtp takes anyway (srtp.MAX_PACKET_SIZE)
+        if n > SRTP_MAX:
             c.send_errors += 1
             return -1
         k = self.sring_next  # < SRING_SLOTS: fanout() flushed if it was full
@@ -244,15 +245,23 @@ class SendBatch:
     def _flush_mid(self, view: memoryview, plen: int) -> int:
         """Flush in the middle of a packet's fan-out; the packet's payload moves to the
         start of the emptied ring for the consumers still to come. Returns its address."""
-        self.flush()
+        self._send_all()
         self.ring[0:plen] = view[12:]
         self.ring_used = plen
         return self.ring_addr
 
     # -- flush -----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Send everything queued: one sendmmsg per consumer (more if some fail)."""
+    def flush(self) -> int:
+        """Send everything queued: one sendmmsg per consumer (more if some fail). Returns
+        the copies that failed since the last flush() (the forwarder takes them back off
+        its counters), including flushes made early because something was full."""
+        self._send_all()
+        failed = self.failed
+        self.failed = 0
+        return failed
+
+    def _send_all(self) -> None:
         active = self.active
         if not active:
             self.ring_used = 0
@@ -288,21 +297,19 @@ class SendBatch:
         self.sring_next = 0
         self.flushes += 1
         self.calls += calls
-        if errors:
-            fwd = self._fwd
-            fwd.rtp_out -= errors
-            fwd.send_errors += errors
+        self.failed += errors
         if self.grow:
             self.grow = False
             if self.lanes < MAX_LANES:
                 self._alloc(min(MAX_LANES, self.lanes * 2))
 
-    def dump(self) -> dict[str, int]:
-        return {"lanes": self.lanes, "flushes": self.flushes, "sendmmsgCalls": self.calls}
+    def dump(self) -> dict[str, object]:
+        return {"core": "python", "lanes": self.lanes, "flushes": self.flushes, "sendmmsgCalls": self.calls}
 
 
-def _send_one(c: ConsumerRewrite, buf: bytearray, view: memoryview, seq: int, ts: int, n: int) -> int:
-    """forward.fanout's per-copy path for one consumer that cannot be batched."""
+def send_one(c: ConsumerRewrite, buf: bytearray, view: memoryview, seq: int, ts: int, n: int) -> int:
+    """forward.fanout's per-copy path for one consumer that cannot be batched (ICE-TCP);
+    the native core calls it too."""
     _pack_out(buf, 2, (seq + c.seq_offset) & 0xFFFF, (ts + c.ts_offset) & 0xFFFFFFFF, c.ssrc)
     try:
         c.send(view)

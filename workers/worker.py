@@ -97,7 +97,7 @@ class Worker:
             if ip
         ]
         self._ticks = 0
-        self.forwarder = Forwarder()
+        self.forwarder = Forwarder(core=config.fanout)
         self.forwarder.on_switch = self.router.complete_switch
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {
@@ -457,6 +457,7 @@ class Worker:
             "pipeMessagesOut": fwd.pipe_messages_out,
             "pipeDropped": fwd.pipe_dropped,
             "pipePacketsIn": fwd.pipe_packets_in,
+            "fanout": fwd.core(),
             "cpuPercent": self._process.cpu_percent(None),
         }
 
@@ -470,6 +471,7 @@ class Worker:
             "consumers": [c.dump() for c in r.consumers.values()],
             "pipe": self.pipes.dump(),
             "counters": self.forwarder.counters(),
+            "fanout": self.forwarder.dump_fanout(),
         }
 
     def _stats_get(self, p: Params) -> dict[str, Any]:

@@ -1,6 +1,11 @@
-"""The batched fan-out (workers/sendbatch.py): per-consumer headers and order through real
-sendmmsg on loopback, partial sendmmsg returns and errors through a fake sendmmsg, lane
-overflow and growth, and SRTP copies that the receiver's context decrypts."""
+"""The batched fan-outs, Python (workers/sendbatch.py) and native (workers/_native.c), under
+one contract: per-consumer headers and order through real sendmmsg on loopback, real send
+errors (ECONNREFUSED, EBADF), buffers filling up in the middle of a fan-out, SRTP copies that
+the receiver's context decrypts; for SendBatch also partial sendmmsg returns through a fake
+sendmmsg, and lane overflow and growth.
+
+The native tests skip where the extension was not built, except under TUREEN_REQUIRE_NATIVE=1
+(set by `make test`), where a missing build fails them."""
 
 from __future__ import annotations
 
@@ -11,22 +16,55 @@ import socket
 import struct
 
 import pytest
-from tureen.workers import sendbatch
+from tureen.workers import native, sendbatch
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.sendbatch import LANE, SendBatch, _Iovec, _Mmsghdr
 from tureen.workers.transport.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpContext
 
 pytestmark = pytest.mark.skipif(not sendbatch.available(), reason="no sendmmsg (not Linux)")
 
-HDR = struct.Struct("!BBHII")
-
 
 class FakeForwarder:
-    """What SendBatch corrects at a flush."""
+    """The counters a flush's failures correct (Forwarder.after_drain)."""
 
     def __init__(self) -> None:
         self.rtp_out = 0
         self.send_errors = 0
+
+
+CORES = ["python", "native"]
+
+
+def _need_native() -> None:
+    if not native.available():
+        if os.environ.get("TUREEN_REQUIRE_NATIVE") == "1":
+            pytest.fail(native.WHY_NOT)
+        pytest.skip(native.WHY_NOT)
+
+
+@pytest.fixture(params=CORES)
+def core(request) -> str:
+    if request.param == "native":
+        _need_native()
+    return request.param
+
+
+def make_batch(core: str):
+    return SendBatch() if core == "python" else native.make_fanout("native")
+
+
+def queued(c: ConsumerRewrite, core: str) -> int:
+    return c.queued if core == "python" else c.native_queued
+
+
+def flush(batch, fwd: FakeForwarder) -> None:
+    """What Forwarder.after_drain does with a flush's failures."""
+    failed = batch.flush()
+    fwd.rtp_out -= failed
+    fwd.send_errors += failed
+
+
+HDR = struct.Struct("!BBHII")
 
 
 class Pair:
@@ -69,6 +107,12 @@ def pairs():
         p.close()
 
 
+def use_srtp(c: ConsumerRewrite, ctx: SrtpContext) -> None:
+    """What the router sets for a consumer on an SRTP transport (both cores' fields)."""
+    c.protect = ctx.protect_rtp_at
+    c.srtp_tx = ctx.tx_address
+
+
 def packet(seq: int, ts: int, payload: bytes, pt: int = 96, marker: bool = False) -> bytearray:
     buf = bytearray(65536)
     HDR.pack_into(buf, 0, 0x80, (0x80 if marker else 0) | pt, seq, ts, 0x11111111)
@@ -76,7 +120,7 @@ def packet(seq: int, ts: int, payload: bytes, pt: int = 96, marker: bool = False
     return buf
 
 
-def feed(batch: SendBatch, fwd: FakeForwarder, fan, seq: int, ts: int, payload: bytes, marker=False) -> int:
+def feed(batch, fwd: FakeForwarder, fan, seq: int, ts: int, payload: bytes, marker=False) -> int:
     buf = packet(seq, ts, payload, marker=marker)
     n = 12 + len(payload)
     sent = batch.fanout(tuple(fan), buf, memoryview(buf)[:n], seq, ts, n)
@@ -84,15 +128,26 @@ def feed(batch: SendBatch, fwd: FakeForwarder, fan, seq: int, ts: int, payload: 
     return sent
 
 
-def test_headers_payload_and_order_per_consumer(pairs):
+def test_headers_payload_and_order_per_consumer(pairs, core):
     fwd = FakeForwarder()
-    batch = SendBatch(fwd)
+    batch = make_batch(core)
     a = pairs(0xAAAA0001, seq_offset=1000, ts_offset=5)
     b = pairs(0xBBBB0002, seq_offset=0xFFFE, ts_offset=0xFFFFFFFF)
     for i in range(5):
-        assert feed(batch, fwd, [a.c, b.c], 100 + i, 9000 + 3000 * i, bytes([i]) * (50 + i), marker=i == 4) == 2
-    assert a.c.queued == 5 and b.c.queued == 5  # nothing sent before the flush
-    batch.flush()
+        assert (
+            feed(
+                batch,
+                fwd,
+                [a.c, b.c],
+                100 + i,
+                9000 + 3000 * i,
+                bytes([i]) * (50 + i),
+                marker=i == 4,
+            )
+            == 2
+        )
+    assert queued(a.c, core) == 5 and queued(b.c, core) == 5  # nothing sent before the flush
+    flush(batch, fwd)
     for p in (a, b):
         got = p.receive(5)
         for i, data in enumerate(got):
@@ -102,20 +157,20 @@ def test_headers_payload_and_order_per_consumer(pairs):
             assert seq == (100 + i + p.c.seq_offset) & 0xFFFF
             assert ts == (9000 + 3000 * i + p.c.ts_offset) & 0xFFFFFFFF
             assert data[12:] == bytes([i]) * (50 + i)
-        assert p.c.packets == 5 and p.c.queued == 0
+        assert p.c.packets == 5 and queued(p.c, core) == 0
     assert fwd.rtp_out == 10 and fwd.send_errors == 0
-    assert batch.calls == 2  # one sendmmsg per consumer
+    assert batch.dump()["sendmmsgCalls"] == 2  # one sendmmsg per consumer
 
 
 def test_more_than_a_lane_and_more_consumers_than_lanes(pairs):
     fwd = FakeForwarder()
-    batch = SendBatch(fwd, lanes=2)
+    batch = SendBatch(lanes=2)
     made = [pairs(0x100 + i) for i in range(3)]  # 3 consumers, 2 lanes: flush + grow
     fan = [p.c for p in made]
     count = LANE + 10  # a lane fills up: flush in the middle of a packet's fan-out
     for i in range(count):
         feed(batch, fwd, fan, i, 90 * i, struct.pack("!I", i) * 10)
-    batch.flush()
+    flush(batch, fwd)
     assert batch.lanes == 4  # grew after running out
     for p in made:
         got = p.receive(count)
@@ -153,8 +208,10 @@ def test_partial_returns_and_errors_are_counted_per_consumer():
     fwd = FakeForwarder()
     # Consumer a (fd 1001): 2 sent, then ENOBUFS on the 3rd, then the rest (2).
     # Consumer b (fd 1002): EINTR (retried), then ECONNREFUSED on its 1st, then 1 by 1.
-    fake = FakeSendmmsg([2, ("e", errno.ENOBUFS), 5, ("e", errno.EINTR), ("e", errno.ECONNREFUSED), 1, 1, 1, 1])
-    batch = SendBatch(fwd, sendmmsg=fake)
+    fake = FakeSendmmsg(
+        [2, ("e", errno.ENOBUFS), 5, ("e", errno.EINTR), ("e", errno.ECONNREFUSED), 1, 1, 1, 1]
+    )
+    batch = SendBatch(sendmmsg=fake)
     a = ConsumerRewrite(1, 0xA)
     b = ConsumerRewrite(2, 0xB)
     for c, fd in ((a, 1001), (b, 1002)):
@@ -164,52 +221,191 @@ def test_partial_returns_and_errors_are_counted_per_consumer():
     for i in range(5):
         feed(batch, fwd, [a, b], i, i, bytes([i]) * 20)
     assert fwd.rtp_out == 10
-    batch.flush()
+    flush(batch, fwd)
     seqs = {fd: [HDR.unpack_from(d)[2] for d in data] for fd, data in fake.sent.items()}
     assert seqs == {1001: [0, 1, 3, 4], 1002: [1, 2, 3, 4]}  # in order, the failed one skipped
-    assert all(d[12:] == bytes([HDR.unpack_from(d)[2]]) * 20 for data in fake.sent.values() for d in data)
+    assert all(
+        d[12:] == bytes([HDR.unpack_from(d)[2]]) * 20 for data in fake.sent.values() for d in data
+    )
     assert (a.send_errors, a.packets, a.octets) == (1, 4, 4 * 32)
     assert (b.send_errors, b.packets, b.octets) == (1, 4, 4 * 32)
     assert (fwd.rtp_out, fwd.send_errors) == (8, 2)
 
 
-def test_unbatchable_consumer_sends_per_copy(pairs):
+def test_unbatchable_consumer_sends_per_copy(pairs, core):
     fwd = FakeForwarder()
-    batch = SendBatch(fwd)
+    batch = make_batch(core)
     a = pairs(0xA)
     b = pairs(0xB)
     b.c.fd = -1  # e.g. ICE-TCP: its own send, right away
     feed(batch, fwd, [a.c, b.c], 7, 70, b"x" * 30)
     assert HDR.unpack_from(b.sink.recv(2048))[2:] == (7, 70, 0xB)
-    batch.flush()
+    flush(batch, fwd)
     assert HDR.unpack_from(a.sink.recv(2048))[2:] == (7, 70, 0xA)
 
 
 @pytest.mark.parametrize("profile", [AEAD_AES_128_GCM, AES128_CM_SHA1_80])
-def test_srtp_copies_decrypt(pairs, profile):
+def test_srtp_copies_decrypt(pairs, profile, core):
     fwd = FakeForwarder()
-    batch = SendBatch(fwd)
+    batch = make_batch(core)
     keys = []
     fan = []
     for i in range(2):
         local = os.urandom(28 if profile == AEAD_AES_128_GCM else 30)
         remote = os.urandom(len(local))
         p = pairs(0xC0 + i, seq_offset=10 * i)
-        p.c.protect = SrtpContext(profile, local, remote).protect_rtp_at
+        use_srtp(p.c, SrtpContext(profile, local, remote))
         keys.append((p, SrtpContext(profile, remote, local)))  # the receiver's view
         fan.append(p.c)
     plain = pairs(0xD0)  # a plain consumer in the same fan: its payload is the shared copy
     fan.append(plain.c)
     for i in range(4):
         feed(batch, fwd, fan, 500 + i, 1000 * i, bytes([i + 1]) * 1000)
-    batch.flush()
+    flush(batch, fwd)
     for p, rx in keys:
         for i, data in enumerate(p.receive(4)):
             rtp = rx.unprotect_rtp(data)
-            assert HDR.unpack_from(rtp)[2:] == ((500 + i + p.c.seq_offset) & 0xFFFF, 1000 * i, p.c.ssrc)
+            assert HDR.unpack_from(rtp)[2:] == (
+                (500 + i + p.c.seq_offset) & 0xFFFF,
+                1000 * i,
+                p.c.ssrc,
+            )
             assert rtp[12:] == bytes([i + 1]) * 1000
     for i, data in enumerate(plain.receive(4)):
         assert data[12:] == bytes([i + 1]) * 1000
+
+
+def test_real_send_errors_are_counted_and_the_rest_still_go(pairs, core):
+    fwd = FakeForwarder()
+    batch = make_batch(core)
+    good = pairs(0x60)
+    # A socket connected to a port nobody listens on: the ICMP answer to a first datagram
+    # makes the next send fail once with ECONNREFUSED, then sends go out (to nobody) again.
+    refused = pairs(0x61)
+    port = refused.sink.getsockname()
+    refused.sink.close()
+    refused.out.connect(port)
+    refused.out.send(b"x" * 20)
+    # A closed socket: every copy fails with EBADF.
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad = ConsumerRewrite(3, 0x62)
+    bad.fd = gone.fileno()
+    bad.sync = False
+    bad.started = True
+    gone.close()
+    for i in range(3):
+        assert feed(batch, fwd, [refused.c, bad, good.c], i, i, b"p" * 20) == 3
+    flush(batch, fwd)
+    assert (refused.c.send_errors, refused.c.packets, refused.c.octets) == (1, 2, 64)
+    assert (bad.send_errors, bad.packets, bad.octets) == (3, 0, 0)
+    assert (good.c.send_errors, good.c.packets) == (0, 3)
+    assert [HDR.unpack_from(d)[2] for d in good.receive(3)] == [0, 1, 2]
+    assert (fwd.rtp_out, fwd.send_errors) == (5, 4)
+    assert batch.flush() == 0  # failures are reported once
+
+
+def test_payload_ring_full_in_the_middle_of_a_drain(pairs, core):
+    """More payload than one ring holds between flushes: the batch sends what it has in the
+    middle of the drain and goes on; every consumer still gets every packet, in order."""
+    fwd = FakeForwarder()
+    batch = make_batch(core)
+    made = [pairs(0x70 + i) for i in range(2)]
+    count = 240  # x 1188 bytes of payload: more than the 256 KiB ring
+    got: dict[int, list[bytes]] = {p.c.ssrc: [] for p in made}
+    for i in range(count):
+        feed(batch, fwd, [p.c for p in made], i, 10 * i, struct.pack("!H", i) * 594)
+    for p in made:  # what the early flush sent, before the sinks fill up
+        p.sink.setblocking(False)
+        while True:
+            try:
+                got[p.c.ssrc].append(p.sink.recv(2048))
+            except BlockingIOError:
+                break
+        p.sink.settimeout(2.0)
+    assert all(0 < len(v) < count for v in got.values())
+    flush(batch, fwd)
+    for p in made:
+        got[p.c.ssrc] += p.receive(count - len(got[p.c.ssrc]))
+        assert [HDR.unpack_from(d)[2] for d in got[p.c.ssrc]] == list(range(count))
+        assert all(d[12:] == struct.pack("!H", i) * 594 for i, d in enumerate(got[p.c.ssrc]))
+    assert (fwd.rtp_out, fwd.send_errors) == (2 * count, 0)
+
+
+def test_srtp_slots_full_in_the_middle_of_a_fanout(pairs, core):
+    """More protected copies than SRTP slots between flushes (1024): an early flush, and
+    every copy still decrypts, in order."""
+    fwd = FakeForwarder()
+    batch = make_batch(core)
+    count = 3
+    made = []
+    for i in range(400):  # 400 consumers x 3 packets = 1200 protected copies
+        local, remote = os.urandom(28), os.urandom(28)
+        c = ConsumerRewrite(i, 0x1000 + i)
+        c.sync = False
+        c.started = True
+        use_srtp(c, SrtpContext(AEAD_AES_128_GCM, local, remote))
+        made.append((c, SrtpContext(AEAD_AES_128_GCM, remote, local)))
+    sink = pairs(0x80)  # every consumer sends on one connected socket to one sink
+    for c, _ in made:
+        c.fd = sink.out.fileno()
+    for i in range(count):
+        assert feed(batch, fwd, [c for c, _ in made], i, i, bytes([i]) * 200) == 400
+    flush(batch, fwd)
+    rx = {c.ssrc: (c, ctx) for c, ctx in made}
+    seen: dict[int, list[int]] = {}
+    for data in sink.receive(400 * count):
+        c, ctx = rx[HDR.unpack_from(data)[4]]
+        rtp = ctx.unprotect_rtp(data)
+        seen.setdefault(c.ssrc, []).append(HDR.unpack_from(rtp)[2])
+        assert rtp[12:] == bytes([HDR.unpack_from(rtp)[2]]) * 200
+    assert len(seen) == 400 and all(v == list(range(count)) for v in seen.values())
+    assert (fwd.rtp_out, fwd.send_errors) == (1200, 0)
+
+
+def test_srtp_copy_too_large_is_counted_not_sent(pairs, core):
+    batch = make_batch(core)
+    p = pairs(0x90)
+    local, remote = os.urandom(28), os.urandom(28)
+    use_srtp(p.c, SrtpContext(AEAD_AES_128_GCM, local, remote))
+    buf = packet(1, 1, b"z" * 1489)  # 1501 bytes: more than libsrtp takes
+    assert batch.fanout((p.c,), buf, memoryview(buf)[:1501], 1, 1, 1501) == 0
+    assert batch.flush() == 0
+    assert (p.c.send_errors, p.c.packets) == (1, 0)
+
+
+def test_resync_runs_before_the_first_copy_after_a_break(pairs, core):
+    fwd = FakeForwarder()
+    batch = make_batch(core)
+    p = pairs(0xA0)
+    p.c.last_seq, p.c.last_ts = 999, 5000
+    p.c.sync = True  # started, interrupted: continues at last_seq + 1
+    feed(batch, fwd, [p.c], 40, 7000, b"r" * 20)
+    feed(batch, fwd, [p.c], 41, 7100, b"r" * 20)
+    flush(batch, fwd)
+    assert [HDR.unpack_from(d)[2] for d in p.receive(2)] == [1000, 1001]
+    assert p.c.sync is False
+
+
+def test_native_fanout_rejects_bad_arguments(pairs):
+    _need_native()
+    batch = make_batch("native")
+    p = pairs(0xB0)
+    buf = packet(1, 1, b"q" * 20)
+    view = memoryview(buf)[:32]
+    with pytest.raises(TypeError):
+        batch.fanout((p.c, object()), buf, view, 1, 1, 32)
+    with pytest.raises(TypeError):
+        batch.fanout([p.c], buf, view, 1, 1, 32)
+    with pytest.raises(TypeError):
+        batch.fanout((p.c,), bytes(buf), view, 1, 1, 32)
+    for n in (11, len(buf) + 1):
+        with pytest.raises(ValueError):
+            batch.fanout((p.c,), buf, view, 1, 1, n)
+    with pytest.raises(TypeError):
+        batch.fanout((p.c,), buf, view, 1, 1)
+    # The consumer before the bad entry was queued; the batch still works and sends it.
+    assert batch.flush() == 0
+    assert HDR.unpack_from(p.sink.recv(2048))[2] == 1
 
 
 def test_recv_batch_reads_a_drain_in_one_call_and_flags_truncation():

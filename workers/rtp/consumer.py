@@ -16,6 +16,9 @@ buffer expects that) and are rebased across a stream change (another stream has 
 random base), advanced by the wall-clock time that passed.
 
 The hot loop reads these slots directly; the control path (worker.py) calls the methods.
+The fields the fan-out itself reads and writes (fd, ssrc, offsets, sync, srtp_tx, counters)
+live in the base class, `native.RewriteCore`: a C struct when the native core is built
+(workers/_native.c reads them there), else plain slots.
 """
 
 from __future__ import annotations
@@ -24,19 +27,16 @@ import time
 from collections.abc import Callable
 
 from tureen.shared.rtp.seq import SEQ_MASK, TS_MASK
+from tureen.workers.native import RewriteCore
 
 
 def _no_send(data: object) -> None:  # pragma: no cover - never in a fan-out table
     raise OSError("consumer has no transport to send on")
 
 
-class ConsumerRewrite:
+class ConsumerRewrite(RewriteCore):
     __slots__ = (
         "consumer_id",
-        "ssrc",
-        "seq_offset",
-        "ts_offset",
-        "sync",
         "started",
         "last_seq",
         "last_ts",
@@ -46,13 +46,9 @@ class ConsumerRewrite:
         "profile",
         "reported_profile",
         "send",
-        "fd",
         "protect",
         "lane",
         "queued",
-        "packets",
-        "octets",
-        "send_errors",
         "on_profile",
     )
 
@@ -81,10 +77,12 @@ class ConsumerRewrite:
         self.reported_profile: str | None = None
         # Sends one rewritten packet (a bytes-like view) on the consumer's transport.
         self.send: Callable[[object], object] = _no_send
-        # The batched path (workers/sendbatch.py): the connected socket's fd (-1: use `send`
-        # per copy), the SRTP protect-at-pointer of the transport (None: plain RTP), and the
-        # consumer's place in the current batch (first mmsghdr slot, copies queued).
+        # The batched paths: the connected socket's fd (-1: use `send` per copy); for SRTP
+        # the transport's outbound srtp_t (srtp_tx, the native core) and its protect-at-
+        # pointer (SendBatch), 0/None for plain RTP; SendBatch's place of the consumer in the
+        # current batch (first mmsghdr slot, copies queued).
         self.fd = -1
+        self.srtp_tx = 0
         self.protect: Callable[[object, int], int] | None = None
         self.lane = 0
         self.queued = 0

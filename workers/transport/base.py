@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from tureen.workers.router import Consumer, Producer, Stream
+    from tureen.workers.transport.srtp import SrtpContext
 
 # Sends one RTP packet (a bytes-like view into the forwarder's buffer). Raises OSError on
 # failure, which the forwarder counts; it must not keep the view after returning.
@@ -78,10 +79,11 @@ class Transport:
         """How to send one RTP packet to the remote now, or None while that is not possible."""
         raise NotImplementedError
 
-    def batch_target(self) -> tuple[int, Callable[[Any, int], int] | None]:
-        """(fd, protect) for the batched fan-out (workers/sendbatch.py): the connected UDP
-        socket the sender() sends on, and for SRTP a `protect(pointer, length) -> length`
-        that protects in place. fd -1: not batchable, the forwarder calls sender() per copy."""
+    def batch_target(self) -> tuple[int, SrtpContext | None]:
+        """(fd, srtp) for the batched fan-outs (workers/sendbatch.py, workers/_native.c): the
+        connected UDP socket the sender() sends on, and for SRTP the transport's context
+        (copies are protected in place with its outbound session). fd -1: not batchable,
+        the forwarder calls sender() per copy."""
         return -1, None
 
     def send_rtcp(self, packet: bytes) -> None:

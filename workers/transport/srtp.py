@@ -97,6 +97,9 @@ class SrtpContext:
         # `_srtp`, an `srtp_t *` it frees with the Session).
         self._tx_ctx = self._tx._srtp[0]
         self._rx_ctx = self._rx._srtp[0]
+        # The same outbound srtp_t as an integer, for the native fan-out (workers/_native.c);
+        # valid while this context lives (a consumer's rewrite keeps it alive via `protect`).
+        self.tx_address = int(ffi.cast("uintptr_t", self._tx_ctx))
         self._len = ffi.new("int *")
         self._trailer = self.profile.rtp_trailer
         # The last buffer given to each *_into method and its cffi view (see there).

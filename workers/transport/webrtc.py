@@ -180,7 +180,7 @@ class WebRtcTransport(Transport):
             return -1, None
         if self._send != self.endpoint.send:  # a TCP connection's send
             return -1, None
-        return self.endpoint.send_fd, self.srtp.protect_rtp_at
+        return self.endpoint.send_fd, self.srtp
 
     def _send_srtp(self, view: Any) -> None:
         n = len(view)

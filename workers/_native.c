@@ -1,0 +1,497 @@
+/* tureen.workers._native: the optional native fan-out core (docs/benchmarks.md).
+ *
+ * The same contract as workers/sendbatch.py's SendBatch, written in C because the per-copy
+ * work is what the SRTP path pays for in the interpreter: per output copy SendBatch runs a
+ * header pack, a payload slice copy, a cffi pointer and a cffi call (~1 us), as much as the
+ * AES itself; PERF.md measured a native inner loop at 0.8x C with AES-GCM against 0.4x for
+ * pure Python. Nothing else of the worker moves here: the forwarder still receives, demuxes
+ * and decides in Python, then calls
+ *
+ *     FanOut.fanout(fan, buf, view, seq, ts, n) -> copies queued
+ *     FanOut.flush() -> copies that failed since the last flush() (the forwarder's counters)
+ *
+ * once per input packet and once per drain. `fan` is a tuple of RewriteCore (the C base of
+ * workers/rtp/consumer.ConsumerRewrite, holding exactly the fields this loop reads and
+ * writes, so Python and C see the same values without copying them back and forth).
+ *
+ * Per copy: the 12-byte header (consumer's SSRC, seq + seq_offset, ts + ts_offset) goes into
+ * a queue entry; plain RTP points the entry at the one payload copy of the input packet in
+ * `ring`; SRTP (srtp_tx != 0) writes header + payload into its own slot of `sring` and
+ * protects it in place with libsrtp's srtp_protect, reached through the function pointer
+ * that pylibsrtp's cffi module exports (the same libsrtp + OpenSSL build the Python path
+ * uses, and the same srtp_t sessions: this module links nothing). Each consumer's entries
+ * form a list, and flush() sends each consumer's list with sendmmsg on its own connected
+ * socket (each transport must send from its own port), 64 messages per call.
+ *
+ * Consumers without a batchable socket (fd < 0: ICE-TCP) and the first packet after a break
+ * (sync) call back into Python: send_one(c, buf, view, seq, ts, n) and c.resync(seq, ts).
+ *
+ * Compiled at install time when a C compiler is there (setup.py, optional); without it the
+ * worker runs SendBatch, same behaviour. No Python object is made per copy.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define LANE 64                /* messages per sendmmsg call */
+#define RING (256 * 1024)      /* plaintext payload copies between two flushes */
+#define SSLOT 1536             /* one protected copy: MAX_SRTP plus the tag, rounded up */
+#define SSLOTS 1024            /* protected copies between two flushes */
+#define MAX_SRTP 1500          /* srtp.MAX_PACKET_SIZE: what the Python path takes too */
+#define START_ENTRIES 4096
+
+typedef int (*srtp_protect_fn)(void *ctx, void *rtp, int *len);
+
+/* ---------------------------------------------------------------- RewriteCore */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                    /* connected UDP socket; -1: send_one per copy */
+    unsigned int ssrc;
+    unsigned int seq_offset;
+    unsigned int ts_offset;
+    char sync;                 /* resync() before the next copy */
+    unsigned long long srtp_tx; /* srtp_t of the transport's outbound session; 0: plain */
+    unsigned long long packets;
+    unsigned long long octets;
+    unsigned long long send_errors;
+    /* FanOut's queue of this consumer between two flushes (entry indices). */
+    int nq;
+    int first;
+    int last;
+} RewriteCore;
+
+static PyMemberDef rewrite_members[] = {
+    {"fd", T_INT, offsetof(RewriteCore, fd), 0, "connected socket fd, -1: per-copy send"},
+    {"ssrc", T_UINT, offsetof(RewriteCore, ssrc), 0, "the consumer's SSRC"},
+    {"seq_offset", T_UINT, offsetof(RewriteCore, seq_offset), 0, "out seq = in seq + this"},
+    {"ts_offset", T_UINT, offsetof(RewriteCore, ts_offset), 0, "out ts = in ts + this"},
+    {"sync", T_BOOL, offsetof(RewriteCore, sync), 0, "resync() before the next copy"},
+    {"srtp_tx", T_ULONGLONG, offsetof(RewriteCore, srtp_tx), 0, "srtp_t address, 0: plain"},
+    {"packets", T_ULONGLONG, offsetof(RewriteCore, packets), 0, "copies sent"},
+    {"octets", T_ULONGLONG, offsetof(RewriteCore, octets), 0, "RTP bytes sent"},
+    {"send_errors", T_ULONGLONG, offsetof(RewriteCore, send_errors), 0, "copies lost"},
+    {"native_queued", T_INT, offsetof(RewriteCore, nq), READONLY, "copies queued now"},
+    {NULL},
+};
+
+static PyObject *rewrite_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    RewriteCore *self = (RewriteCore *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->fd = -1;
+        self->sync = 1;
+    }
+    return (PyObject *)self;
+}
+
+static void rewrite_dealloc(PyObject *self) { Py_TYPE(self)->tp_free(self); }
+
+static PyTypeObject RewriteCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tureen.workers._native.RewriteCore",
+    .tp_doc = "The fields of a consumer's rewrite that the fan-out reads and writes.",
+    .tp_basicsize = sizeof(RewriteCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = rewrite_new,
+    .tp_dealloc = rewrite_dealloc,
+    .tp_members = rewrite_members,
+};
+
+/* ---------------------------------------------------------------- FanOut */
+
+typedef struct {
+    unsigned char hdr[12];
+    int next;                  /* the consumer's next entry */
+    int n;                     /* RTP length (what the counters count) */
+    int len;                   /* bytes at data */
+    char whole;                /* data is the whole packet (SRTP), else the payload */
+    char *data;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    srtp_protect_fn protect;
+    PyObject *send_one;
+    PyObject *resync;          /* interned "resync" */
+    char *ring;
+    size_t ring_used;
+    char *sring;
+    int sring_next;
+    Entry *entries;
+    int nentries;
+    int cap;
+    RewriteCore **active;
+    int nactive;
+    int active_cap;
+    unsigned long long gen;    /* flushes so far: a callback that flushed shows here */
+    unsigned long long calls;  /* sendmmsg calls */
+    unsigned long long failed; /* copies lost since the last flush() */
+    struct mmsghdr msgs[LANE];
+    struct iovec iov[2 * LANE];
+    int idx[LANE];
+} FanOut;
+
+static int fanout_init(FanOut *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"protect_address", "send_one", NULL};
+    unsigned long long addr = 0;
+    PyObject *send_one = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO", kwlist, &addr, &send_one))
+        return -1;
+    if (!PyCallable_Check(send_one)) {
+        PyErr_SetString(PyExc_TypeError, "send_one must be callable");
+        return -1;
+    }
+    if (self->ring != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FanOut is already initialised");
+        return -1;
+    }
+    self->protect = (srtp_protect_fn)(uintptr_t)addr;
+    Py_INCREF(send_one);
+    self->send_one = send_one;
+    self->resync = PyUnicode_InternFromString("resync");
+    self->ring = PyMem_RawMalloc(RING);
+    self->sring = PyMem_RawMalloc((size_t)SSLOT * SSLOTS);
+    self->cap = START_ENTRIES;
+    self->entries = PyMem_RawMalloc(sizeof(Entry) * self->cap);
+    self->active_cap = 256;
+    self->active = PyMem_RawMalloc(sizeof(RewriteCore *) * self->active_cap);
+    if (!self->resync || !self->ring || !self->sring || !self->entries || !self->active) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Send everything queued: one sendmmsg per consumer and LANE messages. A message that
+ * fails (ENOBUFS, EAGAIN, ECONNREFUSED from an earlier ICMP, EBADF) is lost and counted on
+ * its consumer and in `failed`; EINTR is retried. Never raises. */
+static void send_all(FanOut *self) {
+    int nactive = self->nactive;
+    RewriteCore **active = self->active;
+    for (int a = 0; a < nactive; a++) {
+        RewriteCore *c = active[a];
+        int k = c->nq;
+        int e = c->first;
+        c->nq = 0;
+        while (k > 0) {
+            int m = k < LANE ? k : LANE;
+            for (int j = 0; j < m; j++) {
+                Entry *en = &self->entries[e];
+                struct msghdr *h = &self->msgs[j].msg_hdr;
+                struct iovec *v = &self->iov[2 * j];
+                h->msg_name = NULL;
+                h->msg_namelen = 0;
+                h->msg_iov = v;
+                h->msg_control = NULL;
+                h->msg_controllen = 0;
+                h->msg_flags = 0;
+                if (en->whole) {
+                    v[0].iov_base = en->data;
+                    v[0].iov_len = (size_t)en->len;
+                    h->msg_iovlen = 1;
+                } else {
+                    v[0].iov_base = en->hdr;
+                    v[0].iov_len = 12;
+                    v[1].iov_base = en->data;
+                    v[1].iov_len = (size_t)en->len;
+                    h->msg_iovlen = 2;
+                }
+                self->idx[j] = e;
+                e = en->next;
+            }
+            int done = 0;
+            while (done < m) {
+                int r = sendmmsg(c->fd, &self->msgs[done], (unsigned int)(m - done), 0);
+                self->calls++;
+                if (r > 0) {
+                    done += r;
+                    continue;
+                }
+                if (r < 0 && errno == EINTR)
+                    continue;
+                /* The message at `done` failed: lost, counted; the rest are retried. */
+                c->send_errors++;
+                c->packets--;
+                c->octets -= (unsigned long long)self->entries[self->idx[done]].n;
+                self->failed++;
+                done++;
+            }
+            k -= m;
+        }
+    }
+    self->nactive = 0;
+    self->nentries = 0;
+    self->ring_used = 0;
+    self->sring_next = 0;
+    self->gen++;
+    for (int a = 0; a < nactive; a++)
+        Py_DECREF((PyObject *)active[a]);
+}
+
+static inline void put_header(unsigned char *h, unsigned char b0, unsigned char b1,
+                              unsigned int seq, unsigned int ts, unsigned int ssrc) {
+    h[0] = b0;
+    h[1] = b1;
+    h[2] = (unsigned char)(seq >> 8);
+    h[3] = (unsigned char)seq;
+    h[4] = (unsigned char)(ts >> 24);
+    h[5] = (unsigned char)(ts >> 16);
+    h[6] = (unsigned char)(ts >> 8);
+    h[7] = (unsigned char)ts;
+    h[8] = (unsigned char)(ssrc >> 24);
+    h[9] = (unsigned char)(ssrc >> 16);
+    h[10] = (unsigned char)(ssrc >> 8);
+    h[11] = (unsigned char)ssrc;
+}
+
+/* The input packet's payload, copied into the ring (flushing first if it is full). */
+static char *copy_payload(FanOut *self, const char *payload, size_t plen) {
+    if (self->ring_used + plen > RING)
+        send_all(self);
+    char *dst = self->ring + self->ring_used;
+    memcpy(dst, payload, plen);
+    self->ring_used += plen;
+    return dst;
+}
+
+static int queue(FanOut *self, RewriteCore *c) {
+    if (self->nentries == self->cap) {
+        int cap = self->cap * 2;
+        Entry *grown = PyMem_RawRealloc(self->entries, sizeof(Entry) * cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->entries = grown;
+        self->cap = cap;
+    }
+    if (c->nq == 0) {
+        if (self->nactive == self->active_cap) {
+            int cap = self->active_cap * 2;
+            RewriteCore **grown = PyMem_RawRealloc(self->active, sizeof(RewriteCore *) * cap);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->active = grown;
+            self->active_cap = cap;
+        }
+        Py_INCREF(c);
+        self->active[self->nactive++] = c;
+    }
+    return self->nentries++;
+}
+
+static void link_entry(FanOut *self, RewriteCore *c, int e) {
+    if (c->nq == 0)
+        c->first = e;
+    else
+        self->entries[c->last].next = e;
+    self->entries[e].next = -1;
+    c->last = e;
+    c->nq++;
+}
+
+PyDoc_STRVAR(fanout_doc,
+"fanout(fan, buf, view, seq, ts, n) -> int\n\n"
+"Queue one rewritten copy of the RTP packet in buf[:n] per consumer of `fan` (a tuple of\n"
+"RewriteCore); return how many were queued or sent. seq/ts are the packet's.");
+
+static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fanout() takes (fan, buf, view, seq, ts, n)");
+        return NULL;
+    }
+    PyObject *fan = args[0];
+    PyObject *buf = args[1];
+    if (!PyTuple_Check(fan) || !PyByteArray_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "fanout() needs a tuple fan and a bytearray buf");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLong(args[3]);
+    unsigned long ts = PyLong_AsUnsignedLong(args[4]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (n < 12 || n > PyByteArray_GET_SIZE(buf)) {
+        PyErr_SetString(PyExc_ValueError, "fanout(): n must be 12..len(buf)");
+        return NULL;
+    }
+    const char *pkt = PyByteArray_AS_STRING(buf);
+    size_t plen = (size_t)n - 12;
+    if (plen > RING) {
+        PyErr_SetString(PyExc_ValueError, "fanout(): packet larger than the ring");
+        return NULL;
+    }
+    unsigned char b0 = (unsigned char)pkt[0], b1 = (unsigned char)pkt[1];
+    Py_ssize_t count = PyTuple_GET_SIZE(fan);
+    long sent = 0;
+    char *payload = NULL;      /* this packet's payload in the ring, copied on first need */
+    unsigned long long gen = self->gen;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *o = PyTuple_GET_ITEM(fan, i);
+        if (!PyObject_TypeCheck(o, &RewriteCoreType)) {
+            PyErr_Format(PyExc_TypeError, "fan[%zd] is %.80s, not a RewriteCore", i,
+                         Py_TYPE(o)->tp_name);
+            return NULL;
+        }
+        RewriteCore *c = (RewriteCore *)o;
+        if (c->sync) {
+            PyObject *r = PyObject_CallMethodObjArgs(o, self->resync, args[3], args[4], NULL);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+        if (c->fd < 0) {
+            PyObject *call[6] = {o, buf, args[2], args[3], args[4], args[5]};
+            PyObject *r = PyObject_Vectorcall(self->send_one, call, 6, NULL);
+            if (r == NULL)
+                return NULL;
+            sent += PyLong_AsLong(r);
+            Py_DECREF(r);
+            if (PyErr_Occurred())
+                return NULL;
+            pkt = PyByteArray_AS_STRING(buf);
+            continue;
+        }
+        if (self->gen != gen) {  /* a flush since the payload was copied (ring reset) */
+            payload = NULL;
+            gen = self->gen;
+        }
+        unsigned int out_seq = (unsigned int)((seq + c->seq_offset) & 0xFFFF);
+        unsigned int out_ts = (unsigned int)((ts + c->ts_offset) & 0xFFFFFFFFUL);
+        Entry *en;
+        int e;
+        if (c->srtp_tx) {
+            if (n > MAX_SRTP || self->protect == NULL) {
+                c->send_errors++;
+                continue;
+            }
+            if (self->sring_next == SSLOTS) {
+                send_all(self);
+                payload = NULL;
+                gen = self->gen;
+            }
+            char *slot = self->sring + (size_t)SSLOT * self->sring_next;
+            put_header((unsigned char *)slot, b0, b1, out_seq, out_ts, c->ssrc);
+            memcpy(slot + 12, pkt + 12, plen);
+            int len = (int)n;
+            if (self->protect((void *)(uintptr_t)c->srtp_tx, slot, &len) != 0) {
+                c->send_errors++;  /* counted here; the forwarder counts the copy not sent */
+                continue;
+            }
+            self->sring_next++;
+            if ((e = queue(self, c)) < 0)
+                return NULL;
+            en = &self->entries[e];
+            en->whole = 1;
+            en->data = slot;
+            en->len = len;
+        } else {
+            if (payload == NULL) {
+                payload = copy_payload(self, pkt + 12, plen);
+                gen = self->gen;
+            }
+            if ((e = queue(self, c)) < 0)
+                return NULL;
+            en = &self->entries[e];
+            put_header(en->hdr, b0, b1, out_seq, out_ts, c->ssrc);
+            en->whole = 0;
+            en->data = payload;
+            en->len = (int)plen;
+        }
+        en->n = (int)n;
+        link_entry(self, c, e);
+        c->packets++;
+        c->octets += (unsigned long long)n;
+        sent++;
+    }
+    return PyLong_FromLong(sent);
+}
+
+PyDoc_STRVAR(flush_doc,
+"flush() -> int\n\n"
+"Send every copy queued (one sendmmsg per consumer); return how many copies failed since\n"
+"the last flush() (including flushes fanout() made when a buffer was full).");
+
+static PyObject *fanout_flush(FanOut *self, PyObject *unused) {
+    if (self->nactive)
+        send_all(self);
+    else {
+        self->ring_used = 0;
+        self->sring_next = 0;
+        self->nentries = 0;
+    }
+    unsigned long long failed = self->failed;
+    self->failed = 0;
+    return PyLong_FromUnsignedLongLong(failed);
+}
+
+static PyObject *fanout_dump(FanOut *self, PyObject *unused) {
+    return Py_BuildValue("{s:s,s:K,s:K,s:i}", "core", "native", "flushes", self->gen,
+                         "sendmmsgCalls", self->calls, "entries", self->cap);
+}
+
+static void fanout_dealloc(FanOut *self) {
+    for (int a = 0; a < self->nactive; a++) {
+        self->active[a]->nq = 0;
+        Py_DECREF((PyObject *)self->active[a]);
+    }
+    Py_XDECREF(self->send_one);
+    Py_XDECREF(self->resync);
+    PyMem_RawFree(self->ring);
+    PyMem_RawFree(self->sring);
+    PyMem_RawFree(self->entries);
+    PyMem_RawFree(self->active);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef fanout_methods[] = {
+    {"fanout", (PyCFunction)(void (*)(void))fanout_fanout, METH_FASTCALL, fanout_doc},
+    {"flush", (PyCFunction)fanout_flush, METH_NOARGS, flush_doc},
+    {"dump", (PyCFunction)fanout_dump, METH_NOARGS, "Counters for worker.dump."},
+    {NULL},
+};
+
+static PyTypeObject FanOutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tureen.workers._native.FanOut",
+    .tp_doc = "FanOut(protect_address, send_one): the batched fan-out of one worker.",
+    .tp_basicsize = sizeof(FanOut),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)fanout_init,
+    .tp_dealloc = (destructor)fanout_dealloc,
+    .tp_methods = fanout_methods,
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "tureen.workers._native",
+    .m_doc = "The optional native fan-out core of a Tureen worker (see workers/_native.c).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&RewriteCoreType) < 0 || PyType_Ready(&FanOutType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RewriteCoreType);
+    Py_INCREF(&FanOutType);
+    if (PyModule_AddObject(m, "RewriteCore", (PyObject *)&RewriteCoreType) < 0 ||
+        PyModule_AddObject(m, "FanOut", (PyObject *)&FanOutType) < 0 ||
+        PyModule_AddIntConstant(m, "LANE", LANE) < 0 ||
+        PyModule_AddIntConstant(m, "SRING_SLOTS", SSLOTS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

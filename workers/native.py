@@ -1,0 +1,85 @@
+"""The optional native fan-out core (workers/_native.c), or its pure-Python stand-ins.
+
+`setup.py` builds `tureen.workers._native` at install time when a C compiler and the Python
+headers are there (`optional=True`: without them the install still succeeds). This module is
+the one place that knows whether it was built:
+
+- `RewriteCore`: the base class of rtp/consumer.ConsumerRewrite. Native: a C type holding the
+  fields the fan-out reads and writes (fd, ssrc, offsets, sync, srtp_tx, counters) in a C
+  struct, so the C loop reads them without attribute lookups and Python sees the same values.
+  Without the build: a Python class with the same slots. Python code cannot tell them apart.
+- `make_fanout(mode)`: the forwarder's batch for the worker's `fanout` setting ("auto",
+  "native", "python"): the native `FanOut`, or None (the forwarder then picks SendBatch).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:
+    from tureen.workers import _native  # type: ignore[attr-defined]
+except ImportError as exc:  # not built (no compiler at install), or built for another Python
+    _native = None
+    WHY_NOT = f"tureen.workers._native is not built ({exc}); reinstall with a C compiler"
+else:
+    WHY_NOT = ""
+
+
+if _native is not None:
+    RewriteCore: Any = _native.RewriteCore
+else:
+
+    class RewriteCore:  # type: ignore[no-redef]
+        """The fields the fan-out reads and writes (see workers/_native.c's RewriteCore)."""
+
+        __slots__ = (
+            "fd",
+            "ssrc",
+            "seq_offset",
+            "ts_offset",
+            "sync",
+            "srtp_tx",
+            "packets",
+            "octets",
+            "send_errors",
+        )
+
+        def __init__(self) -> None:
+            self.fd = -1
+            self.sync = True
+
+
+def available() -> bool:
+    return _native is not None
+
+
+def srtp_protect_address() -> int:
+    """Address of libsrtp's srtp_protect inside pylibsrtp's cffi module (0: not callable as
+    `int srtp_protect(srtp_t, void *, int *)`, i.e. a libsrtp other than 2.x)."""
+    from pylibsrtp._binding import ffi, lib
+
+    if (
+        ffi.getctype(ffi.typeof(lib.srtp_protect))
+        != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+    ):
+        log.warning("pylibsrtp's srtp_protect has another signature: SRTP stays on the Python path")
+        return 0
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+
+
+def make_fanout(mode: str) -> Any | None:
+    """The native FanOut for `mode` "auto"/"native" when built, None for "python" or when it
+    is missing in "auto". "native" without the build raises RuntimeError (the worker exits
+    with that message)."""
+    if mode == "python":
+        return None
+    if _native is None:
+        if mode == "native":
+            raise RuntimeError(f"fanout = native, but {WHY_NOT}")
+        return None
+    from tureen.workers.sendbatch import send_one
+
+    return _native.FanOut(srtp_protect_address(), send_one)
