@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,18 @@ async def room(client: TureenClient) -> AsyncIterator[RoomDriver]:
         pass
 
 
-@pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
+# (workers, fan-out core): the default core (native where built) on one worker and across
+# the pipe, and the pure-Python core (workers/sendbatch.py) on one worker.
+MEDIA_SERVERS = [(1, "auto"), (2, "auto"), (1, "python")]
+
+
+@pytest.fixture(params=MEDIA_SERVERS, ids=["one-worker", "two-workers", "python-core"])
 def media_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
-    """A fresh `tureen serve` per test, with one worker and then with two (media tests run
-    both: producer and consumer on one worker, and across the pipe)."""
-    with running_server(tmp_path, workers=request.param) as srv:
+    """A fresh `tureen serve` per test, with one worker, with two (media tests run both:
+    producer and consumer on one worker, and across the pipe) and with the Python core."""
+    workers, core = request.param
+    with running_server(tmp_path, workers=workers, extra=["--fanout", core]) as srv:
+        srv.fanout = core
         yield srv
 
 
@@ -79,6 +87,11 @@ def media_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
 async def media_room(media_server: ServerProcess) -> AsyncIterator[tuple[TureenClient, str]]:
     """(client, room id) of a room on `media_server`; the client receives its events."""
     async with TureenClient(media_server.endpoint) as client:
+        core = (await client.dump_worker(0))["fanout"]["core"]
+        if media_server.fanout == "python":
+            assert core == "python"
+        elif os.environ.get("TUREEN_REQUIRE_NATIVE") == "1":
+            assert core == "native"
         await client.create_room(MEDIA_CODECS, room_id="media")
         yield client, "media"
         with contextlib.suppress(Exception):

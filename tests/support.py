@@ -46,6 +46,7 @@ class ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         self.worker_pids: list[int] = []
+        self.fanout = "auto"  # the --fanout asked for (media_server sets it)
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
