@@ -18,6 +18,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
  6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
     neither paused nor without a sender; the router rebuilds it on every change):
+    - native (workers/_native.c, when built; docs/internals.md "The fan-out cores"): the
+      same as the batched path below, in C, with no Python object per copy.
     - batched (Linux, sendbatch.SendBatch.fanout): the payload is copied once per packet
       into the batch's ring; per consumer one `Struct.pack_into` of the whole 12-byte header
       into the consumer's slot and one of the slot's payload iovec (SRTP: the copy is
@@ -34,8 +36,8 @@ await, no exception except a send's OSError (counted). Everything else (pause, r
 a break, events) is decided on the control path and lands here as table contents; the one
 rare call back out is `ConsumerRewrite.resync()` for the first packet after a break.
 
-This narrow interface is the seam for a native core: `receive(source, n)` and
-`fanout(fan, buf, view, seq, ts, n)` read only `Stream` and `ConsumerRewrite` slots.
+This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
+ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
 
 Figures (scripts/quick_fanout.py, 1 producer -> 10 plain consumers, one worker on this
 2-core VM): see the script's docstring and the last report; PERF.md has the ceiling.
