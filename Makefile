@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 # setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
 # the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1).
 $(STAMP): pyproject.toml setup.py workers/_native.c
+	scripts/install-build-deps.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[test,fast]'
