@@ -61,7 +61,8 @@ typedef struct {
     unsigned long long packets;
     unsigned long long octets;
     unsigned long long send_errors;
-    /* FanOut's queue of this consumer between two flushes (entry indices). */
+    /* FanOut's queue of this consumer between two flushes (entry indices), and whose. */
+    void *owner;
     int nq;
     int first;
     int last;
@@ -289,10 +290,12 @@ static int queue(FanOut *self, RewriteCore *c) {
 }
 
 static void link_entry(FanOut *self, RewriteCore *c, int e) {
-    if (c->nq == 0)
+    if (c->nq == 0) {
         c->first = e;
-    else
+        c->owner = self;
+    } else {
         self->entries[c->last].next = e;
+    }
     self->entries[e].next = -1;
     c->last = e;
     c->nq++;
@@ -342,6 +345,11 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
             return NULL;
         }
         RewriteCore *c = (RewriteCore *)o;
+        if (c->nq && c->owner != (void *)self) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "a consumer is queued in another FanOut (one FanOut per worker)");
+            return NULL;
+        }
         if (c->sync) {
             PyObject *r = PyObject_CallMethodObjArgs(o, self->resync, args[3], args[4], NULL);
             if (r == NULL)

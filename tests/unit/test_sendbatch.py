@@ -408,6 +408,58 @@ def test_native_fanout_rejects_bad_arguments(pairs):
     assert HDR.unpack_from(p.sink.recv(2048))[2] == 1
 
 
+def test_a_consumer_queued_in_one_native_batch_is_refused_by_another(pairs):
+    _need_native()
+    first, second = make_batch("native"), make_batch("native")
+    p = pairs(0xC0)
+    buf = packet(1, 1, b"o" * 20)
+    assert first.fanout((p.c,), buf, memoryview(buf)[:32], 1, 1, 32) == 1
+    with pytest.raises(RuntimeError, match="another FanOut"):
+        second.fanout((p.c,), buf, memoryview(buf)[:32], 1, 1, 32)
+    assert first.flush() == 0
+    assert second.fanout((p.c,), buf, memoryview(buf)[:32], 1, 1, 32) == 1  # free again
+    assert second.flush() == 0
+    assert [HDR.unpack_from(p.sink.recv(2048))[2] for _ in range(2)] == [1, 1]
+
+
+FALLBACK = """
+import socket, struct, sys
+sys.modules["tureen.workers._native"] = None  # as if the extension was never built
+from tureen.workers import native
+from tureen.workers.forward import Forwarder
+from tureen.workers.rtp.consumer import ConsumerRewrite
+assert not native.available() and native.RewriteCore.__module__ == "tureen.workers.native"
+fwd = Forwarder()
+assert fwd.core() == "python", fwd.core()
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 0))
+sink.settimeout(2.0)
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.connect(sink.getsockname())
+c = ConsumerRewrite(1, 0xABC)
+c.fd, c.send = out.fileno(), out.send
+buf = fwd.buf
+struct.pack_into("!BBHII", buf, 0, 0x80, 96, 7, 700, 0x1111)
+n = fwd.fanout((c,), buf, fwd.mv[:40], 7, 700, 40)
+fwd.after_drain()
+data = sink.recv(2048)
+assert (n, c.packets, c.octets, c.sync) == (1, 1, 40, False), (n, c.packets, c.octets, c.sync)
+assert struct.unpack_from("!HII", data, 2) == (7, 700, 0xABC)
+print("fallback ok")
+"""
+
+
+def test_without_the_native_build_the_python_core_runs_on_plain_slots() -> None:
+    """The stand-in RewriteCore (plain slots) with SendBatch, in a process where the
+    extension cannot be imported."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "fallback ok" in done.stdout
+
+
 def test_recv_batch_reads_a_drain_in_one_call_and_flags_truncation():
     rb = sendbatch.RecvBatch(8)
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
