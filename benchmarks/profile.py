@@ -62,16 +62,26 @@ def summarize(raw: Path, top: int = 20) -> str:
 
 
 def perf_summary(data: Path, top: int = 25) -> str:
-    """`perf report` of a `perf record` file: shares by shared object, then by symbol."""
-    parts = []
-    for sort in ("dso", "dso,sym"):
-        result = subprocess.run(
-            ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort,
-             "--percent-limit", "0.5"], capture_output=True, text=True, timeout=120,
-        )
-        body = [line for line in result.stdout.splitlines() if line.strip() and not line.startswith("#")]
-        parts.append(f"perf, by {sort}:\n" + "\n".join(body[:top]))
-    return "\n\n".join(parts)
+    """`perf report` of the worker's `perf record -g`: self shares by shared object (kernel,
+    libsrtp + OpenSSL in pylibsrtp's _binding, libpython, the native core), the kernel's
+    time by system call (inclusive: kernel call chains are complete, unlike user-space ones
+    through code built without frame pointers; net_rx_action is loopback delivering into the
+    receivers' sockets, inside the sender's sendmmsg), and the top symbols (self)."""
+
+    def report(*args: str) -> list[str]:
+        result = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none", *args],
+                                capture_output=True, text=True, timeout=120)
+        return [line for line in result.stdout.splitlines() if line.strip() and not line.startswith("#")]
+
+    by_dso = report("--no-children", "--sort", "dso", "--percent-limit", "0.5")
+    syscalls = [line for line in report("--children", "--sort", "sym", "--percent-limit", "0.2")
+                if "[k] __x64_sys_" in line or "[k] net_rx_action" in line]
+    syms = report("--no-children", "--sort", "dso,sym", "--percent-limit", "0.5")
+    return "\n\n".join([
+        "perf, self by shared object:\n" + "\n".join(by_dso[:top]),
+        "perf, kernel by system call (inclusive, self; net_rx_action: loopback delivery):\n" + "\n".join(syscalls[:top]),
+        "perf, self by symbol:\n" + "\n".join(syms[:top]),
+    ])
 
 
 async def profile(n: int, rate: float, seconds: float, out: Path, srtp: str | None = None,
@@ -102,7 +112,7 @@ async def profile(n: int, rate: float, seconds: float, out: Path, srtp: str | No
             recorders = [recorder]
             if perf_data is not None:  # bounded by its own `sleep`: perf stops when it ends
                 perf_rec = subprocess.Popen(
-                    ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(perf_data), "--",
+                    ["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", str(perf_data), "--",
                      "sleep", str(int(seconds))],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
