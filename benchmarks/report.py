@@ -105,7 +105,8 @@ def targets(rows: list[Row]) -> str:
         if cpu is None:
             lines.append(f"  {what} >= {want:.2f}{note}: no figure (no held rate)")
             continue
-        verdict = "met" if cpu >= want else f"missed by {want - cpu:.2f}"
+        short = want - cpu  # "missed by 0.00" read as met; say how little instead
+        verdict = "met" if short <= 0 else f"missed by {short:.2f}" if short >= 0.005 else "missed by <0.01"
         lines.append(f"  {what} >= {want:.2f}{note}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)")
     both = [s for s in dict.fromkeys(r.scenario for r in rows)
             if _row(rows, s, "tureen") and _row(rows, s, "tureen-py")]
