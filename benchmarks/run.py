@@ -164,8 +164,10 @@ class Bench:
                 loads = [w.get("load") for w in info["workers"]]
                 cores = worker_cores(info)
             counters: list[Any] = []
-            with contextlib.suppress(Exception):  # each core's own counters (worker.dump)
-                counters = [(await client.dump_worker(i)).get("fanout") for i in range(server.workers)]
+            with contextlib.suppress(Exception):  # each core's own counters (worker.dump), and
+                for i in range(server.workers):  # the copies sent, read at the same moment
+                    dump = await client.dump_worker(i)
+                    counters.append({**(dump.get("fanout") or {}), "rtpOut": dump["counters"]["rtpOut"]})
             with contextlib.suppress(Exception):
                 await client.close_room("bench")
         finally:
@@ -180,6 +182,9 @@ class Bench:
         row.extra["fanout_asked"] = server.fanout
         row.extra["fanout_cores"] = cores or server.cores
         row.extra["fanout_counters"] = counters
+        calls = sum(c.get("sendmmsgCalls", 0) for c in counters)
+        if calls:  # over the whole search: how well the core's flushes batch
+            row.extra["copies_per_sendmmsg"] = sum(c["rtpOut"] for c in counters) / calls
         row.extra["worker_loads"] = loads
         return row
 
