@@ -113,7 +113,8 @@ def targets(rows: list[Row]) -> str:
     both = [s for s in dict.fromkeys(r.scenario for r in rows)
             if _row(rows, s, "tureen") and _row(rows, s, "tureen-py")]
     if both:
-        lines += ["", "fan-out cores (CPU per output packet, same run; x C cpu in brackets):"]
+        lines += [""] if lines else []
+        lines.append("fan-out cores (CPU per output packet, same run; x C cpu in brackets):")
     for scenario in both:
         native, python = _row(rows, scenario, "tureen"), _row(rows, scenario, "tureen-py")
         assert native is not None and python is not None
