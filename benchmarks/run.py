@@ -9,8 +9,9 @@ Scenarios (issue 7):
 
 Tureen runs with either fan-out core (`tureen serve --fanout`, docs/benchmarks.md): rows
 `tureen` are the native core (workers/_native.c), rows `tureen-py` the pure-Python SendBatch,
-both against the same C rows. --cores picks which run; the Python core runs only at the sizes
-of --python-fanout / --python-srtp (by default N=100 in quick mode) to keep the run short.
+both against the same C rows. --cores picks which run; beside the native core the Python one
+runs only at the sizes of --python-fanout / --python-srtp (quick: plain and SRTP N=100; full:
+plain N=1,100,500 and SRTP N=100) to keep the run short.
 Each server's workers must report the core asked for (server.info), or the run stops.
 """
 
