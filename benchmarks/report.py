@@ -15,7 +15,7 @@ class Row:
     """One scenario x one forwarder."""
 
     scenario: str  # e.g. "fanout N=100"
-    target: str  # "tureen" or "c"
+    target: str  # "c", "c+srtp", "tureen" (native fan-out core) or "tureen-py" (Python core)
     consumers: int
     search: Search
     kib_per_consumer: float | None = None
@@ -85,20 +85,48 @@ TARGETS = (
 )
 
 
+def _row(rows: list[Row], scenario: str, target: str) -> Row | None:
+    return next((r for r in rows if r.scenario == scenario and r.target == target), None)
+
+
 def targets(rows: list[Row]) -> str:
     """One line per issue-7 ratio target found in this run: Tureen's ratios to its baseline
-    (output pps, and CPU per output packet, the steadier one on a shared machine)."""
-    lines = ["targets (x baseline: out pps; CPU per output packet):"]
+    (output pps, and CPU per output packet, the steadier one on a shared machine), from the
+    native core's rows (`tureen`; the Python core's when only it ran, marked so). Then one
+    line per scenario that ran both cores: their CPU per output packet side by side."""
+    lines: list[str] = []
     for scenario, what, want in TARGETS:
-        row = next((r for r in rows if r.scenario == scenario and r.target == "tureen"), None)
+        row, note = _row(rows, scenario, "tureen"), ""
+        if row is None:
+            row, note = _row(rows, scenario, "tureen-py"), " [python core]"
         if row is None:
             continue
         pps, cpu = row.ratios()
         if cpu is None:
-            lines.append(f"  {what} >= {want:.2f}: no figure (no held rate)")
+            lines.append(f"  {what} >= {want:.2f}{note}: no figure (no held rate)")
             continue
-        verdict = "met" if cpu >= want else f"missed by {want - cpu:.2f}"
-        lines.append(f"  {what} >= {want:.2f}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)")
+        short = want - cpu  # "missed by 0.00" read as met; say how little instead
+        verdict = "met" if short <= 0 else f"missed by {short:.2f}" if short >= 0.005 else "missed by <0.01"
+        lines.append(f"  {what} >= {want:.2f}{note}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)")
+    if lines:
+        lines.insert(0, "targets (x baseline: out pps; CPU per output packet):")
+    both = [s for s in dict.fromkeys(r.scenario for r in rows)
+            if _row(rows, s, "tureen") and _row(rows, s, "tureen-py")]
+    if both:
+        lines += [""] if lines else []
+        lines.append("fan-out cores (CPU per output packet, same run; x C cpu in brackets):")
+    for scenario in both:
+        native, python = _row(rows, scenario, "tureen"), _row(rows, scenario, "tureen-py")
+        assert native is not None and python is not None
+        n_us = native.search.best.cpu_us_per_out if native.search.best else None
+        p_us = python.search.best.cpu_us_per_out if python.search.best else None
+        if not n_us or not p_us:
+            lines.append(f"  {scenario}: native {_num(n_us, '{:.2f}')} vs python {_num(p_us, '{:.2f}')} µs/out "
+                         "(no held rate for one of them)")
+            continue
+        lines.append(f"  {scenario}: native {n_us:.2f} µs/out ({_num(native.ratios()[1], '{:.2f}')}x C) vs "
+                     f"python {p_us:.2f} µs/out ({_num(python.ratios()[1], '{:.2f}')}x C): "
+                     f"the Python core costs {p_us / n_us:.2f}x the native one")
     return "\n".join(lines)
 
 
@@ -121,18 +149,17 @@ def plot(path: Path, rows: list[Row]) -> str | None:
     cols = min(3, len(scenarios)) or 1
     nrows = (len(scenarios) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
+    colors = {"tureen": "tab:blue", "tureen-py": "tab:orange"}
     for ax, scenario in zip(axes.flat, scenarios, strict=False):
         for row in (r for r in rows if r.scenario == scenario):
+            color = colors.get(row.target, "tab:gray")
             trials = sorted(row.search.trials, key=lambda t: t.input_pps)
             xs = [t.input_pps for t in trials]
-            ax.plot(xs, [t.out_pps for t in trials], "-", alpha=0.4,
-                    color="tab:blue" if row.target == "tureen" else "tab:gray")
+            ax.plot(xs, [t.out_pps for t in trials], "-", alpha=0.4, color=color)
             for t in trials:
-                ax.plot(t.input_pps, t.out_pps, "o" if t.held else "x",
-                        color="tab:blue" if row.target == "tureen" else "tab:gray")
+                ax.plot(t.input_pps, t.out_pps, "o" if t.held else "x", color=color)
             if row.search.best:
-                ax.axvline(row.search.best.input_pps, linestyle=":",
-                           color="tab:blue" if row.target == "tureen" else "tab:gray",
+                ax.axvline(row.search.best.input_pps, linestyle=":", color=color,
                            label=f"{row.target}: {row.search.best.out_pps:,.0f} out/s held")
         ax.set_title(scenario)
         ax.set_xlabel("input packets/s")

@@ -6,6 +6,13 @@ Scenarios (issue 7):
              DTLS by the harness as the browser), SRTP at rate; baseline C + libsrtp
   cross N    producer on one worker, its N consumers on another (the pipe's cost)
   meeting P  P peers each sending audio + video and receiving everyone else, on 2 workers
+
+Tureen runs with either fan-out core (`tureen serve --fanout`, docs/benchmarks.md): rows
+`tureen` are the native core (workers/_native.c), rows `tureen-py` the pure-Python SendBatch,
+both against the same C rows. --cores picks which run; beside the native core the Python one
+runs only at the sizes of --python-fanout / --python-srtp (quick: plain and SRTP N=100; full:
+plain N=1,100,500 and SRTP N=100) to keep the run short.
+Each server's workers must report the core asked for (server.info), or the run stops.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +40,13 @@ from .report import Row
 from .scenarios import Built
 from .search import Context, Search, Trial, run_trial, saturate
 from .srtp import PROFILE_NAMES
-from .tureen_server import TureenServer
+from .tureen_server import TureenServer, worker_cores
 from .webrtc import webrtc_fanout
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 START_OUT_PPS = 20_000  # first trial: output packets/s any forwarder here holds easily
+CORES = ("native", "python")  # `tureen serve --fanout` values the bench compares
+LABELS = {"native": "tureen", "python": "tureen-py"}  # the rows' `fwd` column
 
 
 @dataclass
@@ -49,20 +58,47 @@ class Plan:
     max_trials: int
     srtp: list[int]  # fan-out sizes of the SRTP (WebRTC) scenario
     profiles: list[str]  # 'gcm', 'cm'
+    cores: list[str] = field(default_factory=lambda: list(CORES))  # fan-out cores to run
+    python_fanout: list[int] = field(default_factory=list)  # sizes with a tureen-py row too
+    python_srtp: list[int] = field(default_factory=list)
+
+    def sizes(self, core: str, srtp: bool = False) -> list[int]:
+        """The fan-out sizes (plain, or SRTP) at which Tureen runs with `core`. Alone, the
+        Python core takes the native rows' place; beside it, only the python_* sizes."""
+        if core not in self.cores:
+            return []
+        if core == "python" and "native" in self.cores:
+            return self.python_srtp if srtp else self.python_fanout
+        return self.srtp if srtp else self.fanout
+
+    @property
+    def main_core(self) -> str:
+        """The core of the cross and meeting rows: native unless only python runs."""
+        return "native" if "native" in self.cores else "python"
+
+    def c_sizes(self, srtp: bool = False) -> list[int]:
+        return sorted({n for core in self.cores for n in self.sizes(core, srtp)})
 
     @property
     def searches(self) -> int:
-        return 2 * len(self.fanout) + len(self.cross) + len(self.meeting) + 2 * len(self.srtp) * len(self.profiles)
+        plain = len(self.c_sizes()) + sum(len(self.sizes(core)) for core in self.cores)
+        srtp = len(self.c_sizes(True)) + sum(len(self.sizes(core, True)) for core in self.cores)
+        return plain + len(self.cross) + len(self.meeting) + srtp * len(self.profiles)
 
 
 QUICK = Plan(fanout=[1, 10, 100], cross=[10], meeting=[5], timing=Timing(0.2, 0.5, 0.1), max_trials=4,
-             srtp=[1, 100], profiles=["gcm", "cm"])
+             srtp=[1, 100], profiles=["gcm", "cm"], python_fanout=[100], python_srtp=[100])
 FULL = Plan(fanout=[1, 10, 100, 500], cross=[10, 100], meeting=[5, 10, 25],
-            timing=Timing(0.5, 1.5, 0.15), max_trials=7, srtp=[1, 10, 100, 500], profiles=["gcm", "cm"])
+            timing=Timing(0.5, 1.5, 0.15), max_trials=7, srtp=[1, 10, 100, 500], profiles=["gcm", "cm"],
+            python_fanout=[1, 100, 500], python_srtp=[100])
 
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 class Bench:
@@ -100,8 +136,11 @@ class Bench:
         self.progress.step(f"{label}: done")
         return search
 
-    async def _with_tureen(self, workers: int, body: Callable[[TureenServer, TureenClient], Awaitable[Row]]) -> Row:
-        server = TureenServer(workers, self.out_dir / "logs", self.forwarder_cpu, self.tools_cpu)
+    async def _with_tureen(self, workers: int, core: str,
+                           body: Callable[[TureenServer, TureenClient], Awaitable[Row]]) -> Row:
+        """A fresh `tureen serve --fanout core`; wait_ready refuses it (CoreMismatch) unless
+        every worker reports running `core`."""
+        server = TureenServer(workers, self.out_dir / "logs", self.forwarder_cpu, self.tools_cpu, fanout=core)
         try:
             async with TureenClient(server.endpoint, timeout=30.0) as client:
                 await server.wait_ready(client)
@@ -117,17 +156,36 @@ class Bench:
             await asyncio.sleep(0.2)  # let the setup's control traffic settle before measuring
             server.repin()
             rss1 = cpus.rss_bytes(server.worker_pids)
-            search = await self._search(f"{scenario} tureen", built, server.worker_pids)
+            label = LABELS[server.fanout or "native"]
+            search = await self._search(f"{scenario} {label}", built, server.worker_pids)
             loads: list[Any] = []
+            cores: list[str | None] = []
             with contextlib.suppress(Exception):  # the workers' last load reports, for the findings
-                loads = [w.get("load") for w in (await client.server_info())["workers"]]
+                info = await client.server_info()
+                loads = [w.get("load") for w in info["workers"]]
+                cores = worker_cores(info)
+            counters: list[Any] = []
+            with contextlib.suppress(Exception):  # each core's own counters (worker.dump), and
+                for i in range(server.workers):  # the copies sent, read at the same moment
+                    dump = await client.dump_worker(i)
+                    counters.append({**(dump.get("fanout") or {}), "rtpOut": dump["counters"]["rtpOut"]})
             with contextlib.suppress(Exception):
                 await client.close_room("bench")
         finally:
             built.close_sockets()
-        row = Row(scenario, "tureen", built.consumers, search,
+        if cores and cores != server.cores:
+            # Checked at start (wait_ready); a worker that restarted mid-search and came back
+            # with another core would show here: the row says so rather than pass for `label`.
+            label += f" (ran {'/'.join(str(c) for c in cores)}!)"
+        row = Row(scenario, label, built.consumers, search,
                   kib_per_consumer=(rss1 - rss0) / 1024 / built.consumers)
         row.extra["workers"] = built.workers_used
+        row.extra["fanout_asked"] = server.fanout
+        row.extra["fanout_cores"] = cores or server.cores
+        row.extra["fanout_counters"] = counters
+        calls = sum(c.get("sendmmsgCalls", 0) for c in counters)
+        if calls:  # over the whole search: how well the core's flushes batch
+            row.extra["copies_per_sendmmsg"] = sum(c["rtpOut"] for c in counters) / calls
         row.extra["worker_loads"] = loads
         return row
 
@@ -145,41 +203,46 @@ class Bench:
         row.extra["cforward"] = counters
         return row
 
-    async def tureen_srtp_fanout(self, n: int, profile: str) -> Row:
+    async def tureen_srtp_fanout(self, n: int, profile: str, core: str) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> Row:
             return await self._tureen_row(f"srtp-{profile} N={n}", server, client,
                                           lambda: webrtc_fanout(client, "bench", n, profile))
-        return await self._with_tureen(1, body)
+        return await self._with_tureen(1, core, body)
 
-    async def tureen_fanout(self, n: int) -> Row:
+    async def tureen_fanout(self, n: int, core: str) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> Row:
             return await self._tureen_row(f"fanout N={n}", server, client,
                                           lambda: scenarios.fanout(client, "bench", n))
-        return await self._with_tureen(1, body)
+        return await self._with_tureen(1, core, body)
 
     async def tureen_cross(self, n: int) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> Row:
             return await self._tureen_row(
                 f"cross N={n}", server, client,
                 lambda: scenarios.fanout(client, "bench", n, away_from_producer=True))
-        return await self._with_tureen(2, body)
+        return await self._with_tureen(2, self.plan.main_core, body)
 
     async def tureen_meeting(self, p: int) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> Row:
             return await self._tureen_row(f"meeting P={p}", server, client,
                                           lambda: scenarios.meeting(client, "bench", p))
-        return await self._with_tureen(2, body)
+        return await self._with_tureen(2, self.plan.main_core, body)
 
     async def run(self) -> list[Row]:
+        plan = self.plan
         c_rows: dict[int, Row] = {}
-        t_rows: dict[int, Row] = {}
-        for n in self.plan.fanout:
+        t_rows: dict[int, Row] = {}  # the main core's fan-out rows (the cross rows' reference)
+        for n in plan.c_sizes():
             c_rows[n] = await self.c_fanout(n)
             self.rows.append(c_rows[n])
-            t_rows[n] = await self.tureen_fanout(n)
-            t_rows[n].baseline = c_rows[n]
-            self.rows.append(t_rows[n])
-        for n in self.plan.cross:
+            for core in plan.cores:
+                if n in plan.sizes(core):
+                    row = await self.tureen_fanout(n, core)
+                    row.baseline = c_rows[n]
+                    self.rows.append(row)
+                    if core == plan.main_core:
+                        t_rows[n] = row
+        for n in plan.cross:
             row = await self.tureen_cross(n)
             row.baseline = c_rows.get(n)
             single = t_rows.get(n)
@@ -192,15 +255,17 @@ class Bench:
                     row.extra["pipe_us_per_input"] = pipe_us
                     row.extra["pipe_in_consumers"] = pipe_us / single_us
             self.rows.append(row)
-        for p in self.plan.meeting:
+        for p in plan.meeting:
             self.rows.append(await self.tureen_meeting(p))
-        for profile in self.plan.profiles:
-            for n in self.plan.srtp:
+        for profile in plan.profiles:
+            for n in plan.c_sizes(srtp=True):
                 base = await self.c_fanout(n, profile)
                 self.rows.append(base)
-                row = await self.tureen_srtp_fanout(n, profile)
-                row.baseline = base
-                self.rows.append(row)
+                for core in plan.cores:
+                    if n in plan.sizes(core, srtp=True):
+                        row = await self.tureen_srtp_fanout(n, profile, core)
+                        row.baseline = base
+                        self.rows.append(row)
         self.progress.close()
         return self.rows
 
@@ -208,13 +273,21 @@ class Bench:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer scenarios, shorter windows (~1 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer scenarios, shorter windows (~2 min)")
     parser.add_argument("--fanout", type=_ints, help="fan-out sizes N, e.g. 1,10,100")
     parser.add_argument("--cross", type=_ints, help="cross-worker consumer counts (empty: skip)")
     parser.add_argument("--meeting", type=_ints, help="meeting sizes P (empty: skip)")
     parser.add_argument("--srtp", type=_ints, help="SRTP (WebRTC) fan-out sizes N (empty: skip)")
     parser.add_argument("--profiles", type=lambda t: [x for x in t.split(",") if x.strip()],
                         help="SRTP profiles: gcm,cm")
+    parser.add_argument("--cores", type=_names,
+                        help="Tureen's fan-out cores to run: native,python (default both; rows tureen, "
+                             "tureen-py); python alone takes the native rows' place")
+    parser.add_argument("--python-fanout", type=_ints,
+                        help="plain fan-out sizes with a tureen-py row beside the native one "
+                             "(default: quick 100, full 1,100,500; among --fanout's sizes unless given)")
+    parser.add_argument("--python-srtp", type=_ints,
+                        help="SRTP fan-out sizes with a tureen-py row (default 100, if among --srtp's)")
     parser.add_argument("--window", type=float, help="measurement window per trial, seconds")
     parser.add_argument("--trials", type=int, help="trials per saturation search")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for JSON, PNG, logs, binaries")
@@ -226,13 +299,22 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan = Plan(fanout=list(base.fanout), cross=list(base.cross), meeting=list(base.meeting),
                 timing=Timing(base.timing.warmup, base.timing.window, base.timing.drain),
                 max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles))
-    for name in ("fanout", "cross", "meeting", "srtp", "profiles"):
+    for name in ("fanout", "cross", "meeting", "srtp", "profiles", "cores"):
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
+    # The Python core's sizes: as asked, else the mode's default among the sizes that run.
+    plan.python_fanout = (args.python_fanout if args.python_fanout is not None
+                          else [n for n in base.python_fanout if n in plan.fanout])
+    plan.python_srtp = (args.python_srtp if args.python_srtp is not None
+                        else [n for n in base.python_srtp if n in plan.srtp])
     unknown = [p for p in plan.profiles if p not in PROFILE_NAMES]
     if unknown:
         raise SystemExit(f"unknown SRTP profile(s) {unknown}: use {', '.join(PROFILE_NAMES)}")
+    bad = [c for c in plan.cores if c not in CORES]
+    if bad or not plan.cores:
+        raise SystemExit(f"--cores: {bad or 'none given'}; use one or both of {','.join(CORES)}")
+    plan.cores = [c for c in CORES if c in plan.cores]  # native first, no duplicates
     if args.window:
         plan.timing.window = args.window
     if args.trials:
@@ -240,9 +322,24 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def cores_missing(cores: list[str]) -> str | None:
+    """Why a core asked for cannot run here (checked before anything starts; each server's
+    workers are checked again through server.info), or None."""
+    from tureen.workers import native, sendbatch
+
+    if "native" in cores and not native.available():
+        return f"--cores native: {native.WHY_NOT}; or run --cores python"
+    if "python" in cores and not sendbatch.available():
+        return "--cores python: this libc has no sendmmsg, the workers would send per copy"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
+    missing = cores_missing(plan.cores)
+    if missing:
+        raise SystemExit(missing)
     forwarder_cpu, tools_cpu = cpus.layout()
     # This harness shares the tools' core: it must never run on the forwarder's.
     os.sched_setaffinity(0, {tools_cpu})
@@ -259,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "forwarder_cpu": forwarder_cpu, "tools_cpu": tools_cpu, "cpus": os.cpu_count(),
         "python": sys.version.split()[0], "kernel": platform.release(),
         "timing": vars(plan.timing), "max_trials": plan.max_trials,
+        "cores": plan.cores, "python_fanout": plan.python_fanout, "python_srtp": plan.python_srtp,
     }
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     json_path = args.out / f"bench-{stamp}.json"

@@ -4,6 +4,11 @@ Workers are started with --no-pin and pinned here, all to the forwarder's core: 
 cores, one is the forwarder's and the other the load tool's, so in the cross-worker and
 meeting scenarios the workers share the forwarder core and their CPU is summed. The
 supervisor goes to the tools' core (it only answers the control API and polls workers).
+
+`fanout` picks the workers' fan-out core (`tureen serve --fanout native|python|auto`); the
+server is then only "ready" once every worker's load report (server.info -> workers[i].load,
+from worker.info) names the core it really runs, and a server running another core than the
+one asked for is refused (CoreMismatch), never measured under the wrong label.
 """
 
 from __future__ import annotations
@@ -23,6 +28,29 @@ from tureen.shared.client import TureenClient
 
 from . import cpus
 
+# `--fanout` value -> the core a worker then reports in worker.info's "fanout".
+EXPECTED_CORE = {"native": "native", "python": "python"}
+
+
+class CoreMismatch(RuntimeError):
+    """The workers run another fan-out core than the one the server was started with."""
+
+
+def core_mismatch(fanout: str | None, cores: list[str | None]) -> str | None:
+    """Why workers reporting `cores` are not what `--fanout fanout` asked for, or None (also
+    for the server's default, auto: nothing to check)."""
+    want = EXPECTED_CORE.get(fanout or "")
+    if want is None or all(core == want for core in cores):
+        return None
+    return (f"tureen serve --fanout {fanout}: the workers report fan-out cores {cores}, not {want!r}; "
+            f"refusing to measure it as {want}")
+
+
+def worker_cores(info: dict[str, Any]) -> list[str | None]:
+    """Each worker's fan-out core ("native", "python", "per-copy"), by index, from server.info
+    (its per-worker `load` is the worker's last worker.info reply); None where not reported."""
+    return [(w.get("load") or {}).get("fanout") for w in sorted(info["workers"], key=lambda w: w["index"])]
+
 
 def _free_tcp_port() -> int:
     with socket.socket() as sock:
@@ -34,24 +62,29 @@ class TureenServer:
     """`python -m tureen.supervisor.cli serve` in a child process; only its own pids are
     ever signalled."""
 
-    def __init__(self, workers: int, log_dir: Path, forwarder_cpu: int, tools_cpu: int) -> None:
+    def __init__(self, workers: int, log_dir: Path, forwarder_cpu: int, tools_cpu: int,
+                 fanout: str | None = None) -> None:
         self.workers = workers
+        self.fanout = fanout  # None: the server's default (auto)
         self.endpoint = f"tcp://127.0.0.1:{_free_tcp_port()}"
         self.forwarder_cpu = forwarder_cpu
         self.tools_cpu = tools_cpu
         log_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir = tempfile.TemporaryDirectory(prefix="tureen-bench-")
-        self.log_path = log_dir / f"tureen-serve-{workers}w-{self.endpoint.rsplit(':', 1)[1]}.log"
+        core = f"-{fanout}" if fanout else ""
+        self.log_path = log_dir / f"tureen-serve-{workers}w{core}-{self.endpoint.rsplit(':', 1)[1]}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "tureen.supervisor.cli", "serve",
                 "--workers", str(workers), "--no-pin", "--control", self.endpoint,
                 "--run-dir", self._run_dir.name, "--log-level", "warning",
+                *(["--fanout", fanout] if fanout else []),
             ],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.worker_pids: list[int] = []
+        self.cores: list[str | None] = []  # what each worker reported running, by index
 
     async def wait_ready(self, client: TureenClient, timeout: float = 30.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -59,15 +92,28 @@ class TureenServer:
         while loop.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tureen serve exited with {self.process.returncode}; see {self.log_path}")
+            info: dict[str, Any] | None = None
             with contextlib.suppress(Exception):
                 info = await client.request("server.info", timeout=1.0)
+            if info is not None:
                 workers = info["workers"]
-                if len(workers) == self.workers and all(w["alive"] for w in workers):
+                ready = len(workers) == self.workers and all(w["alive"] for w in workers)
+                # A worker's first load report comes right after its start; wait for it when
+                # a core was asked for, so the check below has something to check.
+                if ready and (self.fanout is None or None not in worker_cores(info)):
                     self.worker_pids = [w["pid"] for w in sorted(workers, key=lambda w: w["index"])]
+                    self.cores = worker_cores(info)
+                    self.check_cores(self.cores)
                     self._pin()
                     return info
             await asyncio.sleep(0.1)
         raise RuntimeError(f"tureen serve not ready within {timeout} s; see {self.log_path}")
+
+    def check_cores(self, cores: list[str | None]) -> None:
+        """Raise CoreMismatch unless every worker runs the core asked for."""
+        why = core_mismatch(self.fanout, cores)
+        if why:
+            raise CoreMismatch(why)
 
     def _pin(self) -> None:
         for pid in self.worker_pids:

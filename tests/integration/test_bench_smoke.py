@@ -1,6 +1,7 @@
 """The benchmark harness works: its C tools build, and a tiny bounded run at a low rate
-delivers every packet, checked, through the C baseline, a Tureen worker, and a cross-worker
-pipe. Correctness only (counts, SSRC/PT/sequence/timestamp checks); never timings."""
+delivers every packet, checked, through the C baseline, a Tureen worker (with each fan-out
+core, which the worker must report running), and a cross-worker pipe. Correctness only
+(counts, SSRC/PT/sequence/timestamp checks); never timings."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repo, not an ins
     sys.path.insert(0, str(ROOT))
 
 from tureen.shared.client import TureenClient  # noqa: E402
+from tureen.workers import native  # noqa: E402
 
 from benchmarks import cpus, scenarios  # noqa: E402
 from benchmarks.baseline import CForwarder  # noqa: E402
@@ -22,7 +24,7 @@ from benchmarks.ctools import Tools, build_tools  # noqa: E402
 from benchmarks.load import Timing  # noqa: E402
 from benchmarks.search import Context, Trial, run_trial  # noqa: E402
 from benchmarks.srtp import PROFILE_NAMES  # noqa: E402
-from benchmarks.tureen_server import TureenServer  # noqa: E402
+from benchmarks.tureen_server import TureenServer, core_mismatch  # noqa: E402
 from benchmarks.webrtc import webrtc_fanout  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
@@ -66,9 +68,10 @@ def test_c_baseline_delivers_every_packet(tools: Tools, context: Context) -> Non
     assert counters["sent"] == 3 * counters["received"]
 
 
-async def _tureen_trial(context: Context, tmp: Path, workers: int, **kw: object) -> tuple[Trial, dict]:
+async def _tureen_trial(context: Context, tmp: Path, workers: int, fanout: str | None = None,
+                        **kw: object) -> tuple[Trial, dict, TureenServer]:
     forwarder_cpu, tools_cpu = cpus.layout()
-    server = TureenServer(workers, tmp, forwarder_cpu, tools_cpu)
+    server = TureenServer(workers, tmp, forwarder_cpu, tools_cpu, fanout=fanout)
     try:
         async with TureenClient(server.endpoint, timeout=20.0) as client:
             await server.wait_ready(client)
@@ -77,19 +80,30 @@ async def _tureen_trial(context: Context, tmp: Path, workers: int, **kw: object)
                 trial = await run_trial(context, built.topology, built.input_ports, server.worker_pids, RATE)
             finally:
                 built.close_sockets()
-            return trial, built.workers_used
+            return trial, built.workers_used, server
     finally:
         server.stop()
 
 
-def test_tureen_fanout_delivers_every_packet(context: Context, tmp_path: Path) -> None:
-    trial, placed = asyncio.run(_tureen_trial(context, tmp_path, 1))
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_tureen_fanout_delivers_every_packet(context: Context, tmp_path: Path, core: str) -> None:
+    if core == "native" and not native.available():
+        pytest.skip(native.WHY_NOT)
+    trial, placed, server = asyncio.run(_tureen_trial(context, tmp_path, 1, fanout=core))
+    assert server.cores == [core]  # what the worker reported in server.info, checked at start
     assert_all_delivered(trial, 3)
     assert trial.cpu_us_per_out is not None
 
 
+def test_a_server_running_another_core_is_refused() -> None:
+    assert core_mismatch("python", ["python", "python"]) is None
+    assert core_mismatch(None, ["per-copy"]) is None  # the server's default: nothing asked
+    assert "refusing" in (core_mismatch("native", ["native", "python"]) or "")
+    assert "refusing" in (core_mismatch("python", ["per-copy"]) or "")
+
+
 def test_tureen_cross_worker_delivers_every_packet(context: Context, tmp_path: Path) -> None:
-    trial, placed = asyncio.run(_tureen_trial(context, tmp_path, 2, away_from_producer=True))
+    trial, placed, _ = asyncio.run(_tureen_trial(context, tmp_path, 2, away_from_producer=True))
     assert placed["consumers"] and placed["producer"] not in placed["consumers"]
     assert_all_delivered(trial, 3)
 
