@@ -1,0 +1,145 @@
+"""Micro-benchmark: the worker's fan-out cores in one process, without the network harness.
+
+    .venv/bin/python scripts/bench_fanout.py [--n 10,100,500] [--srtp none,gcm,cm]
+        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0]
+
+Builds N consumers exactly as the worker does (a ConsumerRewrite per consumer, each with its
+own UDP socket connected to a sink, and for SRTP its own outbound libsrtp session), then feeds
+1200-byte RTP packets through `fanout()` + `flush()` of each core, `per-drain` packets between
+two flushes (what one socket drain holds), and prints the CPU time of this thread per output
+copy (best of --reps), for the pure-Python core (SendBatch) and the native one (FanOut), and
+the ratio. The kernel's loopback delivery runs in the sending thread's softirq, so it is in
+the figure, as it is in a worker's. The sinks are never read and have the smallest receive
+buffer the kernel allows, so every copy crosses loopback and is dropped at the sink's queue:
+the same kernel work for every run whatever the machine's other load (a reader that falls
+behind would otherwise make the sends cheaper at random). The absolute figures therefore
+leave out the enqueue at the sink; the ratios between cores are what it is for. Another
+caveat: loopback delivery that the kernel defers to ksoftirqd is not charged to this thread,
+so a run that sends faster can look cheaper per copy than it is (seen: native SRTP-GCM at
+N=100 measuring below native plain RTP); compare the two cores on the same row, not rows.
+
+Unlike `make bench` it measures no input side (no recvmmsg, demux, SRTP unprotect, event
+loop), so it isolates what the fan-out core changes; `make bench` gives the whole worker.
+Bounded: at most --copies output copies per measurement (<= 2,000,000), loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+
+from tureen.workers import native
+from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.sendbatch import SendBatch
+from tureen.workers.transport.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpContext
+
+MAX_COPIES = 2_000_000
+SINKS = 16
+PROFILES = {"gcm": (AEAD_AES_128_GCM, 28), "cm": (AES128_CM_SHA1_80, 30)}
+
+
+class Setup:
+    """N consumers on connected sockets towards SINKS sink sockets that are never read."""
+
+    def __init__(self, n: int, srtp: str) -> None:
+        self.sinks = []
+        for _ in range(min(SINKS, n)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+            self.sinks.append(s)
+        self.outs = []
+        self.fan = []
+        self.contexts = []
+        for i in range(n):
+            out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            out.setblocking(False)
+            out.connect(self.sinks[i % len(self.sinks)].getsockname())
+            c = ConsumerRewrite(i, 0x10000 + i)
+            c.fd = out.fileno()
+            c.send = out.send
+            c.sync = False
+            c.started = True
+            if srtp != "none":
+                profile, size = PROFILES[srtp]
+                ctx = SrtpContext(profile, os.urandom(size), os.urandom(size))
+                c.protect = ctx.protect_rtp_at
+                c.srtp_tx = ctx.tx_address
+                self.contexts.append(ctx)
+            self.outs.append(out)
+            self.fan.append(c)
+        self.fan = tuple(self.fan)
+
+    def close(self) -> None:
+        for s in (*self.outs, *self.sinks):
+            s.close()
+
+
+def run(batch, fan: tuple, per_drain: int, copies: int) -> float:
+    """CPU µs of this thread per output copy for `copies` copies (rounded up to drains)."""
+    buf = bytearray(65536)
+    n = 1200
+    struct.pack_into("!BBHII", buf, 0, 0x80, 96, 0, 0, 0x1234)
+    view = memoryview(buf)[:n]
+    drains = max(1, copies // (len(fan) * per_drain))
+    seq = ts = 0
+    fanout = batch.fanout
+    flush = batch.flush
+    start = time.thread_time_ns()
+    for _ in range(drains):
+        for _ in range(per_drain):
+            seq = (seq + 1) & 0xFFFF
+            ts = (ts + 3000) & 0xFFFFFFFF
+            struct.pack_into("!HI", buf, 2, seq, ts)
+            fanout(fan, buf, view, seq, ts, n)
+        flush()
+    spent = time.thread_time_ns() - start
+    return spent / 1000 / (drains * per_drain * len(fan))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="10,100,500", help="consumers per packet (fan-out sizes)")
+    parser.add_argument("--srtp", default="none,gcm,cm", help="none, gcm, cm")
+    parser.add_argument("--per-drain", default="1,8", help="packets between two flushes")
+    parser.add_argument("--copies", type=int, default=200_000, help="output copies per measurement")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU")
+    args = parser.parse_args()
+    if not native.available():
+        print(f"native core missing: {native.WHY_NOT}", file=sys.stderr)
+        return 2
+    copies = min(args.copies, MAX_COPIES)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    print(
+        f"{'N':>4} {'srtp':>5} {'per drain':>9} | {'python µs/copy':>14} {'native µs/copy':>14} | python/native"
+    )
+    for srtp in args.srtp.split(","):
+        for n in (int(x) for x in args.n.split(",")):
+            setup = Setup(n, srtp)
+            try:
+                for per_drain in (int(x) for x in args.per_drain.split(",")):
+                    best = {}
+                    for core in ("python", "native"):
+                        batch = SendBatch() if core == "python" else native.make_fanout("native")
+                        run(batch, setup.fan, per_drain, copies // 10)  # warm-up
+                        best[core] = min(
+                            run(batch, setup.fan, per_drain, copies) for _ in range(args.reps)
+                        )
+                    print(
+                        f"{n:>4} {srtp:>5} {per_drain:>9} | {best['python']:>14.2f} {best['native']:>14.2f} |"
+                        f" {best['python'] / best['native']:.2f}x",
+                        flush=True,
+                    )
+            finally:
+                setup.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
