@@ -120,7 +120,7 @@ def status(control: ControlOpt = DEFAULT_ENDPOINT, as_json: bool = typer.Option(
         typer.echo(
             f"  worker {w['index']}: pid {w['pid']} cpu {w['cpu']} {'up' if w['alive'] else 'DOWN'} "
             f"transports {load.get('transports', '-')} consumers {load.get('consumers', '-')} "
-            f"cpu% {load.get('cpuPercent', '-')}"
+            f"cpu% {load.get('cpuPercent', '-')} fan-out {load.get('fanout', '-')}"
         )
 
 

@@ -27,6 +27,8 @@ def test_status_rooms_and_workers(server: ServerProcess) -> None:
     assert rooms.returncode == 0 and isinstance(json.loads(rooms.stdout), list)
     listing = tureen(server, "workers", "list")
     assert [w["index"] for w in json.loads(listing.stdout)] == [0, 1]
+    text = tureen(server, "status")
+    assert text.returncode == 0 and text.stdout.count("worker ") == 2 and "fan-out" in text.stdout
 
 
 def test_workers_dump_shows_the_data_path_and_refuses_unknown_workers(server: ServerProcess) -> None:
