@@ -13,6 +13,9 @@ both against the same C rows. --cores picks which run; beside the native core th
 runs only at the sizes of --python-fanout / --python-srtp (quick: plain and SRTP N=100; full:
 plain N=1,100,500 and SRTP N=100) to keep the run short.
 Each server's workers must report the core asked for (server.info), or the run stops.
+A scenario's forwarders (C and its Tureen rows) stay up until all its searches are done; then
+each runs one trial at one common input rate (0.8 x the lowest rate held among them): the
+table's `x C cpu @same`, next to `x C cpu` at each one's own held rate.
 """
 
 from __future__ import annotations
