@@ -33,12 +33,30 @@ class Row:
                if base.cpu_us_per_out and mine.cpu_us_per_out else None)
         return pps, cpu
 
+    def same_rate(self) -> dict[str, Any] | None:
+        """The comparison at one common input rate (run.py's same-rate trials, run after the
+        scenario's searches): C's µs/out and this row's, both at that rate, and C's ÷ this one
+        (`ratio_cpu`, the table's `x C cpu @same`). `held`: both trials held it (< 0.1% loss)."""
+        mine = self.search.same
+        base = self.baseline.search.same if self.baseline else None
+        if mine is None:
+            return None
+        data: dict[str, Any] = {"rate": mine.rate, "input_pps": mine.input_pps, "us_per_out": mine.cpu_us_per_out,
+                                "held": mine.held}
+        if base is not None:
+            data["c_us_per_out"] = base.cpu_us_per_out
+            data["c_input_pps"] = base.input_pps
+            data["held"] = mine.held and base.held
+            data["ratio_cpu"] = (base.cpu_us_per_out / mine.cpu_us_per_out
+                                 if base.cpu_us_per_out and mine.cpu_us_per_out else None)
+        return data
+
     def to_json(self) -> dict[str, Any]:
         pps, cpu = self.ratios()
         return {
             "scenario": self.scenario, "target": self.target, "consumers": self.consumers,
             "kib_per_consumer": self.kib_per_consumer, "ratio_out_pps": pps, "ratio_cpu": cpu,
-            **self.extra, "search": self.search.to_json(),
+            "same_rate": self.same_rate(), **self.extra, "search": self.search.to_json(),
         }
 
 
@@ -47,7 +65,20 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
 
 
 HEADER = ("scenario", "fwd", "held in pps", "out pps", "x C", "loss", "µs/out", "x C cpu",
-          "cpu%", "out/s/core", "p50/p99 µs @½", "KiB/cons", "limit")
+          "x C cpu @same", "cpu%", "out/s/core", "p50/p99 µs @½", "KiB/cons", "limit")
+
+
+def _same_cell(row: Row) -> str:
+    """`x C cpu @same`: on a Tureen row C's µs/out ÷ its own at the common rate (`*`: one of
+    the two trials lost packets); on the C row the common input rate, e.g. `@1,240/s`."""
+    same = row.same_rate()
+    if same is None:
+        return "-"
+    if row.baseline is None:
+        return f"@{same['input_pps']:,.0f}/s" + ("" if same["held"] else "*")
+    if same.get("ratio_cpu") is None:
+        return "-"
+    return f"{same['ratio_cpu']:.2f}" + ("" if same["held"] else "*")
 
 
 def table(rows: list[Row]) -> str:
@@ -63,6 +94,7 @@ def table(rows: list[Row]) -> str:
             _num(best.loss * 100 if best else None, "{:.3f}%"),
             _num(best.cpu_us_per_out if best else None, "{:.2f}"),
             _num(cpu_ratio, "{:.2f}"),
+            _same_cell(row),
             _num(best.cpu_percent if best else None, "{:.0f}"),
             _num(1e6 / best.cpu_us_per_out if best and best.cpu_us_per_out else None),
             f"{half.latency_p50_us:.0f}/{half.latency_p99_us:.0f}" if half else "-",
@@ -89,6 +121,22 @@ def _row(rows: list[Row], scenario: str, target: str) -> Row | None:
     return next((r for r in rows if r.scenario == scenario and r.target == target), None)
 
 
+def _verdict(ratio: float, want: float) -> str:
+    short = want - ratio  # "missed by 0.00" read as met; say how little instead
+    return "met" if short <= 0 else f"missed by {short:.2f}" if short >= 0.005 else "missed by <0.01"
+
+
+def _same_target(row: Row, want: float) -> str:
+    """The targets line's second half: the CPU ratio at the common rate."""
+    same = row.same_rate()
+    if not same or same.get("ratio_cpu") is None:
+        return "    at the same rate: no figure"
+    lost = "" if same["held"] else "; a trial lost packets"
+    return (f"    at the same rate, {same['input_pps']:,.0f} in/s: C {same['c_us_per_out']:.2f} vs "
+            f"{same['us_per_out']:.2f} µs/out: {same['ratio_cpu']:.2f} cpu ({_verdict(same['ratio_cpu'], want)} "
+            f"on CPU{lost})")
+
+
 def targets(rows: list[Row]) -> str:
     """One line per issue-7 ratio target found in this run: Tureen's ratios to its baseline
     (output pps, and CPU per output packet, the steadier one on a shared machine), from the
@@ -105,9 +153,10 @@ def targets(rows: list[Row]) -> str:
         if cpu is None:
             lines.append(f"  {what} >= {want:.2f}{note}: no figure (no held rate)")
             continue
-        short = want - cpu  # "missed by 0.00" read as met; say how little instead
-        verdict = "met" if short <= 0 else f"missed by {short:.2f}" if short >= 0.005 else "missed by <0.01"
-        lines.append(f"  {what} >= {want:.2f}{note}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)")
+        verdict = _verdict(cpu, want)
+        lines.append(f"  {what} >= {want:.2f}{note}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)"
+                     + " at own held rates")
+        lines.append(_same_target(row, want))
     if lines:
         lines.insert(0, "targets (x baseline: out pps; CPU per output packet):")
     both = [s for s in dict.fromkeys(r.scenario for r in rows)
@@ -127,6 +176,10 @@ def targets(rows: list[Row]) -> str:
         lines.append(f"  {scenario}: native {n_us:.2f} µs/out ({_num(native.ratios()[1], '{:.2f}')}x C) vs "
                      f"python {p_us:.2f} µs/out ({_num(python.ratios()[1], '{:.2f}')}x C): "
                      f"the Python core costs {p_us / n_us:.2f}x the native one")
+        n_same, p_same = native.same_rate(), python.same_rate()
+        if n_same and p_same and n_same["us_per_out"] and p_same["us_per_out"]:
+            lines.append(f"    at the same rate, {n_same['input_pps']:,.0f} in/s: native {n_same['us_per_out']:.2f} vs python "
+                         f"{p_same['us_per_out']:.2f} µs/out: {p_same['us_per_out'] / n_same['us_per_out']:.2f}x")
     return "\n".join(lines)
 
 

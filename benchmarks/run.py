@@ -13,6 +13,9 @@ both against the same C rows. --cores picks which run; beside the native core th
 runs only at the sizes of --python-fanout / --python-srtp (quick: plain and SRTP N=100; full:
 plain N=1,100,500 and SRTP N=100) to keep the run short.
 Each server's workers must report the core asked for (server.info), or the run stops.
+A scenario's forwarders (C and its Tureen rows) stay up until all its searches are done; then
+each runs one trial at one common input rate (0.8 x the lowest rate held among them): the
+table's `x C cpu @same`, next to `x C cpu` at each one's own held rate.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from .load import Timing
 from .progress import Progress
 from .report import Row
 from .scenarios import Built
-from .search import Context, Search, Trial, run_trial, saturate
+from .search import Context, Search, Trial, run_trial, saturate, trial_retried
 from .srtp import PROFILE_NAMES
 from .tureen_server import TureenServer, worker_cores
 from .webrtc import webrtc_fanout
@@ -47,6 +50,11 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 START_OUT_PPS = 20_000  # first trial: output packets/s any forwarder here holds easily
 CORES = ("native", "python")  # `tureen serve --fanout` values the bench compares
 LABELS = {"native": "tureen", "python": "tureen-py"}  # the rows' `fwd` column
+# After a scenario's searches, C and every Tureen row of it run one more trial at this share
+# of the lowest rate any of them held: the same input rate for all (the `x C cpu @same` column).
+SAME_RATE_SHARE = 0.8
+
+TrialAt = Callable[[float], Awaitable[Trial]]  # one trial of a live forwarder at a rate
 
 
 @dataclass
@@ -121,11 +129,14 @@ class Bench:
             )
         return show
 
+    def _trial_at(self, built: Built, pids: list[int]) -> TrialAt:
+        def trial(rate: float) -> Awaitable[Trial]:
+            return run_trial(self.ctx, built.topology, built.input_ports, pids, rate)
+        return trial
+
     async def _search(self, label: str, built: Built, pids: list[int]) -> Search:
         topo = built.topology
-
-        def trial(rate: float) -> Awaitable[Trial]:
-            return run_trial(self.ctx, topo, built.input_ports, pids, rate)
+        trial = self._trial_at(built, pids)
 
         self.progress.show(f"{label}: starting")
         start = max(5.0, START_OUT_PPS / topo.outputs_per_rate)
@@ -136,43 +147,57 @@ class Bench:
         self.progress.step(f"{label}: done")
         return search
 
-    async def _with_tureen(self, workers: int, core: str,
-                           body: Callable[[TureenServer, TureenClient], Awaitable[Row]]) -> Row:
-        """A fresh `tureen serve --fanout core`; wait_ready refuses it (CoreMismatch) unless
-        every worker reports running `core`."""
-        server = TureenServer(workers, self.out_dir / "logs", self.forwarder_cpu, self.tools_cpu, fanout=core)
-        try:
-            async with TureenClient(server.endpoint, timeout=30.0) as client:
-                await server.wait_ready(client)
-                return await body(server, client)
-        finally:
-            server.stop()
+    async def _same_rate(self, scenario: str, live: list[tuple[Row, TrialAt]]) -> None:
+        """One trial of each live forwarder of `scenario` (the C row first) at one common input
+        rate: SAME_RATE_SHARE x the lowest rate any of them held, so that all hold it. Their
+        µs/out then compare at the same rate (per-wake-up costs spread alike), which the
+        figures at each one's own held rate do not (report.Row.same_rate)."""
+        live = [(row, trial) for row, trial in live if row.search.best is not None]
+        if len(live) < 2 or live[0][0].baseline is not None:  # needs the C row and one more
+            return
+        rate = SAME_RATE_SHARE * min(row.search.best.rate for row, _ in live)  # type: ignore[union-attr]
+        for row, trial in live:
+            row.search.same_rate = await trial_retried(trial, rate, self._on_trial(f"{scenario} {row.target} @same"))
 
-    async def _tureen_row(self, scenario: str, server: TureenServer, client: TureenClient,
-                          build: Callable[[], Awaitable[Built]]) -> Row:
+    async def _with_tureen(self, stack: contextlib.AsyncExitStack, workers: int, core: str,
+                           body: Callable[[TureenServer, TureenClient], Awaitable[Any]]) -> Any:
+        """A fresh `tureen serve --fanout core`, stopped when `stack` closes; wait_ready refuses
+        it (CoreMismatch) unless every worker reports running `core`."""
+        server = TureenServer(workers, self.out_dir / "logs", self.forwarder_cpu, self.tools_cpu, fanout=core)
+        stack.callback(server.stop)
+        client = await stack.enter_async_context(TureenClient(server.endpoint, timeout=30.0))
+        await server.wait_ready(client)
+        return await body(server, client)
+
+    async def _tureen_row(self, stack: contextlib.AsyncExitStack, scenario: str, server: TureenServer,
+                          client: TureenClient, build: Callable[[], Awaitable[Built]]) -> tuple[Row, TrialAt]:
+        """The row's search; the room and its sockets stay until `stack` closes (the same-rate
+        trial comes after the scenario's other searches). Returns the row and its trial."""
         rss0 = cpus.rss_bytes(server.worker_pids)
         built = await build()
-        try:
-            await asyncio.sleep(0.2)  # let the setup's control traffic settle before measuring
-            server.repin()
-            rss1 = cpus.rss_bytes(server.worker_pids)
-            label = LABELS[server.fanout or "native"]
-            search = await self._search(f"{scenario} {label}", built, server.worker_pids)
-            loads: list[Any] = []
-            cores: list[str | None] = []
-            with contextlib.suppress(Exception):  # the workers' last load reports, for the findings
-                info = await client.server_info()
-                loads = [w.get("load") for w in info["workers"]]
-                cores = worker_cores(info)
-            counters: list[Any] = []
-            with contextlib.suppress(Exception):  # each core's own counters (worker.dump), and
-                for i in range(server.workers):  # the copies sent, read at the same moment
-                    dump = await client.dump_worker(i)
-                    counters.append({**(dump.get("fanout") or {}), "rtpOut": dump["counters"]["rtpOut"]})
+        stack.callback(built.close_sockets)
+
+        async def close_room() -> None:
             with contextlib.suppress(Exception):
                 await client.close_room("bench")
-        finally:
-            built.close_sockets()
+
+        stack.push_async_callback(close_room)  # at the stack's close, before the sockets
+        await asyncio.sleep(0.2)  # let the setup's control traffic settle before measuring
+        server.repin()
+        rss1 = cpus.rss_bytes(server.worker_pids)
+        label = LABELS[server.fanout or "native"]
+        search = await self._search(f"{scenario} {label}", built, server.worker_pids)
+        loads: list[Any] = []
+        cores: list[str | None] = []
+        with contextlib.suppress(Exception):  # the workers' last load reports, for the findings
+            info = await client.server_info()
+            loads = [w.get("load") for w in info["workers"]]
+            cores = worker_cores(info)
+        counters: list[Any] = []
+        with contextlib.suppress(Exception):  # each core's own counters (worker.dump), and
+            for i in range(server.workers):  # the copies sent, read at the same moment
+                dump = await client.dump_worker(i)
+                counters.append({**(dump.get("fanout") or {}), "rtpOut": dump["counters"]["rtpOut"]})
         if cores and cores != server.cores:
             # Checked at start (wait_ready); a worker that restarted mid-search and came back
             # with another core would show here: the row says so rather than pass for `label`.
@@ -187,61 +212,71 @@ class Bench:
         if calls:  # over the whole search: how well the core's flushes batch
             row.extra["copies_per_sendmmsg"] = sum(c["rtpOut"] for c in counters) / calls
         row.extra["worker_loads"] = loads
-        return row
+        return row, self._trial_at(built, server.worker_pids)
 
     # ------------------------------------------------------------------ scenarios
 
-    async def c_fanout(self, n: int, profile: str | None = None) -> Row:
-        """The C baseline at fan-out n: plain, or with SRTP `profile` (the c+srtp rows)."""
+    async def c_fanout(self, stack: contextlib.AsyncExitStack, n: int,
+                       profile: str | None = None) -> tuple[Row, TrialAt]:
+        """The C baseline at fan-out n: plain, or with SRTP `profile` (the c+srtp rows). It
+        runs until `stack` closes (its counters land in the row's extra then)."""
         scenario, fwd_name = (f"fanout N={n}", "c") if profile is None else (f"srtp-{profile} N={n}", "c+srtp")
         fwd = CForwarder(self.tools.cforward, n, self.forwarder_cpu, srtp=profile)
-        try:
-            search = await self._search(f"{scenario} {fwd_name}", fwd.built, fwd.pids)
-        finally:
-            counters = fwd.close()
-        row = Row(scenario, fwd_name, n, search)
-        row.extra["cforward"] = counters
-        return row
+        extra: dict[str, Any] = {}
+        stack.callback(lambda: extra.__setitem__("cforward", fwd.close()))
+        search = await self._search(f"{scenario} {fwd_name}", fwd.built, fwd.pids)
+        return Row(scenario, fwd_name, n, search, extra=extra), self._trial_at(fwd.built, fwd.pids)
 
-    async def tureen_srtp_fanout(self, n: int, profile: str, core: str) -> Row:
-        async def body(server: TureenServer, client: TureenClient) -> Row:
-            return await self._tureen_row(f"srtp-{profile} N={n}", server, client,
+    async def tureen_srtp_fanout(self, stack: contextlib.AsyncExitStack, n: int, profile: str,
+                                 core: str) -> tuple[Row, TrialAt]:
+        async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
+            return await self._tureen_row(stack, f"srtp-{profile} N={n}", server, client,
                                           lambda: webrtc_fanout(client, "bench", n, profile))
-        return await self._with_tureen(1, core, body)
+        return await self._with_tureen(stack, 1, core, body)
 
-    async def tureen_fanout(self, n: int, core: str) -> Row:
-        async def body(server: TureenServer, client: TureenClient) -> Row:
-            return await self._tureen_row(f"fanout N={n}", server, client,
+    async def tureen_fanout(self, stack: contextlib.AsyncExitStack, n: int, core: str) -> tuple[Row, TrialAt]:
+        async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
+            return await self._tureen_row(stack, f"fanout N={n}", server, client,
                                           lambda: scenarios.fanout(client, "bench", n))
-        return await self._with_tureen(1, core, body)
+        return await self._with_tureen(stack, 1, core, body)
 
     async def tureen_cross(self, n: int) -> Row:
-        async def body(server: TureenServer, client: TureenClient) -> Row:
+        async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
             return await self._tureen_row(
-                f"cross N={n}", server, client,
+                stack, f"cross N={n}", server, client,
                 lambda: scenarios.fanout(client, "bench", n, away_from_producer=True))
-        return await self._with_tureen(2, self.plan.main_core, body)
+        async with contextlib.AsyncExitStack() as stack:
+            row, _ = await self._with_tureen(stack, 2, self.plan.main_core, body)
+        return row
 
     async def tureen_meeting(self, p: int) -> Row:
-        async def body(server: TureenServer, client: TureenClient) -> Row:
-            return await self._tureen_row(f"meeting P={p}", server, client,
+        async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
+            return await self._tureen_row(stack, f"meeting P={p}", server, client,
                                           lambda: scenarios.meeting(client, "bench", p))
-        return await self._with_tureen(2, self.plan.main_core, body)
+        async with contextlib.AsyncExitStack() as stack:
+            row, _ = await self._with_tureen(stack, 2, self.plan.main_core, body)
+        return row
 
     async def run(self) -> list[Row]:
         plan = self.plan
         c_rows: dict[int, Row] = {}
         t_rows: dict[int, Row] = {}  # the main core's fan-out rows (the cross rows' reference)
         for n in plan.c_sizes():
-            c_rows[n] = await self.c_fanout(n)
-            self.rows.append(c_rows[n])
-            for core in plan.cores:
-                if n in plan.sizes(core):
-                    row = await self.tureen_fanout(n, core)
-                    row.baseline = c_rows[n]
-                    self.rows.append(row)
-                    if core == plan.main_core:
-                        t_rows[n] = row
+            # Every forwarder of the scenario stays up (idle) until its same-rate trials.
+            async with contextlib.AsyncExitStack() as stack:
+                base, base_trial = await self.c_fanout(stack, n)
+                c_rows[n] = base
+                self.rows.append(base)
+                live = [(base, base_trial)]
+                for core in plan.cores:
+                    if n in plan.sizes(core):
+                        row, trial = await self.tureen_fanout(stack, n, core)
+                        row.baseline = base
+                        self.rows.append(row)
+                        live.append((row, trial))
+                        if core == plan.main_core:
+                            t_rows[n] = row
+                await self._same_rate(base.scenario, live)
         for n in plan.cross:
             row = await self.tureen_cross(n)
             row.baseline = c_rows.get(n)
@@ -259,13 +294,17 @@ class Bench:
             self.rows.append(await self.tureen_meeting(p))
         for profile in plan.profiles:
             for n in plan.c_sizes(srtp=True):
-                base = await self.c_fanout(n, profile)
-                self.rows.append(base)
-                for core in plan.cores:
-                    if n in plan.sizes(core, srtp=True):
-                        row = await self.tureen_srtp_fanout(n, profile, core)
-                        row.baseline = base
-                        self.rows.append(row)
+                async with contextlib.AsyncExitStack() as stack:
+                    base, base_trial = await self.c_fanout(stack, n, profile)
+                    self.rows.append(base)
+                    live = [(base, base_trial)]
+                    for core in plan.cores:
+                        if n in plan.sizes(core, srtp=True):
+                            row, trial = await self.tureen_srtp_fanout(stack, n, profile, core)
+                            row.baseline = base
+                            self.rows.append(row)
+                            live.append((row, trial))
+                    await self._same_rate(base.scenario, live)
         self.progress.close()
         return self.rows
 

@@ -119,14 +119,46 @@ class Search:
     best: Trial | None
     limit: str  # what ended the climb: forwarder, generator, sink, or trials (ran out)
     half_rate: Trial | None = None  # the latency trial at half the saturation rate
+    # The trial(s) at the scenario's common rate (run.py: every forwarder of a scenario, after
+    # all its searches, at one rate all of them held); one retry as in the search, last counts.
+    same_rate: list[Trial] = field(default_factory=list)
+
+    @property
+    def same(self) -> Trial | None:
+        return self.same_rate[-1] if self.same_rate else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "limit": self.limit,
             "best": self.best.brief() if self.best else None,
             "half_rate": self.half_rate.brief() if self.half_rate else None,
+            "same_rate": [t.brief() for t in self.same_rate],
             "trials": [t.brief() for t in self.trials],
         }
+
+
+def starved(result: Trial) -> bool:
+    """Lost without the forwarder's input socket (or our sinks) overflowing: on a shared
+    machine the forwarder was starved by a neighbour, or a backlog was still draining."""
+    return not result.held and not result.drops_input and not result.drops_sink
+
+
+async def trial_retried(
+    trial: Callable[[float], Awaitable[Trial]],
+    rate: float,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> list[Trial]:
+    """One trial at `rate`, repeated once if its window was starved (`starved`), so one noisy
+    window does not decide. Returns the trials run; the last one counts."""
+    results: list[Trial] = []
+    for _ in range(2):
+        result = await trial(rate)
+        results.append(result)
+        if on_trial:
+            on_trial(result)
+        if not starved(result):
+            break
+    return results
 
 
 async def saturate(
@@ -144,18 +176,11 @@ async def saturate(
     rate = start_rate
     limit = "trials"
     for _ in range(max_trials):
-        result = await trial(rate)
-        trials.append(result)
-        if on_trial:
-            on_trial(result)
-        if not result.held and not result.drops_input and not result.drops_sink:
-            # Lost without the forwarder's input socket overflowing: on a shared machine the
-            # forwarder was starved by a neighbour, or the backlog was still draining. One
-            # retry, so one noisy window does not end the climb.
-            result = await trial(rate)
-            trials.append(result)
-            if on_trial:
-                on_trial(result)
+        # A starved window (see `starved`) is retried once, so one noisy window does not
+        # end the climb.
+        tried = await trial_retried(trial, rate, on_trial)
+        trials += tried
+        result = tried[-1]
         if result.drops_sink:
             limit = "sink"
             break

@@ -162,3 +162,47 @@ def test_tureen_webrtc_srtp_fanout_decrypts_every_packet(context: Context, tmp_p
 
     for trial in asyncio.run(body()):
         assert_all_decrypted(trial, 3)
+
+
+# --- the same-rate comparison: its retry rule and its figures (fake trials, no load) ------
+
+
+def _fake_trial(rate: float, us_per_out: float, lost: bool = False, drops_input: int = 0) -> Trial:
+    return Trial(rate=rate, input_pps=rate, out_pps=rate * 100, loss=0.01 if lost else 0.0,
+                 cpu_us_per_out=us_per_out, cpu_percent=50.0, latency_p50_us=1.0, latency_p99_us=2.0,
+                 drops_input=drops_input, drops_sink=0, errors=0, generator_limited=False,
+                 report={"received_total": 1, "expected_total": 1})
+
+
+def test_a_starved_window_is_retried_once_and_an_overflowing_one_is_not() -> None:
+    from benchmarks.search import trial_retried
+
+    def run(results: list[Trial]) -> list[Trial]:
+        queue = list(results)
+
+        async def trial(rate: float) -> Trial:
+            return queue.pop(0)
+        return asyncio.run(trial_retried(trial, 100.0))
+
+    held, starved, overflowed = _fake_trial(100, 3.0), _fake_trial(100, 3.0, lost=True), \
+        _fake_trial(100, 3.0, lost=True, drops_input=5)
+    assert run([held]) == [held]
+    assert run([overflowed]) == [overflowed]
+    assert run([starved, held]) == [starved, held]
+    assert run([starved, starved, held]) == [starved, starved]  # once only
+
+
+def test_same_rate_figures_compare_c_and_tureen_at_the_common_rate() -> None:
+    from benchmarks.report import Row, table, targets
+    from benchmarks.search import Search
+
+    c = Row("fanout N=100", "c", 100, Search([], _fake_trial(1000, 3.0), "forwarder",
+                                             same_rate=[_fake_trial(800, 4.0)]))
+    t = Row("fanout N=100", "tureen", 100, Search([], _fake_trial(1200, 2.0), "forwarder",
+                                                  same_rate=[_fake_trial(800, 5.0)]), baseline=c)
+    assert t.ratios()[1] == 1.5  # at each one's own held rate
+    same = t.same_rate()
+    assert same is not None and same["ratio_cpu"] == 0.8 and same["c_us_per_out"] == 4.0 and same["held"]
+    assert t.to_json()["same_rate"]["rate"] == 800
+    assert "x C cpu @same" in table([c, t]) and "0.80" in table([c, t])
+    assert "at the same rate, 800 in/s: C 4.00 vs 5.00 µs/out: 0.80 cpu" in targets([c, t])
