@@ -70,10 +70,11 @@ def srtp_protect_address() -> int:
     return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
 
 
-def make_fanout(mode: str) -> Any | None:
+def make_fanout(mode: str, uring: bool = True) -> Any | None:
     """The native FanOut for `mode` "auto"/"native" when built, None for "python" or when it
     is missing in "auto". "native" without the build raises RuntimeError (the worker exits
-    with that message)."""
+    with that message). `uring`: send each flush with io_uring (one system call for every
+    consumer's copies) where the kernel allows it, else one sendmmsg per consumer."""
     if mode == "python":
         return None
     if _native is None:
@@ -82,4 +83,4 @@ def make_fanout(mode: str) -> Any | None:
         return None
     from tureen.workers.sendbatch import send_one
 
-    return _native.FanOut(srtp_protect_address(), send_one)
+    return _native.FanOut(srtp_protect_address(), send_one, uring=uring)

@@ -32,7 +32,7 @@ class FakeForwarder:
         self.send_errors = 0
 
 
-CORES = ["python", "native"]
+CORES = ["python", "native", "native-sendmmsg"]  # native: io_uring where the kernel allows
 
 
 def _need_native() -> None:
@@ -44,13 +44,15 @@ def _need_native() -> None:
 
 @pytest.fixture(params=CORES)
 def core(request) -> str:
-    if request.param == "native":
+    if request.param.startswith("native"):
         _need_native()
     return request.param
 
 
 def make_batch(core: str):
-    return SendBatch() if core == "python" else native.make_fanout("native")
+    if core == "python":
+        return SendBatch()
+    return native.make_fanout("native", uring=core == "native")
 
 
 def queued(c: ConsumerRewrite, core: str) -> int:
@@ -159,7 +161,8 @@ def test_headers_payload_and_order_per_consumer(pairs, core):
             assert data[12:] == bytes([i]) * (50 + i)
         assert p.c.packets == 5 and queued(p.c, core) == 0
     assert fwd.rtp_out == 10 and fwd.send_errors == 0
-    assert batch.dump()["sendmmsgCalls"] == 2  # one sendmmsg per consumer
+    # One sendmmsg per consumer, or one io_uring_enter for both.
+    assert batch.dump()["sendmmsgCalls"] == (1 if batch.dump().get("send") == "io_uring" else 2)
 
 
 def test_more_than_a_lane_and_more_consumers_than_lanes(pairs):
@@ -296,11 +299,15 @@ def test_real_send_errors_are_counted_and_the_rest_still_go(pairs, core):
     for i in range(3):
         assert feed(batch, fwd, [refused.c, bad, good.c], i, i, b"p" * 20) == 3
     flush(batch, fwd)
-    assert (refused.c.send_errors, refused.c.packets, refused.c.octets) == (1, 2, 64)
+    # At least the first copy is refused; each copy that goes out draws another ICMP answer,
+    # which the kernel may report on a later copy of the same flush (io_uring, sendmmsg and
+    # the retries see that at different moments): every copy is either sent or counted.
+    errors = refused.c.send_errors
+    assert errors >= 1 and (refused.c.packets, refused.c.octets) == (3 - errors, 32 * (3 - errors))
     assert (bad.send_errors, bad.packets, bad.octets) == (3, 0, 0)
     assert (good.c.send_errors, good.c.packets) == (0, 3)
     assert [HDR.unpack_from(d)[2] for d in good.receive(3)] == [0, 1, 2]
-    assert (fwd.rtp_out, fwd.send_errors) == (5, 4)
+    assert (fwd.rtp_out, fwd.send_errors) == (6 - errors, 3 + errors)
     assert batch.flush() == 0  # failures are reported once
 
 
@@ -543,12 +550,13 @@ def _random_session(core: str, seed: int) -> dict[int, list[bytes]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_native_and_python_cores_send_the_same_datagrams(seed):
+@pytest.mark.parametrize("variant", ["native", "native-sendmmsg"])
+def test_native_and_python_cores_send_the_same_datagrams(seed, variant):
     """Differential: the same random session through both cores gives byte-identical
     datagrams per consumer, in the same order, and the same counters."""
     _need_native()
     python = _random_session("python", seed)
-    native_out = _random_session("native", seed)
+    native_out = _random_session(variant, seed)
     assert sum(len(v) for v in python.values()) > 1000
     assert python.keys() == native_out.keys()
     for ssrc in python:
