@@ -151,7 +151,14 @@ static int uring_open(Uring *u) {
     struct io_uring_params p;
     memset(u, 0, sizeof(*u));
     memset(&p, 0, sizeof(p));
+#ifdef IORING_SETUP_SUBMIT_ALL
+    p.flags = IORING_SETUP_SUBMIT_ALL;  /* a request that fails to start does not stop the rest */
+#endif
     u->fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &p);
+    if (u->fd < 0 && errno == EINVAL) {  /* a kernel older than 5.18 */
+        memset(&p, 0, sizeof(p));
+        u->fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &p);
+    }
     if (u->fd < 0)
         return -1;
     u->sq_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -315,11 +322,15 @@ static void uring_run(FanOut *self, unsigned m) {
         tail++;
     }
     __atomic_store_n(u->sq_tail, tail, __ATOMIC_RELEASE);
-    unsigned done = 0;
-    int submitted = 0;
+    /* The sends complete inline (MSG_DONTWAIT: never parked on a poll), so the first
+     * io_uring_enter normally submits and completes all m. It only waits for requests the
+     * kernel has taken (`taken` - `done`), so it can never wait for one still in the ring. */
+    unsigned done = 0, taken = 0;
+    int idle = 0;
     while (done < m) {
-        int r = (int)syscall(__NR_io_uring_enter, u->fd, submitted ? 0 : m, m - done,
-                             IORING_ENTER_GETEVENTS, NULL, 0);
+        unsigned wait = taken - done;
+        int r = (int)syscall(__NR_io_uring_enter, u->fd, m - taken, wait,
+                             wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
         if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) {
             /* Cannot happen with a good ring. Stop using it (the sendmmsg path takes over
              * from the next flush; closing the ring at dealloc cancels anything still in
@@ -328,10 +339,11 @@ static void uring_run(FanOut *self, unsigned m) {
             self->failed += m - done;
             break;
         }
-        if (r >= 0)
-            submitted = 1;
+        if (r > 0)
+            taken += (unsigned)r;
         unsigned head = *u->cq_head;
         unsigned ctail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+        unsigned reaped = ctail - head;
         while (head != ctail) {
             struct io_uring_cqe *cqe = &u->cqes[head & *u->cq_mask];
             if (cqe->res < 0) {
@@ -346,6 +358,11 @@ static void uring_run(FanOut *self, unsigned m) {
             done++;
         }
         __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
+        if (r <= 0 && reaped == 0 && ++idle > 1000) {  /* no progress at all: give up on it */
+            self->use_uring = 0;
+            self->failed += m - done;
+            break;
+        }
     }
     self->calls++;
 }
