@@ -41,6 +41,9 @@ class Config:
     # The workers' fan-out core: "auto" (the native core when it was built at install,
     # else Python), "native" (refuse to start without it) or "python" (docs/benchmarks.md).
     fanout: str = "auto"
+    # Whether the native core sends with io_uring where the kernel allows it (one system
+    # call per flush for all consumers); false: one sendmmsg per consumer.
+    io_uring: bool = True
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
     # Log level name: debug, info, warning, error.

@@ -62,6 +62,9 @@ def serve(
     pin: Annotated[bool | None, typer.Option("--pin/--no-pin", help="Pin workers to CPUs.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
     fanout: Annotated[str | None, typer.Option(help="Workers' fan-out core: auto, native or python.")] = None,
+    io_uring: Annotated[
+        bool | None, typer.Option("--io-uring/--no-io-uring", help="Native core: send with io_uring.")
+    ] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""
     try:
@@ -78,6 +81,7 @@ def serve(
             pin_workers=pin,
             log_level=log_level,
             fanout=fanout,
+            io_uring=io_uring,
         )
         config.validate()
         configure(config.log_level, "supervisor")

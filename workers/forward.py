@@ -131,7 +131,7 @@ _INPUT_COUNTERS = (
 class Forwarder:
     __slots__ = ("buf", "mv", "dirty", "on_switch", "batch", "fanout", "recv_batch", *COUNTERS)
 
-    def __init__(self, batched: bool = True, core: str = "auto") -> None:
+    def __init__(self, batched: bool = True, core: str = "auto", io_uring: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
@@ -144,7 +144,7 @@ class Forwarder:
         # sendbatch.py) where libc has sendmmsg, else one send per copy (`fanout` above).
         self.batch: Any = None
         if batched:
-            self.batch = make_fanout(core)
+            self.batch = make_fanout(core, uring=io_uring)
             if self.batch is None and sendbatch_available():
                 self.batch = SendBatch()
         self.fanout = self.batch.fanout if self.batch is not None else fanout

@@ -97,7 +97,7 @@ class Worker:
             if ip
         ]
         self._ticks = 0
-        self.forwarder = Forwarder(core=config.fanout)
+        self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring)
         self.forwarder.on_switch = self.router.complete_switch
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {

@@ -31,3 +31,12 @@ def test_without_the_build_auto_falls_back_and_native_refuses(monkeypatch, tmp_p
     assert code == 2
     assert "fanout = native, but tureen.workers._native is not built" in capsys.readouterr().err
 
+
+
+def test_io_uring_can_be_turned_off_for_the_native_core() -> None:
+    assert Config().io_uring is True
+    assert load_config(env={"TUREEN_IO_URING": "false"}).io_uring is False
+    if native.available():
+        from tureen.workers.forward import Forwarder
+
+        assert Forwarder(core="native", io_uring=False).dump_fanout()["send"] == "sendmmsg"
