@@ -282,7 +282,7 @@ static int fanout_init(FanOut *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-#ifdef HAVE_URING
+/* The msghdr of one queued copy: header + payload iovecs, or the whole SRTP packet. */
 static void fill_msg(struct msghdr *h, struct iovec *v, Entry *en) {
     h->msg_name = NULL;
     h->msg_namelen = 0;
@@ -303,6 +303,7 @@ static void fill_msg(struct msghdr *h, struct iovec *v, Entry *en) {
     }
 }
 
+#ifdef HAVE_URING
 /* Submit the m prepared sends, wait for them, count the failures. */
 static void uring_run(FanOut *self, unsigned m) {
     Uring *u = &self->uring;
@@ -411,25 +412,7 @@ static void send_all(FanOut *self) {
             int m = k < LANE ? k : LANE;
             for (int j = 0; j < m; j++) {
                 Entry *en = &self->entries[e];
-                struct msghdr *h = &self->msgs[j].msg_hdr;
-                struct iovec *v = &self->iov[2 * j];
-                h->msg_name = NULL;
-                h->msg_namelen = 0;
-                h->msg_iov = v;
-                h->msg_control = NULL;
-                h->msg_controllen = 0;
-                h->msg_flags = 0;
-                if (en->whole) {
-                    v[0].iov_base = en->data;
-                    v[0].iov_len = (size_t)en->len;
-                    h->msg_iovlen = 1;
-                } else {
-                    v[0].iov_base = en->hdr;
-                    v[0].iov_len = 12;
-                    v[1].iov_base = en->data;
-                    v[1].iov_len = (size_t)en->len;
-                    h->msg_iovlen = 2;
-                }
+                fill_msg(&self->msgs[j].msg_hdr, &self->iov[2 * j], en);
                 self->idx[j] = e;
                 e = en->next;
             }
