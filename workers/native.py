@@ -65,7 +65,6 @@ def srtp_protect_address() -> int:
         ffi.getctype(ffi.typeof(lib.srtp_protect))
         != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
     ):
-        log.warning("pylibsrtp's srtp_protect has another signature: SRTP stays on the Python path")
         return 0
     return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
 
@@ -83,4 +82,10 @@ def make_fanout(mode: str, uring: bool = True) -> Any | None:
         return None
     from tureen.workers.sendbatch import send_one
 
-    return _native.FanOut(srtp_protect_address(), send_one, uring=uring)
+    protect = srtp_protect_address()
+    if protect == 0:  # the native core could not protect SRTP copies: run the Python core
+        if mode == "native":
+            raise RuntimeError("fanout = native, but pylibsrtp's srtp_protect is not libsrtp 2's")
+        log.warning("pylibsrtp's srtp_protect is not libsrtp 2's: the Python fan-out core runs")
+        return None
+    return _native.FanOut(protect, send_one, uring=uring)

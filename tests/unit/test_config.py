@@ -40,3 +40,12 @@ def test_io_uring_can_be_turned_off_for_the_native_core() -> None:
         from tureen.workers.forward import Forwarder
 
         assert Forwarder(core="native", io_uring=False).dump_fanout()["send"] == "sendmmsg"
+
+
+def test_a_libsrtp_the_native_core_cannot_call_means_the_python_core(monkeypatch) -> None:
+    if not native.available():
+        pytest.skip(native.WHY_NOT)
+    monkeypatch.setattr(native, "srtp_protect_address", lambda: 0)
+    assert native.make_fanout("auto") is None
+    with pytest.raises(RuntimeError, match="not libsrtp 2's"):
+        native.make_fanout("native")
