@@ -56,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tureen.workers import native
 
-    if config.fanout == "native" and not native.available():
-        print(f"tureen worker {args.index}: fanout = native, but {native.WHY_NOT}", file=sys.stderr)
-        return 2
+    if config.fanout == "native":
+        try:
+            native.make_fanout("native")  # what the forwarder will build: fail here, clearly
+        except RuntimeError as exc:
+            print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
+            return 2
     from tureen.workers.worker import run_worker
 
     return run_worker(args.index, args.run_dir, config, parent_pid=args.parent_pid or os.getppid())
