@@ -733,8 +733,9 @@ class Worker:
                     self._request_key_frame(stream)
         log.info("producer %d %s", producer.id, "paused" if paused else "resumed")
 
-    def _producer_request_key_frame(self, p: Params) -> dict[str, Any]:
-        """A consumer on another worker needs a key frame of this producer's stream `ssrc`."""
+    def _local_stream(self, p: Params) -> tuple[Producer, Stream]:
+        """The producer of `p` and its stream `ssrc`, for requests only the worker that
+        receives the producer can answer (key frames, NACKs towards the sender)."""
         producer = self._producer(p)
         ssrc = p.int("ssrc")
         stream = producer.ssrc_table.get(ssrc)
@@ -742,24 +743,23 @@ class Worker:
             raise not_found(f"producer {producer.id} has no stream with ssrc {ssrc}")
         if producer.transport is None:
             raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
+        return producer, stream
+
+    def _producer_request_key_frame(self, p: Params) -> dict[str, Any]:
+        """A consumer on another worker needs a key frame of this producer's stream `ssrc`."""
+        _, stream = self._local_stream(p)
         self._request_key_frame(stream)
         return {}
 
     def _producer_nack(self, p: Params) -> dict[str, Any]:
         """A consumer on another worker misses these packets of this producer's stream
         `ssrc`: ask the sender (its RTX comes back through here and the pipe)."""
-        producer = self._producer(p)
-        ssrc = p.int("ssrc")
-        stream = producer.ssrc_table.get(ssrc)
-        if stream is None:
-            raise not_found(f"producer {producer.id} has no stream with ssrc {ssrc}")
-        if producer.transport is None:
-            raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
+        producer, stream = self._local_stream(p)
         raw = p.list("seqs")
         if not 0 < len(raw) <= MAX_NACK_SEQS:
             raise bad_request(f"{p.method}: seqs must hold 1..{MAX_NACK_SEQS} sequence numbers")
         seqs = [p.check_int(f"seqs[{i}]", v, 0, 0xFFFF) for i, v in enumerate(raw)]
-        producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, ssrc, seqs))
+        producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, seqs))
         return {}
 
     def _producer_close(self, p: Params) -> dict[str, Any]:
