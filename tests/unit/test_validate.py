@@ -3,6 +3,7 @@ per-connection token bucket."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
@@ -71,6 +72,32 @@ def test_too_deep_counts_levels_of_arrays_and_objects() -> None:
     assert not wire.too_deep({"a": [{}]}, 3)
     assert wire.too_deep({"a": [{}]}, 2)
     assert not wire.too_deep(nested(40), 40) and wire.too_deep(nested(41), 40)
+
+
+def random_json(rng: random.Random, depth: int) -> Any:
+    """A random JSON value at most `depth` levels deep, with strings full of brackets,
+    quotes, backslashes and non-ASCII characters (what could fool a byte-level count)."""
+    pick = rng.random()
+    if depth == 0 or pick < 0.3:
+        return rng.choice([
+            1, -2.5, True, None,
+            "".join(rng.choice('[]{}"\\,:é€\u2028x') for _ in range(rng.randrange(8))),
+        ])
+    if pick < 0.65:
+        return [random_json(rng, depth - 1) for _ in range(rng.randrange(4))]
+    return {
+        "".join(rng.choice('[{"\\k') for _ in range(rng.randrange(4))): random_json(rng, depth - 1)
+        for _ in range(rng.randrange(4))
+    }
+
+
+def test_the_byte_level_depth_check_agrees_with_a_walk_of_the_value() -> None:
+    rng = random.Random(12)
+    for _ in range(3000):
+        value = {"id": 1, "v": random_json(rng, rng.randrange(1, 12))}
+        frame = orjson.dumps(value)
+        for limit in (1, 2, 3, 5, 8):
+            assert wire.frame_too_deep(frame, limit) == wire.too_deep(value, limit), (frame, limit)
 
 
 @pytest.mark.parametrize(
