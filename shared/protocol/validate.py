@@ -130,6 +130,11 @@ ENCODED_BYTES = {
     "mediaCodecs": 16 * 1024,
     "dtlsParameters": 4 * 1024,
 }
+# Nesting outside appData (the message is level 1). mediasoup messages need 7 (join's
+# rtpCapabilities.codecs[i].rtcpFeedback[j]); what a client sends is kept and sent back
+# inside dumps and notifications several levels down, so this bound, like APP_DATA_DEPTH,
+# keeps every message Tureen writes within wire.MAX_DEPTH.
+MAX_NESTING = 12
 APP_DATA_KEY = "appData"
 # appData goes out again inside replies, events and dumps, several levels down: keeping it
 # at most 16 deep keeps every message that carries it within wire.MAX_DEPTH.
@@ -178,8 +183,11 @@ def _walk(value: Any, path: list[str], depth: int, app_data_bytes: int) -> None:
         return
     if not isinstance(value, dict | list):
         return
-    if depth > wire.MAX_DEPTH:
-        raise bad_request(f"'{_path(path)}' is nested deeper than {wire.MAX_DEPTH} levels")
+    if depth > MAX_NESTING:
+        raise bad_request(
+            f"'{_path(path)}' is nested too deep: a message may have at most {MAX_NESTING} "
+            "levels of arrays and objects outside appData"
+        )
     # The bound of a container comes from the key that holds it ("codecs", "parameters");
     # items of arrays (path "[3]") and the message itself get the general bound.
     holder = path[-1] if path and not path[-1].startswith("[") else ""

@@ -97,8 +97,30 @@ async def test_app_data_nested_past_its_own_bound_is_refused(room: RoomDriver) -
     # 20 levels decode fine (the message bound is 32) but appData may only be 16 deep.
     await expect_error(room.join("alice", app_data=nested(20)), "bad_request", "appData")
     await room.join("alice", app_data=nested(16))
+    # The deepest that is let in still fits in every message that carries it back: the
+    # join response (peers[].consumers[].appData), notifications, the room's dump.
+    send = await plain_transport(room, "alice", "send")
+    await room.req("alice", "createProducer", id=new_id(), kind="audio", transportId=send,
+                   rtpParameters=opus_parameters(7002), paused=False, appData=nested(16))
+    joined = await room.join("bob", app_data=nested(16))
+    assert joined["peers"][0]["consumers"][0]["appData"] == nested(16)
+    note = await room.client.next_notification("alice", "newPeer")
+    assert note["appData"] == nested(16)
     dump = await room.client.dump_room(room.id)
     assert dump["peers"][0]["appData"] == nested(16)
+    assert dump["peers"][0]["producers"][0]["appData"] == nested(16)
+
+
+async def test_rtp_parameters_nested_past_the_bound_are_refused(room: RoomDriver) -> None:
+    await room.join("alice")
+    send = await plain_transport(room, "alice", "send")
+    params = opus_parameters(7003)
+    params["codecs"][0]["parameters"] = {"x": nested(20)}
+    await expect_error(
+        room.req("alice", "createProducer", id=new_id(), kind="audio", transportId=send,
+                 rtpParameters=params, paused=False),
+        "bad_request", "request.rtpParameters.codecs[0].parameters.x",
+    )
 
 
 async def test_deep_app_data_in_create_producer_is_refused(room: RoomDriver) -> None:

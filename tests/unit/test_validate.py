@@ -12,6 +12,7 @@ from tureen.shared import wire
 from tureen.shared.errors import ProtocolError
 from tureen.shared.protocol.validate import (
     APP_DATA_DEPTH,
+    MAX_NESTING,
     MAX_STRING,
     check_app_data,
     check_message,
@@ -188,8 +189,11 @@ def test_whole_structures_are_bounded_in_bytes() -> None:
     assert "'request.rtpParameters' is" in message and "bytes" in message
 
 
-def test_nesting_beyond_the_wire_bound_is_refused_even_from_python() -> None:
+def test_nesting_outside_app_data_is_bounded() -> None:
+    check({"x": nested(MAX_NESTING - 1)})
+    assert "'x[0]" in refused({"x": nested(MAX_NESTING)})
     assert "nested" in refused({"x": nested(40)})
+    check({"appData": nested(APP_DATA_DEPTH)})  # appData has its own bound
 
 
 def test_app_data_is_bounded_by_bytes_and_depth_not_by_shape() -> None:
