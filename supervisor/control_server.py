@@ -98,6 +98,8 @@ class ControlServer:
             return
         # Every message takes a token, garbage too; the refusal still carries the id.
         allowed = self._rate.allow(identity, time.monotonic())
+        if not allowed:
+            self.limited += 1
         request_id: Any = None
         try:
             try:
@@ -107,7 +109,6 @@ class ControlServer:
                 raise
             if not allowed:
                 request_id = wire.usable_id(message)
-                self.limited += 1
                 raise self._rate_error()
             request_id = wire.check_request_id(message.get("id"))
             method = message.get("method")
@@ -117,7 +118,9 @@ class ControlServer:
         except ProtocolError as exc:
             if allowed:
                 self.bad_messages += 1
-            log.info("control: rejected %s: %s", _what(request_id), exc.message)
+                log.info("control: rejected %s: %s", _what(request_id), exc.message)
+            elif self.limited == 1 or self.limited % 1000 == 0:  # a flood must not flood the log
+                log.warning("control: %d requests refused by the rate limit so far", self.limited)
             self._send(envelope, wire.reply_error(request_id, exc))
             return
         task = asyncio.get_running_loop().create_task(self._reply(envelope, request_id, method, pending))
