@@ -194,10 +194,14 @@ async def test_request_rate_per_connection(small_server: ServerProcess) -> None:
         sock.close()
 
 
-def test_config_refuses_a_quota_below_one(tmp_path: Path) -> None:
+def test_quotas_come_from_the_environment_and_are_refused_below_one(tmp_path: Path) -> None:
     from tureen.shared.config import load_config
 
+    config = load_config(env={"TUREEN_MAX_ROOMS": "5", "TUREEN_MAX_REQUESTS_PER_SECOND": "2.5"})
+    assert (config.max_rooms, config.max_requests_per_second) == (5, 2.5)
     path = tmp_path / "bad.toml"
     path.write_text("max_transports_per_peer = 0\n")
     with pytest.raises(ValueError, match="max_transports_per_peer"):
         load_config(path, env={})
+    with pytest.raises(ValueError, match="max_app_data_bytes"):
+        load_config(env={"TUREEN_MAX_APP_DATA_BYTES": "10"})
