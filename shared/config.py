@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 FANOUTS = ("auto", "native", "python")
+# The quota keys of Config (each a number >= 1).
+LIMITS = (
+    "max_rooms",
+    "max_peers_per_room",
+    "max_transports_per_peer",
+    "max_producers_per_peer",
+    "max_consumers_per_peer",
+    "max_app_data_bytes",
+    "max_requests_per_second",
+    "max_requests_burst",
+)
 
 
 @dataclass
@@ -46,6 +57,18 @@ class Config:
     io_uring: bool = True
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
+    # Limits (docs/configuration.md, "Limits"): what one app connection, room or peer may
+    # take. Past one, the request fails with code `limit` and changes nothing. The defaults
+    # stop one client from taking every port or filling memory, and leave a real conference
+    # (hundreds of peers, a few transports and producers each) far from them.
+    max_rooms: int = 1000
+    max_peers_per_room: int = 500
+    max_transports_per_peer: int = 8
+    max_producers_per_peer: int = 16
+    max_consumers_per_peer: int = 1000
+    max_app_data_bytes: int = 16 * 1024
+    max_requests_per_second: float = 1000.0  # per control connection (token bucket)
+    max_requests_burst: int = 2000
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
     # Extra, free-form settings for later features (kept so old files keep loading).
@@ -89,6 +112,12 @@ class Config:
                     ok = False
                 if not ok:
                     raise ValueError(f"{name} must be an IPv{family} address, got {value!r}")
+        for name in LIMITS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ValueError(f"{name} must be a number >= 1, got {value!r}")
+        if self.max_app_data_bytes < 64:
+            raise ValueError(f"max_app_data_bytes must be >= 64, got {self.max_app_data_bytes}")
         if not self.rtc_ipv4 and not self.rtc_ipv6:
             raise ValueError("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from ..shared import wire
-from ..shared.errors import INTERNAL, ProtocolError, bad_request
+from ..shared.errors import INTERNAL, ProtocolError, bad_request, limit
+from .quotas import RateLimiter
 from .server import Server
 
 log = logging.getLogger("tureen.control")
@@ -35,6 +37,10 @@ class ControlServer:
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
         self.bad_messages = 0
+        self.limited = 0  # requests refused by the rate limit
+        self.unencodable = 0  # replies and events that could not be written as JSON
+        config = server.config
+        self._rate = RateLimiter(config.max_requests_per_second, config.max_requests_burst)
 
     def start(self) -> None:
         sock = self.server.ctx.socket(zmq.ROUTER)
@@ -90,24 +96,43 @@ class ControlServer:
             self.bad_messages += 1
             log.warning("control: dropped a message of %d frames (expected one JSON frame)", len(frames) - 1)
             return
+        # Every message takes a token, garbage too; the refusal still carries the id.
+        allowed = self._rate.allow(identity, time.monotonic())
+        if not allowed:
+            self.limited += 1
         request_id: Any = None
         try:
-            message = wire.decode(payload)
-            request_id = message.get("id")
-            if request_id is None or isinstance(request_id, dict | list | bool):
-                raise bad_request("every request needs an 'id' (a string or a number)")
+            try:
+                message = wire.decode(payload)
+            except wire.MessageError as exc:
+                request_id = exc.request_id
+                raise
+            if not allowed:
+                request_id = wire.usable_id(message)
+                raise self._rate_error()
+            request_id = wire.check_request_id(message.get("id"))
             method = message.get("method")
             if not isinstance(method, str):
                 raise bad_request("every request needs a 'method' string")
             pending = self.server.dispatch(method, message, identity)
         except ProtocolError as exc:
-            self.bad_messages += 1
-            log.info("control: rejected %s: %s", _what(request_id), exc.message)
+            if allowed:
+                self.bad_messages += 1
+                log.info("control: rejected %s: %s", _what(request_id), exc.message)
+            elif self.limited == 1 or self.limited % 1000 == 0:  # a flood must not flood the log
+                log.warning("control: %d requests refused by the rate limit so far", self.limited)
             self._send(envelope, wire.reply_error(request_id, exc))
             return
         task = asyncio.get_running_loop().create_task(self._reply(envelope, request_id, method, pending))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
+
+    def _rate_error(self) -> ProtocolError:
+        return limit(
+            f"too many requests on this connection: more than {self._rate.rate:g} a second "
+            f"(max_requests_per_second, bursts of {self._rate.burst}); slow down and send "
+            "this request again later"
+        )
 
     async def _reply(self, envelope: list[bytes], request_id: Any, method: str, pending: Any) -> None:
         try:
@@ -129,14 +154,38 @@ class ControlServer:
     # ------------------------------------------------------------------ send
 
     def _send(self, envelope: list[bytes], message: dict[str, Any]) -> None:
+        """Send a reply or an event. Never raises: a reply that cannot be encoded becomes an
+        `internal` error reply with the same id, an event that cannot be is logged and dropped
+        (the room that emitted it carries on)."""
         if self._socket is None:
             return
         try:
-            self._socket.send_multipart([*envelope, wire.encode(message)], flags=zmq.NOBLOCK)
+            frame = wire.encode(message)
+        except TypeError as exc:  # orjson.JSONEncodeError: too deep, a huge int, ...
+            frame = self._unencodable(message, exc)
+            if frame is None:
+                return
+        try:
+            self._socket.send_multipart([*envelope, frame], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("control: connection is not reading; dropped a message")
         except zmq.ZMQError as exc:
             log.warning("control: send failed: %s", exc)
+
+    def _unencodable(self, message: dict[str, Any], exc: Exception) -> bytes | None:
+        self.unencodable += 1
+        if "event" in message and "id" not in message:
+            log.error("control: event %r could not be encoded (%s); dropped", message.get("event"), exc)
+            return None
+        request_id = message.get("id")
+        log.error("control: the reply to %s could not be encoded (%s); sent an internal error", _what(request_id), exc)
+        error = ProtocolError(
+            INTERNAL, f"the reply could not be written as JSON ({exc}); see the server log"
+        )
+        try:
+            return wire.encode(wire.reply_error(request_id, error))
+        except TypeError:  # the id itself: cannot happen for ids check_request_id let in
+            return wire.encode(wire.reply_error(None, error))
 
     def _send_event(self, room_id: str, event: dict[str, Any]) -> None:
         identity = self.server.subscriptions.get(room_id)

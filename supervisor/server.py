@@ -21,8 +21,9 @@ import zmq.asyncio
 
 from ..shared import __version__
 from ..shared.config import Config
-from ..shared.errors import ProtocolError, duplicate, not_found
-from ..shared.protocol.validate import get_int, get_list, get_obj, get_str
+from ..shared.errors import ProtocolError, duplicate, limit, not_found
+from ..shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
+from .quotas import Quotas
 from .room import Room
 from .worker_pool import WorkerPool
 
@@ -50,6 +51,7 @@ class Server:
         self.config = config
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.rooms: dict[str, Room] = {}
+        self.quotas = Quotas.from_config(config)
         self.run_dir = config.resolved_run_dir()
         self._own_run_dir = not config.run_dir
         self.pool = WorkerPool(config, self.run_dir, self.ctx, self._on_worker_event, self._on_worker_death)
@@ -100,8 +102,12 @@ class Server:
         return await self.pool.request(index, method, **params)
 
     def emit(self, room_id: str, event: dict[str, Any]) -> None:
-        if self._sink is not None:
+        if self._sink is None:
+            return
+        try:
             self._sink(room_id, event)
+        except Exception:  # an event that cannot go out must not stop the room's handler
+            log.exception("room %r: event %r could not be sent", room_id, event.get("event"))
 
     # ------------------------------------------------------------------ worker events
 
@@ -121,6 +127,8 @@ class Server:
 
     def dispatch(self, method: str, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         """Validate and submit; returns what to await for the reply. Raises ProtocolError."""
+        # Every request is bounded before anything looks at it (sizes, counts, appData).
+        check_message(msg, max_app_data_bytes=self.config.max_app_data_bytes)
         if method in APP_ACTIONS:
             room = self._room(msg)
             return room.submit(lambda: room.app_action(method, msg))
@@ -141,7 +149,12 @@ class Server:
         room_id = get_str(msg, "roomId", required=False, max_length=256) or uuid.uuid4().hex
         if room_id in self.rooms:
             raise duplicate(f"room {room_id!r} already exists")
-        room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"))
+        if len(self.rooms) >= self.config.max_rooms:
+            raise limit(
+                f"this server has {len(self.rooms)} rooms, the most it may have (max_rooms): "
+                "close rooms that are done, or raise max_rooms"
+            )
+        room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"), quotas=self.quotas)
         self.rooms[room_id] = room
         self.subscriptions[room_id] = subscriber
         room.start()

@@ -79,7 +79,8 @@ async def test_room_create_validates_codecs_and_rejects_duplicates(client: Turee
         await client.create_room(MEDIA_CODECS, room_id="dup")
     assert info.value.code == "duplicate"
     listed = {r["roomId"]: r for r in await client.list_rooms()}
-    assert listed["dup"]["appData"] == {"n": 1}
+    assert "dup" in listed and "appData" not in listed["dup"]  # room.list: counts only
+    assert (await client.dump_room("dup"))["appData"] == {"n": 1}
     auto = await client.create_room(MEDIA_CODECS)
     assert auto["roomId"] and auto["roomId"] != "dup"
     await client.close_room("dup")
