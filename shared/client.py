@@ -5,6 +5,9 @@
         caps = await client.peer_request(room["roomId"], None, {"method": "queryRoom", "target": "room"})
         event = await client.next_event(lambda e: e.get("event") == "notification", timeout=5)
 
+With a CURVE server (docs/security.md) give the client's secret certificate and the server's
+public key: `TureenClient(endpoint, curve_cert="app.key_secret", curve_server_key="server.key")`.
+
 Replies are matched to requests by id; events (no id) are queued and read with
 `next_event` (which can pick one event out of order by a predicate) or `on_event` callbacks.
 This is the only module of tureen.shared that does I/O.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from . import wire
+from .curve import load_client_keys
 from .errors import UNAVAILABLE, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4477"
@@ -39,8 +44,17 @@ class TureenClient:
         timeout: float = 15.0,
         ctx: zmq.asyncio.Context | None = None,
         max_events: int = 100_000,
+        curve_cert: str | os.PathLike[str] | None = None,
+        curve_server_key: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`curve_cert`: this client's secret certificate (NAME.key_secret); `curve_server_key`:
+        the server's public key, as a certificate file or its 40 Z85 characters. Both or
+        neither; a bad one raises ValueError here, not at the first request."""
         self.endpoint = endpoint
+        self.curve = load_client_keys(
+            os.fspath(curve_cert) if curve_cert else None,
+            os.fspath(curve_server_key) if curve_server_key else None,
+        )
         self.timeout = timeout
         self._ctx = ctx or zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
@@ -54,6 +68,8 @@ class TureenClient:
     async def connect(self) -> TureenClient:
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(self._socket)
         self._socket.connect(self.endpoint)
         self._event_added = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="tureen client")
@@ -114,10 +130,15 @@ class TureenClient:
         try:
             return await asyncio.wait_for(future, timeout or self.timeout)
         except TimeoutError:
+            hint = (
+                "is `tureen serve` running there, and is this client's public key in its curve_clients_dir?"
+                if self.curve is not None
+                else "is `tureen serve` running there? (A server with CURVE ignores clients without "
+                "--curve-cert/--curve-server-key.)"
+            )
             raise ProtocolError(
                 UNAVAILABLE,
-                f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; "
-                "is `tureen serve` running there?",
+                f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; {hint}",
             ) from None
         finally:
             self._pending.pop(request_id, None)
@@ -142,7 +163,12 @@ class TureenClient:
         return await self.request("room.dump", roomId=room_id)
 
     async def subscribe(self, room_id: str) -> None:
+        """Receive `room_id`'s events on this connection too (the creator keeps them)."""
         await self.request("room.subscribe", roomId=room_id)
+
+    async def unsubscribe(self, room_id: str) -> None:
+        """Stop receiving `room_id`'s events on this connection."""
+        await self.request("room.unsubscribe", roomId=room_id)
 
     async def peer_request(self, room_id: str, peer_name: str | None, request: dict[str, Any]) -> Any:
         """Hand over a client->server protocol request; returns the protocol response."""
