@@ -100,7 +100,11 @@ class ControlAuthenticator(AsyncioAuthenticator):
     an unexpected error refuses the client."""
 
     def __init__(self, context: zmq.asyncio.Context, clients_dir: str | os.PathLike[str]) -> None:
-        super().__init__(context, log=logging.getLogger("tureen.auth.zap"))
+        # pyzmq logs every ZAP request at debug level, unthrottled and with the whole key: a
+        # stranger could fill the log. Our own lines (below) say what matters, rate limited.
+        zap_log = logging.getLogger("tureen.auth.zap")
+        zap_log.setLevel(max(zap_log.getEffectiveLevel(), logging.INFO))
+        super().__init__(context, log=zap_log)
         self.allowed = AllowedKeys(clients_dir)
         self.rejections = RateLimitedWarning()
         self.rejected = 0
