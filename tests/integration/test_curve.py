@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +225,33 @@ async def test_insecure_allows_an_endpoint_the_check_cannot_prove_local(tmp_path
         assert "no authentication" in proc.log()
     finally:
         proc.stop()
+
+
+def test_demo_connects_to_a_curve_server(curve_server: CurveServer, keys: dict[str, Path], tmp_path: Path) -> None:
+    port = free_tcp_port()
+    env = {"TUREEN_CURVE_SERVER_KEY": str(keys["server"])}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TUREEN_")}
+    with open(tmp_path / "demo.log", "wb") as log:
+        demo = subprocess.Popen(
+            [*CLI, "demo", "--port", str(port), "--connect", curve_server.endpoint,
+             "--curve-cert", str(keys["app_secret"])],
+            stdout=log, stderr=subprocess.STDOUT, env=clean | env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert demo.poll() is None, (tmp_path / "demo.log").read_text()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3.0) as reply:
+                        if orjson.loads(reply.read())["ok"]:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "demo.log").read_text()
+                time.sleep(0.2)
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(20) == 0, (tmp_path / "demo.log").read_text()
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(5)
