@@ -25,6 +25,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from . import wire
 from .curve import load_client_keys
@@ -32,6 +33,33 @@ from .errors import UNAVAILABLE, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4477"
 Event = dict[str, Any]
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def _handshake_problem(event: int, value: int, curve: bool) -> str | None:
+    """What a ZeroMQ handshake event says about this client's setup (None: all is well)."""
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return None
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            "the server refused this client's CURVE key: copy its public certificate (NAME.key) "
+            "into the server's curve_clients_dir"
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if curve:
+            return "the server does not use CURVE: connect without --curve-cert/--curve-server-key"
+        return (
+            "the server requires CURVE: give --curve-cert and --curve-server-key "
+            "(TUREEN_CURVE_CERT, TUREEN_CURVE_SERVER_KEY; docs/security.md)"
+        )
+    if curve:
+        return "the CURVE handshake failed: is --curve-server-key the public key of this server?"
+    return "the ZeroMQ handshake with the server failed"
 
 
 class TureenClient:
@@ -64,30 +92,49 @@ class TureenClient:
         self._event_added: asyncio.Event | None = None
         self._callbacks: list[Callable[[Event], None]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # Why the last connection attempt failed (CURVE key refused, CURVE on one side only),
+        # for the message of a request that gets no answer.
+        self.handshake_error: str | None = None
 
     async def connect(self) -> TureenClient:
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:
             self.curve.apply(self._socket)
+        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_EVENTS)
         self._socket.connect(self.endpoint)
         self._event_added = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="tureen client")
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(), name="tureen client")
+        self._watcher = loop.create_task(self._watch_handshakes(), name="tureen client handshakes")
         return self
 
+    async def _watch_handshakes(self) -> None:
+        assert self._monitor is not None
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            self.handshake_error = _handshake_problem(event["event"], event["value"], self.curve is not None)
+
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._watcher = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ProtocolError(UNAVAILABLE, "client closed"))
         self._pending.clear()
         if self._socket is not None:
+            self._socket.disable_monitor()
             self._socket.close(linger=0)
             self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     async def __aenter__(self) -> TureenClient:
         return await self.connect()
@@ -130,12 +177,12 @@ class TureenClient:
         try:
             return await asyncio.wait_for(future, timeout or self.timeout)
         except TimeoutError:
-            hint = (
-                "is `tureen serve` running there, and is this client's public key in its curve_clients_dir?"
-                if self.curve is not None
-                else "is `tureen serve` running there? (A server with CURVE ignores clients without "
-                "--curve-cert/--curve-server-key.)"
-            )
+            if self.handshake_error is not None:
+                hint = self.handshake_error
+            elif self.curve is not None:
+                hint = "is `tureen serve` running there, and is this client's public key in its curve_clients_dir?"
+            else:
+                hint = "is `tureen serve` running there?"
             raise ProtocolError(
                 UNAVAILABLE,
                 f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; {hint}",

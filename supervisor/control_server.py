@@ -55,6 +55,7 @@ class ControlServer:
                 self._auth = ControlAuthenticator(self.server.ctx, config.curve_clients_dir)
                 self._auth.start()
                 make_curve_server(sock, config.curve_server_cert)
+                self._auth.watch(sock)
             sock.bind(self.endpoint)
         except (ValueError, OSError) as exc:
             sock.close(linger=0)

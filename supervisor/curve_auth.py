@@ -10,6 +10,8 @@ Connections that were accepted stay until they close.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,6 +21,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
 
 from ..shared.curve import key_prefix, load_key_pair
 
@@ -28,24 +31,26 @@ ZAP_DOMAIN = b"tureen-control"
 
 
 class RateLimitedWarning:
-    """At most `burst` warnings per `window` seconds; the rest are counted and summed up in
-    one line when the next window opens, so a flood of bad clients cannot flood the log."""
+    """Per `window` seconds: one warning per kind (e.g. per client key; a refused client
+    retries every 100 ms) and at most `burst` in all; the rest are counted and summed up in one
+    line when the next window opens, so a flood of bad clients cannot flood the log."""
 
     def __init__(self, burst: int = 10, window: float = 60.0) -> None:
         self.burst = burst
         self.window = window
         self._window_start = -window
-        self._logged = 0
+        self._kinds: set[str] = set()
         self.suppressed = 0
 
-    def warning(self, message: str, *args: Any) -> None:
+    def warning(self, kind: str, message: str, *args: Any) -> None:
         now = time.monotonic()
         if now - self._window_start >= self.window:
             if self.suppressed:
-                log.warning("%d more rejected clients in the last %.0f s were not logged", self.suppressed, self.window)
-            self._window_start, self._logged, self.suppressed = now, 0, 0
-        if self._logged < self.burst:
-            self._logged += 1
+                log.warning("%d more refused connections in the last %.0f s were not logged", self.suppressed, self.window)
+            self._window_start, self.suppressed = now, 0
+            self._kinds.clear()
+        if kind not in self._kinds and len(self._kinds) < self.burst:
+            self._kinds.add(kind)
             log.warning(message, *args)
         else:
             self.suppressed += 1
@@ -109,6 +114,8 @@ class ControlAuthenticator(AsyncioAuthenticator):
         self.rejections = RateLimitedWarning()
         self.rejected = 0
         self._address = ""
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.configure_curve_callback(ZAP_DOMAIN.decode(), self)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
@@ -121,6 +128,37 @@ class ControlAuthenticator(AsyncioAuthenticator):
             if len(msg) > 1:
                 self._send_zap_reply(msg[1], b"500", b"internal error")
 
+    def watch(self, sock: zmq.asyncio.Socket) -> None:
+        """Also log connections refused before ZAP sees them: clients without CURVE, or with
+        a wrong server key (libzmq tells no address for those, only that they failed)."""
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="control handshakes")
+
+    async def _watch(self) -> None:
+        assert self._monitor is not None
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            self.rejected += 1
+            if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                self.rejections.warning("no-curve", "CURVE: refused a client that does not use CURVE")
+            else:
+                self.rejections.warning(
+                    "handshake", "CURVE: a client's handshake failed (a wrong server key, or not ZeroMQ; code %s)", event["value"]
+                )
+
+    def stop(self) -> None:
+        """Stop the ZAP handler and the handshake log."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._monitor.close(linger=0)
+            self._monitor = None
+        super().stop()
+
     def callback(self, domain: str, key: bytes) -> bool:
         """pyzmq's credentials-provider hook: is this Z85 public key allowed?"""
         try:
@@ -131,7 +169,7 @@ class ControlAuthenticator(AsyncioAuthenticator):
         if not allowed:
             self.rejected += 1
             self.rejections.warning(
-                "CURVE: refused a client from %s with unknown key %s... (not in %s)",
+                key_prefix(key), "CURVE: refused a client from %s with unknown key %s... (not in %s)",
                 self._address, key_prefix(key), self.allowed.directory,
             )
         return allowed

@@ -103,15 +103,16 @@ def client(server: CurveServer, keys: dict[str, Path], name: str | None, timeout
     )
 
 
-async def refused(server: CurveServer, keys: dict[str, Path], name: str | None) -> bool:
-    """Whether a new connection with `name`'s keys (None: no CURVE) gets no answer."""
+async def refused(server: CurveServer, keys: dict[str, Path], name: str | None) -> str | None:
+    """The error of a new connection with `name`'s keys (None: no CURVE) that gets no
+    answer; None when it is answered."""
     async with client(server, keys, name, timeout=NO_ANSWER) as c:
         try:
             await c.request("server.ping")
         except ProtocolError as exc:
             assert exc.code == "unavailable"
-            return True
-    return False
+            return exc.message
+    return None
 
 
 def test_keys_generate_writes_a_certificate_pair_with_a_private_secret(tmp_path: Path) -> None:
@@ -137,8 +138,14 @@ def test_keys_generate_writes_a_certificate_pair_with_a_private_secret(tmp_path:
 async def test_only_clients_with_an_allowed_key_get_answers(curve_server: CurveServer, keys: dict[str, Path]) -> None:
     async with client(curve_server, keys, "app") as app:
         assert await app.request("server.ping") == {"pong": True}
-        assert await refused(curve_server, keys, "stranger")
-        assert await refused(curve_server, keys, None)
+        assert "refused this client's CURVE key" in (await refused(curve_server, keys, "stranger") or "")
+        assert "requires CURVE" in (await refused(curve_server, keys, None) or "")
+        wrong_server = TureenClient(
+            curve_server.endpoint, timeout=NO_ANSWER, curve_cert=keys["app_secret"], curve_server_key=keys["app"]
+        )
+        async with wrong_server:
+            with pytest.raises(ProtocolError, match="--curve-server-key"):
+                await wrong_server.request("server.ping")
         # a raw DEALER without CURVE: nothing comes back either
         sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -155,6 +162,8 @@ async def test_only_clients_with_an_allowed_key_get_answers(curve_server: CurveS
     stranger = zmq.auth.load_certificate(keys["stranger"])[0].decode()
     log = curve_server.log()
     assert f"unknown key {stranger[:8]}" in log and stranger not in log
+    assert "refused a client that does not use CURVE" in log
+    assert "handshake failed (a wrong server key" in log
 
 
 async def test_the_clients_folder_is_reread_for_new_connections(curve_server: CurveServer, keys: dict[str, Path]) -> None:
@@ -168,6 +177,13 @@ async def test_the_clients_folder_is_reread_for_new_connections(curve_server: Cu
         assert await late.request("server.ping") == {"pong": True}
     async with client(curve_server, keys, "app") as app:
         assert await app.request("server.ping") == {"pong": True}
+
+
+async def test_a_curve_client_of_a_server_without_curve_is_told(server: ServerProcess, keys: dict[str, Path]) -> None:
+    c = TureenClient(server.endpoint, timeout=NO_ANSWER, curve_cert=keys["app_secret"], curve_server_key=keys["server"])
+    async with c:
+        with pytest.raises(ProtocolError, match="does not use CURVE"):
+            await c.request("server.ping")
 
 
 def test_cli_commands_take_curve_flags_and_environment(curve_server: CurveServer, keys: dict[str, Path]) -> None:
@@ -188,7 +204,9 @@ def test_cli_commands_take_curve_flags_and_environment(curve_server: CurveServer
     wrong = tureen("rooms", "-c", ep, "--curve-cert", str(keys["app"]), "--curve-server-key", server_z85)
     assert wrong.returncode == 2 and ".key_secret" in wrong.stderr
     stranger = tureen("rooms", "-c", ep, env=env | {"TUREEN_CURVE_CERT": str(keys["stranger_secret"])})
-    assert stranger.returncode == 1 and "curve_clients_dir" in stranger.stderr
+    assert stranger.returncode == 1 and "refused this client's CURVE key" in stranger.stderr
+    plain = tureen("rooms", "-c", ep)
+    assert plain.returncode == 1 and "requires CURVE" in plain.stderr
 
 
 def test_serve_refuses_a_network_endpoint_without_curve(tmp_path: Path, keys: dict[str, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import zmq
 from tureen.shared.config import Config, load_config
 from tureen.shared.curve import endpoint_is_local, generate_keys, load_client_keys, load_public_key
-from tureen.supervisor.curve_auth import AllowedKeys
+from tureen.supervisor.curve_auth import AllowedKeys, RateLimitedWarning
 
 
 @pytest.mark.parametrize(
@@ -94,3 +95,19 @@ def test_allowed_keys_follow_the_folder(tmp_path: Path) -> None:
     (clients / "junk.key").unlink()
     clients.rmdir()
     assert allowed.refresh() == frozenset()  # a folder that vanished refuses everyone
+
+
+def test_refusals_are_logged_once_per_kind_and_at_most_burst_per_window(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimitedWarning(burst=3, window=3600)
+    with caplog.at_level(logging.WARNING, logger="tureen.auth"):
+        for _ in range(100):  # one client retrying: one line
+            limiter.warning("keyA", "refused %s", "keyA")
+        for i in range(10):  # many clients: `burst` lines
+            limiter.warning(f"key{i}", "refused %s", i)
+    assert [r.getMessage() for r in caplog.records] == ["refused keyA", "refused 0", "refused 1"]
+    assert limiter.suppressed == 99 + 8
+    limiter._window_start -= 3600  # the next window opens: the count is reported
+    with caplog.at_level(logging.WARNING, logger="tureen.auth"):
+        limiter.warning("keyA", "refused %s", "keyA")
+    assert "107 more refused connections" in caplog.records[-2].getMessage()
+    assert caplog.records[-1].getMessage() == "refused keyA"
