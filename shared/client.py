@@ -10,7 +10,7 @@ public key: `TureenClient(endpoint, curve_cert="app.key_secret", curve_server_ke
 
 Replies are matched to requests by id; events (no id) are queued and read with
 `next_event` (which can pick one event out of order by a predicate) or `on_event` callbacks.
-This is the only module of tureen.shared that does I/O.
+This is the only module of tureen.shared that does network I/O.
 """
 
 from __future__ import annotations
