@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .curve import endpoint_is_local
+
 FANOUTS = ("auto", "native", "python")
 # The quota keys of Config (each a number >= 1).
 LIMITS = (
@@ -71,6 +73,14 @@ class Config:
     max_requests_burst: int = 2000
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
+    # Authentication of the control API with ZeroMQ CURVE (docs/security.md). The server's
+    # secret certificate (NAME.key_secret from `tureen keys generate`) and the folder of the
+    # public certificates (*.key) of the clients it accepts, re-read on each new connection;
+    # both or neither. Without them, a control endpoint reachable from the network is
+    # refused unless `insecure` is true.
+    curve_server_cert: str = ""
+    curve_clients_dir: str = ""
+    insecure: bool = False
     # Extra, free-form settings for later features (kept so old files keep loading).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -120,6 +130,24 @@ class Config:
             raise ValueError(f"max_app_data_bytes must be >= 64, got {self.max_app_data_bytes}")
         if not self.rtc_ipv4 and not self.rtc_ipv6:
             raise ValueError("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
+
+    def validate_control_security(self) -> None:
+        """CURVE settings complete, and no unauthenticated control API on the network.
+
+        Separate from validate(): `tureen serve` runs it once every source (file, env, flags)
+        is merged, so that e.g. a file's endpoint and a flag's --insecure go together."""
+        if bool(self.curve_server_cert) != bool(self.curve_clients_dir):
+            raise ValueError(
+                "CURVE needs both curve_server_cert (--curve-server-cert) and curve_clients_dir "
+                "(--curve-clients), or neither"
+            )
+        if not self.curve_server_cert and not self.insecure and not endpoint_is_local(self.control_endpoint):
+            raise ValueError(
+                f"control_endpoint {self.control_endpoint} can be reached from the network but the "
+                "control API has no authentication: set curve_server_cert and curve_clients_dir "
+                "(--curve-server-cert, --curve-clients; docs/security.md), bind a loopback or ipc:// "
+                "address, or set insecure = true (--insecure) if a firewall protects it"
+            )
 
     def updated(self, **changes: Any) -> Config:
         """A copy with the given non-None fields replaced (CLI flags pass None when unset)."""

@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from ..shared import wire
 from ..shared.errors import INTERNAL, ProtocolError, bad_request, limit
+from .curve_auth import ControlAuthenticator, make_curve_server
 from .quotas import RateLimiter
 from .server import Server
 
@@ -39,19 +40,36 @@ class ControlServer:
         self.bad_messages = 0
         self.limited = 0  # requests refused by the rate limit
         self.unencodable = 0  # replies and events that could not be written as JSON
+        self.dropped_events = 0  # events ZeroMQ could not queue (a subscriber not reading)
         config = server.config
         self._rate = RateLimiter(config.max_requests_per_second, config.max_requests_burst)
+        self._auth: ControlAuthenticator | None = None
 
     def start(self) -> None:
         sock = self.server.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE)
         sock.setsockopt(zmq.SNDHWM, EVENT_HWM)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A second connection that presents an identity already connected is ignored rather
+        # than handed the first one's replies and events (ROUTER_HANDOVER would let any local
+        # process hijack an app that sets its own identity). See docs/security.md.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
+        config = self.server.config
         try:
+            if config.curve_server_cert:
+                # The ZAP handler must be bound before the first connection can arrive.
+                self._auth = ControlAuthenticator(self.server.ctx, config.curve_clients_dir)
+                self._auth.start()
+                make_curve_server(sock, config.curve_server_cert)
+                self._auth.watch(sock)
             sock.bind(self.endpoint)
+        except (ValueError, OSError) as exc:
+            sock.close(linger=0)
+            self._stop_auth()
+            raise RuntimeError(f"cannot set up CURVE on the control API: {exc}") from None
         except zmq.ZMQError as exc:
             sock.close(linger=0)
+            self._stop_auth()
             raise RuntimeError(
                 f"cannot bind the control API to {self.endpoint}: {exc}. Is another Tureen "
                 "running there? Set control_endpoint (--control) to a free address."
@@ -59,7 +77,15 @@ class ControlServer:
         self._socket = sock
         self.server.set_event_sink(self._send_event)
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="control server")
-        log.info("control API listening on %s", self.endpoint)
+        log.info(
+            "control API listening on %s (%s)", self.endpoint,
+            f"CURVE, client keys from {config.curve_clients_dir}" if self._auth else "no authentication",
+        )
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -73,6 +99,7 @@ class ControlServer:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        self._stop_auth()
 
     # ------------------------------------------------------------------ receive
 
@@ -166,11 +193,12 @@ class ControlServer:
             if frame is None:
                 return
         try:
-            self._socket.send_multipart([*envelope, frame], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("control: connection is not reading; dropped a message")
+            # zmq.asyncio puts a NOBLOCK send's error into the returned future, not a raise.
+            sent = self._socket.send_multipart([*envelope, frame], flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            log.warning("control: send failed: %s", exc)
+            _log_send_failure(exc)
+        else:
+            sent.add_done_callback(_reply_sent)
 
     def _unencodable(self, message: dict[str, Any], exc: Exception) -> bytes | None:
         self.unencodable += 1
@@ -188,11 +216,57 @@ class ControlServer:
             return wire.encode(wire.reply_error(None, error))
 
     def _send_event(self, room_id: str, event: dict[str, Any]) -> None:
-        identity = self.server.subscriptions.get(room_id)
-        if identity is None:
+        """Send a room's event to every subscriber of the room.
+
+        ROUTER_MANDATORY is on for these sends only, so that a subscriber whose connection
+        is gone is reported (EHOSTUNREACH) and removed from the room instead of filling its
+        subscriber slots forever; replies keep ZeroMQ's silent drop."""
+        identities = self.server.subscribers(room_id)
+        if not identities or self._socket is None:
             log.debug("control: no subscriber for room %r; event %s dropped", room_id, event.get("event"))
             return
-        self._send([identity], event)
+        try:
+            frame = wire.encode(event)
+        except TypeError as exc:  # orjson.JSONEncodeError
+            self._unencodable(event, exc)
+            return
+        sock = self._socket
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            for identity in identities:
+                # A NOBLOCK send of zmq.asyncio is done at once; its error is in the future.
+                sent = sock.send_multipart([identity, frame], flags=zmq.NOBLOCK)
+                if sent.done():
+                    self._event_sent(room_id, identity, sent)
+                else:
+                    sent.add_done_callback(lambda f, i=identity: self._event_sent(room_id, i, f))
+        finally:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+
+    def _event_sent(self, room_id: str, identity: bytes, sent: asyncio.Future[Any]) -> None:
+        exc = None if sent.cancelled() else sent.exception()
+        if exc is None:
+            return
+        if isinstance(exc, zmq.Again):
+            self.dropped_events += 1
+            log.debug("control: a subscriber of room %r is not reading; event dropped", room_id)
+        elif isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH:
+            self.server.drop_subscriber(room_id, identity)
+        else:
+            log.warning("control: sending an event of room %r failed: %s", room_id, exc)
+
+
+def _reply_sent(sent: asyncio.Future[Any]) -> None:
+    exc = None if sent.cancelled() else sent.exception()
+    if exc is not None:
+        _log_send_failure(exc)
+
+
+def _log_send_failure(exc: BaseException) -> None:
+    if isinstance(exc, zmq.Again):
+        log.warning("control: connection is not reading; dropped a message")
+    else:
+        log.warning("control: send failed: %s", exc)
 
 
 def _what(request_id: Any) -> str:

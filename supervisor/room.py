@@ -15,7 +15,7 @@ Closing is best effort on the worker side (a dead worker must not stop a peer fr
 never on the state side.
 
 Notifications go out through `RoomServices.emit`, tagged with the peer they are for; the
-control server forwards them to the app that subscribed to the room. The supervisor never sees
+control server forwards them to every app connection subscribed to the room. The supervisor never sees
 a packet: only worker-global ids and commands cross to the workers.
 """
 

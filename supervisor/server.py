@@ -29,6 +29,9 @@ from .worker_pool import WorkerPool
 
 log = logging.getLogger("tureen.server")
 
+# Control connections that receive one room's events (the creator and room.subscribe'rs).
+MAX_SUBSCRIBERS = 16
+
 EventSink = Callable[[str, dict[str, Any]], None]
 
 # Control methods that a room handles as a server-app action on one peer's object.
@@ -58,8 +61,9 @@ class Server:
         self._gids = itertools.count(1)
         self._owners: dict[int, Room] = {}
         self._sink: EventSink | None = None
-        # room id -> identity of the control connection that receives the room's events
-        self.subscriptions: dict[str, bytes] = {}
+        # room id -> identities of the control connections that receive the room's events,
+        # the creator first; every event goes to each (control_server._send_event).
+        self.subscriptions: dict[str, list[bytes]] = {}
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -100,6 +104,17 @@ class Server:
 
     async def worker_request(self, index: int, method: str, **params: Any) -> Any:
         return await self.pool.request(index, method, **params)
+
+    def subscribers(self, room_id: str) -> list[bytes]:
+        """The identities that receive `room_id`'s events (a copy: sends may drop some)."""
+        return list(self.subscriptions.get(room_id, ()))
+
+    def drop_subscriber(self, room_id: str, identity: bytes) -> None:
+        """Forget a subscriber whose connection is gone (ZeroMQ could not route to it)."""
+        identities = self.subscriptions.get(room_id)
+        if identities and identity in identities:
+            identities.remove(identity)
+            log.info("room %r: a subscriber's connection is gone; %d subscribers left", room_id, len(identities))
 
     def emit(self, room_id: str, event: dict[str, Any]) -> None:
         if self._sink is None:
@@ -156,7 +171,7 @@ class Server:
             )
         room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"), quotas=self.quotas)
         self.rooms[room_id] = room
-        self.subscriptions[room_id] = subscriber
+        self.subscriptions[room_id] = [subscriber]
         room.start()
         log.info("room %r created", room_id)
         return _done({"roomId": room_id, "rtpCapabilities": room.rtp_capabilities})
@@ -201,8 +216,23 @@ class Server:
 
     def _room_subscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         room = self._room(msg)
-        self.subscriptions[room.id] = subscriber
-        return _done({"roomId": room.id})
+        identities = self.subscriptions.setdefault(room.id, [])
+        if subscriber not in identities:
+            if len(identities) >= MAX_SUBSCRIBERS:
+                raise limit(
+                    f"room {room.id!r} already has {MAX_SUBSCRIBERS} subscribed connections (the most "
+                    "allowed): send room.unsubscribe from a connection that no longer needs its events",
+                )
+            identities.append(subscriber)
+        return _done({"roomId": room.id, "subscribers": len(identities)})
+
+    def _room_unsubscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+        identities = self.subscriptions.get(room.id, [])
+        if subscriber not in identities:
+            raise not_found(f"this connection is not subscribed to room {room.id!r}")
+        identities.remove(subscriber)
+        return _done({"roomId": room.id, "subscribers": len(identities)})
 
     def _server_info(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done(
@@ -246,6 +276,7 @@ class Server:
         "room.request": _room_request,
         "room.notify": _room_notify,
         "room.subscribe": _room_subscribe,
+        "room.unsubscribe": _room_unsubscribe,
         "server.info": _server_info,
         "server.ping": _server_ping,
         "workers.scale": _workers_scale,

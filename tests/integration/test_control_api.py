@@ -90,19 +90,6 @@ async def test_room_create_validates_codecs_and_rejects_duplicates(client: Turee
     assert info.value.code == "not_found"
 
 
-async def test_events_go_to_the_creator_until_another_connection_subscribes(room: RoomDriver, server: ServerProcess) -> None:
-    await room.join("alice")
-    async with TureenClient(server.endpoint) as other:
-        await other.subscribe(room.id)
-        await room.join("bob")
-        note = await other.next_notification("alice", "newPeer")
-        assert note["name"] == "bob"
-        with pytest.raises(TimeoutError):
-            await room.client.next_notification("alice", "newPeer", timeout=0.3)
-        lifecycle = await other.next_event(lambda e: e.get("event") == "peer.joined")
-        assert lifecycle["roomId"] == room.id and lifecycle["peerName"] == "bob"
-
-
 async def test_requests_for_one_room_are_handled_in_order(room: RoomDriver) -> None:
     caps = room.peer_caps
     requests = [

@@ -68,7 +68,7 @@ async def test_an_unencodable_reply_becomes_an_internal_error_with_its_id(contro
 
 async def test_an_unencodable_event_is_dropped_and_the_emitter_goes_on(control: Any) -> None:
     server, app = control
-    server.server.subscriptions["r1"] = b"app-1"
+    server.server.subscriptions["r1"] = [b"app-1"]
     server.server.emit("r1", {"event": "peer.joined", "appData": nested(300)})  # does not raise
     server.server.emit("r1", {"event": "peer.closed", "peerName": "a"})
     event = orjson.loads(await asyncio.wait_for(app.recv(), 5))
