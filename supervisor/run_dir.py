@@ -11,7 +11,8 @@ free one a stale directory; the pid is there for the error message.
 - Without one, older `tureen-*` temp directories of this user whose lock is free are removed,
   then a fresh one is made and locked. A directory without a lock file is never touched (a
   supervisor of an older version, or one that is starting: the lock file appears already
-  locked, linked in place after the flock).
+  locked, linked in place after the flock), nor one configured as a `run_dir` (only temp
+  dirs' lock files carry TEMP_MARK).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger("tureen.run_dir")
 
 LOCK_NAME = "supervisor.lock"
 TEMP_PREFIX = "tureen-"
+TEMP_MARK = "temporary"
 STALE_SOCKETS = ("worker-*.ipc", "pipe-*.ipc")
 
 
@@ -60,7 +62,7 @@ def claim(configured: str) -> RunDir:
     if configured:
         path = Path(configured)
         path.mkdir(parents=True, exist_ok=True)
-        fd = _lock(path)
+        fd = _lock(path, temporary=False)
         removed = remove_stale_sockets(path)
         if removed:
             log.warning("run dir %s: removed %d stale sockets of a supervisor that died: %s",
@@ -70,17 +72,17 @@ def claim(configured: str) -> RunDir:
     for stale in remove_stale_temp_dirs(base):
         log.warning("removed %s, the run dir of a supervisor that died", stale)
     path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-    return RunDir(path, _lock(path), temporary=True)
+    return RunDir(path, _lock(path, temporary=True), temporary=True)
 
 
-def _lock(path: Path) -> int:
+def _lock(path: Path, temporary: bool) -> int:
     """The locked descriptor of `path`/supervisor.lock; RunDirBusy when a live owner has it."""
     lock = path / LOCK_NAME
     for _ in range(5):
         try:
             fd = os.open(lock, os.O_RDWR)
         except FileNotFoundError:
-            fd = _create_locked(path, lock)
+            fd = _create_locked(path, lock, temporary)
             if fd is None:
                 continue  # another supervisor created it meanwhile: try its lock
             return fd
@@ -101,18 +103,18 @@ def _lock(path: Path) -> int:
         if not same:
             os.close(fd)
             continue
-        _write_pid(fd)
+        _write_pid(fd, temporary)
         return fd
     raise RunDirBusy(f"run dir {path}: could not take its lock {lock}; is another supervisor starting?")
 
 
-def _create_locked(path: Path, lock: Path) -> int | None:
+def _create_locked(path: Path, lock: Path, temporary: bool) -> int | None:
     """Make the lock file already locked: a private file, flocked, then linked in place."""
     private = path / f".{LOCK_NAME}.{os.getpid()}"
     fd = os.open(private, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _write_pid(fd)
+        _write_pid(fd, temporary)
         os.link(private, lock)
     except FileExistsError:
         os.close(fd)
@@ -126,15 +128,22 @@ def _create_locked(path: Path, lock: Path) -> int | None:
     return fd
 
 
-def _write_pid(fd: int) -> None:
+def _write_pid(fd: int, temporary: bool) -> None:
+    """The owner's pid, and TEMP_MARK on a second line when the directory is a temp one of
+    ours (only those are ever removed whole)."""
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}\n{TEMP_MARK if temporary else ''}".encode(), 0)
+
+
+def _read_lock(fd: int) -> list[str]:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return os.pread(fd, 64, 0).decode().split()
+    return []
 
 
 def _read_pid(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        return str(int(os.pread(fd, 32, 0).decode().strip()))
-    return "unknown"
+    words = _read_lock(fd)
+    return words[0] if words and words[0].isdigit() else "unknown"
 
 
 def remove_stale_sockets(path: Path) -> list[Path]:
@@ -161,10 +170,13 @@ def remove_stale_temp_dirs(base: Path) -> list[Path]:
             continue  # no lock file: not a run dir of this version, or not ours to judge
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ours = TEMP_MARK in _read_lock(fd)
         except BlockingIOError:
             continue  # its supervisor is alive
         finally:
             os.close(fd)
+        if not ours:
+            continue  # a configured run_dir that happens to be named so: not ours to remove
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed

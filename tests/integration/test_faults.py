@@ -426,7 +426,7 @@ def test_a_killed_supervisors_run_dir_is_cleaned_at_the_next_start(tmp_path: Pat
             time.sleep(0.1)
         assert (first.run_dir / "pipe-0.ipc").exists()
         assert sorted(p.name for p in first.run_dir.glob("*-1.ipc")) == []
-        assert (first.run_dir / "supervisor.lock").read_text().strip() == str(proc.pid)
+        assert (first.run_dir / "supervisor.lock").read_text().split() == [str(proc.pid)]
 
         # A third one on the same run dir refuses while the second lives, and says why.
         third = serve(tmp_path / "again", *args)
@@ -453,11 +453,14 @@ def test_a_killed_supervisors_temp_run_dir_is_removed_at_the_next_start(tmp_path
             assert time.monotonic() < deadline, "two servers did not start"
             assert killed.poll() is None and live.poll() is None
             time.sleep(0.1)
-        owners = {int((d / "supervisor.lock").read_text()): d for d in tmp.glob("tureen-*")}
+        owners = {int((d / "supervisor.lock").read_text().split()[0]): d for d in tmp.glob("tureen-*")}
         assert set(owners) == {killed.pid, live.pid}
         killed.kill()
         killed.wait(5)
         (tmp / "tureen-unrelated").mkdir()  # no lock file: not ours to judge
+        # A configured run_dir named like ours, whose (killed) owner left its lock: kept.
+        (tmp / "tureen-configured").mkdir()
+        (tmp / "tureen-configured" / "supervisor.lock").write_text(f"{killed.pid}\n")
 
         third = serve(tmp_path, "--workers", "1", env=env)
         procs.append(third)
@@ -467,7 +470,7 @@ def test_a_killed_supervisors_temp_run_dir_is_removed_at_the_next_start(tmp_path
             assert third.poll() is None
             time.sleep(0.1)
         assert owners[live.pid].exists(), "a live server's run dir was removed"
-        assert (tmp / "tureen-unrelated").exists()
+        assert (tmp / "tureen-unrelated").exists() and (tmp / "tureen-configured").exists()
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -478,4 +481,4 @@ def test_a_killed_supervisors_temp_run_dir_is_removed_at_the_next_start(tmp_path
                 proc.kill()
                 proc.wait(5)
     assert live.returncode == 0 and third.returncode == 0
-    assert sorted(d.name for d in tmp.iterdir()) == ["tureen-unrelated"]
+    assert sorted(d.name for d in tmp.iterdir()) == ["tureen-configured", "tureen-unrelated"]
