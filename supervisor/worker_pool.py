@@ -83,9 +83,13 @@ class WorkerPool:
                 log.error("worker %d restart failed (%s); retrying in a while", index, exc.message)
 
     async def _forget(self, index: int) -> None:
-        """Worker `index` is gone (dead, hung and killed, or retired): every other worker
-        closes its pipes towards it, then the rooms close what it hosted and tell the peers.
+        """Worker `index` is gone (dead, hung and killed, or retired): the rooms close what
+        it hosted and tell the peers, then every other worker closes its pipes towards it.
         Both before a replacement takes the index, which must not get the old streams."""
+        try:
+            await self._on_death(index)
+        except Exception:
+            log.exception("cleaning up after worker %d failed", index)
         survivors = [link for link in self.links.values() if link.index != index and link.alive]
         results = await asyncio.gather(
             *(link.request("pipe.closeTo", workerIndex=index) for link in survivors),
@@ -94,10 +98,6 @@ class WorkerPool:
         for link, result in zip(survivors, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("worker %d: closing its pipes to worker %d failed: %s", link.index, index, result)
-        try:
-            await self._on_death(index)
-        except Exception:
-            log.exception("cleaning up after worker %d failed", index)
 
     async def _watch_load(self) -> None:
         while True:
