@@ -274,14 +274,12 @@ async def hang_session(server: ServerProcess) -> None:
             assert await worker_of(client, "hang", "bob", 2001) == 1
             hung_pid = (await client.server_info())["workers"][1]["pid"]
             with stopped(hung_pid):
-                started = time.monotonic()
-                # Bob's requests wait on the stopped worker and fail as soon as it is judged
-                # dead, not after worker_timeout (30 s here).
+                # Bob's request waits on the stopped worker and fails when it is judged dead
+                # (the message says so), not when worker_timeout (30 s here) runs out.
                 with pytest.raises(ProtocolError) as failed:
                     await bob.transport(2002, "send")
                 assert failed.value.code == "unavailable"
                 assert "hung" in failed.value.message, failed.value.message
-                assert time.monotonic() - started < 25
                 note = await client.next_notification("bob", "transportClosed", timeout=10)
                 assert note["id"] == 2001
                 new = await restarted(client, 1, hung_pid)
