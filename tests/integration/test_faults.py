@@ -290,6 +290,9 @@ async def hang_session(server: ServerProcess) -> None:
             try:
                 await carol.join()
                 await carol.transport(3001, "recv")
+                index = await worker_of(client, "hang", "carol", 3001)
+                (host,) = [w for w in (await client.server_info())["workers"] if w["index"] == index]
+                assert host["alive"] and host["pid"] != hung_pid
                 assert await mismatches(client) == []
             finally:
                 carol.close()
