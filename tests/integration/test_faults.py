@@ -302,7 +302,7 @@ async def hang_session(server: ServerProcess) -> None:
 
 
 def test_a_hung_worker_is_killed_replaced_and_its_peers_told(tmp_path: Path) -> None:
-    extra = config_file(tmp_path, worker_heartbeat_timeout=2.0, worker_timeout=30.0)
+    extra = config_file(tmp_path, worker_heartbeat_timeout=3.0, worker_timeout=30.0)
     with running_server(tmp_path, workers=2, extra=extra) as server:
         asyncio.run(hang_session(server))
     assert server.process.returncode == 0, server.log_path.read_text()
@@ -343,7 +343,7 @@ async def _answers(client: TureenClient, index: int) -> bool:
 
 
 def test_requests_that_timed_out_are_not_executed_when_the_worker_resumes(tmp_path: Path) -> None:
-    extra = config_file(tmp_path, worker_heartbeat_timeout=20.0, worker_timeout=1.0)
+    extra = config_file(tmp_path, worker_heartbeat_timeout=20.0, worker_timeout=2.0)
     with running_server(tmp_path, workers=1, extra=extra) as server:
         asyncio.run(expired_session(server))
     assert server.process.returncode == 0, server.log_path.read_text()
