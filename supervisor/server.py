@@ -76,6 +76,9 @@ class Server:
         """Shutdown, first step: refuse new work, close every room (each peer gets `closed`,
         the subscriber `room.closed`), all at once and within `timeout` overall."""
         self.closing = True
+        # The workers stop next and take their objects with them: closing each on its
+        # worker first would only make the peers of big rooms wait for their `closed`.
+        self.pool.draining = True
         rooms = list(self.rooms.values())
         if rooms:
             jobs = [room.submit(room.close) for room in rooms]
