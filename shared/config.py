@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ class Config:
     workers: int = 0
     # Pin each worker to one CPU (psutil cpu_affinity); off where affinity is not allowed.
     pin_workers: bool = True
-    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder.
+    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder
+    # (claimed, locked and cleaned by supervisor/run_dir.py).
     run_dir: str = ""
     # Address the media sockets bind to, and the address announced to clients (NAT).
     rtc_ipv4: str = "127.0.0.1"
@@ -56,13 +56,6 @@ class Config:
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
-
-    def resolved_run_dir(self) -> Path:
-        if self.run_dir:
-            path = Path(self.run_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        return Path(tempfile.mkdtemp(prefix="tureen-"))
 
     def validate(self) -> None:
         if not (1 <= self.rtc_min_port <= self.rtc_max_port <= 65535):
