@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ class Config:
     workers: int = 0
     # Pin each worker to one CPU (psutil cpu_affinity); off where affinity is not allowed.
     pin_workers: bool = True
-    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder.
+    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder
+    # (claimed, locked and cleaned by supervisor/run_dir.py).
     run_dir: str = ""
     # Address the media sockets bind to, and the address announced to clients (NAT).
     rtc_ipv4: str = "127.0.0.1"
@@ -59,6 +59,9 @@ class Config:
     io_uring: bool = True
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
+    # Faults (docs/operations.md): a worker that answers no heartbeat (one a second) for
+    # this long is treated as dead: killed, its requests failed, its peers told, replaced.
+    worker_heartbeat_timeout: float = 5.0
     # Limits (docs/configuration.md, "Limits"): what one app connection, room or peer may
     # take. Past one, the request fails with code `limit` and changes nothing. The defaults
     # stop one client from taking every port or filling memory, and leave a real conference
@@ -87,13 +90,6 @@ class Config:
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
-    def resolved_run_dir(self) -> Path:
-        if self.run_dir:
-            path = Path(self.run_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        return Path(tempfile.mkdtemp(prefix="tureen-"))
-
     def validate(self) -> None:
         if not (1 <= self.rtc_min_port <= self.rtc_max_port <= 65535):
             raise ValueError(
@@ -106,6 +102,10 @@ class Config:
             )
         if self.fanout not in FANOUTS:
             raise ValueError(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
+        if not 0.5 <= self.worker_heartbeat_timeout <= 600:
+            raise ValueError(
+                f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}"
+            )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         for name, family in (

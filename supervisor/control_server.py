@@ -87,7 +87,8 @@ class ControlServer:
             self._auth.stop()
             self._auth = None
 
-    async def stop(self) -> None:
+    async def stop(self, linger: float = 0.0) -> None:
+        """Stop serving; replies and events already queued get `linger` s to go out."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -97,7 +98,7 @@ class ControlServer:
         for task in list(self._replies):
             task.cancel()
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=int(linger * 1000))
             self._socket = None
         self._stop_auth()
 
