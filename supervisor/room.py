@@ -944,6 +944,9 @@ class Room:
             rtxSsrc=(encoding.get("rtx") or {}).get("ssrc"),
             paused=paused or consumer.paused_by_app,
             preferredProfile=profile,
+            # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
+            # rtpParameters as v2 does.
+            cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
         )
         consumer.transport = transport
         consumer.paused_by_client = paused

@@ -50,6 +50,7 @@ class Stream:
         "pipes",
         "max_seq",
         "max_ts",
+        "max_at",
         "packets",
         "octets",
         "ssrc",
@@ -89,6 +90,9 @@ class Stream:
         self.pipes: tuple[PipeBatch, ...] = ()
         self.max_seq = 0
         self.max_ts = 0
+        # time.monotonic() when the packet of max_seq arrived: the consumers' SRs advance
+        # its timestamp by the time since (worker._send_sender_reports).
+        self.max_at = 0.0
         self.packets = 0
         self.octets = 0
         self.consumers: dict[int, Consumer] = {}
@@ -274,6 +278,13 @@ class Consumer:
         self.sr_sent: dict[int, float] = {}
         self.rtx_packets = 0
         self.rtx_octets = 0
+        # Retransmissions sent with the consumer's own SSRC (no RTX negotiated): the SR
+        # counts them with what the fan-out sent (RFC 3550 6.4.1: packets of that SSRC).
+        self.resent_packets = 0
+        self.resent_payload = 0
+        # CNAME of the consumer's rtpParameters.rtcp (consumer.create's `cname`): its SRs'
+        # SDES chunk; empty: the worker's own.
+        self.cname = ""
         self.rate = RateMeter()
 
     def wire_octets(self) -> int:
