@@ -175,7 +175,6 @@ class Producer:
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
         # RTCP that came through the pipe (piped producers only), see handle_rtcp.
-        self.rtcp_listener: Callable[[Producer, bytes], None] | None = None
         # Room PT -> key-frame check of its codec (None: switch streams at once).
         self.key_checks: dict[int, KeyFrameCheck | None] = {}
         # Simulcast: the streams active at the last activity tick (None: not ticked yet).
@@ -220,10 +219,9 @@ class Producer:
         return self.transport is None
 
     def handle_rtcp(self, n: int, buf: bytearray) -> None:
-        """A piped producer as a forwarding source: the origin worker passes the sender's
-        SRs down the pipe too, for the consumers here."""
-        if self.rtcp_listener is not None:
-            self.rtcp_listener(self, bytes(buf[:n]))
+        """A piped producer as a forwarding source: nothing sends RTCP down a pipe (each
+        worker reports to its own consumers' receivers), so a record that looks like RTCP
+        is counted by the forwarder (`rtcpIn`) and dropped."""
 
     def dump(self) -> dict[str, Any]:
         return {

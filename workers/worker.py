@@ -412,17 +412,6 @@ class Worker:
             if rtt >= 0:
                 consumer.rtt_ms = rtt
 
-    def _piped_rtcp(self, producer: Producer, packet: bytes) -> None:
-        try:
-            reports = rtcp.parse(packet).sender_reports
-        except ValueError:
-            self.forwarder.rtcp_malformed += 1
-            return
-        for ssrc, ntp, rtp_ts in reports:
-            stream = producer.ssrc_table.get(ssrc)
-            if stream is not None:
-                self._on_sender_report(stream, ntp, rtp_ts)
-
     def _send_receiver_reports(self) -> None:
         """Every RTCP_INTERVAL: an RR about each producer stream received on a transport,
         plus REMB for its video, to that transport's sender."""
@@ -678,8 +667,6 @@ class Worker:
         streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(p, kind, transport, None)
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
         producer.key_checks = self._key_checks
-        if transport is None:
-            producer.rtcp_listener = self._piped_rtcp
         self.router.add_producer(producer)
         log.info(
             "producer %d: %s %s, ssrcs %s%s",
