@@ -178,7 +178,7 @@ class WorkerLink:
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
             await asyncio.wait_for(
-                self._socket.send(wire.encode({"id": request_id, "method": method, **params})),
+                self._socket.send(wire.encode_request(request_id, method, params)),
                 timeout or self.config.worker_timeout,
             )
             return await asyncio.wait_for(future, timeout or self.config.worker_timeout)

@@ -1,0 +1,121 @@
+"""The fan-out cores, differential: workers/_native.c (through workers/native.py's FanOut) and
+workers/sendbatch.py's SendBatch, fed the same session, must send the same bytes.
+
+The input is a plan (harness.Draw): up to 6 consumers (plain, SRTP AES-CM or AES-GCM with
+fixed keys, or per-copy like an ICE-TCP one; input-chosen sequence/timestamp offsets and
+whether they start in sync), then up to 8 drains, each a subset of the consumers fed up to
+12 packets of input-chosen first two bytes, seq, ts, marker and size (12..1600 bytes: past
+the 1500 bytes SRTP copies may have), then a flush. The plan runs once through each core
+(native with io_uring where the kernel allows it, and with sendmmsg), on real connected
+loopback UDP sockets. Properties: per consumer the same datagrams in the same order, the same
+counters (packets, octets, send errors, sequence/timestamp offsets, sync), the same return
+value of every fanout() and flush(). Skipped (returns) where the native core is not built.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from tureen.workers import native, sendbatch
+from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.sendbatch import SendBatch
+from tureen.workers.transport.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpContext
+
+from .harness import Draw
+
+KINDS = ("plain", "plain", "cm", "gcm", "per-copy")
+KEY_LENGTH = {"cm": 30, "gcm": 28}
+PROFILE = {"cm": AES128_CM_SHA1_80, "gcm": AEAD_AES_128_GCM}
+
+
+def plan(data: bytes) -> dict[str, Any]:
+    draw = Draw(data)
+    consumers = [
+        {
+            "kind": draw.choice(KINDS),
+            "seq_offset": draw.u16(),
+            "ts_offset": draw.u32(),
+            "sync": draw.u8() < 64,
+        }
+        for _ in range(draw.below(6) + 1)
+    ]
+    drains = []
+    for _ in range(draw.below(8) + 1):
+        fan = [i for i in range(len(consumers)) if draw.u8() < 200]
+        packets = []
+        for _ in range(draw.below(12) + 1):
+            size = 12 + draw.below(1589)
+            packets.append((draw.u8(), draw.u8(), draw.u16(), draw.u32(), size, draw.take(size - 12)))
+        drains.append((fan, packets))
+    return {"consumers": consumers, "drains": drains}
+
+
+def run(core: str, session: dict[str, Any]) -> dict[str, Any]:
+    """One session through one core; what each sink got and every counter."""
+    if core == "python":
+        batch: Any = SendBatch()
+    else:
+        batch = native.make_fanout("native", uring=core == "native")
+    sockets: list[socket.socket] = []
+    contexts = []
+    try:
+        consumers, sinks = [], []
+        for i, spec in enumerate(session["consumers"]):
+            sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sink.bind(("127.0.0.1", 0))
+            sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+            sink.setblocking(False)
+            out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            out.connect(sink.getsockname())
+            sockets += (sink, out)
+            c = ConsumerRewrite(i, 0x5000 + i)
+            c.fd = -1 if spec["kind"] == "per-copy" else out.fileno()
+            c.send = out.send
+            c.seq_offset, c.ts_offset = spec["seq_offset"], spec["ts_offset"]
+            c.sync = spec["sync"]
+            c.started = True
+            if spec["kind"] in PROFILE:
+                key = bytes([i + 1]) * KEY_LENGTH[spec["kind"]]
+                ctx = SrtpContext(PROFILE[spec["kind"]], key, key)
+                c.protect, c.srtp_tx = ctx.protect_rtp_at, ctx.tx_address
+                contexts.append(ctx)
+            consumers.append(c)
+            sinks.append(sink)
+        returns = []
+        buf = bytearray(65536)
+        for fan_index, packets in session["drains"]:
+            fan = tuple(consumers[i] for i in fan_index)
+            for b0, b1, seq, ts, size, payload in packets:
+                buf[0:12] = bytes((b0, b1)) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + bytes(4)
+                buf[12:size] = payload.ljust(size - 12, b"\0")
+                returns.append(batch.fanout(fan, buf, memoryview(buf)[:size], seq, ts, size))
+            returns.append(("flush", batch.flush()))
+        got: dict[Any, Any] = {"returns": returns}
+        for c, sink in zip(consumers, sinks, strict=True):
+            datagrams = []
+            while True:
+                try:
+                    datagrams.append(sink.recv(4096))
+                except BlockingIOError:
+                    break
+            got[c.consumer_id] = datagrams
+            got[("counters", c.consumer_id)] = (
+                c.packets, c.octets, c.send_errors, c.seq_offset, c.ts_offset, c.sync
+            )  # fmt: skip
+        return got
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def fuzz_one(data: bytes) -> None:
+    if not native.available() or not sendbatch.available():
+        return
+    session = plan(data)
+    python = run("python", session)
+    for core in ("native", "native-sendmmsg"):
+        other = run(core, session)
+        assert other.keys() == python.keys()
+        for key in python:
+            assert other[key] == python[key], f"{core} differs from python at {key!r}"
