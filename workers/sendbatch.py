@@ -11,7 +11,8 @@ socket (the receiver checks the source address), so the batch is organised per c
              next flush (the consumer's `lane` slot is the index of its first mmsghdr,
              `queued` how many it filled). One sendmmsg(fd, &msgs[lane], queued) per
              consumer per flush; its packets go out in the order they were queued.
-    slot s   mmsghdr s -> iovec[2s] (12-byte header at hdrs[16 s], constant) and
+    slot s   mmsghdr s -> iovec[2s] (12-byte header at hdrs[16 s], constant; an SRTP copy
+             keeps its plaintext length in the 4 unsent bytes after it) and
              iovec[2s+1] (the rest of the packet: written per copy).
     payload  once per input packet, buf[12:n] is copied into `ring` (the receive buffer is
              overwritten by the next datagram of the drain); every plain copy of that packet
@@ -85,6 +86,10 @@ assert IOV_SIZE == 16, "the iovec packing below assumes 64-bit pointers"
 _pack_hdr = struct.Struct("!BBHII").pack_into  # b0, b1, seq, ts, ssrc: the whole fixed header
 _pack_iov = struct.Struct("@PN").pack_into  # iov_base, iov_len (native)
 _unpack_len = struct.Struct("@N").unpack_from
+# An SRTP copy's plaintext length, kept in the 4 unsent bytes after its slot's 12-byte header:
+# its iovec holds the protected length, but its consumer's octets counted the plaintext.
+_pack_plain = struct.Struct("@I").pack_into
+_unpack_plain = struct.Struct("@I").unpack_from
 
 
 def _load_sendmmsg() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -211,6 +216,7 @@ class SendBatch:
                     c.queued = q  # not queued: slot s is free again
                     continue
                 _pack_iov(iovs, (s << 5) + 16, self.sring_addr + m, self._last_len)
+                _pack_plain(hdrs, (s << 4) + 12, n)
             c.packets += 1
             c.octets += n
             sent += 1
@@ -288,7 +294,10 @@ class SendBatch:
                 s = first + done
                 c.send_errors += 1
                 c.packets -= 1
-                c.octets -= 12 + _unpack_len(self.iovs, (s << 5) + 24)[0]
+                if c.protect is None:
+                    c.octets -= 12 + _unpack_len(self.iovs, (s << 5) + 24)[0]
+                else:  # what fanout() counted: the plaintext, not the protected length
+                    c.octets -= _unpack_plain(self.hdrs, (s << 4) + 12)[0]
                 errors += 1
                 done += 1
         active.clear()

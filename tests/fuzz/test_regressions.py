@@ -81,3 +81,38 @@ async def test_transport_whose_dtls_parameters_cannot_reach_the_worker_is_refuse
 def test_room_crash_input(path) -> None:
     """The room target's crash inputs, one test each (test_fuzz.py replays them too)."""
     room_fuzz_one(path.read_bytes())
+
+
+@pytest.mark.parametrize("profile", ["cm", "gcm"])
+def test_failed_srtp_copies_are_taken_back_off_the_octets_they_added(profile: str) -> None:
+    """Found by the demux target (crash-srtp-consumer-send-refused), then by the fanout
+    target's refused-srtp consumers: when sendmmsg refused an SRTP copy, SendBatch took the
+    protected length (the SRTP tag included) back off the consumer's octets, which had been
+    counted with the plaintext length: octets drifted down by the tag per lost copy and, with
+    the native build (unsigned counters), went below zero with an OverflowError out of the
+    forwarder's after_drain. The native core takes back what it counted; both must agree."""
+    from tureen.workers import native
+
+    from .fanout import plan, run
+
+    if not native.available():
+        pytest.skip(native.WHY_NOT)
+    kind = fanout_kinds().index(f"refused-{profile}")
+    # One consumer of that kind; two drains of two 200-byte packets each (plan()'s layout:
+    # size - 12 as u16, b0, b1, seq, ts, payload). The first flush goes out and draws the
+    # ICMP port unreachable; the kernel refuses the next flush's copies.
+    packet = (188).to_bytes(2, "big") + bytes((0x80, 96, 0, 1)) + bytes(4) + bytes(188)
+    drain = bytes((0, 1)) + packet * 2
+    data = bytes((0, kind)) + bytes(7) + bytes((1,)) + drain * 2
+    session = plan(data)
+    assert session["consumers"][0]["kind"] == f"refused-{profile}"
+    python = run("python", session)
+    packets, octets, errors, *_ = python[("counters", 0)]
+    assert errors >= 1 and octets == 200 * packets, python[("counters", 0)]
+    assert run("native-sendmmsg", session)[("counters", 0)] == python[("counters", 0)]
+
+
+def fanout_kinds() -> tuple[str, ...]:
+    from .fanout import KINDS
+
+    return KINDS
