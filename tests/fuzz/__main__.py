@@ -30,7 +30,9 @@ def main(argv: list[str]) -> int:
               "`make test`", file=sys.stderr)
         return 2
     target = argv[1]
-    args = [argv[0], *argv[2:]]
+    # libFuzzer runs argv[0] again through the shell for -merge, -jobs and -fork: make it a
+    # command line that comes back here.
+    args = [f"{sys.executable} -m {__package__} {target}", *argv[2:]]
     if not any(not a.startswith("-") for a in args[1:]):
         args.append(str(CORPUS / target))
     if not any(a.startswith("-artifact_prefix=") for a in args):

@@ -23,6 +23,9 @@ def merge(target: str) -> int:
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
+        if not any(kept.iterdir()):
+            print(f"{target}: the merge kept nothing; corpus left as it was\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return 1
         before = len(list(folder.iterdir()))
         for path in folder.iterdir():
             if not path.name.startswith(("seed-", "crash-")):

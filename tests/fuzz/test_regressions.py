@@ -116,3 +116,46 @@ def fanout_kinds() -> tuple[str, ...]:
     from .fanout import KINDS
 
     return KINDS
+
+
+def _nested_object(levels: int) -> object:
+    value: object = "x"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+async def test_deeply_nested_codec_parameters_and_rtcp_are_refused_and_change_nothing(
+    server: ServerProcess, room: RoomDriver
+) -> None:
+    """Found by the capabilities target (crash-deep-parameters): codec `parameters` or a
+    producer's `rtcp` nested ~600 levels (orjson decodes 1024) made the deep copies of
+    shared/rtp/capabilities.py raise RecursionError instead of ProtocolError: a join got an
+    `internal` reply, and a createProducer was committed halfway (the producer on the worker
+    and in the room, the other peers' consumers not made, no reply)."""
+    await room.join("bob")
+    deep = _nested_object(600)
+    join_caps = orjson.loads(orjson.dumps(room.peer_caps))
+    join_caps["codecs"][0]["parameters"] = {"x": "PLACEHOLDER"}
+    text = json_text({"id": 8, "method": "room.request", "roomId": room.id, "peerName": "carol",
+                      "request": {"method": "join", "target": "room", "peerName": "carol",
+                                  "rtpCapabilities": join_caps}})  # fmt: skip
+    text = text.replace(b'"PLACEHOLDER"', json_text(deep))
+    reply = await _raw_request(server.endpoint, text)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+    assert "nested" in reply["error"]["message"]
+
+    await room.join("alice")
+    await room.req("alice", "createTransport", id=77, direction="send", options={},
+                   plainRtpParameters={"ip": "127.0.0.1", "port": 9})  # fmt: skip
+    before = await room.action("room.dump")
+    rtp_parameters = {**shapes.VIDEO_PRODUCER, "rtcp": {"cname": "c", "x": deep}}
+    request = {"method": "createProducer", "target": "peer", "id": 78, "kind": "video",
+               "transportId": 77, "rtpParameters": rtp_parameters, "paused": False}  # fmt: skip
+    text = json_text({"id": 9, "method": "room.request", "roomId": room.id, "peerName": "alice", "request": request})
+    reply = await _raw_request(server.endpoint, text)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+    assert await room.action("room.dump") == before
+    info = await room.client.server_info()
+    dumps = [await room.client.dump_worker(w["index"]) for w in info["workers"]]
+    assert not any(d["producers"] for d in dumps)
