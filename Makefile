@@ -59,7 +59,7 @@ fuzz: setup
 	done
 
 # Shrinks each target's corpus to the inputs that keep its coverage (libFuzzer -merge=1);
-# seed-* and crash-* files always stay.
+# seed-*, crash-* and other named files always stay.
 fuzz-merge: setup
 	@for t in $(FUZZ_TARGETS); do $(PY) -m tests.fuzz.merge $$t || exit 1; done
 

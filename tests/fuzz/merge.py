@@ -1,9 +1,11 @@
 """`python -m tests.fuzz.merge TARGET`: minimize tests/fuzz/corpus/TARGET/ in place with
-libFuzzer's -merge=1 (the smallest set of inputs with the same coverage). seed-* and crash-*
-files are kept whatever their coverage: they document what the corpus must hold."""
+libFuzzer's -merge=1 (the smallest set of inputs with the same coverage). Named files
+(seed-*, crash-*, anything not named by libFuzzer's SHA-1) are kept whatever their coverage:
+they document what the corpus must hold."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 from .harness import CORPUS, TARGETS
+
+_SHA1 = re.compile(r"[0-9a-f]{40}")
 
 
 def merge(target: str) -> int:
@@ -28,7 +32,7 @@ def merge(target: str) -> int:
             return 1
         before = len(list(folder.iterdir()))
         for path in folder.iterdir():
-            if not path.name.startswith(("seed-", "crash-")):
+            if _SHA1.fullmatch(path.name):
                 path.unlink()
         for path in kept.iterdir():
             if not (folder / path.name).exists():
