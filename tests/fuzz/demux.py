@@ -20,6 +20,7 @@ valid first byte of each RFC 7983 range. Properties:
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Any
 
@@ -32,7 +33,24 @@ from . import shapes
 from .harness import Draw
 from .room import _LOOP, _SERVICES, _setup
 
-ADDRS = (("127.0.0.1", 40001), ("127.0.0.1", 40002), ("127.0.0.2", 40001), ("::1", 40001))
+
+def _remote(ip: str) -> tuple[str, int]:
+    """The address of a UDP socket of our own, held open: the transports answer STUN and send
+    DTLS to the tuples they see, and those answers must reach no one else's socket (another
+    test's RTP port, a fanout sink). What arrives there is never read: the kernel drops it
+    once the small receive buffer is full."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((ip, 0))
+    _REMOTES.append(sock)
+    return ip, sock.getsockname()[1]
+
+
+_REMOTES: list[socket.socket] = []
+# Two addresses of the "browser", a third party, and an IPv6 one (the transports have no IPv6
+# socket: what they would send there fails, as on a host without IPv6).
+ADDRS = (_remote("127.0.0.1"), _remote("127.0.0.1"), _remote("127.0.0.2"), ("::1", _remote("127.0.0.1")[1]))
 LOCAL_KEY = bytes(range(30))
 REMOTE_KEY = bytes(range(100, 130))
 PRODUCER_SSRCS = (1111111111, 2222222222)  # shapes.VIDEO_PRODUCER: media, RTX

@@ -70,7 +70,9 @@ def run(core: str, session: dict[str, Any]) -> dict[str, Any]:
             sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
             sink.setblocking(False)
             out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            out.bind(("127.0.0.1", 0))
             out.connect(sink.getsockname())
+            sink.connect(out.getsockname())  # hears its consumer only, no stray datagram
             sockets += (sink, out)
             c = ConsumerRewrite(i, 0x5000 + i)
             c.fd = -1 if spec["kind"] == "per-copy" else out.fileno()

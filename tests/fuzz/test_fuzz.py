@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Per target: hypothesis examples and atheris iterations, sized by what one iteration costs
 # (a Room with two peers and three transports is ~10 ms; a datagram parse is ~50 µs).
+# libFuzzer counts its pass over the corpus as runs: RUNS must stay above the corpus size.
 EXAMPLES = {
     "rtp": 300,
     "rtcp": 300,
@@ -41,12 +42,12 @@ RUNS = {
     "rtp": 8000,
     "rtcp": 8000,
     "stun": 2000,
-    "demux": 100,
+    "demux": 400,
     "tcp_framing": 8000,
     "wire": 10000,
     "capabilities": 1500,
-    "room": 200,
-    "fanout": 150,
+    "room": 500,
+    "fanout": 200,
 }
 
 
