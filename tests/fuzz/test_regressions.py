@@ -57,7 +57,8 @@ async def test_transport_whose_dtls_parameters_cannot_reach_the_worker_is_refuse
     the worker create the transport, then the worker link failed to encode setRemoteDtls
     with a TypeError the room's undo (`except ProtocolError`) did not catch: an `internal`
     reply, and the transport with its UDP port left on the worker, unknown to the supervisor
-    (one leaked port per request)."""
+    (one leaked port per request). The control API now refuses such a message at the door
+    (wire.MAX_DEPTH); this holds the whole path to it, and the test below the link itself."""
     await room.join("alice")
     before = await _worker_transports(room)
     request = {
@@ -132,7 +133,9 @@ async def test_deeply_nested_codec_parameters_and_rtcp_are_refused_and_change_no
     producer's `rtcp` nested ~600 levels (orjson decodes 1024) made the deep copies of
     shared/rtp/capabilities.py raise RecursionError instead of ProtocolError: a join got an
     `internal` reply, and a createProducer was committed halfway (the producer on the worker
-    and in the room, the other peers' consumers not made, no reply)."""
+    and in the room, the other peers' consumers not made, no reply). The control API now
+    refuses such messages first (12 levels outside appData); the capabilities target's
+    crash-deep-* inputs hold the library's own bound (capabilities.MAX_NESTING)."""
     await room.join("bob")
     deep = _nested_object(600)
     join_caps = orjson.loads(orjson.dumps(room.peer_caps))
@@ -159,3 +162,35 @@ async def test_deeply_nested_codec_parameters_and_rtcp_are_refused_and_change_no
     info = await room.client.server_info()
     dumps = [await room.client.dump_worker(w["index"]) for w in info["workers"]]
     assert not any(d["producers"] for d in dumps)
+
+
+async def test_the_worker_link_refuses_parameters_it_cannot_encode_with_a_protocol_error(tmp_path) -> None:
+    """The fix of the createTransport finding, where it lives: since the control API refuses
+    messages nested past wire.MAX_DEPTH at the door, no client reaches this any more, but a
+    caller of WorkerLink.request (a room's undo path is written for ProtocolError) must get a
+    ProtocolError, never orjson's TypeError, and nothing must go to the worker."""
+    from tureen.shared.config import Config
+    from tureen.shared.errors import ProtocolError
+    from tureen.supervisor.worker_link import WorkerLink
+
+    ctx = zmq.asyncio.Context()
+    link = WorkerLink(0, Config(), tmp_path, ctx, lambda *a: None, lambda *a: None)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
+    worker = ctx.socket(zmq.DEALER)  # the worker's end, played by the test
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(f"ipc://{tmp_path}/worker-0.ipc")
+    link._socket = sock
+    link.alive = True
+    try:
+        with pytest.raises(ProtocolError) as err:
+            await link.request("transport.setRemoteDtls", timeout=2.0, transportId=1,
+                               dtlsParameters={"role": "client", "x": _deep(300)})  # fmt: skip
+        assert err.value.code == "bad_request" and "nested" in err.value.message
+        assert await worker.poll(200) == 0  # nothing was sent
+        assert not link._pending
+    finally:
+        sock.close(linger=0)
+        worker.close(linger=0)
+        ctx.term()

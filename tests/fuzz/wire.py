@@ -1,8 +1,9 @@
 """Control-message decoding and field validation: shared/wire.py, shared/protocol/validate.py.
 
 The input is one frame as a ZeroMQ socket would deliver it. Properties: decode() returns a
-dict or raises ProtocolError (bad_request), nothing else; a decoded message encodes back to
-an equal object (up to orjson's encode nesting limit: see NEST_LIMIT); every validate.get_*
+dict or raises ProtocolError (bad_request), nothing else; what it returns nests at most
+wire.MAX_DEPTH levels (its byte-level check agrees with a walk of the value) and encodes back
+to an equal object; a request id check_request_id accepts comes back exactly; every validate.get_*
 on any field of it, with any bounds, returns a value of its type inside the bounds, the
 default, or raises ProtocolError naming the field.
 """
@@ -18,9 +19,9 @@ from tureen.shared.protocol import validate
 
 from .harness import Draw
 
-# orjson decodes 1024 levels but encodes 254 (issue 12, finding 1): a message nested deeper
-# cannot be echoed. Bounding client input to fewer levels is the validation layer's job
-# (supervisor side); here such messages are only decoded.
+# orjson decodes 1024 levels but encodes 254 (issue 12, finding 1): a value nested deeper
+# cannot be echoed. decode() refuses past wire.MAX_DEPTH; the capabilities target, which
+# calls the library directly, checks encodability only up to this.
 NEST_LIMIT = 254
 
 
@@ -78,6 +79,12 @@ def fuzz_one(data: bytes) -> None:
         assert exc.code == BAD_REQUEST and exc.message
         return
     assert isinstance(msg, dict)
-    if depth(msg) <= NEST_LIMIT:
-        assert orjson.loads(wire.encode(msg)) == msg or msg != msg  # NaN-free: JSON has none
+    assert depth(msg) <= wire.MAX_DEPTH
+    assert orjson.loads(wire.encode(msg)) == msg
+    try:
+        request_id = wire.check_request_id(msg.get("id"))
+    except ProtocolError as exc:
+        assert exc.code == BAD_REQUEST
+    else:
+        assert orjson.loads(wire.encode(wire.reply_ok(request_id)))["id"] == msg["id"]
     _check_fields(msg, Draw(data[::-1]))
