@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser-deps run demo test lint bench clean
+.PHONY: setup browser-deps run demo test lint bench fuzz fuzz-merge clean
 
 # setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
 # the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1).
@@ -43,6 +43,25 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
+
+# Coverage-guided fuzzing with atheris (docs/fuzzing.md): each target in turn for FUZZ_TIME
+# seconds, adding the inputs that reach new code to tests/fuzz/corpus/<target>/; a failing
+# input is written to test-output/fuzz/ and stops the run. `make test` runs the same targets
+# a bounded number of iterations. E.g. `make fuzz FUZZ_TARGETS="room demux" FUZZ_TIME=600`,
+# or libFuzzer flags: `make fuzz ARGS="-max_total_time=600 -jobs=2"`.
+FUZZ_TARGETS ?= rtp rtcp stun demux tcp_framing wire capabilities room fanout
+FUZZ_TIME ?= 60
+
+fuzz: setup
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t ($(FUZZ_TIME) s)"; \
+		$(PY) -m tests.fuzz $$t -max_total_time=$(FUZZ_TIME) $(ARGS) || exit 1; \
+	done
+
+# Shrinks each target's corpus to the inputs that keep its coverage (libFuzzer -merge=1);
+# seed-*, crash-* and other named files always stay.
+fuzz-merge: setup
+	@for t in $(FUZZ_TARGETS); do $(PY) -m tests.fuzz.merge $$t || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -45,6 +45,24 @@ def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)
 
 
+# orjson encodes at most this many levels of arrays and objects (it decodes 1024).
+ENCODE_DEPTH = 254
+
+
+def encode_request(request_id: Any, method: str, params: dict[str, Any]) -> bytes:
+    """A request frame {"id", "method", **params}; ProtocolError(bad_request) where orjson
+    cannot encode the parameters (nested past ENCODE_DEPTH levels, an integer beyond 64 bits),
+    so that a caller's undo path, written for ProtocolError, runs (a client's value passed on
+    to a worker must not leave half-made state behind a TypeError)."""
+    try:
+        return orjson.dumps({"id": request_id, "method": method, **params})
+    except orjson.JSONEncodeError as exc:
+        raise bad_request(
+            f"{method}: the parameters cannot be encoded ({exc}): a value is nested more than "
+            f"{ENCODE_DEPTH} levels deep or a number does not fit 64 bits; send a shallower value"
+        ) from None
+
+
 def decode(frame: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """Parse one frame into a JSON object or raise MessageError (code bad_request)."""
     if len(frame) > MAX_FRAME:

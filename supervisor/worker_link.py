@@ -281,8 +281,10 @@ class WorkerLink:
             # Bounded too: a DEALER whose worker just died has no peer, and its send would
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
-            message = {"id": request_id, "method": method, "deadline": deadline, **params}
-            send = asyncio.ensure_future(self._socket.send(wire.encode(message)))
+            # encode_request: parameters orjson cannot write are a ProtocolError, which the
+            # callers' undo paths handle (a TypeError would leave half-made objects behind).
+            frame = wire.encode_request(request_id, method, {"deadline": deadline, **params})
+            send = asyncio.ensure_future(self._socket.send(frame))
             # A death noticed meanwhile fails `future` (_fail_pending): stop waiting for the
             # send then, or a request to a killed worker would hold its room for `budget`.
             await asyncio.wait((send, future), timeout=budget, return_when=asyncio.FIRST_COMPLETED)

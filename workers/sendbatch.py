@@ -11,7 +11,9 @@ socket (the receiver checks the source address), so the batch is organised per c
              next flush (the consumer's `lane` slot is the index of its first mmsghdr,
              `queued` how many it filled). One sendmmsg(fd, &msgs[lane], queued) per
              consumer per flush; its packets go out in the order they were queued.
-    slot s   mmsghdr s -> iovec[2s] (12-byte header at hdrs[16 s], constant) and
+    slot s   mmsghdr s -> iovec[2s] (12-byte header at hdrs[16 s], constant; the 4 unsent
+             bytes after it keep the copy's payload length and, for SRTP, its plaintext
+             length) and
              iovec[2s+1] (the rest of the packet: written per copy).
     payload  once per input packet, buf[12:n] is copied into `ring` (the receive buffer is
              overwritten by the next datagram of the drain); every plain copy of that packet
@@ -85,10 +87,16 @@ IOV_SIZE = ctypes.sizeof(_Iovec)
 assert IOV_SIZE == 16, "the iovec packing below assumes 64-bit pointers"
 
 _pack_hdr = struct.Struct("!BBHII").pack_into  # b0, b1, seq, ts, ssrc: the whole fixed header
-_pack_hdr_pl = struct.Struct("!BBHIII").pack_into  # the same, then the payload length
-_unpack_pl = struct.Struct("!I").unpack_from
+# The same, then the payload length in 2 of the 4 unsent bytes after the header (a UDP
+# datagram's lengths fit in 16 bits).
+_pack_hdr_pl = struct.Struct("!BBHIIH").pack_into
+_unpack_pl = struct.Struct("!H").unpack_from
 _pack_iov = struct.Struct("@PN").pack_into  # iov_base, iov_len (native)
 _unpack_len = struct.Struct("@N").unpack_from
+# An SRTP copy's plaintext length, in the other 2 unsent bytes (offset 14 of its slot): its
+# iovec holds the protected length, but its consumer's octets counted the plaintext.
+_pack_plain = struct.Struct("!H").pack_into
+_unpack_plain = struct.Struct("!H").unpack_from
 
 
 def _load_sendmmsg() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -207,8 +215,9 @@ class SendBatch:
             c.queued = q + 1
             out_seq = (seq + c.seq_offset) & 0xFFFF
             out_ts = (ts + c.ts_offset) & 0xFFFFFFFF
-            # The slot's 4 bytes after the header (never sent) keep the payload length, for
-            # taking a failed copy back off payload_octets at the flush.
+            # The slot's 4 bytes after the header (never sent) keep the payload length (and,
+            # for SRTP, the plaintext length), for taking a failed copy back off
+            # payload_octets and octets at the flush.
             _pack_hdr_pl(hdrs, s << 4, b0, b1, out_seq, out_ts, c.ssrc, pl)
             if protect is None:
                 _pack_iov(iovs, (s << 5) + 16, payload, plen)
@@ -218,6 +227,7 @@ class SendBatch:
                     c.queued = q  # not queued: slot s is free again
                     continue
                 _pack_iov(iovs, (s << 5) + 16, self.sring_addr + m, self._last_len)
+                _pack_plain(hdrs, (s << 4) + 14, n)
             c.packets += 1
             c.octets += n
             c.payload_octets += pl
@@ -296,8 +306,11 @@ class SendBatch:
                 s = first + done
                 c.send_errors += 1
                 c.packets -= 1
-                c.octets -= 12 + _unpack_len(self.iovs, (s << 5) + 24)[0]
                 c.payload_octets -= _unpack_pl(self.hdrs, (s << 4) + 12)[0]
+                if c.protect is None:
+                    c.octets -= 12 + _unpack_len(self.iovs, (s << 5) + 24)[0]
+                else:  # what fanout() counted: the plaintext, not the protected length
+                    c.octets -= _unpack_plain(self.hdrs, (s << 4) + 14)[0]
                 errors += 1
                 done += 1
         active.clear()

@@ -149,6 +149,30 @@ def _supported_rows() -> list[dict[str, Any]]:
     return rows
 
 
+# Codec parameters and rtcp are flat objects in every real client. Their nesting is bounded
+# because they are deep-copied here (copy.deepcopy recurses: ~330 levels exhaust Python's
+# recursion limit, and orjson decodes 1024) and echoed back to clients.
+MAX_NESTING = 16
+
+
+def _nesting(value: Any) -> int:
+    """Levels of objects and arrays in a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_NESTING:  # deeper is refused anyway: stop looking
+                children = node.values() if isinstance(node, dict) else node
+                stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_nesting(value: Any, where: str, error: Callable) -> None:
+    if _nesting(value) > MAX_NESTING:
+        raise error(f"{where} is nested more than {MAX_NESTING} levels deep; send a flat object")
+
+
 def _check_codec_fields(codec: dict[str, Any], where: str, error: Callable) -> None:
     """clockRate, channels and parameters, common to every codec shape we are sent."""
     if not _is_int(codec.get("clockRate")) or codec["clockRate"] <= 0:
@@ -158,6 +182,7 @@ def _check_codec_fields(codec: dict[str, Any], where: str, error: Callable) -> N
         raise error(f"{where}.channels must be a positive integer")
     if codec.get("parameters") is not None and not _is_params(codec["parameters"]):
         raise error(f"{where}.parameters must be an object")
+    _check_nesting(codec.get("parameters"), f"{where}.parameters", error)
 
 
 def _check_media_codec(codec: Any, index: int) -> None:
@@ -438,6 +463,7 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
     rtcp = params.get("rtcp")
     if rtcp is not None and not isinstance(rtcp, dict):
         raise _wrong("rtcp must be an object")
+    _check_nesting(rtcp, "rtcp", _wrong)
     if rtcp and rtcp.get("cname") is not None and not _is_name(rtcp["cname"]):
         raise _wrong("rtcp.cname must be a non-empty string")
     if rtcp and isinstance(rtcp.get("cname"), str) and len(rtcp["cname"].encode()) > 255:
