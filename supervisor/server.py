@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psutil
 import zmq.asyncio
 
 from ..shared import __version__
@@ -199,6 +200,10 @@ class Server:
                 "uptime": round(time.monotonic() - self.started_at, 1),
                 "controlEndpoint": self.config.control_endpoint,
                 "rooms": len(self.rooms),
+                # For leak checks (tests/load_churn.py, scripts/soak.py): this process's
+                # asyncio tasks (this request's reply task included) and resident memory.
+                "tasks": len(asyncio.all_tasks()),
+                "rss": psutil.Process().memory_info().rss,
                 "workers": self.pool.describe(),
             }
         )
