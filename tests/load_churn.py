@@ -91,7 +91,9 @@ class SimPeer:
 class Churn:
     """Peers across rooms of one `tureen serve`, all driven through one control connection."""
 
-    def __init__(self, client: TureenClient, seed: int, *, rate: float = 8.0, concurrency: int = 16) -> None:
+    def __init__(
+        self, client: TureenClient, seed: int, *, rate: float = 8.0, concurrency: int = 16
+    ) -> None:
         self.client = client
         self.rng = random.Random(seed)
         self.rate = rate  # RTP packets per second per producer
@@ -146,12 +148,16 @@ class Churn:
     async def _req(self, peer: SimPeer, method: str, **data: Any) -> Any:
         target = "room" if method == "join" else "peer"
         who = None if method == "join" else peer.name
-        return await self.client.peer_request(peer.room, who, {"method": method, "target": target, **data})
+        return await self.client.peer_request(
+            peer.room, who, {"method": method, "target": target, **data}
+        )
 
     async def join(self, peer: SimPeer) -> None:
         caps = peer_capabilities(self.rooms[peer.room])
         async with peer.lock:
-            reply = await self._req(peer, "join", peerName=peer.name, rtpCapabilities=caps, spy=False)
+            reply = await self._req(
+                peer, "join", peerName=peer.name, rtpCapabilities=caps, spy=False
+            )
             peer.joined = True
             for other in reply["peers"]:
                 for data in other["consumers"]:
@@ -177,13 +183,20 @@ class Churn:
                 if peer.producing and peer.send_transport is None:
                     if peer.send_sock is None:
                         peer.send_sock = udp_socket()
-                        self._loop.add_reader(peer.send_sock.fileno(), self._read, peer, peer.send_sock)
+                        self._loop.add_reader(
+                            peer.send_sock.fileno(), self._read, peer, peer.send_sock
+                        )
                     peer.send_transport = await self._transport(peer, "send", peer.send_sock)
                 if peer.producing and peer.producer is None:
                     pid = next(self._ids)
                     await self._req(
-                        peer, "createProducer", id=pid, kind="audio", transportId=peer.send_transport,
-                        rtpParameters=opus_parameters(peer.ssrc, OPUS_PT), paused=False,
+                        peer,
+                        "createProducer",
+                        id=pid,
+                        kind="audio",
+                        transportId=peer.send_transport,
+                        rtpParameters=opus_parameters(peer.ssrc, OPUS_PT),
+                        paused=False,
                     )
                     peer.producer = pid
                 for consumer in list(peer.consumers.values()):
@@ -195,7 +208,11 @@ class Churn:
     async def _transport(self, peer: SimPeer, direction: str, sock: socket.socket) -> int:
         tid = next(self._ids)
         server = await self._req(
-            peer, "createTransport", id=tid, direction=direction, options={},
+            peer,
+            "createTransport",
+            id=tid,
+            direction=direction,
+            options={},
             plainRtpParameters={"ip": "127.0.0.1", "port": sock.getsockname()[1]},
         )
         if direction == "send":
@@ -206,8 +223,12 @@ class Churn:
     async def _enable(self, peer: SimPeer, consumer: SimConsumer) -> None:
         try:
             await self._req(
-                peer, "enableConsumer", id=consumer.id, transportId=peer.recv_transport,
-                paused=False, preferredProfile="default",
+                peer,
+                "enableConsumer",
+                id=consumer.id,
+                transportId=peer.recv_transport,
+                paused=False,
+                preferredProfile="default",
             )
         except ProtocolError as exc:
             # The producer's peer left (or its transport closed) after the consumer was
@@ -349,7 +370,9 @@ class Churn:
                     peer.seq += 1
                     peer.ts += 960
                     with contextlib.suppress(OSError):
-                        peer.send_sock.sendto(rtp_packet(peer.seq, peer.ts, peer.ssrc, OPUS_PT, b"\x00" * 40), addr)
+                        peer.send_sock.sendto(
+                            rtp_packet(peer.seq, peer.ts, peer.ssrc, OPUS_PT, b"\x00" * 40), addr
+                        )
 
     async def check_media(self, packets: int = 3, timeout: float = 20.0) -> list[str]:
         """Every enabled consumer of a live producer receives `packets` new RTP packets on
@@ -358,7 +381,10 @@ class Churn:
         want: dict[tuple[SimPeer, int], int] = {}
         for peer in self.active():
             for consumer in peer.consumers.values():
-                if consumer.transport is not None and (peer.room, consumer.producer_peer) in producing:
+                if (
+                    consumer.transport is not None
+                    and (peer.room, consumer.producer_peer) in producing
+                ):
                     want[(peer, consumer.ssrc)] = peer.received[consumer.ssrc] + packets
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -394,17 +420,23 @@ class Churn:
             for p in dump["peers"]:
                 for t in p["transports"]:
                     if t["worker"] == index:
-                        expected.setdefault((room_id, p["name"]), set()).add(("transportClosed", t["id"]))
+                        expected.setdefault((room_id, p["name"]), set()).add(
+                            ("transportClosed", t["id"])
+                        )
                 for producer in p["producers"]:
                     if producer["worker"] == index:
                         for cid in producer["consumers"]:
-                            expected.setdefault((room_id, receiver_of[cid]), set()).add(("consumerClosed", cid))
+                            expected.setdefault((room_id, receiver_of[cid]), set()).add(
+                                ("consumerClosed", cid)
+                            )
         return expected
 
-    def closures_since(self, marks: dict[tuple[str, str], int]) -> dict[tuple[str, str], set[tuple[str, int]]]:
+    def closures_since(
+        self, marks: dict[tuple[str, str], int]
+    ) -> dict[tuple[str, str], set[tuple[str, int]]]:
         got: dict[tuple[str, str], set[tuple[str, int]]] = {}
         for key, peer in self.peers.items():
-            for note in peer.notes[marks.get(key, 0):]:
+            for note in peer.notes[marks.get(key, 0) :]:
                 if note.get("method") in ("transportClosed", "consumerClosed"):
                     got.setdefault(key, set()).add((note["method"], note["id"]))
         return got
@@ -414,13 +446,17 @@ class Churn:
         for the restarted worker. Returns {expected, got, oldPid, newPid}."""
         expected = await self.expected_on_death(index)
         marks = {key: len(peer.notes) for key, peer in self.peers.items()}
-        old_pid = next(w["pid"] for w in (await self.client.server_info())["workers"] if w["index"] == index)
+        old_pid = next(
+            w["pid"] for w in (await self.client.server_info())["workers"] if w["index"] == index
+        )
         os.kill(old_pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
         new_pid = None
         while time.monotonic() < deadline:
             got = self.closures_since(marks)
-            worker = next(w for w in (await self.client.server_info())["workers"] if w["index"] == index)
+            worker = next(
+                w for w in (await self.client.server_info())["workers"] if w["index"] == index
+            )
             if worker["alive"] and worker["pid"] != old_pid:
                 new_pid = worker["pid"]
             if new_pid is not None and all(expected[k] <= got.get(k, set()) for k in expected):
@@ -428,7 +464,12 @@ class Churn:
             await asyncio.sleep(0.1)
         if new_pid is not None and hasattr(server, "worker_pids"):
             server.worker_pids.append(new_pid)  # stopped with the others at the end
-        return {"expected": expected, "got": self.closures_since(marks), "oldPid": old_pid, "newPid": new_pid}
+        return {
+            "expected": expected,
+            "got": self.closures_since(marks),
+            "oldPid": old_pid,
+            "newPid": new_pid,
+        }
 
 
 # ---------------------------------------------------------------------- leak accounting
@@ -471,9 +512,54 @@ async def leftovers(client: TureenClient) -> list[str]:
         dump = await client.dump_worker(w["index"])
         for key in ("transports", "producers", "consumers"):
             if dump[key]:
-                found.append(f"worker {w['index']} still has {len(dump[key])} {key}: {dump[key][:3]}")
+                found.append(
+                    f"worker {w['index']} still has {len(dump[key])} {key}: {dump[key][:3]}"
+                )
         if dump["pipe"]["destinations"]:
             found.append(f"worker {w['index']} still pipes to {dump['pipe']['destinations']}")
+    return found
+
+
+async def disagreements(client: TureenClient, room_ids: list[str]) -> list[str]:
+    """Where the supervisor's rooms and the workers' tables differ: transports, producers
+    (a piped producer has a copy on each destination worker), pipes and enabled consumers, as
+    (worker, worker-side id[, destination]). Only meaningful with no request in flight."""
+    ours: dict[str, set[tuple[int, ...]]] = {
+        k: set() for k in ("transports", "producers", "pipes", "consumers")
+    }
+    for room_id in room_ids:
+        dump = await client.dump_room(room_id)
+        for p in dump["peers"]:
+            worker_of = {t["id"]: t["worker"] for t in p["transports"]}
+            ours["transports"].update((t["worker"], t["workerId"]) for t in p["transports"])
+            for pr in p["producers"]:
+                ours["producers"].add((pr["worker"], pr["workerId"]))
+                for dest in pr["pipedTo"]:
+                    ours["pipes"].add((pr["worker"], pr["workerId"], dest))
+                    ours["producers"].add((dest, pr["workerId"]))
+            ours["consumers"].update(
+                (worker_of[c["transportId"]], c["workerId"]) for c in p["consumers"] if c["enabled"]
+            )
+    theirs: dict[str, set[tuple[int, ...]]] = {k: set() for k in ours}
+    for w in (await client.server_info())["workers"]:
+        i = w["index"]
+        dump = await client.dump_worker(i)
+        theirs["transports"].update((i, t["transportId"]) for t in dump["transports"])
+        theirs["producers"].update((i, pr["producerId"]) for pr in dump["producers"])
+        theirs["pipes"].update(
+            (i, pr["producerId"], d) for pr in dump["producers"] for d in pr["pipeWorkers"]
+        )
+        theirs["consumers"].update((i, c["consumerId"]) for c in dump["consumers"])
+    found = []
+    for key in ours:
+        if ours[key] - theirs[key]:
+            found.append(
+                f"{key} the supervisor has but no worker: {sorted(ours[key] - theirs[key])[:10]}"
+            )
+        if theirs[key] - ours[key]:
+            found.append(
+                f"{key} on workers the supervisor does not know: {sorted(theirs[key] - ours[key])[:10]}"
+            )
     return found
 
 
@@ -512,7 +598,12 @@ def growth_problems(
 
 
 async def settled_figures(
-    client: TureenClient, before: dict[str, Any], *, rss_margin: int, fds_margin: int = 0, timeout: float = 10.0
+    client: TureenClient,
+    before: dict[str, Any],
+    *,
+    rss_margin: int,
+    fds_margin: int = 0,
+    timeout: float = 10.0,
 ) -> tuple[dict[str, Any], list[str]]:
     """Figures once they are back within bounds (a closed socket or finished reply task can
     take a moment), or the last figures and their problems after `timeout`."""

@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 
 import pytest
-from load_churn import MiB, Churn, leftovers, server_figures, settled_figures
+from load_churn import Churn, MiB, disagreements, leftovers, server_figures, settled_figures
 from support import running_server
 from tureen.shared.client import TureenClient
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(240)  # a hang guard; the test takes well under
 
 ROOMS = 24
 WARMUP_PEERS = 16
-FIRST_WAVE = 160  # joins, with LEAVE_SHARE of that many random leaves interleaved
+FIRST_WAVE = 220  # joins, with LEAVE_SHARE of that many random leaves interleaved
 SECOND_WAVE = 80
 # Supervisor and worker RSS may end this much above the warmed-up baseline (Python keeps
 # freed arenas and the allocator fragments); a leak of per-peer state over 250 peers, or of
@@ -59,10 +59,11 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
 
         # Load: rooms fill up and churn while media flows.
         await churn.create_rooms(ROOMS)
-        await churn.churn(FIRST_WAVE, leave_share=0.25, producing_share=0.6)
+        await churn.churn(FIRST_WAVE, leave_share=0.2, producing_share=0.6)
         incomplete = await churn.settle()
         assert churn.errors == [], where
         assert incomplete == [], where
+        assert await disagreements(client, list(churn.rooms)) == [], where
         before_kill = churn.consumers_checked()
         assert before_kill > 100, f"too little media to test: {before_kill} consumers {where}"
         assert await churn.check_media() == [], f"before the kill {where}"
@@ -74,14 +75,21 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
         expected, got = death["expected"], death["got"]
         assert expected, f"nothing was on worker {index} {where}"
         missing = {k: v - got.get(k, set()) for k, v in expected.items() if v - got.get(k, set())}
-        stray = {k: v - expected.get(k, set()) for k, v in got.items() if v - expected.get(k, set())}
+        stray = {
+            k: v - expected.get(k, set()) for k, v in got.items() if v - expected.get(k, set())
+        }
         assert missing == {}, f"closures not notified after worker {index} died {where}"
         assert stray == {}, f"closures of objects that were not on worker {index} {where}"
+        # Nothing of the dead worker survives elsewhere (pipes to it, for one).
+        assert await disagreements(client, list(churn.rooms)) == [], (
+            f"after worker {index} died {where}"
+        )
 
         # Every peer rebuilds what it lost (the worker is back, so much of it lands there).
         incomplete = await churn.settle()
         assert churn.errors == [], f"rebuilding after worker {index} died {where}"
         assert incomplete == [], where
+        assert await disagreements(client, list(churn.rooms)) == [], f"after the rebuild {where}"
         assert await churn.check_media() == [], f"after the rebuild {where}"
 
         # More churn on the repaired server, then everyone leaves and every room closes.
@@ -89,6 +97,9 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
         incomplete = await churn.settle()
         assert churn.errors == [], where
         assert incomplete == [], where
+        assert await disagreements(client, list(churn.rooms)) == [], (
+            f"after the second wave {where}"
+        )
         assert await churn.check_media() == [], f"after the second wave {where}"
         await churn.leave_all()
         await churn.stop_media()
@@ -99,8 +110,12 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
         assert problems == [], where
         assert churn.errors == [], where
         return {
-            "baseline": baseline, "final": final, "affected": len(expected), "checked": before_kill,
-            "tolerated": dict(churn.tolerated), "peers": churn._names,
+            "baseline": baseline,
+            "final": final,
+            "affected": len(expected),
+            "checked": before_kill,
+            "tolerated": dict(churn.tolerated),
+            "peers": churn._names,
         }
 
 
