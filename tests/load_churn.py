@@ -70,6 +70,11 @@ class SimPeer:
     seq: int = 0
     ts: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)  # every notification it got
+    # What closed, so that a reply read after the event does not bring it back: the client
+    # runs event callbacks as it reads them, before the coroutine awaiting an earlier reply
+    # resumes (a join reply listing consumers of a peer whose peerClosed came right after).
+    gone_peers: set[str] = field(default_factory=set)
+    gone_consumers: set[int] = field(default_factory=set)
 
     def describe(self) -> str:
         idle = sorted(c.id for c in self.consumers.values() if c.transport is None)
@@ -189,6 +194,7 @@ class Churn:
                     peer.send_transport = await self._transport(peer, "send", peer.send_sock)
                 if peer.producing and peer.producer is None:
                     pid = next(self._ids)
+                    transport = peer.send_transport
                     await self._req(
                         peer,
                         "createProducer",
@@ -198,7 +204,8 @@ class Churn:
                         rtpParameters=opus_parameters(peer.ssrc, OPUS_PT),
                         paused=False,
                     )
-                    peer.producer = pid
+                    if peer.send_transport == transport:  # else it closed with it meanwhile
+                        peer.producer = pid
                 for consumer in list(peer.consumers.values()):
                     if consumer.transport is None and peer.recv_transport is not None:
                         await self._enable(peer, consumer)
@@ -238,7 +245,8 @@ class Churn:
                 self.tolerated["enableConsumer of a consumer closed meanwhile"] += 1
                 return
             raise
-        consumer.transport = peer.recv_transport
+        if consumer.id in peer.consumers:  # not closed while we waited (a detach left None)
+            consumer.transport = peer.recv_transport
 
     # ------------------------------------------------------------------ bulk steps
 
@@ -312,8 +320,10 @@ class Churn:
         if method == "newConsumer":
             self._add_consumer(peer, note)
         elif method == "consumerClosed":
+            peer.gone_consumers.add(note["id"])
             peer.consumers.pop(note["id"], None)
         elif method == "peerClosed":
+            peer.gone_peers.add(note["name"])
             for cid in [c.id for c in peer.consumers.values() if c.producer_peer == note["name"]]:
                 del peer.consumers[cid]
         elif method == "transportClosed":
@@ -330,6 +340,8 @@ class Churn:
 
     @staticmethod
     def _add_consumer(peer: SimPeer, data: dict[str, Any]) -> None:
+        if data["id"] in peer.gone_consumers or data["peerName"] in peer.gone_peers:
+            return  # closed already: its closure was read before this (older) reply
         ssrc = data["rtpParameters"]["encodings"][0]["ssrc"]
         peer.consumers[data["id"]] = SimConsumer(data["id"], data["peerName"], ssrc)
 
@@ -398,13 +410,17 @@ class Churn:
             if peer.received[ssrc] < goal
         ]
 
-    def consumers_checked(self) -> int:
+    def consumers_checked(self, peers: set[tuple[str, str]] | None = None) -> int:
+        """How many consumers check_media watches (of `peers`' consumers and producers, when
+        given: the peers a worker death touched)."""
         producing = {(p.room, p.name) for p in self.active() if p.producer is not None}
         return sum(
             1
             for p in self.active()
             for c in p.consumers.values()
-            if c.transport is not None and (p.room, c.producer_peer) in producing
+            if c.transport is not None
+            and (p.room, c.producer_peer) in producing
+            and (peers is None or (p.room, p.name) in peers or (p.room, c.producer_peer) in peers)
         )
 
     # ------------------------------------------------------------------ worker death

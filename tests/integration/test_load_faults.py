@@ -90,6 +90,12 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
         assert churn.errors == [], f"rebuilding after worker {index} died {where}"
         assert incomplete == [], where
         assert await disagreements(client, list(churn.rooms)) == [], f"after the rebuild {where}"
+        rebuilt = {
+            k
+            for k, closures in expected.items()
+            if any(m == "transportClosed" for m, _ in closures)
+        }
+        assert churn.consumers_checked(rebuilt) > 20, f"too little rebuilt media to test {where}"
         assert await churn.check_media() == [], f"after the rebuild {where}"
 
         # More churn on the repaired server, then everyone leaves and every room closes.
