@@ -46,6 +46,9 @@ class Config:
     io_uring: bool = True
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
+    # Faults (docs/operations.md): a worker that answers no heartbeat (one a second) for
+    # this long is treated as dead: killed, its requests failed, its peers told, replaced.
+    worker_heartbeat_timeout: float = 5.0
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
     # Extra, free-form settings for later features (kept so old files keep loading).
@@ -73,6 +76,10 @@ class Config:
             )
         if self.fanout not in FANOUTS:
             raise ValueError(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
+        if not 0.5 <= self.worker_heartbeat_timeout <= 600:
+            raise ValueError(
+                f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}"
+            )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         for name, family in (

@@ -25,26 +25,43 @@ log = logging.getLogger("tureen.cli")
 ControlOpt = Annotated[str, typer.Option("--control", "-c", help="Control API endpoint.")]
 
 
+# Shutdown (SIGTERM/SIGINT): rooms close within ROOMS_CLOSE_TIMEOUT, then the control socket
+# gets CONTROL_LINGER to send the last events, then the workers stop (5 s each at most, all
+# at once): well inside systemd's TimeoutStopSec (20 s).
+ROOMS_CLOSE_TIMEOUT = 8.0
+CONTROL_LINGER = 2.0
+
+
 async def _serve(config: Config) -> None:
+    import zmq.asyncio
+
     from .control_server import ControlServer
     from .server import Server
 
-    server = Server(config)
-    control = ControlServer(server, config.control_endpoint)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # A context of our own: terminating it at the end waits (CONTROL_LINGER at most) until
+    # the last events have left, which the shared instance would not.
+    ctx = zmq.asyncio.Context()
     try:
-        control.start()
-        await server.start()
-        log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
-        await stop.wait()
-        log.info("shutting down")
+        server = Server(config, ctx)
+        control = ControlServer(server, config.control_endpoint)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            control.start()
+            await server.start()
+            log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            # Peers and apps hear it first (`closed`, `room.closed`), through a socket still open.
+            await server.close_rooms(ROOMS_CLOSE_TIMEOUT)
+            await control.stop(linger=CONTROL_LINGER)
+            await server.stop()
+            log.info("stopped")
     finally:
-        await control.stop()
-        await server.stop()
-        log.info("stopped")
+        ctx.destroy(linger=0)  # sockets closed before keep their own linger
 
 
 @app.command()

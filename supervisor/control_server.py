@@ -55,7 +55,8 @@ class ControlServer:
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="control server")
         log.info("control API listening on %s", self.endpoint)
 
-    async def stop(self) -> None:
+    async def stop(self, linger: float = 0.0) -> None:
+        """Stop serving; replies and events already queued get `linger` s to go out."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -65,7 +66,7 @@ class ControlServer:
         for task in list(self._replies):
             task.cancel()
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=int(linger * 1000))
             self._socket = None
 
     # ------------------------------------------------------------------ receive

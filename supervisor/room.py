@@ -1033,7 +1033,13 @@ class Room:
                     )
 
     async def on_worker_died(self, index: int) -> None:
-        """Everything hosted on that worker is gone: close it and tell the owners."""
+        """Everything hosted on that worker is gone: close it and tell the owners.
+
+        Both ends of every pipe that touched it go too: a producer on it takes its piped
+        copies and their consumers on the other workers with it (`_close_producer`, by its
+        transport); a producer elsewhere piped to it forgets that pipe here, and the pool
+        has the producer's worker close it (`pipe.closeTo`, once every room is done, so it
+        also catches a pipe a room opened while the death was on its way)."""
         for producer in list(self._producers.values()):
             producer.piped_to.discard(index)
         for peer in list(self.peers.values()):

@@ -7,11 +7,9 @@ before anything is awaited, so two requests for one room run in the order they a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,8 +20,9 @@ import zmq.asyncio
 
 from ..shared import __version__
 from ..shared.config import Config
-from ..shared.errors import ProtocolError, duplicate, not_found
+from ..shared.errors import UNAVAILABLE, ProtocolError, duplicate, not_found
 from ..shared.protocol.validate import get_int, get_list, get_obj, get_str
+from . import run_dir
 from .room import Room
 from .worker_pool import WorkerPool
 
@@ -51,8 +50,11 @@ class Server:
         self.config = config
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.rooms: dict[str, Room] = {}
-        self.run_dir = config.resolved_run_dir()
-        self._own_run_dir = not config.run_dir
+        # Locked for our life, stale sockets (or temp dirs) of a killed supervisor removed;
+        # RunDirBusy (a RuntimeError) when another live supervisor has it.
+        self._run_dir = run_dir.claim(config.run_dir)
+        self.run_dir = self._run_dir.path
+        self.closing = False
         self.pool = WorkerPool(config, self.run_dir, self.ctx, self._on_worker_event, self._on_worker_death)
         self._gids = itertools.count(1)
         self._owners: dict[int, Room] = {}
@@ -71,14 +73,24 @@ class Server:
         log.info("starting %d workers (run dir %s)", count, self.run_dir)
         await self.pool.start(count)
 
-    async def stop(self) -> None:
-        for room in list(self.rooms.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(room.submit(room.close), 5.0)
+    async def close_rooms(self, timeout: float = 10.0) -> None:
+        """Shutdown, first step: refuse new work, close every room (each peer gets `closed`,
+        the subscriber `room.closed`), all at once and within `timeout` overall."""
+        self.closing = True
+        rooms = list(self.rooms.values())
+        if rooms:
+            jobs = [room.submit(room.close) for room in rooms]
+            _, pending = await asyncio.wait(jobs, timeout=timeout)
+            for job in pending:
+                job.cancel()
+            if pending:
+                log.warning("%d of %d rooms did not close within %.0f s", len(pending), len(rooms), timeout)
         self.rooms.clear()
+
+    async def stop(self) -> None:
+        await self.close_rooms()
         await self.pool.stop()
-        if self._own_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._run_dir.release()
 
     # ------------------------------------------------------------------ RoomServices
 
@@ -122,6 +134,8 @@ class Server:
 
     def dispatch(self, method: str, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         """Validate and submit; returns what to await for the reply. Raises ProtocolError."""
+        if self.closing:
+            raise ProtocolError(UNAVAILABLE, "the server is shutting down; retry on its successor")
         if method in APP_ACTIONS:
             room = self._room(msg)
             return room.submit(lambda: room.app_action(method, msg))

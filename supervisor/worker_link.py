@@ -3,6 +3,13 @@
 The supervisor binds a DEALER at ipc://{run_dir}/worker-{index}.ipc, starts the worker,
 pins it to its CPU, and then talks request/reply with it. Every request is bounded by
 `worker_timeout`; a worker that does not answer fails the request with code `unavailable`.
+
+Faults: a worker is dead when its process exits or when it answers no heartbeat
+(`worker.ping`, every HEARTBEAT_INTERVAL) within `worker_heartbeat_timeout`; a hung one is
+killed (SIGKILL: it is our child). Either way its pending requests fail at once and the pool
+is told (`on_exit`). A request carries its deadline, so a worker that was stopped and resumes
+does not execute what the supervisor gave up on; a create whose reply comes after the
+supervisor gave up anyway (the margin between the worker's check and the reply) is undone.
 """
 
 from __future__ import annotations
@@ -30,6 +37,17 @@ from ..shared.errors import UNAVAILABLE, ProtocolError
 log = logging.getLogger("tureen.worker_link")
 
 READY_TIMEOUT = 30.0
+HEARTBEAT_INTERVAL = 1.0  # s between two pings of a live worker
+# What undoes each create, for a success reply that comes after the request timed out:
+# method -> (undo method, the params it takes from the request).
+UNDO = {
+    "transport.createPlain": ("transport.close", ("transportId",)),
+    "transport.createWebRtc": ("transport.close", ("transportId",)),
+    "producer.create": ("producer.close", ("producerId",)),
+    "consumer.create": ("consumer.close", ("consumerId",)),
+    "pipe.open": ("pipe.close", ("producerId", "workerIndex")),
+}
+MAX_EXPIRED = 10_000  # timed-out creates remembered per worker (oldest forgotten first)
 
 
 class WorkerLink:
@@ -52,6 +70,10 @@ class WorkerLink:
         self._socket: zmq.asyncio.Socket | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # Creates that timed out, by request id: undone if their success reply still comes.
+        self._expired: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._last_seen = 0.0  # monotonic time of the worker's last message
+        self._dead = False  # the death was handled (reported once, whatever found it)
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -100,7 +122,8 @@ class WorkerLink:
             await self.stop()
             raise
         self.alive = True
-        self.started_at = time.monotonic()
+        self.started_at = self._last_seen = time.monotonic()
+        self._tasks.append(loop.create_task(self._heartbeat(), name=f"worker {self.index} heartbeat"))
         self._pin()
         log.info("worker %d started (pid %d, cpu %s)", self.index, self.pid, self.cpu)
 
@@ -123,6 +146,7 @@ class WorkerLink:
                 frames = await self._socket.recv_multipart()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
+            self._last_seen = time.monotonic()
             try:
                 message = wire.decode(frames[-1])
             except ProtocolError as exc:
@@ -139,6 +163,7 @@ class WorkerLink:
                 continue
             future = self._pending.pop(message.get("id"), None)
             if future is None or future.done():
+                self._late_reply(message)
                 continue
             if message.get("ok"):
                 future.set_result(message.get("data"))
@@ -148,18 +173,93 @@ class WorkerLink:
     async def _watch(self) -> None:
         assert self._process is not None
         code = await self._process.wait()
-        was_alive = self.alive
-        self.alive = False
-        self._fail_pending(f"worker {self.index} exited (code {code})")
-        if self.stopping:
+        if self.stopping or self._dead:
+            self.alive = False
+            self._fail_pending(f"worker {self.index} exited (code {code})")
             return
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(
                 ProtocolError(UNAVAILABLE, f"worker {self.index} exited with code {code} at start")
             )
-        elif was_alive:
-            log.error("worker %d (pid %s) exited unexpectedly with code %s", self.index, self.pid, code)
-            self._on_exit(self.index, code)
+            return
+        log.error("worker %d (pid %s) exited unexpectedly with code %s", self.index, self.pid, code)
+        self._declare_dead(f"worker {self.index} exited (code {code})", code)
+
+    def _declare_dead(self, reason: str, code: int | None) -> None:
+        """Once per worker: no more requests, the pending ones fail now, the pool is told."""
+        was_alive = self.alive
+        self.alive = False
+        self._fail_pending(reason)
+        if self._dead or not was_alive or self.stopping:
+            return
+        self._dead = True
+        self._on_exit(self.index, code)
+
+    async def _heartbeat(self) -> None:
+        """Ping every HEARTBEAT_INTERVAL; kill the worker when no answer comes in time."""
+        bound = self.config.worker_heartbeat_timeout
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            if not self.alive or self.stopping:
+                return
+            sent = time.monotonic()
+            try:
+                await self.request("worker.ping", timeout=bound)
+                continue
+            except ProtocolError:
+                if not self.alive or self.stopping:
+                    return  # it died meanwhile: _watch reports that
+            # The slow one may have been this process (a long blocking call): give the
+            # reader one turn before blaming the worker.
+            await asyncio.sleep(0.05)
+            if self._last_seen >= sent or not self.alive or self.stopping:
+                continue
+            self._kill_hung(bound)
+            return
+
+    def _kill_hung(self, bound: float) -> None:
+        state = "unknown"
+        with contextlib.suppress(psutil.Error):
+            state = psutil.Process(self.pid).status()
+        log.error(
+            "worker %d (pid %s, process state %s) answered no heartbeat for %.1f s; "
+            "killing it and starting another",
+            self.index,
+            self.pid,
+            state,
+            bound,
+        )
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+        self._declare_dead(f"worker {self.index} hung (no heartbeat for {bound:.1f} s) and was killed", None)
+
+    def _late_reply(self, message: dict[str, Any]) -> None:
+        """A reply to a request that already failed with a timeout: undo what it created."""
+        expired = self._expired.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if expired is None:
+            return
+        method, params = expired
+        if not message.get("ok"):
+            return  # it created nothing
+        undo, keys = UNDO[method]
+        log.warning(
+            "worker %d: %s answered after the request timed out; undoing it with %s",
+            self.index,
+            method,
+            undo,
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._quiet(undo, **{k: params.get(k) for k in keys}), name=f"worker {self.index} undo"
+        )
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _quiet(self, method: str, **params: Any) -> None:
+        try:
+            await self.request(method, **params)
+        except ProtocolError as exc:
+            log.warning("worker %d: %s failed: %s", self.index, method, exc.message)
 
     def _fail_pending(self, reason: str) -> None:
         for future in self._pending.values():
@@ -170,23 +270,28 @@ class WorkerLink:
     async def request(self, method: str, timeout: float | None = None, **params: Any) -> Any:
         if not self.alive or self._socket is None:
             raise ProtocolError(UNAVAILABLE, f"worker {self.index} is not running")
+        budget = timeout or self.config.worker_timeout
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        # The worker refuses the request once this has passed (CLOCK_MONOTONIC: one clock
+        # for all processes of the host), so nothing is created after we gave up.
+        deadline = time.monotonic() + budget
         try:
             # Bounded too: a DEALER whose worker just died has no peer, and its send would
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
-            await asyncio.wait_for(
-                self._socket.send(wire.encode({"id": request_id, "method": method, **params})),
-                timeout or self.config.worker_timeout,
-            )
-            return await asyncio.wait_for(future, timeout or self.config.worker_timeout)
+            message = {"id": request_id, "method": method, "deadline": deadline, **params}
+            await asyncio.wait_for(self._socket.send(wire.encode(message)), budget)
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
+            if method in UNDO and self.alive:
+                self._expired[request_id] = (method, params)
+                if len(self._expired) > MAX_EXPIRED:
+                    del self._expired[next(iter(self._expired))]
             raise ProtocolError(
                 UNAVAILABLE,
-                f"worker {self.index} did not answer {method} within "
-                f"{timeout or self.config.worker_timeout:.0f} s",
+                f"worker {self.index} did not answer {method} within {budget:.0f} s",
             ) from None
         finally:
             self._pending.pop(request_id, None)
@@ -220,12 +325,15 @@ class WorkerLink:
                     continue
         self.alive = False
         self._fail_pending(f"worker {self.index} stopped")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        for task in tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None

@@ -61,12 +61,10 @@ class WorkerPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _recover(self, index: int) -> None:
-        """Tell the rooms what died, then start a fresh worker at the same index."""
+        """Tear down what touched the dead worker (pipes towards it on the others, the
+        rooms' objects on it), then start a fresh worker at the same index."""
         old = self.links.get(index)
-        try:
-            await self._on_death(index)
-        except Exception:
-            log.exception("cleaning up after worker %d died failed", index)
+        await self._forget(index)
         if old is not None:
             await old.stop(timeout=1.0)
         failures = self._failures.get(index, 0)
@@ -84,18 +82,37 @@ class WorkerPool:
                 failures += 1
                 log.error("worker %d restart failed (%s); retrying in a while", index, exc.message)
 
+    async def _forget(self, index: int) -> None:
+        """Worker `index` is gone (dead, hung and killed, or retired): the rooms close what
+        it hosted and tell the peers, then every other worker closes its pipes towards it.
+        Both before a replacement takes the index, which must not get the old streams."""
+        try:
+            await self._on_death(index)
+        except Exception:
+            log.exception("cleaning up after worker %d failed", index)
+        survivors = [link for link in self.links.values() if link.index != index and link.alive]
+        results = await asyncio.gather(
+            *(link.request("pipe.closeTo", workerIndex=index) for link in survivors),
+            return_exceptions=True,
+        )
+        for link, result in zip(survivors, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("worker %d: closing its pipes to worker %d failed: %s", link.index, index, result)
+
     async def _watch_load(self) -> None:
         while True:
             await asyncio.sleep(INFO_INTERVAL)
-            for link in list(self.links.values()):
-                if link.alive:
-                    try:
-                        await link.refresh_info()
-                        # A worker that stays up a minute is healthy again.
-                        if time.monotonic() - link.started_at > 60:
-                            self._failures.pop(link.index, None)
-                    except ProtocolError as exc:
-                        log.warning("worker %d load report failed: %s", link.index, exc.message)
+            # All at once: one slow (or hung) worker must not hold up the others' reports.
+            links = [link for link in self.links.values() if link.alive]
+            results = await asyncio.gather(*(link.refresh_info() for link in links), return_exceptions=True)
+            for link, result in zip(links, results, strict=True):
+                if isinstance(result, ProtocolError):
+                    log.warning("worker %d load report failed: %s", link.index, result.message)
+                elif isinstance(result, BaseException):
+                    log.error("worker %d load report failed: %r", link.index, result)
+                elif time.monotonic() - link.started_at > 60:
+                    # A worker that stays up a minute is healthy again.
+                    self._failures.pop(link.index, None)
 
     def alive(self, index: int) -> bool:
         link = self.links.get(index)
@@ -141,7 +158,7 @@ class WorkerPool:
             for index in current[count:]:
                 link = self.links[index]
                 link.stopping = True  # no new placements
-                await self._on_death(index)
+                await self._forget(index)
                 await link.stop()
                 del self.links[index]
                 retired.append(index)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,7 @@ class Worker:
         self.forwarder.on_switch = self.router.complete_switch
         self._process = psutil.Process()
         self._handlers: dict[str, Callable[[Params], Any]] = {
+            "worker.ping": self._worker_ping,
             "worker.info": self._worker_info,
             "worker.dump": self._worker_dump,
             "worker.close": self._worker_close,
@@ -124,6 +126,7 @@ class Worker:
             "consumer.setPreferredProfile": self._consumer_set_preferred_profile,
             "pipe.open": self._pipe_open,
             "pipe.close": self._pipe_close,
+            "pipe.closeTo": self._pipe_close_to,
             "stats.get": self._stats_get,
         }
         self.exit_reason = ""
@@ -213,6 +216,7 @@ class Worker:
             handler = self._handlers.get(method)
             if handler is None:
                 raise ProtocolError(UNKNOWN_METHOD, f"unknown method {method!r:.60}")
+            self._check_deadline(message.get("deadline"))
             data = handler(Params(method, message))
         except ProtocolError as err:
             log.warning("worker %d: request %r (%s) refused: %s", self.index, request_id, method, err.message)
@@ -224,6 +228,22 @@ class Worker:
             self.channel.send(wire.reply_error(request_id, err))
             return
         self.channel.send(wire.reply_ok(request_id, {} if data is None else data))
+
+    @staticmethod
+    def _check_deadline(deadline: Any) -> None:
+        """Refuse a request the supervisor has already given up on (it waited `worker_timeout`
+        for the reply: this worker was stopped, or behind): executing it now would create
+        objects the supervisor does not know. `deadline` is CLOCK_MONOTONIC seconds, which
+        is one clock for every process of the host (Linux)."""
+        if deadline is None:
+            return
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+            raise bad_request(f"deadline must be a number (monotonic seconds), got {deadline!r:.40}")
+        late = time.monotonic() - deadline
+        if late > 0:
+            raise ProtocolError(
+                UNAVAILABLE, f"request arrived {late:.1f} s after its deadline; not executed"
+            )
 
     def emit(self, name: str, **fields: Any) -> None:
         self.channel.send(wire.event(name, **fields))
@@ -441,6 +461,10 @@ class Worker:
         return self._lookup(p, "consumer", self.router.consumers)
 
     # -- worker.* -----------------------------------------------------------------------
+
+    def _worker_ping(self, p: Params) -> dict[str, Any]:
+        """The supervisor's heartbeat: answering proves this loop turns."""
+        return {}
 
     def _worker_info(self, p: Params) -> dict[str, Any]:
         fwd = self.forwarder
@@ -853,6 +877,17 @@ class Worker:
         self.pipes.close_batch(self.router.remove_pipe(producer, dest))
         log.info("producer %d: pipe to worker %d closed", producer.id, dest)
         return {}
+
+    def _pipe_close_to(self, p: Params) -> dict[str, Any]:
+        """Worker `workerIndex` died or was retired: close every pipe towards it (its
+        replacement at the same index must not receive the old worker's streams)."""
+        dest = p.int("workerIndex", 0, 65535)
+        closed = [producer for producer in self.router.producers.values() if dest in producer.pipes]
+        for producer in closed:
+            self.pipes.close_batch(self.router.remove_pipe(producer, dest))
+        if closed:
+            log.info("pipes to worker %d closed: producers %s", dest, [x.id for x in closed])
+        return {"producers": [x.id for x in closed]}
 
 
 def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.asyncio
+from tureen.shared import wire
 from tureen.shared.config import Config
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.worker_link import WorkerLink
@@ -32,4 +33,49 @@ async def test_a_request_to_a_worker_that_is_gone_fails_in_time(tmp_path: Path) 
         assert time.monotonic() - started < 3
     finally:
         sock.close(linger=0)
+        ctx.term()
+
+
+async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> None:
+    """The worker executed a create just before the deadline the request carried, and its
+    reply came after the supervisor gave up: the link closes what was created, so nothing
+    lives on the worker that the supervisor does not know."""
+    ctx = zmq.asyncio.Context()
+    link = WorkerLink(0, Config(), tmp_path, ctx, lambda *a: None, lambda *a: None)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
+    worker = ctx.socket(zmq.DEALER)  # the worker's end, played by the test
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(f"ipc://{tmp_path}/worker-0.ipc")
+    link._socket = sock
+    link.alive = True
+    reader = asyncio.get_running_loop().create_task(link._read())
+    try:
+        with pytest.raises(ProtocolError) as err:
+            await link.request("transport.createPlain", timeout=0.3, transportId=77, comedia=True)
+        assert err.value.code == "unavailable"
+        request = wire.decode(await asyncio.wait_for(worker.recv(), 5))
+        assert request["method"] == "transport.createPlain"
+        assert isinstance(request["deadline"], float) and request["deadline"] <= time.monotonic()
+        await worker.send(wire.encode(wire.reply_ok(request["id"], {"ip": "127.0.0.1", "port": 40000})))
+        undo = wire.decode(await asyncio.wait_for(worker.recv(), 5))
+        assert undo["method"] == "transport.close" and undo["transportId"] == 77
+        await worker.send(wire.encode(wire.reply_ok(undo["id"], {})))
+
+        # A create that failed, late, is left alone; so is a late reply to a non-create.
+        for method, params in (("producer.create", {"producerId": 5}), ("producer.pause", {"producerId": 5})):
+            with pytest.raises(ProtocolError):
+                await link.request(method, timeout=0.2, **params)
+            late = wire.decode(await asyncio.wait_for(worker.recv(), 5))
+            if method == "producer.create":
+                await worker.send(wire.encode(wire.reply_error(late["id"], ProtocolError("duplicate", "x"))))
+            else:
+                await worker.send(wire.encode(wire.reply_ok(late["id"], {})))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.recv(), 0.5)
+    finally:
+        reader.cancel()
+        sock.close(linger=0)
+        worker.close(linger=0)
         ctx.term()
