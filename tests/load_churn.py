@@ -457,29 +457,47 @@ class Churn:
                     got.setdefault(key, set()).add((note["method"], note["id"]))
         return got
 
+    async def _worker_pid(self, index: int) -> int | None:
+        """The pid of worker `index` when it is alive, else None."""
+        for w in (await self.client.server_info())["workers"]:
+            if w["index"] == index and w["alive"]:
+                return w["pid"]
+        return None
+
+    async def kill(self, index: int) -> int:
+        """kill -9 worker `index` now; returns its pid."""
+        pid = await self._worker_pid(index)
+        assert pid is not None, f"worker {index} is not running"
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    async def restarted(
+        self, server: Any, index: int, old_pid: int, timeout: float = 30.0
+    ) -> int | None:
+        """The pid of the worker that replaced `old_pid` at `index`, waited for (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = await self._worker_pid(index)
+            if pid is not None and pid != old_pid:
+                if hasattr(server, "worker_pids"):
+                    server.worker_pids.append(pid)  # stopped with the others at the end
+                return pid
+            await asyncio.sleep(0.1)
+        return None
+
     async def kill_worker(self, server: Any, index: int, timeout: float = 30.0) -> dict[str, Any]:
-        """kill -9 worker `index`; wait (bounded) for every expected closure notification and
-        for the restarted worker. Returns {expected, got, oldPid, newPid}."""
+        """kill -9 worker `index` with no request in flight; wait (bounded) for the restarted
+        worker and every expected closure notification. Returns {expected, got, oldPid, newPid}."""
         expected = await self.expected_on_death(index)
         marks = {key: len(peer.notes) for key, peer in self.peers.items()}
-        old_pid = next(
-            w["pid"] for w in (await self.client.server_info())["workers"] if w["index"] == index
-        )
-        os.kill(old_pid, signal.SIGKILL)
+        old_pid = await self.kill(index)
+        new_pid = await self.restarted(server, index, old_pid, timeout)
         deadline = time.monotonic() + timeout
-        new_pid = None
         while time.monotonic() < deadline:
             got = self.closures_since(marks)
-            worker = next(
-                w for w in (await self.client.server_info())["workers"] if w["index"] == index
-            )
-            if worker["alive"] and worker["pid"] != old_pid:
-                new_pid = worker["pid"]
-            if new_pid is not None and all(expected[k] <= got.get(k, set()) for k in expected):
+            if all(expected[k] <= got.get(k, set()) for k in expected):
                 break
             await asyncio.sleep(0.1)
-        if new_pid is not None and hasattr(server, "worker_pids"):
-            server.worker_pids.append(new_pid)  # stopped with the others at the end
         return {
             "expected": expected,
             "got": self.closures_since(marks),

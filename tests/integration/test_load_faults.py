@@ -7,6 +7,10 @@ while media flows, and a worker killed (SIGKILL) in the middle. Checked:
   its transports on the dead worker, consumerClosed for its consumers of producers there),
   the worker is restarted, and every affected peer rebuilds its media (new transports,
   producers, consumers) and packets flow again;
+- the other worker killed in the middle of a churn wave, with requests in flight: only
+  `unavailable` / `not_found` failures, and everything converges as after the quiet kill;
+- after each settle, the supervisor's rooms and the workers' tables agree (transports,
+  producers, pipes, enabled consumers);
 - at the end, after every peer left and every room closed: no room, no transport, producer,
   consumer or pipe on any worker, no UDP socket or fd beyond the baseline taken before the
   load, no asyncio task beyond it in the supervisor, and supervisor and worker RSS within
@@ -98,10 +102,26 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
         assert churn.consumers_checked(rebuilt) > 20, f"too little rebuilt media to test {where}"
         assert await churn.check_media() == [], f"after the rebuild {where}"
 
-        # More churn on the repaired server, then everyone leaves and every room closes.
-        await churn.churn(SECOND_WAVE, leave_share=0.5, producing_share=0.6)
-        incomplete = await churn.settle()
-        assert churn.errors == [], where
+        # More churn on the repaired server, and the other worker killed in its middle:
+        # requests in flight to it may fail (unavailable, or not_found for what closed with
+        # it); peers retry, and everything must converge as after a quiet kill.
+        other = 1 - index
+        wave = asyncio.ensure_future(churn.churn(SECOND_WAVE, leave_share=0.5, producing_share=0.6))
+        joined = len(churn.active())
+        for _ in range(300):  # bounded: until a quarter of the wave is in (or 30 s)
+            if len(churn.active()) >= joined + SECOND_WAVE // 4 or wave.done():
+                break
+            await asyncio.sleep(0.1)
+        old_pid = await churn.kill(other)
+        await wave
+        assert await churn.restarted(server, other, old_pid) is not None, f"worker {other} {where}"
+        incomplete = await churn.settle(retry_errors=True)
+        unexpected = [
+            e for e in churn.errors if ": unavailable: " not in e and ": not_found: " not in e
+        ]
+        assert unexpected == [], f"killing worker {other} mid-churn {where}"
+        mid_kill_errors = len(churn.errors)
+        churn.errors.clear()
         assert incomplete == [], where
         assert await disagreements(client, list(churn.rooms)) == [], (
             f"after the second wave {where}"
@@ -121,6 +141,7 @@ async def scenario(server_endpoint: str, server: object, seed: int) -> dict[str,
             "affected": len(expected),
             "checked": before_kill,
             "tolerated": dict(churn.tolerated),
+            "midKillErrors": mid_kill_errors,
             "peers": churn._names,
         }
 
