@@ -105,6 +105,7 @@ class Churn:
         self.sem = asyncio.Semaphore(concurrency)
         self.rooms: dict[str, dict[str, Any]] = {}  # room id -> rtpCapabilities
         self.peers: dict[tuple[str, str], SimPeer] = {}
+        self.joins = 0  # peers that joined, in all
         self.errors: list[str] = []  # requests that failed where the model says they must not
         self.tolerated: Counter[str] = Counter()  # races the protocol allows (see _enable)
         self._ids = itertools.count(10_000_000)
@@ -164,6 +165,7 @@ class Churn:
                 peer, "join", peerName=peer.name, rtpCapabilities=caps, spy=False
             )
             peer.joined = True
+            self.joins += 1
             for other in reply["peers"]:
                 for data in other["consumers"]:
                     self._add_consumer(peer, data)
