@@ -37,9 +37,9 @@ from load_churn import (  # noqa: E402
     Churn,
     MiB,
     disagreements,
-    growth_problems,
     leftovers,
     server_figures,
+    settled_figures,
 )
 from support import ServerProcess  # noqa: E402
 from tureen.shared.client import TureenClient  # noqa: E402
@@ -218,11 +218,14 @@ async def soak(args: argparse.Namespace, out: Path) -> int:
                 found = await cycle(churn, args, kill_due, server, sampler)
                 cycles += 1
                 sampler.cycle_ends.append(time.monotonic() - sampler.started)
-                figures = await server_figures(client)
                 if baseline is None:
-                    baseline = figures  # after the first cycle: warmed up
+                    baseline = figures = await server_figures(client)  # after a cycle: warm
                 else:
-                    found += growth_problems(baseline, figures, rss_margin=args.rss_margin * MiB)
+                    # Retried a while: the sampler's own server.info is a task for a moment.
+                    figures, growth = await settled_figures(
+                        client, baseline, rss_margin=args.rss_margin * MiB
+                    )
+                    found += growth
                 new_errors = churn.errors[reported:]
                 reported = len(churn.errors)
                 found += [f"request failed: {e}" for e in new_errors[:20]]
