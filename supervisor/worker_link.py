@@ -281,8 +281,17 @@ class WorkerLink:
             # Bounded too: a DEALER whose worker just died has no peer, and its send would
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
+            # Ended by the death as well: a send to a worker that died before we noticed waits
+            # (no peer), and `_fail_pending` only fails `future`.
             message = {"id": request_id, "method": method, "deadline": deadline, **params}
-            await asyncio.wait_for(self._socket.send(wire.encode(message)), budget)
+            sending = asyncio.ensure_future(self._socket.send(wire.encode(message)))
+            await asyncio.wait({sending, future}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+            if sending.done():
+                sending.result()  # a failed send fails the request
+            else:
+                sending.cancel()
+                if not future.done():
+                    raise TimeoutError
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             if method in UNDO and self.alive:
