@@ -248,6 +248,14 @@ async def soak(args: argparse.Namespace, out: Path) -> int:
             sampler.close()
     finally:
         server.stop()
+    # The server's own account: errors (other than the kills' "exited unexpectedly") and tracebacks.
+    log_lines = server.log_path.read_text(errors="replace").splitlines()
+    problems += [
+        f"server log: {line}"
+        for line in log_lines
+        if ((" ERROR " in line or " CRITICAL " in line) and "exited unexpectedly" not in line)
+        or "Traceback" in line
+    ]
     summarize(sampler, args.workers, cycles, churn, problems)
     try:
         plot(sampler.rows, sampler.kills, args.workers, out / "soak.png")
