@@ -297,14 +297,16 @@ def start_server(endpoint: str, workers: int, serve_args: list[str]) -> subproce
     return subprocess.Popen(args)
 
 
-async def wait_ready(endpoint: str, timeout: float, process: subprocess.Popen[bytes] | None) -> dict[str, Any]:
+async def wait_ready(
+    endpoint: str, timeout: float, process: subprocess.Popen[bytes] | None, **curve: str | None
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"tureen serve exited with {process.returncode}")
         try:
-            async with TureenClient(endpoint, timeout=1.0) as probe:
+            async with TureenClient(endpoint, timeout=1.0, **curve) as probe:
                 info = await probe.server_info()
             if info["workers"] and all(w["alive"] for w in info["workers"]):
                 return info
@@ -331,9 +333,13 @@ async def serve_demo(
     workers: int = 2,
     serve_args: list[str] | None = None,
     ready_file: Path | None = None,
+    curve_cert: str | None = None,
+    curve_server_key: str | None = None,
 ) -> None:
     """Run the demo until SIGINT/SIGTERM: a child `tureen serve` (unless `connect` names a
-    running one) and the signaling app on http://host:port/."""
+    running one) and the signaling app on http://host:port/. `curve_cert` and
+    `curve_server_key` are the TureenClient's CURVE keys for a server that requires them."""
+    curve = {"curve_cert": curve_cert, "curve_server_key": curve_server_key}
     if not BUNDLE.exists():
         log.warning(
             "%s is missing: the page cannot load mediasoup-client. Build it with "
@@ -350,9 +356,9 @@ async def serve_demo(
         loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
     try:
-        info = await wait_ready(endpoint, 30.0, process)
+        info = await wait_ready(endpoint, 30.0, process, **curve)
         log.info("Tureen %s at %s: %d workers", info["version"], endpoint, len(info["workers"]))
-        async with TureenClient(endpoint, timeout=15.0) as client:
+        async with TureenClient(endpoint, timeout=15.0, **curve) as client:
             relay = Relay(client)
             runner = web.AppRunner(make_app(relay), access_log=None)
             await runner.setup()

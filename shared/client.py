@@ -5,9 +5,12 @@
         caps = await client.peer_request(room["roomId"], None, {"method": "queryRoom", "target": "room"})
         event = await client.next_event(lambda e: e.get("event") == "notification", timeout=5)
 
+With a CURVE server (docs/security.md) give the client's secret certificate and the server's
+public key: `TureenClient(endpoint, curve_cert="app.key_secret", curve_server_key="server.key")`.
+
 Replies are matched to requests by id; events (no id) are queued and read with
 `next_event` (which can pick one event out of order by a predicate) or `on_event` callbacks.
-This is the only module of tureen.shared that does I/O.
+This is the only module of tureen.shared that does network I/O.
 """
 
 from __future__ import annotations
@@ -15,18 +18,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from . import wire
+from .curve import load_client_keys
 from .errors import UNAVAILABLE, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4477"
 Event = dict[str, Any]
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def _handshake_problem(event: int, value: int, curve: bool) -> str | None:
+    """What a ZeroMQ handshake event says about this client's setup (None: all is well)."""
+    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        return None
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            "the server refused this client's CURVE key: copy its public certificate (NAME.key) "
+            "into the server's curve_clients_dir"
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if curve:
+            return "the server does not use CURVE: connect without --curve-cert/--curve-server-key"
+        return (
+            "the server requires CURVE: give --curve-cert and --curve-server-key "
+            "(TUREEN_CURVE_CERT, TUREEN_CURVE_SERVER_KEY; docs/security.md)"
+        )
+    if curve:
+        return "the CURVE handshake failed: is --curve-server-key the public key of this server?"
+    return "the ZeroMQ handshake with the server failed"
 
 
 class TureenClient:
@@ -39,8 +72,17 @@ class TureenClient:
         timeout: float = 15.0,
         ctx: zmq.asyncio.Context | None = None,
         max_events: int = 100_000,
+        curve_cert: str | os.PathLike[str] | None = None,
+        curve_server_key: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`curve_cert`: this client's secret certificate (NAME.key_secret); `curve_server_key`:
+        the server's public key, as a certificate file or its 40 Z85 characters. Both or
+        neither; a bad one raises ValueError here, not at the first request."""
         self.endpoint = endpoint
+        self.curve = load_client_keys(
+            os.fspath(curve_cert) if curve_cert else None,
+            os.fspath(curve_server_key) if curve_server_key else None,
+        )
         self.timeout = timeout
         self._ctx = ctx or zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket | None = None
@@ -50,28 +92,49 @@ class TureenClient:
         self._event_added: asyncio.Event | None = None
         self._callbacks: list[Callable[[Event], None]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # Why the last connection attempt failed (CURVE key refused, CURVE on one side only),
+        # for the message of a request that gets no answer.
+        self.handshake_error: str | None = None
 
     async def connect(self) -> TureenClient:
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(self._socket)
+        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_EVENTS)
         self._socket.connect(self.endpoint)
         self._event_added = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="tureen client")
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read(), name="tureen client")
+        self._watcher = loop.create_task(self._watch_handshakes(), name="tureen client handshakes")
         return self
 
+    async def _watch_handshakes(self) -> None:
+        assert self._monitor is not None
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            self.handshake_error = _handshake_problem(event["event"], event["value"], self.curve is not None)
+
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._watcher = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ProtocolError(UNAVAILABLE, "client closed"))
         self._pending.clear()
         if self._socket is not None:
+            self._socket.disable_monitor()
             self._socket.close(linger=0)
             self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     async def __aenter__(self) -> TureenClient:
         return await self.connect()
@@ -114,10 +177,15 @@ class TureenClient:
         try:
             return await asyncio.wait_for(future, timeout or self.timeout)
         except TimeoutError:
+            if self.handshake_error is not None:
+                hint = self.handshake_error
+            elif self.curve is not None:
+                hint = "is `tureen serve` running there, and is this client's public key in its curve_clients_dir?"
+            else:
+                hint = "is `tureen serve` running there?"
             raise ProtocolError(
                 UNAVAILABLE,
-                f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; "
-                "is `tureen serve` running there?",
+                f"no answer to {method} from {self.endpoint} within {timeout or self.timeout:.0f} s; {hint}",
             ) from None
         finally:
             self._pending.pop(request_id, None)
@@ -142,7 +210,12 @@ class TureenClient:
         return await self.request("room.dump", roomId=room_id)
 
     async def subscribe(self, room_id: str) -> None:
+        """Receive `room_id`'s events on this connection too (the creator keeps them)."""
         await self.request("room.subscribe", roomId=room_id)
+
+    async def unsubscribe(self, room_id: str) -> None:
+        """Stop receiving `room_id`'s events on this connection."""
+        await self.request("room.unsubscribe", roomId=room_id)
 
     async def peer_request(self, room_id: str, peer_name: str | None, request: dict[str, Any]) -> Any:
         """Hand over a client->server protocol request; returns the protocol response."""

@@ -8,13 +8,25 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .curve import endpoint_is_local
+
 FANOUTS = ("auto", "native", "python")
+# The quota keys of Config (each a number >= 1).
+LIMITS = (
+    "max_rooms",
+    "max_peers_per_room",
+    "max_transports_per_peer",
+    "max_producers_per_peer",
+    "max_consumers_per_peer",
+    "max_app_data_bytes",
+    "max_requests_per_second",
+    "max_requests_burst",
+)
 
 
 @dataclass
@@ -25,7 +37,8 @@ class Config:
     workers: int = 0
     # Pin each worker to one CPU (psutil cpu_affinity); off where affinity is not allowed.
     pin_workers: bool = True
-    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder.
+    # Folder for the supervisor <-> worker ipc:// sockets; empty = a fresh temporary folder
+    # (claimed, locked and cleaned by supervisor/run_dir.py).
     run_dir: str = ""
     # Address the media sockets bind to, and the address announced to clients (NAT).
     rtc_ipv4: str = "127.0.0.1"
@@ -49,20 +62,33 @@ class Config:
     # Faults (docs/operations.md): a worker that answers no heartbeat (one a second) for
     # this long is treated as dead: killed, its requests failed, its peers told, replaced.
     worker_heartbeat_timeout: float = 5.0
+    # Limits (docs/configuration.md, "Limits"): what one app connection, room or peer may
+    # take. Past one, the request fails with code `limit` and changes nothing. The defaults
+    # stop one client from taking every port or filling memory, and leave a real conference
+    # (hundreds of peers, a few transports and producers each) far from them.
+    max_rooms: int = 1000
+    max_peers_per_room: int = 500
+    max_transports_per_peer: int = 8
+    max_producers_per_peer: int = 16
+    max_consumers_per_peer: int = 1000
+    max_app_data_bytes: int = 16 * 1024
+    max_requests_per_second: float = 1000.0  # per control connection (token bucket)
+    max_requests_burst: int = 2000
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
+    # Authentication of the control API with ZeroMQ CURVE (docs/security.md). The server's
+    # secret certificate (NAME.key_secret from `tureen keys generate`) and the folder of the
+    # public certificates (*.key) of the clients it accepts, re-read on each new connection;
+    # both or neither. Without them, a control endpoint reachable from the network is
+    # refused unless `insecure` is true.
+    curve_server_cert: str = ""
+    curve_clients_dir: str = ""
+    insecure: bool = False
     # Extra, free-form settings for later features (kept so old files keep loading).
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
-
-    def resolved_run_dir(self) -> Path:
-        if self.run_dir:
-            path = Path(self.run_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        return Path(tempfile.mkdtemp(prefix="tureen-"))
 
     def validate(self) -> None:
         if not (1 <= self.rtc_min_port <= self.rtc_max_port <= 65535):
@@ -96,8 +122,32 @@ class Config:
                     ok = False
                 if not ok:
                     raise ValueError(f"{name} must be an IPv{family} address, got {value!r}")
+        for name in LIMITS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ValueError(f"{name} must be a number >= 1, got {value!r}")
+        if self.max_app_data_bytes < 64:
+            raise ValueError(f"max_app_data_bytes must be >= 64, got {self.max_app_data_bytes}")
         if not self.rtc_ipv4 and not self.rtc_ipv6:
             raise ValueError("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
+
+    def validate_control_security(self) -> None:
+        """CURVE settings complete, and no unauthenticated control API on the network.
+
+        Separate from validate(): `tureen serve` runs it once every source (file, env, flags)
+        is merged, so that e.g. a file's endpoint and a flag's --insecure go together."""
+        if bool(self.curve_server_cert) != bool(self.curve_clients_dir):
+            raise ValueError(
+                "CURVE needs both curve_server_cert (--curve-server-cert) and curve_clients_dir "
+                "(--curve-clients), or neither"
+            )
+        if not self.curve_server_cert and not self.insecure and not endpoint_is_local(self.control_endpoint):
+            raise ValueError(
+                f"control_endpoint {self.control_endpoint} can be reached from the network but the "
+                "control API has no authentication: set curve_server_cert and curve_clients_dir "
+                "(--curve-server-cert, --curve-clients; docs/security.md), bind a loopback or ipc:// "
+                "address, or set insecure = true (--insecure) if a firewall protects it"
+            )
 
     def updated(self, **changes: Any) -> Config:
         """A copy with the given non-None fields replaced (CLI flags pass None when unset)."""

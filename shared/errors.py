@@ -17,10 +17,21 @@ DUPLICATE = "duplicate"  # id or name already in use
 INVALID_STATE = "invalid_state"  # right message at the wrong moment (closed, already enabled...)
 UNSUPPORTED = "unsupported"  # codecs or parameters that cannot be served
 UNAVAILABLE = "unavailable"  # no worker, worker died, timeout
+LIMIT = "limit"  # a configured quota (rooms, peers, transports, appData bytes, request rate)
 INTERNAL = "internal"
 
 CODES = frozenset(
-    {BAD_REQUEST, UNKNOWN_METHOD, NOT_FOUND, DUPLICATE, INVALID_STATE, UNSUPPORTED, UNAVAILABLE, INTERNAL}
+    {
+        BAD_REQUEST,
+        UNKNOWN_METHOD,
+        NOT_FOUND,
+        DUPLICATE,
+        INVALID_STATE,
+        UNSUPPORTED,
+        UNAVAILABLE,
+        LIMIT,
+        INTERNAL,
+    }
 )
 
 
@@ -64,3 +75,8 @@ def duplicate(message: str) -> ProtocolError:
 
 def unsupported(message: str) -> ProtocolError:
     return ProtocolError(UNSUPPORTED, message)
+
+
+def limit(message: str) -> ProtocolError:
+    """A quota of the server's configuration was reached; the message names the config key."""
+    return ProtocolError(LIMIT, message)

@@ -1,4 +1,4 @@
-"""The `tureen` command: serve, status, rooms, workers scale."""
+"""The `tureen` command: serve, status, rooms, workers, keys, demo."""
 
 from __future__ import annotations
 
@@ -14,15 +14,32 @@ import typer
 
 from ..shared.client import DEFAULT_ENDPOINT, TureenClient
 from ..shared.config import Config, load_config
+from ..shared.curve import generate_keys, load_client_keys, load_key_pair
 from ..shared.errors import ProtocolError
 from ..shared.logs import configure
 
 app = typer.Typer(help="Tureen: a WebRTC SFU speaking the mediasoup v2 protocol.", no_args_is_help=True)
 workers_app = typer.Typer(help="Inspect and scale the worker pool.", no_args_is_help=True)
 app.add_typer(workers_app, name="workers")
+keys_app = typer.Typer(help="CURVE keys for the control API (docs/security.md).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 log = logging.getLogger("tureen.cli")
 
 ControlOpt = Annotated[str, typer.Option("--control", "-c", help="Control API endpoint.")]
+CurveCertOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-cert", envvar="TUREEN_CURVE_CERT", show_envvar=True,
+        help="This client's secret certificate (NAME.key_secret) for a server with CURVE.",
+    ),
+]
+CurveServerKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--curve-server-key", envvar="TUREEN_CURVE_SERVER_KEY", show_envvar=True,
+        help="The server's public key: its NAME.key file or the 40 Z85 characters.",
+    ),
+]
 
 
 # Shutdown (SIGTERM/SIGINT): rooms close within ROOMS_CLOSE_TIMEOUT, then the control socket
@@ -82,6 +99,16 @@ def serve(
     io_uring: Annotated[
         bool | None, typer.Option("--io-uring/--no-io-uring", help="Native core: send with io_uring.")
     ] = None,
+    curve_server_cert: Annotated[
+        str | None, typer.Option(help="Enable CURVE: the server's secret certificate (NAME.key_secret).")
+    ] = None,
+    curve_clients: Annotated[
+        str | None, typer.Option(help="CURVE: folder of the allowed clients' public certificates (*.key).")
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option("--insecure", help="Allow a control endpoint reachable from the network without CURVE."),
+    ] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""
     try:
@@ -99,8 +126,17 @@ def serve(
             log_level=log_level,
             fanout=fanout,
             io_uring=io_uring,
+            curve_server_cert=curve_server_cert,
+            curve_clients_dir=curve_clients,
+            insecure=insecure,
         )
         config.validate()
+        config.validate_control_security()
+        if config.curve_server_cert:
+            from .curve_auth import check_clients_dir
+
+            load_key_pair(config.curve_server_cert)
+            check_clients_dir(config.curve_clients_dir)
         configure(config.log_level, "supervisor")
     except (ValueError, OSError) as exc:
         typer.echo(f"tureen: configuration error: {exc}", err=True)
@@ -112,9 +148,17 @@ def serve(
         raise typer.Exit(1) from None
 
 
-def _call(endpoint: str, method: str, **params: Any) -> Any:
+def _call(
+    endpoint: str, method: str, curve_cert: str | None = None, curve_server_key: str | None = None, **params: Any
+) -> Any:
+    try:
+        client = TureenClient(endpoint, timeout=5.0, curve_cert=curve_cert, curve_server_key=curve_server_key)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"tureen: {exc}", err=True)
+        raise typer.Exit(2) from None
+
     async def run() -> Any:
-        async with TureenClient(endpoint, timeout=5.0) as client:
+        async with client:
             return await client.request(method, **params)
 
     try:
@@ -129,9 +173,14 @@ def _print(data: Any, as_json: bool) -> None:
 
 
 @app.command()
-def status(control: ControlOpt = DEFAULT_ENDPOINT, as_json: bool = typer.Option(False, "--json")) -> None:
+def status(
+    control: ControlOpt = DEFAULT_ENDPOINT,
+    as_json: bool = typer.Option(False, "--json"),
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
     """Show version, workers (pid, cpu, load) and rooms of a running server."""
-    info = _call(control, "server.info")
+    info = _call(control, "server.info", curve_cert, curve_server_key)
     if as_json:
         _print(info, True)
         return
@@ -146,9 +195,14 @@ def status(control: ControlOpt = DEFAULT_ENDPOINT, as_json: bool = typer.Option(
 
 
 @app.command()
-def rooms(control: ControlOpt = DEFAULT_ENDPOINT, as_json: bool = typer.Option(False, "--json")) -> None:
+def rooms(
+    control: ControlOpt = DEFAULT_ENDPOINT,
+    as_json: bool = typer.Option(False, "--json"),
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
     """List the rooms of a running server."""
-    listing = _call(control, "room.list")
+    listing = _call(control, "room.list", curve_cert, curve_server_key)
     if as_json:
         _print(listing, True)
         return
@@ -162,24 +216,62 @@ def rooms(control: ControlOpt = DEFAULT_ENDPOINT, as_json: bool = typer.Option(F
 
 
 @workers_app.command("scale")
-def workers_scale(count: int, control: ControlOpt = DEFAULT_ENDPOINT) -> None:
+def workers_scale(
+    count: int,
+    control: ControlOpt = DEFAULT_ENDPOINT,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
     """Grow or shrink the worker pool of a running server to COUNT workers."""
     with contextlib.suppress(KeyboardInterrupt):
-        result = _call(control, "workers.scale", count=count)
+        result = _call(control, "workers.scale", curve_cert, curve_server_key, count=count)
         typer.echo(f"{len(result['workers'])} workers; retired: {result['retired'] or 'none'}")
 
 
 @workers_app.command("list")
-def workers_list(control: ControlOpt = DEFAULT_ENDPOINT) -> None:
+def workers_list(
+    control: ControlOpt = DEFAULT_ENDPOINT,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
     """Show the workers of a running server."""
-    _print(_call(control, "server.info")["workers"], True)
+    _print(_call(control, "server.info", curve_cert, curve_server_key)["workers"], True)
 
 
 @workers_app.command("dump")
-def workers_dump(index: int, control: ControlOpt = DEFAULT_ENDPOINT) -> None:
+def workers_dump(
+    index: int,
+    control: ControlOpt = DEFAULT_ENDPOINT,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
     """Print worker INDEX's data-path state as JSON: transports (ICE/DTLS state, selected
     tuple, drop counters), producers, consumers and the forwarder's counters."""
-    _print(_call(control, "worker.dump", index=index), True)
+    _print(_call(control, "worker.dump", curve_cert, curve_server_key, index=index), True)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the key pair into (created 0700).")],
+    name: Annotated[str, typer.Option(help="File name of the pair: NAME.key and NAME.key_secret.")] = "tureen",
+) -> None:
+    """Write a CURVE key pair in ZeroMQ's certificate format: NAME.key (public) and
+    NAME.key_secret (secret, mode 0600). Never overwrites."""
+    try:
+        public, secret = generate_keys(out, name)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"tureen keys: {exc}", err=True)
+        raise typer.Exit(2) from None
+    key = load_key_pair(secret)[0].decode()
+    typer.echo(
+        f"public key  {public}  ({key})\n"
+        f"secret key  {secret}  (mode 600: keep it on this machine only)\n"
+        "For the server: tureen serve --curve-server-cert SECRET --curve-clients CLIENTS_DIR,\n"
+        "  and give the public key to the clients (--curve-server-key).\n"
+        "For a client: copy the public .key file into the server's CLIENTS_DIR (takes effect on\n"
+        "  the next connection), and use --curve-cert SECRET --curve-server-key SERVER_KEY.\n"
+        "See docs/security.md."
+    )
 
 
 @app.command()
@@ -193,9 +285,20 @@ def demo(
     rtc_ip: Annotated[str | None, typer.Option(help="rtc_ipv4 of the child `tureen serve`.")] = None,
     announced_ip: Annotated[str | None, typer.Option(help="Announced IPv4 of the child server.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
 ) -> None:
-    """Run the browser demo: a `tureen serve` child plus the signaling app (docs/browser.md)."""
+    """Run the browser demo: a `tureen serve` child plus the signaling app (docs/browser.md).
+    The --curve-* keys are used with --connect only (the child server listens on loopback)."""
     from ..demo.app import serve_demo
+
+    if not connect:
+        curve_cert = curve_server_key = None
+    try:
+        load_client_keys(curve_cert, curve_server_key)  # a bad key stops here, before anything runs
+    except (ValueError, OSError) as exc:
+        typer.echo(f"tureen demo: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     configure(log_level, "demo")
     serve_args = ["--log-level", log_level]
@@ -204,7 +307,7 @@ def demo(
     if announced_ip:
         serve_args += ["--announced-ip", announced_ip]
     try:
-        asyncio.run(serve_demo(host, port, connect, workers, serve_args))
+        asyncio.run(serve_demo(host, port, connect, workers, serve_args, curve_cert=curve_cert, curve_server_key=curve_server_key))
     except (RuntimeError, OSError) as exc:
         typer.echo(f"tureen demo: {exc}", err=True)
         raise typer.Exit(1) from None

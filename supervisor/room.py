@@ -15,7 +15,7 @@ Closing is best effort on the worker side (a dead worker must not stop a peer fr
 never on the state side.
 
 Notifications go out through `RoomServices.emit`, tagged with the peer they are for; the
-control server forwards them to the app that subscribed to the room. The supervisor never sees
+control server forwards them to every app connection subscribed to the room. The supervisor never sees
 a packet: only worker-global ids and commands cross to the workers.
 """
 
@@ -34,6 +34,7 @@ from ..shared.errors import (
     bad_request,
     duplicate,
     invalid_state,
+    limit,
     not_found,
     unsupported,
 )
@@ -42,6 +43,7 @@ from ..shared.rtp import capabilities as caps
 from .consumer import PROFILES, Consumer
 from .peer import Peer
 from .producer import Producer
+from .quotas import Quotas
 from .stats import StatsTimers, consumer_entries, parse_interval, producer_entries, transport_entry
 from .transport import Transport
 
@@ -106,8 +108,10 @@ class Room:
         media_codecs: list[Any],
         services: RoomServices,
         app_data: Any = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.id = room_id
+        self.quotas = quotas or Quotas()
         self.media_codecs = media_codecs
         self.rtp_capabilities = caps.room_rtp_capabilities(media_codecs)
         self.app_data = app_data
@@ -218,6 +222,13 @@ class Room:
         target = message.get("target", expected_target)
         if target != expected_target:
             raise bad_request(f"{method} must have target {expected_target!r}, got {target!r}")
+        if method == "join" and peer_name is not None and message.get("peerName") != peer_name:
+            # An app that names the sender in the envelope trusts that name: the join must not
+            # create somebody else (issue 12: "mallory" joining as "alice").
+            raise bad_request(
+                f"join for peer {message.get('peerName')!r} sent as peer {peer_name!r}: the "
+                "envelope's peerName and the join's must agree (or leave the envelope's out)"
+            )
         peer: Peer | None = None
         if method not in ROOM_TARGET:
             if not isinstance(peer_name, str) or not peer_name:
@@ -255,15 +266,15 @@ class Room:
             raise not_found(f"Transport not found: {peer.describe()} has no transport {tid}")
         return transport
 
-    def _producer_of(self, peer: Peer, msg: dict[str, Any]) -> Producer:
-        pid = get_id(msg, "id")
+    def _producer_of(self, peer: Peer, msg: dict[str, Any], key: str = "id") -> Producer:
+        pid = get_id(msg, key)
         producer = peer.producers.get(pid)
         if producer is None:
             raise not_found(f"Producer not found: {peer.describe()} has no producer {pid}")
         return producer
 
-    def _consumer_of(self, peer: Peer, msg: dict[str, Any]) -> Consumer:
-        cid = get_id(msg, "id")
+    def _consumer_of(self, peer: Peer, msg: dict[str, Any], key: str = "id") -> Consumer:
+        cid = get_id(msg, key)
         consumer = peer.consumers.get(cid)
         if consumer is None:
             raise not_found(f"Consumer not found: {peer.describe()} has no consumer {cid}")
@@ -323,6 +334,17 @@ class Room:
             raise duplicate(f"duplicated Peer: peer {name!r} is already in room {self.id!r}")
         peer_caps = caps.check_peer_capabilities(self.rtp_capabilities, msg.get("rtpCapabilities"))
         spy = get_bool(msg, "spy")
+        if len(self.peers) >= self.quotas.peers_per_room:
+            raise limit(
+                f"room {self.id!r} has {len(self.peers)} peers, the most a room may have "
+                "(max_peers_per_room)"
+            )
+        producers = sum(len(other.producers) for other in self.peers.values())
+        if producers > self.quotas.consumers_per_peer:
+            raise limit(
+                f"room {self.id!r} has {producers} producers: a newcomer would receive more "
+                f"than {self.quotas.consumers_per_peer} consumers (max_consumers_per_peer)"
+            )
         peer = Peer(name=name, rtp_capabilities=peer_caps, spy=spy, app_data=msg.get("appData"))
         # Commit: the newcomer gets a consumer of every existing producer (no newConsumer).
         for other in self.peers.values():
@@ -407,6 +429,11 @@ class Room:
             }
             if not flags["udp"] and not flags["tcp"]:
                 raise bad_request("options: at least one of udp and tcp must be true")
+        if len(peer.transports) >= self.quotas.transports_per_peer:
+            raise limit(
+                f"{peer.describe()} has {len(peer.transports)} transports, the most a peer may "
+                "have (max_transports_per_peer): close one before creating another"
+            )
         worker = self._worker_for(peer)
         transport = Transport(
             id=tid,
@@ -660,6 +687,7 @@ class Room:
         assert rtp_parameters is not None
         mapping = caps.producer_mapping(self.rtp_capabilities, kind, rtp_parameters)
         self._check_ssrcs_free(transport, mapping, exclude=None)
+        self._check_producer_quotas(peer)
         producer = Producer(
             id=pid,
             gid=self._services.new_gid(),
@@ -681,6 +709,22 @@ class Room:
                 consumer = self._create_consumer(other, producer)
                 self._notify(other, "newConsumer", **consumer.new_consumer_data())
         return None
+
+    def _check_producer_quotas(self, peer: Peer) -> None:
+        """A new producer of `peer` makes a consumer for every other peer: both bounded."""
+        if len(peer.producers) >= self.quotas.producers_per_peer:
+            raise limit(
+                f"{peer.describe()} has {len(peer.producers)} producers, the most a peer may "
+                "have (max_producers_per_peer): close one before producing another"
+            )
+        most = self.quotas.consumers_per_peer
+        for other in self.peers.values():
+            if other is not peer and not other.closed and len(other.consumers) >= most:
+                raise limit(
+                    f"{other.describe()} already receives {len(other.consumers)} consumers, the "
+                    f"most a peer may (max_consumers_per_peer): room {self.id!r} has too many "
+                    "producers for another one"
+                )
 
     def _check_ssrcs_free(
         self, transport: Transport, mapping: dict[str, Any], exclude: Producer | None
@@ -938,17 +982,17 @@ class Room:
             transport = self._transport_of(peer, msg, "transportId")
             await self._close_transport(transport, notify_owner=True)
         elif action in ("producer.pause", "producer.resume"):
-            producer = self._producer_of(peer, {"id": msg.get("producerId")})
+            producer = self._producer_of(peer, msg, "producerId")
             paused = action == "producer.pause"
             if await self.set_producer_paused(producer, paused):
                 method = "producerPaused" if paused else "producerResumed"
                 self._notify(peer, method, id=producer.id, appData=app_data)
         elif action == "producer.close":
-            producer = self._producer_of(peer, {"id": msg.get("producerId")})
+            producer = self._producer_of(peer, msg, "producerId")
             self._notify(peer, "producerClosed", id=producer.id, appData=app_data)
             await self._close_producer(producer, notify_consumers=True)
         elif action in ("consumer.pause", "consumer.resume"):
-            consumer = self._consumer_of(peer, {"id": msg.get("consumerId")})
+            consumer = self._consumer_of(peer, msg, "consumerId")
             paused = action == "consumer.pause"
             if consumer.paused_by_app != paused:
                 await self._set_consumer_pause(consumer, app=paused)
@@ -960,7 +1004,7 @@ class Room:
                     appData=app_data,
                 )
         elif action == "consumer.setPreferredProfile":
-            consumer = self._consumer_of(peer, {"id": msg.get("consumerId")})
+            consumer = self._consumer_of(peer, msg, "consumerId")
             profile = get_str(msg, "profile", choices=PROFILES)
             assert profile is not None
             await self.apply_preferred_profile(consumer, profile)
@@ -1062,13 +1106,14 @@ class Room:
         }
 
     def summary(self) -> dict[str, Any]:
+        """room.list's entry: counts only. appData is in dump(): a list of every room stays
+        small whatever the apps keep in their rooms."""
         return {
             "roomId": self.id,
             "peers": len(self.peers),
             "transports": len(self._transports),
             "producers": len(self._producers),
             "consumers": len(self._consumers),
-            "appData": self.app_data,
         }
 
 

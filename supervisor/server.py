@@ -20,13 +20,17 @@ import zmq.asyncio
 
 from ..shared import __version__
 from ..shared.config import Config
-from ..shared.errors import UNAVAILABLE, ProtocolError, duplicate, not_found
-from ..shared.protocol.validate import get_int, get_list, get_obj, get_str
+from ..shared.errors import UNAVAILABLE, ProtocolError, duplicate, limit, not_found
+from ..shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
 from . import run_dir
+from .quotas import Quotas
 from .room import Room
 from .worker_pool import WorkerPool
 
 log = logging.getLogger("tureen.server")
+
+# Control connections that receive one room's events (the creator and room.subscribe'rs).
+MAX_SUBSCRIBERS = 16
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -50,6 +54,7 @@ class Server:
         self.config = config
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.rooms: dict[str, Room] = {}
+        self.quotas = Quotas.from_config(config)
         # Locked for our life, stale sockets (or temp dirs) of a killed supervisor removed;
         # RunDirBusy (a RuntimeError) when another live supervisor has it.
         self._run_dir = run_dir.claim(config.run_dir)
@@ -59,8 +64,9 @@ class Server:
         self._gids = itertools.count(1)
         self._owners: dict[int, Room] = {}
         self._sink: EventSink | None = None
-        # room id -> identity of the control connection that receives the room's events
-        self.subscriptions: dict[str, bytes] = {}
+        # room id -> identities of the control connections that receive the room's events,
+        # the creator first; every event goes to each (control_server._send_event).
+        self.subscriptions: dict[str, list[bytes]] = {}
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -77,6 +83,9 @@ class Server:
         """Shutdown, first step: refuse new work, close every room (each peer gets `closed`,
         the subscriber `room.closed`), all at once and within `timeout` overall."""
         self.closing = True
+        # The workers stop next and take their objects with them: closing each on its
+        # worker first would only make the peers of big rooms wait for their `closed`.
+        self.pool.draining = True
         rooms = list(self.rooms.values())
         if rooms:
             jobs = [room.submit(room.close) for room in rooms]
@@ -112,9 +121,24 @@ class Server:
     async def worker_request(self, index: int, method: str, **params: Any) -> Any:
         return await self.pool.request(index, method, **params)
 
+    def subscribers(self, room_id: str) -> list[bytes]:
+        """The identities that receive `room_id`'s events (a copy: sends may drop some)."""
+        return list(self.subscriptions.get(room_id, ()))
+
+    def drop_subscriber(self, room_id: str, identity: bytes) -> None:
+        """Forget a subscriber whose connection is gone (ZeroMQ could not route to it)."""
+        identities = self.subscriptions.get(room_id)
+        if identities and identity in identities:
+            identities.remove(identity)
+            log.info("room %r: a subscriber's connection is gone; %d subscribers left", room_id, len(identities))
+
     def emit(self, room_id: str, event: dict[str, Any]) -> None:
-        if self._sink is not None:
+        if self._sink is None:
+            return
+        try:
             self._sink(room_id, event)
+        except Exception:  # an event that cannot go out must not stop the room's handler
+            log.exception("room %r: event %r could not be sent", room_id, event.get("event"))
 
     # ------------------------------------------------------------------ worker events
 
@@ -136,6 +160,8 @@ class Server:
         """Validate and submit; returns what to await for the reply. Raises ProtocolError."""
         if self.closing:
             raise ProtocolError(UNAVAILABLE, "the server is shutting down; retry on its successor")
+        # Every request is bounded before anything looks at it (sizes, counts, appData).
+        check_message(msg, max_app_data_bytes=self.config.max_app_data_bytes)
         if method in APP_ACTIONS:
             room = self._room(msg)
             return room.submit(lambda: room.app_action(method, msg))
@@ -156,9 +182,14 @@ class Server:
         room_id = get_str(msg, "roomId", required=False, max_length=256) or uuid.uuid4().hex
         if room_id in self.rooms:
             raise duplicate(f"room {room_id!r} already exists")
-        room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"))
+        if len(self.rooms) >= self.config.max_rooms:
+            raise limit(
+                f"this server has {len(self.rooms)} rooms, the most it may have (max_rooms): "
+                "close rooms that are done, or raise max_rooms"
+            )
+        room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"), quotas=self.quotas)
         self.rooms[room_id] = room
-        self.subscriptions[room_id] = subscriber
+        self.subscriptions[room_id] = [subscriber]
         room.start()
         log.info("room %r created", room_id)
         return _done({"roomId": room_id, "rtpCapabilities": room.rtp_capabilities})
@@ -203,8 +234,23 @@ class Server:
 
     def _room_subscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         room = self._room(msg)
-        self.subscriptions[room.id] = subscriber
-        return _done({"roomId": room.id})
+        identities = self.subscriptions.setdefault(room.id, [])
+        if subscriber not in identities:
+            if len(identities) >= MAX_SUBSCRIBERS:
+                raise limit(
+                    f"room {room.id!r} already has {MAX_SUBSCRIBERS} subscribed connections (the most "
+                    "allowed): send room.unsubscribe from a connection that no longer needs its events",
+                )
+            identities.append(subscriber)
+        return _done({"roomId": room.id, "subscribers": len(identities)})
+
+    def _room_unsubscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        room = self._room(msg)
+        identities = self.subscriptions.get(room.id, [])
+        if subscriber not in identities:
+            raise not_found(f"this connection is not subscribed to room {room.id!r}")
+        identities.remove(subscriber)
+        return _done({"roomId": room.id, "subscribers": len(identities)})
 
     def _server_info(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done(
@@ -252,6 +298,7 @@ class Server:
         "room.request": _room_request,
         "room.notify": _room_notify,
         "room.subscribe": _room_subscribe,
+        "room.unsubscribe": _room_unsubscribe,
         "server.info": _server_info,
         "server.ping": _server_ping,
         "workers.scale": _workers_scale,

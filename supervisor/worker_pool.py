@@ -42,6 +42,8 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
+        # Shutting down: the rooms close without asking the workers (who all stop next).
+        self.draining = False
 
     async def start(self, count: int) -> None:
         await asyncio.gather(*(self._start_one(i) for i in range(count)))
@@ -116,7 +118,7 @@ class WorkerPool:
 
     def alive(self, index: int) -> bool:
         link = self.links.get(index)
-        return link is not None and link.alive and not link.stopping
+        return link is not None and link.alive and not link.stopping and not self.draining
 
     def pick(self) -> int:
         loads = [

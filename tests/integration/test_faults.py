@@ -177,12 +177,13 @@ async def crash_session(server: ServerProcess) -> None:
         try:
             await alice.join()
             await bob.join()
-            # alice sends from worker 0 to bob on worker 1 (a pipe 0 -> 1); bob sends from
-            # worker 1 to alice on worker 0 (a pipe 1 -> 0, whose origin will die).
+            # alice sends from worker A to bob on worker B (a pipe A -> B); bob sends from
+            # B to alice on A (a pipe B -> A, whose origin will die). B is killed.
             await alice.transport(1001, "send")
             await bob.transport(2001, "recv")
-            assert await worker_of(client, "pipes", "alice", 1001) == 0
-            assert await worker_of(client, "pipes", "bob", 2001) == 1
+            a = await worker_of(client, "pipes", "alice", 1001)
+            b = await worker_of(client, "pipes", "bob", 2001)
+            assert a != b, "placement should spread two peers over two workers"
             await bob_out.transport(2002, "send")
             await alice_in.transport(1002, "recv")
             await alice.produce(3001, 1001, 11_111_111)
@@ -195,34 +196,35 @@ async def crash_session(server: ServerProcess) -> None:
             bob_out.send(10)
             assert len(await bob.receive(10)) == 10, "alice -> bob across the pipe before the crash"
             assert len(await alice_in.receive(10)) == 10, "bob -> alice across the pipe before the crash"
-            dump0 = await client.dump_worker(0)
-            assert [p["pipeWorkers"] for p in dump0["producers"] if p["transportId"] is not None] == [[1]]
+            dump_a = await client.dump_worker(a)
+            assert [p["pipeWorkers"] for p in dump_a["producers"] if p["transportId"] is not None] == [[b]]
             assert await mismatches(client) == []
 
-            old_pid = (await client.server_info())["workers"][1]["pid"]
+            (old_pid,) = [w["pid"] for w in (await client.server_info())["workers"] if w["index"] == b]
             os.kill(old_pid, signal.SIGKILL)
             closed = {(await client.next_notification("bob", "transportClosed", timeout=10))["id"] for _ in range(2)}
             assert closed == {2001, 2002}
             gone = await client.next_notification("alice", "consumerClosed", timeout=10)
             assert gone["id"] == of_bob["id"] and gone["peerName"] == "bob"
-            new = await restarted(client, 1, old_pid)
+            new = await restarted(client, b, old_pid)
             server.worker_pids.append(new["pid"])
 
-            # Worker 0 no longer pipes to index 1 (the old worker's or the new one's), and
+            # Worker A no longer pipes to index B (the old worker's or the new one's), and
             # holds no copy of bob's producer nor alice's consumer of it.
-            dump0 = await client.dump_worker(0)
-            assert dump0["pipe"]["destinations"] == {}, dump0["pipe"]
-            assert [p["pipeWorkers"] for p in dump0["producers"]] == [[]]
-            assert dump0["consumers"] == []
+            dump_a = await client.dump_worker(a)
+            assert dump_a["pipe"]["destinations"] == {}, dump_a["pipe"]
+            assert [p["pipeWorkers"] for p in dump_a["producers"]] == [[]]
+            assert dump_a["consumers"] == []
             assert await mismatches(client) == []
 
             # The replacement gets nothing meant for the dead worker...
             alice.send(20)
             await asyncio.sleep(0.3)
-            assert (await client.dump_worker(1))["counters"]["pipeUnknownProducer"] == 0
+            assert (await client.dump_worker(b))["counters"]["pipeUnknownProducer"] == 0
             # ...and bob, on a new transport there, consumes alice's producer again.
             await bob.transport(2003, "recv")
-            assert await worker_of(client, "pipes", "bob", 2003) == 1
+            # (placement: the replacement hosts nothing, A hosts alice's two transports)
+            assert await worker_of(client, "pipes", "bob", 2003) == b
             await bob.req("enableConsumer", id=of_alice["id"], transportId=2003, paused=False)
             await asyncio.to_thread(drain, bob.sock, 0.2)  # nothing stale in bob's socket
             alice.send(20)
@@ -271,8 +273,9 @@ async def hang_session(server: ServerProcess) -> None:
             await bob.join()
             await alice.transport(1001, "send")
             await bob.transport(2001, "recv")
-            assert await worker_of(client, "hang", "bob", 2001) == 1
-            hung_pid = (await client.server_info())["workers"][1]["pid"]
+            index = await worker_of(client, "hang", "bob", 2001)
+            assert index != await worker_of(client, "hang", "alice", 1001), "placement should spread"
+            (hung_pid,) = [w["pid"] for w in (await client.server_info())["workers"] if w["index"] == index]
             with stopped(hung_pid):
                 # Bob's request waits on the stopped worker and fails when it is judged dead
                 # (the message says so), not when worker_timeout (30 s here) runs out.
@@ -282,7 +285,7 @@ async def hang_session(server: ServerProcess) -> None:
                 assert "hung" in failed.value.message, failed.value.message
                 note = await client.next_notification("bob", "transportClosed", timeout=10)
                 assert note["id"] == 2001
-                new = await restarted(client, 1, hung_pid)
+                new = await restarted(client, index, hung_pid)
                 server.worker_pids.append(new["pid"])
                 assert not pid_alive(hung_pid)
             # New peers are served by live workers; the state matches everywhere.
@@ -290,8 +293,8 @@ async def hang_session(server: ServerProcess) -> None:
             try:
                 await carol.join()
                 await carol.transport(3001, "recv")
-                index = await worker_of(client, "hang", "carol", 3001)
-                (host,) = [w for w in (await client.server_info())["workers"] if w["index"] == index]
+                host_index = await worker_of(client, "hang", "carol", 3001)
+                (host,) = [w for w in (await client.server_info())["workers"] if w["index"] == host_index]
                 assert host["alive"] and host["pid"] != hung_pid
                 assert await mismatches(client) == []
             finally:
@@ -326,7 +329,8 @@ async def expired_session(server: ServerProcess) -> None:
                     bob.transport(2002, "send"), bob.transport(2003, "recv"), return_exceptions=True
                 )
                 assert all(isinstance(r, ProtocolError) and r.code == "unavailable" for r in results), results
-            assert (await client.server_info())["workers"][index]["pid"] == pid, "the worker was replaced"
+            after = {w["index"]: w for w in (await client.server_info())["workers"]}
+            assert after[index]["pid"] == pid, "the worker was replaced"
             # Give the resumed worker time to read what waited for it.
             await until(lambda: _answers(client, index), f"worker {index} answering again")
             await asyncio.sleep(0.5)
