@@ -106,6 +106,7 @@ class Churn:
         self.rooms: dict[str, dict[str, Any]] = {}  # room id -> rtpCapabilities
         self.peers: dict[tuple[str, str], SimPeer] = {}
         self.joins = 0  # peers that joined, in all
+        self.requests = 0  # control requests sent for peers
         self.errors: list[str] = []  # requests that failed where the model says they must not
         self.tolerated: Counter[str] = Counter()  # races the protocol allows (see _enable)
         self._ids = itertools.count(10_000_000)
@@ -154,6 +155,7 @@ class Churn:
     async def _req(self, peer: SimPeer, method: str, **data: Any) -> Any:
         target = "room" if method == "join" else "peer"
         who = None if method == "join" else peer.name
+        self.requests += 1
         return await self.client.peer_request(
             peer.room, who, {"method": method, "target": target, **data}
         )
@@ -174,6 +176,7 @@ class Churn:
         async with peer.lock:
             if peer.left:
                 return
+            self.requests += 1
             await self.client.peer_notify(
                 peer.room, peer.name, {"method": "leave", "target": "peer", "notification": True}
             )
