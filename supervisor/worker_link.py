@@ -281,15 +281,13 @@ class WorkerLink:
             # Bounded too: a DEALER whose worker just died has no peer, and its send would
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
-            # Ended by the death as well: a send to a worker that died before we noticed waits
-            # (no peer), and `_fail_pending` only fails `future`.
             message = {"id": request_id, "method": method, "deadline": deadline, **params}
-            sending = asyncio.ensure_future(self._socket.send(wire.encode(message)))
-            await asyncio.wait({sending, future}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-            if sending.done():
-                sending.result()  # a failed send fails the request
-            else:
-                sending.cancel()
+            send = asyncio.ensure_future(self._socket.send(wire.encode(message)))
+            # A death noticed meanwhile fails `future` (_fail_pending): stop waiting for the
+            # send then, or a request to a killed worker would hold its room for `budget`.
+            await asyncio.wait((send, future), timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+            if not send.done():
+                send.cancel()
                 if not future.done():
                     raise TimeoutError
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))

@@ -45,6 +45,15 @@ class Params:
     def opt_int(self, key: str, lo: int = 0, hi: int = U32) -> int | None:
         return None if self._m.get(key) is None else self.int(key, lo, hi)
 
+    def opt_str(self, key: str, max_bytes: int) -> str | None:
+        """A non-empty string of at most `max_bytes` bytes of UTF-8, or None when absent."""
+        v = self._m.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v or len(v.encode()) > max_bytes:
+            self._fail(key, f"a non-empty string of at most {max_bytes} bytes", v)
+        return v
+
     def bool(self, key: str, default: bool | None = None) -> bool:
         v = self._m.get(key)
         if v is None:
