@@ -225,6 +225,10 @@ class Room:
             else:
                 if not future.done():
                     future.set_result(result)
+            # One loop turn, so that the control server's task awaiting `future` sends the
+            # reply before the next job emits events: apps relay in wire order, and a join
+            # reply behind the peerClosed of a peer it lists leaves a ghost peer in the client.
+            await asyncio.sleep(0)
             if self.closed:
                 self._drain_closed()
                 return

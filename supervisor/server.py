@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psutil
 import zmq.asyncio
 
 from ..shared import __version__
@@ -276,6 +277,10 @@ class Server:
                 # Requests that need a worker are answered now (true), or wait for one (false:
                 # starting, or every worker is being replaced): docs/control-api.md.
                 "ready": self.pool.ready,
+                # For leak checks (tests/load_churn.py, scripts/soak.py): this process's
+                # asyncio tasks (this request's reply task included) and resident memory.
+                "tasks": len(asyncio.all_tasks()),
+                "rss": psutil.Process().memory_info().rss,
                 "workers": self.pool.describe(),
             }
         )

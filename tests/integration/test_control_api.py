@@ -37,6 +37,8 @@ async def raw_exchange(endpoint: str, frames: list[bytes], expect_reply: bool = 
 async def test_server_info_names_version_and_pinned_workers(client: TureenClient, server: ServerProcess) -> None:
     info = await client.server_info()
     assert info["version"]
+    assert info["tasks"] >= 2  # at least the control server's loop and this request's reply
+    assert info["rss"] == pytest.approx(psutil.Process(info["pid"]).memory_info().rss, rel=0.5)
     assert len(info["workers"]) == 2
     for worker in info["workers"]:
         assert worker["alive"] and pid_alive(worker["pid"])
