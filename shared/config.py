@@ -75,7 +75,7 @@ class Config:
     max_consumers_per_peer: int = 1000
     max_app_data_bytes: int = 16 * 1024
     max_requests_per_second: float = 1000.0  # per control connection (token bucket)
-    max_requests_burst: int = 2000
+    max_requests_burst: int = 5000  # an app relaying a join storm of a few hundred peers
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
     # Authentication of the control API with ZeroMQ CURVE (docs/security.md). The server's
