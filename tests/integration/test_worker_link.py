@@ -11,6 +11,13 @@ import zmq
 import zmq.asyncio
 from tureen.shared import wire
 from tureen.shared.config import Config
+from tureen.shared.contract import (
+    ProducerCreate,
+    ProducerPause,
+    StreamSpec,
+    TransportCreatePlain,
+    WorkerClose,
+)
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.worker_link import WorkerLink
 
@@ -28,7 +35,7 @@ async def test_a_request_to_a_worker_that_is_gone_fails_in_time(tmp_path: Path) 
     started = time.monotonic()
     try:
         with pytest.raises(ProtocolError) as err:
-            await asyncio.wait_for(link.request("worker.close", timeout=0.5), 5)
+            await asyncio.wait_for(link.request(WorkerClose(), timeout=0.5), 5)
         assert "did not answer worker.close" in err.value.message
         assert time.monotonic() - started < 3
     finally:
@@ -53,7 +60,7 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
     reader = asyncio.get_running_loop().create_task(link._read())
     try:
         with pytest.raises(ProtocolError) as err:
-            await link.request("transport.createPlain", timeout=0.3, transportId=77, comedia=True)
+            await link.request(TransportCreatePlain(transportId=77, comedia=True), timeout=0.3)
         assert err.value.code == "unavailable"
         request = wire.decode(await asyncio.wait_for(worker.recv(), 5))
         assert request["method"] == "transport.createPlain"
@@ -64,9 +71,10 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
         await worker.send(wire.encode(wire.reply_ok(undo["id"], {})))
 
         # A create that failed, late, is left alone; so is a late reply to a non-create.
-        for method, params in (("producer.create", {"producerId": 5}), ("producer.pause", {"producerId": 5})):
+        piped = ProducerCreate(producerId=5, kind="video", transportId=None, streams=[StreamSpec(ssrc=1)])
+        for method, command in (("producer.create", piped), ("producer.pause", ProducerPause(producerId=5))):
             with pytest.raises(ProtocolError):
-                await link.request(method, timeout=0.2, **params)
+                await link.request(command, timeout=0.2)
             late = wire.decode(await asyncio.wait_for(worker.recv(), 5))
             if method == "producer.create":
                 await worker.send(wire.encode(wire.reply_error(late["id"], ProtocolError("duplicate", "x"))))
