@@ -76,10 +76,9 @@ def control_path(run_dir: str | os.PathLike[str], index: int) -> str:
 # ------------------------------------------------------------------ base types
 
 
-class _Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What commands and events share: the wire form and the decoding of it."""
-
-    NAME_FIELD: ClassVar[str] = ""
+class _Message(msgspec.Struct, forbid_unknown_fields=True):
+    """What commands and events share: the wire form and the decoding of it. (msgspec's
+    options are inherited, except kw_only: required fields come first in each type.)"""
 
     @classmethod
     def name(cls) -> str:
@@ -133,8 +132,6 @@ def _unique_from(message: _Message, field: str, pairs: list[tuple[int, int]]) ->
 class Command(_Message, tag_field="method"):
     """A request of the supervisor to a worker; the reply's data is in docs/internals.md."""
 
-    NAME_FIELD: ClassVar[str] = "method"
-
     def undo(self) -> Command | None:
         """The command that removes what this one creates (None: it creates nothing). Sent
         when a create's success reply arrives after the supervisor gave up on it."""
@@ -144,7 +141,6 @@ class Command(_Message, tag_field="method"):
 class Event(_Message, tag_field="event"):
     """A report of a worker to the supervisor (no reply)."""
 
-    NAME_FIELD: ClassVar[str] = "event"
     # The field naming the object the event is about (the supervisor routes by it).
     SUBJECT: ClassVar[str] = ""
 

@@ -12,6 +12,8 @@ import zmq.asyncio
 from tureen.shared import wire
 from tureen.shared.config import Config
 from tureen.shared.contract import (
+    ConsumerNack,
+    Event,
     ProducerCreate,
     ProducerPause,
     StreamSpec,
@@ -82,6 +84,41 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
                 await worker.send(wire.encode(wire.reply_ok(late["id"], {})))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.recv(), 0.5)
+    finally:
+        reader.cancel()
+        sock.close(linger=0)
+        worker.close(linger=0)
+        ctx.term()
+
+
+async def test_events_reach_the_pool_typed_and_malformed_ones_are_dropped(tmp_path: Path) -> None:
+    """The link decodes each event into its contract type before the server sees it; an
+    event with a wrong field, or one the contract does not know, goes no further."""
+    ctx = zmq.asyncio.Context()
+    received: list[tuple[int, Event]] = []
+    link = WorkerLink(4, Config(), tmp_path, ctx, lambda index, event: received.append((index, event)), lambda *a: None)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(f"ipc://{tmp_path}/worker-4.ipc")
+    worker = ctx.socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(f"ipc://{tmp_path}/worker-4.ipc")
+    link._socket = sock
+    reader = asyncio.get_running_loop().create_task(link._read())
+    try:
+        for bad in (
+            {"event": "consumer.nack", "consumerId": 3, "producerId": 2, "ssrc": 1, "seqs": "1"},
+            {"event": "consumer.nack", "consumerID": 3, "producerId": 2, "ssrc": 1, "seqs": [1]},
+            {"event": "transport.teleported", "transportId": 3},
+        ):
+            await worker.send(wire.encode(bad))
+        good = ConsumerNack(consumerId=3, producerId=2, ssrc=1, seqs=[5, 6])
+        await worker.send(wire.encode(good.to_wire()))
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # The bad ones were sent first on the same socket: read (and dropped) before it.
+        assert received == [(4, good)]
     finally:
         reader.cancel()
         sock.close(linger=0)
