@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .curve import endpoint_is_local
+from .endpoint import parse_endpoint
 
 FANOUTS = ("auto", "native", "python")
 # The quota keys of Config (each a number >= 1).
@@ -31,7 +32,8 @@ LIMITS = (
 
 @dataclass
 class Config:
-    # ZeroMQ endpoint of the control API (ROUTER). tcp:// or ipc://.
+    # ZeroMQ endpoint of the control API (ROUTER): tcp://HOST:PORT or ipc://PATH, checked
+    # strictly at start (shared/endpoint.py).
     control_endpoint: str = "tcp://127.0.0.1:4477"
     # Number of worker processes; 0 = one per CPU.
     workers: int = 0
@@ -91,6 +93,8 @@ class Config:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def validate(self) -> None:
+        # Read strictly before anything binds: libzmq would bind `tcp://127.0.0.1:4477}`.
+        parse_endpoint(self.control_endpoint, "control_endpoint")
         if not (1 <= self.rtc_min_port <= self.rtc_max_port <= 65535):
             raise ValueError(
                 f"rtc port range {self.rtc_min_port}-{self.rtc_max_port} is invalid: "

@@ -54,6 +54,9 @@ WEBRTC_OPTIONS: dict[str, bool] = {
 MAX_NACK_SEQS = 256
 # Ids one stats.get may ask about, per kind of object.
 MAX_STATS_IDS = 10_000
+# An RTCP SDES item's text (a consumer's CNAME in its sender reports): its length is one
+# octet (RFC 3550 6.5), so at most this many bytes of UTF-8.
+MAX_CNAME_BYTES = 255
 U32_MAX = (1 << 32) - 1
 # Keys of a request's envelope (shared/wire.py) that are not part of its command.
 ENVELOPE_ONLY = frozenset({"id", "deadline"})
@@ -352,10 +355,17 @@ class ConsumerCreate(Command, tag="consumer.create"):
     rtxSsrc: Ssrc | None = None
     paused: bool = False
     preferredProfile: Profile = "default"
+    # The CNAME of the consumer's rtpParameters, for the SDES of its sender reports (None:
+    # the worker's own).
+    cname: str | None = None
 
     def __post_init__(self) -> None:
         if self.rtxSsrc is not None and self.rtxSsrc == self.ssrc:
             raise bad_request(f"consumer {self.consumerId}: rtxSsrc equals ssrc {self.ssrc}")
+        if self.cname is not None and not 0 < len(self.cname.encode()) <= MAX_CNAME_BYTES:
+            raise bad_request(
+                f"consumer {self.consumerId}: cname must be 1..{MAX_CNAME_BYTES} bytes of UTF-8"
+            )
 
     def undo(self) -> Command:
         return ConsumerClose(consumerId=self.consumerId)

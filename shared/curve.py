@@ -8,8 +8,6 @@ explains how the server, the clients and the operator use them.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +16,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.utils import z85
+
+from .endpoint import ALL_SCHEMES, parse_endpoint
 
 Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
@@ -124,20 +124,9 @@ def endpoint_is_local(endpoint: str) -> bool:
     """Whether binding `endpoint` exposes nothing beyond this host: ipc:// and inproc://
     (filesystem / process), or tcp:// and ws:// on a loopback address. Anything that could
     be reached from the network (0.0.0.0, *, an interface name, a host name other than
-    localhost, another transport) is not."""
-    scheme, sep, rest = endpoint.partition("://")
-    if not sep:
+    localhost, another transport) is not, and neither is what does not parse
+    (shared/endpoint.py: the one reading of endpoints)."""
+    try:
+        return parse_endpoint(endpoint, schemes=ALL_SCHEMES).is_local
+    except ValueError:
         return False
-    if scheme in ("ipc", "inproc"):
-        return True
-    if scheme not in ("tcp", "ws"):
-        return False
-    # tcp://[source;]host:port and ws://host:port[/path]: we only look at the bound host.
-    rest = rest.split("/", 1)[0].rsplit(";", 1)[-1]
-    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False

@@ -184,7 +184,8 @@ def status(
     if as_json:
         _print(info, True)
         return
-    typer.echo(f"tureen {info['version']} pid {info['pid']} up {info['uptime']} s, {info['rooms']} rooms")
+    state = "ready" if info.get("ready") else "not ready (workers starting or being replaced)"
+    typer.echo(f"tureen {info['version']} pid {info['pid']} up {info['uptime']} s, {info['rooms']} rooms, {state}")
     for w in info["workers"]:
         load = w.get("load") or {}
         typer.echo(

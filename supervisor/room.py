@@ -22,6 +22,7 @@ a packet: only worker-global ids and commands cross to the workers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import secrets
@@ -32,6 +33,7 @@ from ..shared import contract
 from ..shared.contract import MAX_NACK_SEQS, PROFILES, WEBRTC_OPTIONS
 from ..shared.errors import (
     BAD_REQUEST,
+    UNAVAILABLE,
     ProtocolError,
     bad_request,
     duplicate,
@@ -83,7 +85,10 @@ class RoomServices(Protocol):
     def new_gid(self) -> int: ...
     def register(self, gid: int, room: Room) -> None: ...
     def unregister(self, gid: int) -> None: ...
-    def pick_worker(self) -> int: ...
+    def pick_worker(self) -> int | None: ...
+    def worker_changed(self) -> asyncio.Future[None]: ...
+    @property
+    def worker_wait(self) -> float: ...
     def worker_alive(self, index: int) -> bool: ...
     async def worker_request(self, index: int, command: contract.Command) -> Any: ...
     def emit(self, room_id: str, event: dict[str, Any]) -> None: ...
@@ -130,6 +135,10 @@ class Room:
             asyncio.Queue()
         )
         self._task: asyncio.Task[None] | None = None
+        # Worker deaths not yet handled (submit_worker_death): run in mailbox order, or
+        # earlier by a handler waiting for a worker (_wait_for_worker), which sets the event.
+        self._deaths: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._death_signal = asyncio.Event()
         # Periodic transportStats / producerStats / consumerStats (supervisor/stats.py).
         self._stats = StatsTimers(f"room {room_id!r}", self._report_stats)
         self._handlers: dict[str, Callable[[Peer | None, dict[str, Any]], Awaitable[Any]]] = {
@@ -170,6 +179,36 @@ class Room:
             return future
         self._mailbox.put_nowait((job, future))
         return future
+
+    def submit_worker_death(self, index: int) -> asyncio.Future[None]:
+        """Queue `on_worker_died(index)`; done when it ran. It runs in mailbox order, or
+        sooner: a handler that waits for a worker (none is alive: this death may be why)
+        runs it while it waits, as if the death had come first. The worker's replacement
+        starts only once every room handled the death, so waiting for it behind the death
+        in the mailbox would wait out the whole worker_timeout."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._deaths.append((index, future))
+        self._death_signal.set()
+        marker = self.submit(self._run_deaths)
+
+        def settle(job: asyncio.Future[Any]) -> None:
+            if not job.cancelled():
+                job.exception()  # retrieved: a closed room's refusal is no error here
+            if not future.done():  # the room closed first: nothing of it is left to close
+                future.set_result(None)
+
+        marker.add_done_callback(settle)
+        return future
+
+    async def _run_deaths(self) -> None:
+        while self._deaths:
+            index, future = self._deaths.popleft()
+            try:
+                await self.on_worker_died(index)
+            except Exception:  # a bug: the other deaths still run, the pool goes on
+                log.exception("room %r: handling the death of worker %d failed", self.id, index)
+            if not future.done():
+                future.set_result(None)
 
     async def _run(self) -> None:
         while True:
@@ -306,10 +345,39 @@ class Room:
                 return
             log.warning("room %r: worker %d %s failed: %s", self.id, index, method, exc.message)
 
-    def _worker_for(self, peer: Peer) -> int:
+    async def _worker_for(self, peer: Peer, deadline: float) -> int:
+        """The worker hosting `peer`'s transports: its own while alive, else a new one,
+        waited for until `deadline` (loop time) when none is ready."""
         if peer.worker is None or not self._services.worker_alive(peer.worker):
-            peer.worker = self._services.pick_worker()
+            peer.worker = await self._wait_for_worker(deadline)
         return peer.worker
+
+    async def _wait_for_worker(self, deadline: float) -> int:
+        """A worker for new objects; while none is ready (the server is starting, or every
+        worker is being replaced) wait for one until `deadline`, running the room's worker
+        deaths meanwhile (submit_worker_death). Nothing was changed before: the caller
+        validated only, and a death removes objects, so what it checked still holds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._death_signal.clear()
+            await self._run_deaths()
+            index = self._services.pick_worker()
+            if index is not None:
+                return index
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ProtocolError(
+                    UNAVAILABLE,
+                    f"no worker is running: none came up within worker_timeout "
+                    f"({self._services.worker_wait:g} s); check the supervisor log and retry",
+                )
+            changed = self._services.worker_changed()
+            death = loop.create_task(self._death_signal.wait())
+            try:
+                await asyncio.wait((changed, death), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                death.cancel()
+                changed.cancel()
 
     def _register(self, obj: Transport | Producer | Consumer) -> None:
         self._by_gid[obj.gid] = obj
@@ -423,59 +491,33 @@ class Room:
                 f"{peer.describe()} has {len(peer.transports)} transports, the most a peer may "
                 "have (max_transports_per_peer): close one before creating another"
             )
-        worker = self._worker_for(peer)
-        transport = Transport(
-            id=tid,
-            gid=self._services.new_gid(),
-            peer_name=peer.name,
-            direction=direction,
-            plain=plain_params is not None,
-            worker=worker,
-            app_data=app_data,
-        )
-        if transport.plain:
-            data = await self._worker(
-                worker,
-                contract.TransportCreatePlain(
-                    transportId=transport.gid,
-                    remoteIp=remote[0] if remote else None,
-                    remotePort=remote[1] if remote else None,
-                    comedia=comedia,
-                ),
+        gid = self._services.new_gid()
+        deadline = asyncio.get_running_loop().time() + self._services.worker_wait
+        for attempt in range(3):
+            worker = await self._worker_for(peer, deadline)
+            transport = Transport(
+                id=tid,
+                gid=gid,
+                peer_name=peer.name,
+                direction=direction,
+                plain=plain_params is not None,
+                worker=worker,
+                app_data=app_data,
             )
-            transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
-            transport.local = {"ip": data["ip"], "port": data["port"]}
-            response: dict[str, Any] = {"plainRtpParameters": dict(transport.local)}
-        else:
-            data = await self._worker(
-                worker,
-                contract.TransportCreateWebRtc(
-                    transportId=transport.gid,
-                    udp=flags["udp"],
-                    tcp=flags["tcp"],
-                    preferIPv4=flags["preferIPv4"],
-                    preferIPv6=flags["preferIPv6"],
-                    preferUdp=flags["preferUdp"],
-                    preferTcp=flags["preferTcp"],
-                ),
-            )
-            response = {
-                "iceParameters": data["iceParameters"],
-                "iceCandidates": data["iceCandidates"],
-                "dtlsParameters": data["dtlsParameters"],
-            }
-            if dtls is not None:
-                # Applied first; on failure the transport is dropped and the request fails.
-                try:
-                    applied = await self._worker(
-                        worker,
-                        contract.TransportSetRemoteDtls(transportId=transport.gid, dtlsParameters=dtls),
-                    )
-                except ProtocolError:
-                    await self._worker_quiet(worker, contract.TransportClose(transportId=transport.gid))
+            try:
+                if transport.plain:
+                    response = await self._create_plain_on_worker(transport, remote, comedia)
+                else:
+                    response = await self._create_webrtc_on_worker(transport, flags, dtls)
+                break
+            except ProtocolError as exc:
+                # The worker died under the request: nothing exists there any more. Place
+                # the transport again (waiting for the replacement if it was the last one).
+                if exc.code != UNAVAILABLE or self._services.worker_alive(worker) or attempt == 2:
                     raise
-                response["dtlsParameters"] = applied["dtlsParameters"]
-                transport.remote_dtls_set = True
+                log.info("room %r: worker %d died while creating a transport; placing it again", self.id, worker)
+                if peer.worker == worker:
+                    peer.worker = None
         transport.created = response
         peer.transports[tid] = transport
         self._transports[tid] = transport
@@ -487,6 +529,57 @@ class Room:
             transport.kind_name,
             worker,
         )
+        return response
+
+    async def _create_plain_on_worker(
+        self, transport: Transport, remote: tuple[str, int] | None, comedia: bool | None
+    ) -> dict[str, Any]:
+        data = await self._worker(
+            transport.worker,
+            contract.TransportCreatePlain(
+                transportId=transport.gid,
+                remoteIp=remote[0] if remote else None,
+                remotePort=remote[1] if remote else None,
+                comedia=comedia,
+            ),
+        )
+        transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
+        transport.local = {"ip": data["ip"], "port": data["port"]}
+        return {"plainRtpParameters": dict(transport.local)}
+
+    async def _create_webrtc_on_worker(
+        self, transport: Transport, flags: dict[str, bool], dtls: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        worker = transport.worker
+        data = await self._worker(
+            worker,
+            contract.TransportCreateWebRtc(
+                transportId=transport.gid,
+                udp=flags["udp"],
+                tcp=flags["tcp"],
+                preferIPv4=flags["preferIPv4"],
+                preferIPv6=flags["preferIPv6"],
+                preferUdp=flags["preferUdp"],
+                preferTcp=flags["preferTcp"],
+            ),
+        )
+        response = {
+            "iceParameters": data["iceParameters"],
+            "iceCandidates": data["iceCandidates"],
+            "dtlsParameters": data["dtlsParameters"],
+        }
+        if dtls is not None:
+            # Applied first; on failure the transport is dropped and the request fails.
+            try:
+                applied = await self._worker(
+                    worker,
+                    contract.TransportSetRemoteDtls(transportId=transport.gid, dtlsParameters=dtls),
+                )
+            except ProtocolError:
+                await self._worker_quiet(worker, contract.TransportClose(transportId=transport.gid))
+                raise
+            response["dtlsParameters"] = applied["dtlsParameters"]
+            transport.remote_dtls_set = True
         return response
 
     @staticmethod
@@ -857,6 +950,9 @@ class Room:
                 rtxSsrc=(encoding.get("rtx") or {}).get("ssrc"),
                 paused=paused or consumer.paused_by_app,
                 preferredProfile=profile,  # type: ignore[arg-type]  # one of PROFILES
+                # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
+                # rtpParameters as v2 does.
+                cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
             ),
         )
         consumer.transport = transport

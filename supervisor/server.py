@@ -112,8 +112,20 @@ class Server:
     def unregister(self, gid: int) -> None:
         self._owners.pop(gid, None)
 
-    def pick_worker(self) -> int:
-        return self.pool.pick()
+    def pick_worker(self) -> int | None:
+        """The worker for a peer's next objects, or None while none is ready (the pool is
+        starting, or every worker is being replaced): the room then waits (worker_changed)."""
+        if self.closing or self.pool.draining:
+            raise ProtocolError(UNAVAILABLE, "the server is shutting down; retry on its successor")
+        return self.pool.pick() if self.pool.ready else None
+
+    def worker_changed(self) -> asyncio.Future[None]:
+        return self.pool.changed()
+
+    @property
+    def worker_wait(self) -> float:
+        """How long a request that needs a worker waits for one (worker_timeout)."""
+        return self.config.worker_timeout
 
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
@@ -151,7 +163,9 @@ class Server:
         room.submit(lambda: room.on_worker_event(event))
 
     async def _on_worker_death(self, index: int) -> None:
-        jobs = [room.submit(lambda room=room: room.on_worker_died(index)) for room in self.rooms.values()]
+        # submit_worker_death, not submit: a room whose handler waits for a worker runs it
+        # from there, or the replacement (started after this) would wait for that handler.
+        jobs = [room.submit_worker_death(index) for room in self.rooms.values()]
         await asyncio.gather(*jobs, return_exceptions=True)
 
     # ------------------------------------------------------------------ control methods
@@ -260,6 +274,9 @@ class Server:
                 "uptime": round(time.monotonic() - self.started_at, 1),
                 "controlEndpoint": self.config.control_endpoint,
                 "rooms": len(self.rooms),
+                # Requests that need a worker are answered now (true), or wait for one (false:
+                # starting, or every worker is being replaced): docs/control-api.md.
+                "ready": self.pool.ready,
                 "workers": self.pool.describe(),
             }
         )

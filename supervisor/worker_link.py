@@ -290,7 +290,14 @@ class WorkerLink:
             # wait for one forever (seen when SIGINT reaches the workers and the supervisor
             # together, and the supervisor asks them to close before it notices they are gone).
             message = {"id": request_id, "deadline": deadline, **command.to_wire()}
-            await asyncio.wait_for(self._socket.send(wire.encode(message)), budget)
+            send = asyncio.ensure_future(self._socket.send(wire.encode(message)))
+            # A death noticed meanwhile fails `future` (_fail_pending): stop waiting for the
+            # send then, or a request to a killed worker would hold its room for `budget`.
+            await asyncio.wait((send, future), timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+            if not send.done():
+                send.cancel()
+                if not future.done():
+                    raise TimeoutError
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             if command.undo() is not None and self.alive:

@@ -43,11 +43,50 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
-        # Shutting down: the rooms close without asking the workers (who all stop next).
-        self.draining = False
+        self._draining = False
+        # start() finished: until then requests that need a worker wait (see `ready`).
+        self._started = False
+        # Futures of those waiting for the next change of `ready` (changed()).
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: the rooms close without asking the workers (who all stop next)."""
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self._pulse()  # those waiting for a worker give up now
+
+    @property
+    def ready(self) -> bool:
+        """Whether new objects can be placed now: the start finished and at least one worker
+        is alive. False while starting, while every worker is being replaced, and while
+        shutting down (server.info's `ready`)."""
+        return (
+            self._started
+            and not self._draining
+            and any(link.alive and not link.stopping for link in self.links.values())
+        )
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future done at the next event that may change `ready` (a worker came up, the
+        start finished, the shutdown began). Wait on it, then look at `ready` again."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return future
+
+    def _pulse(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     async def start(self, count: int) -> None:
         await asyncio.gather(*(self._start_one(i) for i in range(count)))
+        self._started = True
+        self._pulse()
         self._monitor = asyncio.get_running_loop().create_task(self._watch_load(), name="pool monitor")
 
     async def _start_one(self, index: int) -> WorkerLink:
@@ -56,6 +95,7 @@ class WorkerPool:
         await link.start()
         with contextlib.suppress(ProtocolError):
             await link.refresh_info()
+        self._pulse()  # a replacement (or a new worker) is up: those waiting may go on
         return link
 
     def _exited(self, index: int, code: int | None) -> None:

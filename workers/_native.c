@@ -73,6 +73,7 @@ typedef struct {
     unsigned long long srtp_tx; /* srtp_t of the transport's outbound session; 0: plain */
     unsigned long long packets;
     unsigned long long octets;
+    unsigned long long payload_octets; /* RTP payload bytes (RFC 3550 SR octet count) */
     unsigned long long send_errors;
     /* FanOut's queue of this consumer between two flushes (entry indices), and whose. */
     void *owner;
@@ -90,6 +91,8 @@ static PyMemberDef rewrite_members[] = {
     {"srtp_tx", T_ULONGLONG, offsetof(RewriteCore, srtp_tx), 0, "srtp_t address, 0: plain"},
     {"packets", T_ULONGLONG, offsetof(RewriteCore, packets), 0, "copies sent"},
     {"octets", T_ULONGLONG, offsetof(RewriteCore, octets), 0, "RTP bytes sent"},
+    {"payload_octets", T_ULONGLONG, offsetof(RewriteCore, payload_octets), 0,
+     "RTP payload bytes sent (no header, no padding): the SR octet count"},
     {"send_errors", T_ULONGLONG, offsetof(RewriteCore, send_errors), 0, "copies lost"},
     {"native_queued", T_INT, offsetof(RewriteCore, nq), READONLY, "copies queued now"},
     {NULL},
@@ -207,6 +210,7 @@ typedef struct {
     unsigned char hdr[12];
     int next;                  /* the consumer's next entry */
     int n;                     /* RTP length (what the counters count) */
+    int pl;                    /* its payload length (payload_octets) */
     int len;                   /* bytes at data */
     char whole;                /* data is the whole packet (SRTP), else the payload */
     char *data;
@@ -353,6 +357,7 @@ static void uring_run(FanOut *self, unsigned m) {
                 c->send_errors++;
                 c->packets--;
                 c->octets -= (unsigned long long)self->entries[self->uentry[j]].n;
+                c->payload_octets -= (unsigned long long)self->entries[self->uentry[j]].pl;
                 self->failed++;
             }
             head++;
@@ -430,6 +435,7 @@ static void send_all(FanOut *self) {
                 c->send_errors++;
                 c->packets--;
                 c->octets -= (unsigned long long)self->entries[self->idx[done]].n;
+                c->payload_octets -= (unsigned long long)self->entries[self->idx[done]].pl;
                 self->failed++;
                 done++;
             }
@@ -544,6 +550,14 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     unsigned char b0 = (unsigned char)pkt[0], b1 = (unsigned char)pkt[1];
+    /* The payload's length (the forwarder validated the header): n minus the header with
+     * its CSRCs and extension, minus the padding. What RFC 3550's SR octet count counts. */
+    Py_ssize_t hl = 12 + 4 * (b0 & 0x0F);
+    if ((b0 & 0x10) && hl + 4 <= n)
+        hl += 4 + 4 * ((((unsigned char)pkt[hl + 2]) << 8) | (unsigned char)pkt[hl + 3]);
+    long pl = (long)(n - hl) - ((b0 & 0x20) ? (unsigned char)pkt[n - 1] : 0);
+    if (pl < 0)
+        pl = 0;
     Py_ssize_t count = PyTuple_GET_SIZE(fan);
     long sent = 0;
     char *payload = NULL;      /* this packet's payload in the ring, copied on first need */
@@ -626,9 +640,11 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
             en->len = (int)plen;
         }
         en->n = (int)n;
+        en->pl = (int)pl;
         link_entry(self, c, e);
         c->packets++;
         c->octets += (unsigned long long)n;
+        c->payload_octets += (unsigned long long)pl;
         sent++;
     }
     return PyLong_FromLong(sent);

@@ -49,7 +49,7 @@ import struct
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from tureen.shared.rtp.packet import header_length, rewrite_extension_ids
+from tureen.shared.rtp.packet import header_length, payload_length, rewrite_extension_ids
 from tureen.workers.native import make_fanout
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
@@ -73,6 +73,7 @@ def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, s
     """Rewrite buf for each consumer of `fan` in turn and send `view` (= buf[:n]). Returns
     the number of packets sent."""
     sent = 0
+    pl = n - 12 if not buf[0] & 0x3F else payload_length(buf, n)
     for c in fan:
         if c.sync:
             c.resync(seq, ts)
@@ -84,6 +85,7 @@ def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, s
             continue
         c.packets += 1
         c.octets += n
+        c.payload_octets += pl
         sent += 1
     return sent
 
@@ -197,16 +199,19 @@ class Forwarder:
                 return
         buf[1] = (b1 & 0x80) | pt
         # Interarrival jitter (RFC 3550 A.8) in RTP units, for the receiver reports.
-        transit = int(_monotonic() * stream.clock_rate) - ts
+        now = _monotonic()
+        transit = int(now * stream.clock_rate) - ts
         if stream.packets == 0:
             stream.base_seq = stream.max_seq = seq
             stream.max_ts = ts
+            stream.max_at = now
         else:
             if ((seq - stream.max_seq) & 0xFFFF) < 0x8000:
                 if seq < stream.max_seq:
                     stream.cycles += 0x10000
                 stream.max_seq = seq
                 stream.max_ts = ts
+                stream.max_at = now
             d = transit - stream.transit
             if -0x80000000 < d < 0x80000000:
                 stream.jitter += ((d if d >= 0 else -d) - stream.jitter) * 0.0625

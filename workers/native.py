@@ -44,6 +44,7 @@ else:
             "srtp_tx",
             "packets",
             "octets",
+            "payload_octets",
             "send_errors",
         )
 

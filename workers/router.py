@@ -49,6 +49,7 @@ class Stream:
         "pipes",
         "max_seq",
         "max_ts",
+        "max_at",
         "packets",
         "octets",
         "ssrc",
@@ -88,6 +89,9 @@ class Stream:
         self.pipes: tuple[PipeBatch, ...] = ()
         self.max_seq = 0
         self.max_ts = 0
+        # time.monotonic() when the packet of max_seq arrived: the consumers' SRs advance
+        # its timestamp by the time since (worker._send_sender_reports).
+        self.max_at = 0.0
         self.packets = 0
         self.octets = 0
         self.consumers: dict[int, Consumer] = {}
@@ -170,7 +174,6 @@ class Producer:
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
         # RTCP that came through the pipe (piped producers only), see handle_rtcp.
-        self.rtcp_listener: Callable[[Producer, bytes], None] | None = None
         # Room PT -> key-frame check of its codec (None: switch streams at once).
         self.key_checks: dict[int, KeyFrameCheck | None] = {}
         # Simulcast: the streams active at the last activity tick (None: not ticked yet).
@@ -215,10 +218,9 @@ class Producer:
         return self.transport is None
 
     def handle_rtcp(self, n: int, buf: bytearray) -> None:
-        """A piped producer as a forwarding source: the origin worker passes the sender's
-        SRs down the pipe too, for the consumers here."""
-        if self.rtcp_listener is not None:
-            self.rtcp_listener(self, bytes(buf[:n]))
+        """A piped producer as a forwarding source: nothing sends RTCP down a pipe (each
+        worker reports to its own consumers' receivers), so a record that looks like RTCP
+        is counted by the forwarder (`rtcpIn`) and dropped."""
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -273,6 +275,13 @@ class Consumer:
         self.sr_sent: dict[int, float] = {}
         self.rtx_packets = 0
         self.rtx_octets = 0
+        # Retransmissions sent with the consumer's own SSRC (no RTX negotiated): the SR
+        # counts them with what the fan-out sent (RFC 3550 6.4.1: packets of that SSRC).
+        self.resent_packets = 0
+        self.resent_payload = 0
+        # CNAME of the consumer's rtpParameters.rtcp (consumer.create's `cname`): its SRs'
+        # SDES chunk; empty: the worker's own.
+        self.cname = ""
         self.rate = RateMeter()
 
     def wire_octets(self) -> int:

@@ -44,6 +44,8 @@ import struct
 import sys
 from typing import TYPE_CHECKING
 
+from tureen.shared.rtp.packet import payload_length
+
 if TYPE_CHECKING:
     from tureen.workers.rtp.consumer import ConsumerRewrite
 
@@ -83,6 +85,8 @@ IOV_SIZE = ctypes.sizeof(_Iovec)
 assert IOV_SIZE == 16, "the iovec packing below assumes 64-bit pointers"
 
 _pack_hdr = struct.Struct("!BBHII").pack_into  # b0, b1, seq, ts, ssrc: the whole fixed header
+_pack_hdr_pl = struct.Struct("!BBHIII").pack_into  # the same, then the payload length
+_unpack_pl = struct.Struct("!I").unpack_from
 _pack_iov = struct.Struct("@PN").pack_into  # iov_base, iov_len (native)
 _unpack_len = struct.Struct("@N").unpack_from
 
@@ -172,6 +176,7 @@ class SendBatch:
         self.ring_used = used + plen
         payload = self.ring_addr + ring_off
         b0 = buf[0]
+        pl = n - 12 if not b0 & 0x3F else payload_length(buf, n)  # the SR octet count's share
         b1 = buf[1]
         hdrs = self.hdrs
         iovs = self.iovs
@@ -202,7 +207,9 @@ class SendBatch:
             c.queued = q + 1
             out_seq = (seq + c.seq_offset) & 0xFFFF
             out_ts = (ts + c.ts_offset) & 0xFFFFFFFF
-            _pack_hdr(hdrs, s << 4, b0, b1, out_seq, out_ts, c.ssrc)
+            # The slot's 4 bytes after the header (never sent) keep the payload length, for
+            # taking a failed copy back off payload_octets at the flush.
+            _pack_hdr_pl(hdrs, s << 4, b0, b1, out_seq, out_ts, c.ssrc, pl)
             if protect is None:
                 _pack_iov(iovs, (s << 5) + 16, payload, plen)
             else:
@@ -213,6 +220,7 @@ class SendBatch:
                 _pack_iov(iovs, (s << 5) + 16, self.sring_addr + m, self._last_len)
             c.packets += 1
             c.octets += n
+            c.payload_octets += pl
             sent += 1
         return sent
 
@@ -289,6 +297,7 @@ class SendBatch:
                 c.send_errors += 1
                 c.packets -= 1
                 c.octets -= 12 + _unpack_len(self.iovs, (s << 5) + 24)[0]
+                c.payload_octets -= _unpack_pl(self.hdrs, (s << 4) + 12)[0]
                 errors += 1
                 done += 1
         active.clear()
@@ -318,6 +327,7 @@ def send_one(c: ConsumerRewrite, buf: bytearray, view: memoryview, seq: int, ts:
         return 0
     c.packets += 1
     c.octets += n
+    c.payload_octets += n - 12 if not buf[0] & 0x3F else payload_length(buf, n)
     return 1
 
 

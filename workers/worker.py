@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from tureen.shared.errors import (
     duplicate,
     not_found,
 )
+from tureen.shared.rtp.packet import payload_length
 from tureen.workers import stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
@@ -70,8 +72,12 @@ class Worker:
         self.config = config
         self.pid = os.getpid()
         self.router = Router(on_key_frame_needed=self._key_frame_needed)
-        # Sender SSRC of the RTCP feedback this worker writes (PLI towards producers).
+        # Sender SSRC of the RTCP feedback this worker writes (RR, REMB, PLI, NACK towards
+        # producers), and its CNAME (the SDES chunk of those compound packets): random, one
+        # per worker for its life, the RTCP endpoint the senders see (RFC 3550 6.5.1: stable
+        # per endpoint; nothing ties it to a user, so nothing about one leaks).
         self.rtcp_ssrc = int.from_bytes(os.urandom(4), "big") or 1
+        self.cname = f"tureen-{secrets.token_hex(8)}"
         # Where WebRTC transports bind, IPv4 first: [(ip, announced ip or None)].
         self._rtc_addresses = [
             (ip, announced or None)
@@ -168,6 +174,7 @@ class Worker:
         stats.sample_rates(self.router, self.loop.time())
         if self._ticks % RTCP_EVERY == 0:
             self._send_receiver_reports()
+            self._send_sender_reports()
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
         self.channel.reader.poke()
         self.pipes.reader.poke()
@@ -307,6 +314,9 @@ class Worker:
             except (ValueError, OSError):
                 consumer.nack_missed += 1
                 continue
+            if pt is None:  # on the consumer's SSRC: its SR counts it
+                consumer.resent_packets += 1
+                consumer.resent_payload += payload_length(packet, len(packet))
             consumer.rtx_packets += 1
             consumer.rtx_octets += len(packet)
             consumer.nack_served += 1
@@ -314,7 +324,7 @@ class Worker:
         if missing:
             producer = consumer.producer
             if producer.transport is not None:
-                producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
+                self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
                 stream.nack_count += 1
                 consumer.nack_forwarded += len(missing)
                 self.forwarder.nack_forwarded += len(missing)
@@ -324,27 +334,53 @@ class Worker:
                 self.forwarder.nack_forwarded += len(missing)
 
     def _on_sender_report(self, stream: Stream, ntp: int, rtp_ts: int) -> None:
-        """Keep it for the receiver reports' LSR/DLSR, and pass it on to each consumer fed
-        by this stream with the consumer's SSRC, timestamp offset and counts (lip sync)."""
+        """A sender's SR about a producer stream: kept for our receiver reports' LSR/DLSR.
+        Consumers get SRs of their own (_send_sender_reports), not this one: its counts are
+        the sender's, not what each consumer was sent."""
         stream.last_sr = (ntp, rtp_ts, self.loop.time())
-        producer = stream.producer
-        if producer.pipes:  # the consumers on other workers get it through their pipe
-            report = rtcp.sr(stream.ssrc, ntp, rtp_ts, stream.packets, stream.octets)
-            fwd = self.forwarder
-            for batch in producer.pipes.values():
-                batch.add(fwd, report)
-        for consumer in stream.consumers.values():
+
+    def _send_sender_reports(self) -> None:
+        """Every RTCP_INTERVAL: an SR + SDES(CNAME) to the receiver of each consumer that is
+        being fed, on every worker (a consumer fed by a pipe too), RFC 3550 6.4.1:
+
+        - packet / octet count: what this consumer sent on its SSRC (copies of the fan-out
+          after send errors, plus retransmissions on that SSRC), octets = RTP payload only;
+        - NTP now, and the RTP timestamp of the same instant: the consumer's timestamp of
+          the newest packet it was sent, advanced by the wall time since that packet
+          arrived, at the codec's clock rate (what mediasoup does);
+        - the CNAME of the consumer's rtpParameters (the producer's), else the worker's.
+        A paused consumer, or one waiting for its first packet after a break, sends none (it
+        is no active sender: RFC 3550 6.4)."""
+        ntp = rtcp.ntp_now()
+        now = time.monotonic()
+        at = self.loop.time()
+        for consumer in self.router.consumers.values():
             rw = consumer.rewrite
-            if rw.sync or rw not in stream.fan:
+            stream = consumer.stream
+            if stream is None or rw.sync or not rw.packets or rw not in stream.fan:
                 continue
-            consumer.transport.send_rtcp(
-                rtcp.sr(consumer.ssrc, ntp, rtp_ts + rw.ts_offset, rw.packets, rw.octets)
+            elapsed = max(0.0, now - stream.max_at)
+            rtp_ts = stream.max_ts + rw.ts_offset + int(elapsed * stream.clock_rate)
+            report = rtcp.sr(
+                consumer.ssrc,
+                ntp,
+                rtp_ts,
+                rw.packets + consumer.resent_packets,
+                rw.payload_octets + consumer.resent_payload,
             )
+            consumer.transport.send_rtcp(rtcp.compound(report, consumer.ssrc, consumer.cname or self.cname))
             # The receiver echoes the middle 32 bits as LSR: remember when we sent it (RTT).
             sent = consumer.sr_sent
-            sent[(ntp >> 16) & 0xFFFFFFFF] = self.loop.time()
+            sent[(ntp >> 16) & 0xFFFFFFFF] = at
             if len(sent) > SR_HISTORY:
                 del sent[next(iter(sent))]
+
+    def _feedback(self, transport: Transport, *packets: bytes, report: bytes | None = None) -> None:
+        """Send RTCP towards a producer's sender as a full compound packet (RFC 3550 6.1,
+        RFC 4585 3.1): `report` (an RR; one without blocks when none is given), this
+        worker's SDES CNAME, then the feedback `packets` (PLI, NACK, REMB)."""
+        first = report if report is not None else rtcp.rr(self.rtcp_ssrc, [])
+        transport.send_rtcp(rtcp.compound(first, self.rtcp_ssrc, self.cname, *packets))
 
     def _on_receiver_report(self, consumer: Consumer, block: tuple[int, int, int, int, int, int, int]) -> None:
         """A receiver's report block about a consumer's SSRC: loss for stats, and the
@@ -358,17 +394,6 @@ class Worker:
             rtt = (self.loop.time() - sent_at - dlsr / 65536) * 1000
             if rtt >= 0:
                 consumer.rtt_ms = rtt
-
-    def _piped_rtcp(self, producer: Producer, packet: bytes) -> None:
-        try:
-            reports = rtcp.parse(packet).sender_reports
-        except ValueError:
-            self.forwarder.rtcp_malformed += 1
-            return
-        for ssrc, ntp, rtp_ts in reports:
-            stream = producer.ssrc_table.get(ssrc)
-            if stream is not None:
-                self._on_sender_report(stream, ntp, rtp_ts)
 
     def _send_receiver_reports(self) -> None:
         """Every RTCP_INTERVAL: an RR about each producer stream received on a transport,
@@ -387,10 +412,8 @@ class Worker:
                         video.append(stream.ssrc)
                     blocks.append(report_block(stream, now))
             if blocks:
-                packet = rtcp.rr(self.rtcp_ssrc, blocks)
-                if video:
-                    packet += rtcp.remb(self.rtcp_ssrc, self.config.max_incoming_bitrate, video)
-                transport.send_rtcp(packet)
+                remb = [rtcp.remb(self.rtcp_ssrc, self.config.max_incoming_bitrate, video)] if video else []
+                self._feedback(transport, *remb, report=rtcp.rr(self.rtcp_ssrc, blocks))
                 transport.last_remb = (self.config.max_incoming_bitrate if video else 0, video)
 
     def transport_failed(self, transport: Transport, reason: str) -> None:
@@ -415,7 +438,7 @@ class Worker:
         producer = stream.producer
         self.forwarder.key_frame_requests += 1
         if producer.transport is not None:
-            producer.transport.send_rtcp(rtcp.pli(self.rtcp_ssrc, stream.ssrc))
+            self._feedback(producer.transport, rtcp.pli(self.rtcp_ssrc, stream.ssrc))
             stream.pli_count += 1
         elif consumer is not None:
             self.emit(c.ConsumerKeyFrameRequest(consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc))
@@ -612,8 +635,6 @@ class Worker:
         streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(cmd, transport, None)
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
         producer.key_checks = self._key_checks
-        if transport is None:
-            producer.rtcp_listener = self._piped_rtcp
         self.router.add_producer(producer)
         log.info(
             "producer %d: %s %s, ssrcs %s%s",
@@ -721,7 +742,7 @@ class Worker:
         """A consumer on another worker misses these packets of this producer's stream
         `ssrc`: ask the sender (its RTX comes back through here and the pipe)."""
         producer, stream = self._local_stream(cmd.producerId, cmd.ssrc)
-        producer.transport.send_rtcp(rtcp.nack(self.rtcp_ssrc, stream.ssrc, cmd.seqs))
+        self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, cmd.seqs))
         return {}
 
     def _producer_close(self, cmd: c.ProducerClose) -> dict[str, Any]:
@@ -752,7 +773,9 @@ class Worker:
                 raise duplicate(f"consumer {other.id} on transport {transport.id} already sends ssrc {ssrc}/{rtx}")
         paused = cmd.paused
         profile = cmd.preferredProfile
+        cname = cmd.cname
         consumer = Consumer(cid, kind, producer, transport, ssrc, rtx, paused, profile, self._on_effective_profile)
+        consumer.cname = cname or ""
         self.router.add_consumer(consumer)
         log.info(
             "consumer %d: %s of producer %d on transport %d, ssrc %d%s",

@@ -442,6 +442,9 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
         raise _wrong("rtcp must be an object")
     if rtcp and rtcp.get("cname") is not None and not _is_name(rtcp["cname"]):
         raise _wrong("rtcp.cname must be a non-empty string")
+    if rtcp and isinstance(rtcp.get("cname"), str) and len(rtcp["cname"].encode()) > 255:
+        # An SDES item's length is one octet (RFC 3550 6.5): Tureen sends it in every SR.
+        raise _wrong("rtcp.cname must be at most 255 bytes of UTF-8 (RFC 3550 SDES)")
 
     codecs = _check_producer_codecs(kind, params.get("codecs"))
     room_codecs = [c for c in room_caps["codecs"] if c["kind"] == kind]

@@ -86,6 +86,17 @@ def header_length(buf: bytes | bytearray | memoryview, n: int) -> int:
     return offset
 
 
+def payload_length(buf: bytes | bytearray | memoryview, n: int) -> int:
+    """Length of the payload of the RTP packet buf[:n]: without the header (CSRCs, extension)
+    and without the padding. RFC 3550's SR octet count adds these up. Raises ValueError if
+    the header is malformed."""
+    b0 = buf[0]
+    if not b0 & 0x3F:
+        return max(0, n - HEADER_SIZE)
+    end = n - buf[n - 1] if b0 & 0x20 else n
+    return end - header_length(buf, n)
+
+
 def rewrite_extension_ids(buf: bytearray | memoryview, n: int, id_map: bytes) -> int:
     """Validate the header of buf[:n], remap its extension ids in place, return the payload offset.
 

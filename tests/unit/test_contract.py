@@ -80,6 +80,7 @@ EXAMPLES: dict[str, c.Command | c.Event] = {
             rtxSsrc=4445,
             paused=True,
             preferredProfile="medium",
+            cname="alice-cname",
         ),
         c.ConsumerPause(consumerId=10),
         c.ConsumerResume(consumerId=10),
@@ -258,6 +259,14 @@ def producer(**over: Any) -> dict[str, Any]:
         (
             {"method": "consumer.create", "consumerId": 1, "producerId": 2, "transportId": 3, "kind": "video", "ssrc": 5, "rtxSsrc": 5},
             "rtxSsrc equals ssrc",
+        ),
+        (
+            {"method": "consumer.create", "consumerId": 1, "producerId": 2, "transportId": 3, "kind": "video", "ssrc": 5, "cname": ""},
+            "cname",
+        ),
+        (
+            {"method": "consumer.create", "consumerId": 1, "producerId": 2, "transportId": 3, "kind": "video", "ssrc": 5, "cname": "é" * 128},
+            "cname",
         ),
         ({"method": "consumer.setPreferredProfile", "consumerId": 1, "profile": "ultra"}, "profile"),
         ({"method": "pipe.open", "producerId": 1, "workerIndex": 70000}, "workerIndex"),

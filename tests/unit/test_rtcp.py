@@ -91,3 +91,67 @@ def test_remb_round_trip_and_truncated_ssrc_list() -> None:
     broken[16] = 9  # claims 9 SSRCs
     with pytest.raises(ValueError):
         rtcp.parse(bytes(broken))
+
+
+# -- SDES CNAME and compound packets (RFC 3550 6.1, 6.5; issue 11 item 3) ---------------------
+
+
+def test_sdes_cname_is_the_rfc_3550_layout_byte_by_byte() -> None:
+    # V=2 P=0 SC=1 | PT=202 | length 3 (16 bytes) | SSRC | CNAME=1, len 5, "alice" | END, pad
+    assert rtcp.sdes_cname(0x01020304, "alice") == bytes.fromhex(
+        "81 ca 0003" "01020304" "01 05 616c696365" "00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cname", "nulls"),
+    [("a", 1), ("ab", 4), ("abc", 3), ("abcd", 2), ("abcde", 1), ("x" * 255, 3)],
+)
+def test_sdes_item_list_ends_with_one_to_four_nulls_on_a_word_boundary(cname: str, nulls: int) -> None:
+    packet = rtcp.sdes_cname(7, cname)
+    assert len(packet) % 4 == 0
+    assert (packet[1], packet[0] & 0x1F) == (rtcp.SDES, 1)
+    assert struct.unpack_from("!H", packet, 2)[0] == len(packet) // 4 - 1
+    item_end = 8 + 2 + len(cname)
+    assert packet[8:10] == bytes((rtcp.SDES_CNAME, len(cname))) and packet[10:item_end] == cname.encode()
+    assert packet[item_end:] == bytes(nulls)  # the first null is END, the rest padding
+    assert rtcp.sdes_cnames(packet) == [(7, cname)]
+
+
+def test_sdes_cname_refuses_what_one_length_octet_cannot_say() -> None:
+    for bad in ("", "x" * 256, "é" * 128):  # 256 bytes of UTF-8
+        with pytest.raises(ValueError, match="1..255 bytes"):
+            rtcp.sdes_cname(1, bad)
+    assert rtcp.sdes_cnames(rtcp.sdes_cname(1, "é" * 127)) == [(1, "é" * 127)]
+
+
+def test_sdes_cnames_reads_every_chunk_and_skips_other_items() -> None:
+    # Two chunks: (1: NAME "n", CNAME "c1") and (2: CNAME "c2"), then a PLI after the SDES.
+    chunk1 = struct.pack("!I", 1) + b"\x02\x01n" + b"\x01\x02c1" + b"\x00"
+    chunk2 = struct.pack("!I", 2) + b"\x01\x02c2" + b"\x00" * 4
+    body = chunk1 + chunk2
+    packet = struct.pack("!BBH", 0x82, rtcp.SDES, len(body) // 4) + body + rtcp.pli(1, 2)
+    assert rtcp.sdes_cnames(packet) == [(1, "c1"), (2, "c2")]
+    truncated = struct.pack("!BBH", 0x81, rtcp.SDES, 2) + struct.pack("!I", 1) + b"\x01\x09abcd"
+    with pytest.raises(ValueError, match="SDES"):
+        rtcp.sdes_cnames(truncated)
+
+
+def test_compound_is_report_then_sdes_then_feedback() -> None:
+    report = rtcp.rr(0x99, [])
+    data = rtcp.compound(report, 0x99, "tureen-x", rtcp.pli(0x99, 5), rtcp.nack(0x99, 5, [10]))
+    assert [pt for pt, _, _, _ in rtcp.iter_compound(data)] == [rtcp.RR, rtcp.SDES, rtcp.PSFB, rtcp.RTPFB]
+    assert data[:8] == bytes.fromhex("80c90001 00000099")  # an RR without blocks: 8 bytes
+    assert rtcp.sdes_cnames(data) == [(0x99, "tureen-x")]
+    fb = rtcp.parse(data)
+    assert fb.key_frame_requests == [(5, rtcp.PSFB_PLI)] and fb.nacks == [(5, [10])]
+    sr = rtcp.compound(rtcp.sr(0xAB, rtcp.ntp_now(1.5), 3000, 7, 700), 0xAB, "peer-cname")
+    assert [pt for pt, _, _, _ in rtcp.iter_compound(sr)] == [rtcp.SR, rtcp.SDES]
+    assert struct.unpack_from("!II", sr, 20) == (7, 700)  # packet count, octet count
+
+
+def test_ntp_timestamps_of_wall_clock_time() -> None:
+    # 1970-01-01 is 2208988800 s after the NTP epoch; the fraction is 2^32 per second.
+    assert rtcp.ntp_now(0.0) == 2_208_988_800 << 32
+    assert rtcp.ntp_now(1.5) == (2_208_988_801 << 32) | (1 << 31)
+    assert abs(rtcp.ntp_to_unix(rtcp.ntp_now(1_800_000_000.25)) - 1_800_000_000.25) < 1e-6

@@ -122,7 +122,23 @@ def packet(seq: int, ts: int, payload: bytes, pt: int = 96, marker: bool = False
     return buf
 
 
-def feed(batch, fwd: FakeForwarder, fan, seq: int, ts: int, payload: bytes, marker=False) -> int:
+def padded_packet(seq: int, ts: int, payload: bytes, pad: int) -> tuple[bytearray, int]:
+    """A packet with one CSRC, a one-byte-header extension (one word) and `pad` bytes of
+    padding: (buffer, length). Its payload for RFC 3550's octet count is `payload` alone."""
+    buf = bytearray(65536)
+    HDR.pack_into(buf, 0, 0x80 | 0x20 | 0x10 | 1, 96, seq, ts, 0x11111111)
+    head = struct.pack("!I", 0x2222) + struct.pack("!HH", 0xBEDE, 1) + bytes([0x10, 0x7F, 0, 0])
+    body = head + payload + bytes(pad - 1) + bytes([pad])
+    buf[12 : 12 + len(body)] = body
+    return buf, 12 + len(body)
+
+
+def feed(batch, fwd: FakeForwarder, fan, seq: int, ts: int, payload: bytes, marker=False, pad: int = 0) -> int:
+    if pad:
+        buf, n = padded_packet(seq, ts, payload, pad)
+        sent = batch.fanout(tuple(fan), buf, memoryview(buf)[:n], seq, ts, n)
+        fwd.rtp_out += sent
+        return sent
     buf = packet(seq, ts, payload, marker=marker)
     n = 12 + len(payload)
     sent = batch.fanout(tuple(fan), buf, memoryview(buf)[:n], seq, ts, n)
@@ -230,9 +246,27 @@ def test_partial_returns_and_errors_are_counted_per_consumer():
     assert all(
         d[12:] == bytes([HDR.unpack_from(d)[2]]) * 20 for data in fake.sent.values() for d in data
     )
-    assert (a.send_errors, a.packets, a.octets) == (1, 4, 4 * 32)
-    assert (b.send_errors, b.packets, b.octets) == (1, 4, 4 * 32)
+    assert (a.send_errors, a.packets, a.octets, a.payload_octets) == (1, 4, 4 * 32, 4 * 20)
+    assert (b.send_errors, b.packets, b.octets, b.payload_octets) == (1, 4, 4 * 32, 4 * 20)
     assert (fwd.rtp_out, fwd.send_errors) == (8, 2)
+
+
+def test_payload_octets_count_the_payload_only(pairs, core):
+    """RFC 3550's SR octet count: header, CSRCs, extension and padding excluded; per-copy
+    (ICE-TCP) consumers count the same."""
+    fwd = FakeForwarder()
+    batch = make_batch(core)
+    batched = pairs(0xA1)
+    per_copy = pairs(0xA2)
+    per_copy.c.fd = -1
+    per_copy.c.send = per_copy.out.send
+    fan = (batched.c, per_copy.c)
+    feed(batch, fwd, fan, 1, 100, b"x" * 20)
+    feed(batch, fwd, fan, 2, 200, b"y" * 33, pad=3)
+    flush(batch, fwd)
+    for c in fan:
+        assert (c.packets, c.payload_octets) == (2, 20 + 33)
+        assert c.octets == 32 + (12 + 4 + 8 + 33 + 3)
 
 
 def test_unbatchable_consumer_sends_per_copy(pairs, core):
@@ -531,7 +565,8 @@ def _random_session(core: str, seed: int) -> dict[int, list[bytes]]:
                 ts = (ts + 3000) & 0xFFFFFFFF
                 size = rng.choice((12, 13, 200, 1200, 1400, 1500, 1501))
                 payload = bytes(rng.randrange(256) for _ in range(size - 12))
-                feed(batch, fwd, fan, seq, ts, payload, marker=rng.random() < 0.1)
+                pad = rng.choice((0, 0, 0, 1, 4)) if size <= 1400 else 0  # CSRC, extension, padding
+                feed(batch, fwd, fan, seq, ts, payload, marker=rng.random() < 0.1, pad=pad)
             flush(batch, fwd)
         got: dict[int, list[bytes]] = {}
         for c, sink in zip(consumers, sinks, strict=True):
@@ -541,7 +576,7 @@ def _random_session(core: str, seed: int) -> dict[int, list[bytes]]:
                     got[c.ssrc].append(sink.recv(4096))
                 except BlockingIOError:
                     break
-        counters = [(c.packets, c.octets, c.send_errors) for c in consumers]
+        counters = [(c.packets, c.octets, c.payload_octets, c.send_errors) for c in consumers]
         got[-1] = [repr((fwd.rtp_out, fwd.send_errors, counters)).encode()]
         return got
     finally:

@@ -88,6 +88,8 @@ class ConsumerRewrite(RewriteCore):
         self.queued = 0
         self.packets = 0
         self.octets = 0
+        # RTP payload bytes sent (RFC 3550's SR octet count: no header, no padding).
+        self.payload_octets = 0
         self.send_errors = 0
         self.on_profile = on_profile
 

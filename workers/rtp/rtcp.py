@@ -12,12 +12,15 @@ Reading: `parse()` walks a datagram once into a `Feedback`: key-frame requests (
 generic NACKs, sender reports, report blocks (of SRs and RRs) and REMB (RFC 4585, RFC 5104,
 draft-alvestrand-rmcat-remb); malformed input raises ValueError. Writing: PLI and FIR
 towards a producer's sender, NACK for what a receiver lost and the worker does not have, RR
-and REMB every second, SR passed on to consumers (RFC 3550 6.4).
+and REMB every second, an SR per consumer every second (RFC 3550 6.4), and the SDES CNAME
+chunk that every compound packet carries (RFC 3550 6.1, 6.5). `compound()` puts them in the
+order RFC 3550 6.1 requires: a report first, then SDES, then feedback.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -131,6 +134,82 @@ def rr(sender_ssrc: int, blocks: list[tuple[int, int, int, int, int, int, int]])
         for ssrc, fraction, lost, ext_seq, jitter, lsr, dlsr in blocks
     )
     return _HEADER.pack(0x80 | len(blocks), RR, 1 + 6 * len(blocks)) + sender_ssrc.to_bytes(4, "big") + body
+
+
+# -- SDES (RFC 3550 section 6.5) ----------------------------------------------------------
+
+SDES_END = 0
+SDES_CNAME = 1
+MAX_SDES_TEXT = 255  # an item's length is one octet
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An SDES packet with one chunk: `ssrc` and its CNAME item (RFC 3550 6.5.1).
+
+     0                   1                   2                   3
+    |V=2|P|  SC=1   |  PT=SDES=202  |             length            |
+    |                          SSRC/CSRC_1                          |
+    |    CNAME=1    |     length    | user and domain name        ...
+    ... then a null octet (END) and more nulls up to the next 32-bit boundary.
+
+    The item list ends with 1 to 4 null octets, so a CNAME of 2 mod 4 bytes still gets
+    four. Raises ValueError for an empty CNAME or one over 255 bytes of UTF-8."""
+    text = cname.encode()
+    if not text or len(text) > MAX_SDES_TEXT:
+        raise ValueError(f"SDES: a CNAME is 1..{MAX_SDES_TEXT} bytes of UTF-8, got {len(text)}")
+    items = bytes((SDES_CNAME, len(text))) + text
+    items += bytes(4 - len(items) % 4)  # END and padding: 1..4 nulls
+    chunk = ssrc.to_bytes(4, "big") + items
+    return _HEADER.pack(0x80 | 1, SDES, len(chunk) // 4) + chunk
+
+
+def sdes_cnames(data: bytes | memoryview) -> list[tuple[int, str]]:
+    """(SSRC, CNAME) of every chunk with a CNAME in the SDES packets of a compound datagram.
+    Raises ValueError when a chunk runs past its packet or an item has no END."""
+    out: list[tuple[int, str]] = []
+    for pt, count, start, end in iter_compound(data):
+        if pt != SDES:
+            continue
+        pos = start + 4
+        for _ in range(count):
+            if pos + 4 > end:
+                raise ValueError("SDES: chunk runs past its packet")
+            ssrc = int.from_bytes(data[pos : pos + 4], "big")
+            pos += 4
+            while True:
+                if pos >= end:
+                    raise ValueError("SDES: item list without END")
+                kind = data[pos]
+                if kind == SDES_END:
+                    pos = (pos + 4) & ~3  # nulls up to the next 32-bit boundary
+                    break
+                if pos + 2 > end or pos + 2 + data[pos + 1] > end:
+                    raise ValueError("SDES: item runs past its packet")
+                if kind == SDES_CNAME:
+                    out.append((ssrc, bytes(data[pos + 2 : pos + 2 + data[pos + 1]]).decode("utf-8", "replace")))
+                pos += 2 + data[pos + 1]
+    return out
+
+
+def compound(report: bytes, cname_ssrc: int, cname: str, *feedback: bytes) -> bytes:
+    """A compound RTCP packet as RFC 3550 6.1 wants it: `report` (an SR or RR; an RR without
+    blocks when there is nothing to report), the SDES CNAME of `cname_ssrc`, then the
+    feedback packets (RFC 4585 3.1: full compound, as mediasoup v2 sends it)."""
+    return report + sdes_cname(cname_ssrc, cname) + b"".join(feedback)
+
+
+_NTP_EPOCH = 2_208_988_800  # s from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+
+
+def ntp_now(unix: float | None = None) -> int:
+    """The 64-bit NTP timestamp (RFC 3550 4) of the wall-clock time `unix` (default: now)."""
+    t = time.time() if unix is None else unix
+    seconds = int(t)
+    return ((seconds + _NTP_EPOCH) & 0xFFFFFFFF) << 32 | int((t - seconds) * (1 << 32)) & 0xFFFFFFFF
+
+
+def ntp_to_unix(ntp: int) -> float:
+    return (ntp >> 32) - _NTP_EPOCH + (ntp & 0xFFFFFFFF) / (1 << 32)
 
 
 # -- REMB (draft-alvestrand-rmcat-remb) -----------------------------------------------------

@@ -8,7 +8,8 @@ out as ONE ZeroMQ message of two frames:
 
     frame 0   producerId, 4 bytes big-endian
     frame 1   the drain's packets, each as a 2-byte big-endian length and the packet
-              (ingest-rewritten RTP: room PT, room extension ids; or the origin's SR)
+              (ingest-rewritten RTP: room PT, room extension ids; never RTCP: each
+              worker sends its own consumers their sender reports)
 
 One frame per drain, not one per packet: ZeroMQ's per-frame cost (a zmq_msg each side) and
 one Python `bytes` per packet at the receiver were most of the hop's cost, and the receiver
@@ -71,14 +72,6 @@ class PipeBatch:
     @property
     def pending(self) -> bool:
         return self.count > 0
-
-    def add(self, fwd: Forwarder, packet: bytes) -> None:
-        """Queue one packet off the hot loop (the origin's sender reports)."""
-        if not self.count:
-            fwd.dirty.append(self)
-        self.out += len(packet).to_bytes(_RECORD, "big")
-        self.out += packet
-        self.count += 1
 
     def flush(self, fwd: Forwarder) -> None:
         count = self.count
