@@ -11,9 +11,6 @@ if TYPE_CHECKING:
     from .producer import Producer
     from .transport import Transport
 
-PROFILES = ("default", "low", "medium", "high")
-
-
 @dataclass(eq=False)
 class Consumer:
     """Created for every other peer when a producer appears; enabled later on a transport.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..shared.contract import CodecSpec, ProducerCreate, ProducerUpdate, StreamSpec
+
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .transport import Transport
@@ -42,32 +44,45 @@ class Producer:
     def describe(self) -> str:
         return f"producer {self.id} of peer {self.peer_name!r}"
 
-    def worker_params(
-        self, transport_gid: int | None, mapping: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The producer.create command for a worker (transport_gid None = a piped copy).
+    def worker_command(
+        self,
+        transport_gid: int | None,
+        mapping: dict[str, Any] | None = None,
+        *,
+        update: bool = False,
+    ) -> ProducerCreate:
+        """The producer.create (or, `update`, producer.update) command for a worker
+        (transport_gid None = a piped copy).
 
         `mapping` overrides the producer's own (updateProducer checks before committing).
         """
         piped = transport_gid is None
         mapping = self.mapping if mapping is None else mapping
-        return {
-            "producerId": self.gid,
-            "kind": self.kind,
-            "transportId": transport_gid,
+        kind = ProducerUpdate if update else ProducerCreate
+        return kind(
+            producerId=self.gid,
+            kind=self.kind,  # type: ignore[arg-type]  # checked by producer_mapping
+            transportId=transport_gid,
             # Pause is applied where the packets enter; a piped copy never sees paused input.
-            "paused": False if piped else self.paused,
-            "streams": mapping["streams"],
-            "payloadTypes": (
-                [[pt, pt] for _, pt in mapping["payloadTypes"]] if piped else mapping["payloadTypes"]
-            ),
-            "headerExtensionIds": (
-                [[i, i] for _, i in mapping["headerExtensionIds"]]
-                if piped
-                else mapping["headerExtensionIds"]
-            ),
-            "codecs": mapping["codecs"],
-        }
+            paused=False if piped else self.paused,
+            streams=[
+                StreamSpec(ssrc=s["ssrc"], rtxSsrc=s["rtxSsrc"], profile=s["profile"])
+                for s in mapping["streams"]
+            ],
+            payloadTypes=[(pt, pt) if piped else (src, pt) for src, pt in mapping["payloadTypes"]],
+            headerExtensionIds=[
+                (i, i) if piped else (src, i) for src, i in mapping["headerExtensionIds"]
+            ],
+            codecs=[
+                CodecSpec(
+                    payloadType=x["payloadType"],
+                    mimeType=x["mimeType"],
+                    clockRate=x["clockRate"],
+                    rtxPayloadType=x["rtxPayloadType"],
+                )
+                for x in mapping["codecs"]
+            ],
+        )
 
     def dump(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ..shared import contract
+from ..shared.contract import MAX_NACK_SEQS, PROFILES, WEBRTC_OPTIONS
 from ..shared.errors import (
     BAD_REQUEST,
     UNAVAILABLE,
@@ -42,7 +44,7 @@ from ..shared.errors import (
 )
 from ..shared.protocol.validate import get_bool, get_id, get_int, get_obj, get_str
 from ..shared.rtp import capabilities as caps
-from .consumer import PROFILES, Consumer
+from .consumer import Consumer
 from .peer import Peer
 from .producer import Producer
 from .quotas import Quotas
@@ -88,7 +90,7 @@ class RoomServices(Protocol):
     @property
     def worker_wait(self) -> float: ...
     def worker_alive(self, index: int) -> bool: ...
-    async def worker_request(self, index: int, method: str, **params: Any) -> Any: ...
+    async def worker_request(self, index: int, command: contract.Command) -> Any: ...
     def emit(self, room_id: str, event: dict[str, Any]) -> None: ...
 
 
@@ -329,16 +331,17 @@ class Room:
 
     # ------------------------------------------------------------------ worker helpers
 
-    async def _worker(self, index: int, method: str, **params: Any) -> Any:
-        return await self._services.worker_request(index, method, **params)
+    async def _worker(self, index: int, command: contract.Command) -> Any:
+        return await self._services.worker_request(index, command)
 
-    async def _worker_quiet(self, index: int, method: str, **params: Any) -> None:
+    async def _worker_quiet(self, index: int, command: contract.Command) -> None:
         """Best effort, for closing: the state change goes ahead whatever the worker says."""
         if not self._services.worker_alive(index):
             return
         try:
-            await self._services.worker_request(index, method, **params)
+            await self._services.worker_request(index, command)
         except ProtocolError as exc:
+            method = command.name()
             if exc.code == "not_found":
                 # Already gone there: the worker closed it first (the browser's DTLS
                 # close_notify after it heard `closed`, a failed transport). Done either way.
@@ -484,17 +487,7 @@ class Room:
             if remote is None and not comedia:
                 raise bad_request("plainRtpParameters needs ip and port (or comedia: true)")
         else:
-            flags = {
-                key: get_bool(options, key, default=default)
-                for key, default in (
-                    ("udp", True),
-                    ("tcp", True),
-                    ("preferIPv4", False),
-                    ("preferIPv6", False),
-                    ("preferUdp", False),
-                    ("preferTcp", False),
-                )
-            }
+            flags = {key: get_bool(options, key, default=default) for key, default in WEBRTC_OPTIONS.items()}
             if not flags["udp"] and not flags["tcp"]:
                 raise bad_request("options: at least one of udp and tcp must be true")
         if len(peer.transports) >= self.quotas.transports_per_peer:
@@ -547,11 +540,12 @@ class Room:
     ) -> dict[str, Any]:
         data = await self._worker(
             transport.worker,
-            "transport.createPlain",
-            transportId=transport.gid,
-            remoteIp=remote[0] if remote else None,
-            remotePort=remote[1] if remote else None,
-            comedia=comedia,
+            contract.TransportCreatePlain(
+                transportId=transport.gid,
+                remoteIp=remote[0] if remote else None,
+                remotePort=remote[1] if remote else None,
+                comedia=comedia,
+            ),
         )
         transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
         transport.local = {"ip": data["ip"], "port": data["port"]}
@@ -561,7 +555,18 @@ class Room:
         self, transport: Transport, flags: dict[str, bool], dtls: dict[str, Any] | None
     ) -> dict[str, Any]:
         worker = transport.worker
-        data = await self._worker(worker, "transport.createWebRtc", transportId=transport.gid, **flags)
+        data = await self._worker(
+            worker,
+            contract.TransportCreateWebRtc(
+                transportId=transport.gid,
+                udp=flags["udp"],
+                tcp=flags["tcp"],
+                preferIPv4=flags["preferIPv4"],
+                preferIPv6=flags["preferIPv6"],
+                preferUdp=flags["preferUdp"],
+                preferTcp=flags["preferTcp"],
+            ),
+        )
         response = {
             "iceParameters": data["iceParameters"],
             "iceCandidates": data["iceCandidates"],
@@ -572,12 +577,10 @@ class Room:
             try:
                 applied = await self._worker(
                     worker,
-                    "transport.setRemoteDtls",
-                    transportId=transport.gid,
-                    dtlsParameters=dtls,
+                    contract.TransportSetRemoteDtls(transportId=transport.gid, dtlsParameters=dtls),
                 )
             except ProtocolError:
-                await self._worker_quiet(worker, "transport.close", transportId=transport.gid)
+                await self._worker_quiet(worker, contract.TransportClose(transportId=transport.gid))
                 raise
             response["dtlsParameters"] = applied["dtlsParameters"]
             transport.remote_dtls_set = True
@@ -606,10 +609,9 @@ class Room:
             remote = self._plain_remote(params)
             if remote is None:
                 raise bad_request("plainRtpParameters needs ip and port")
-            method, args = "transport.connectPlain", {"remoteIp": remote[0], "remotePort": remote[1]}
         else:
             dtls = get_obj(msg, "dtlsParameters")
-            method, args = "transport.setRemoteDtls", {"dtlsParameters": dtls}
+            assert dtls is not None
             if transport.remote_dtls_set:
                 # v2: setting them twice fails, and a failed updateTransport closes it.
                 await self._fail_transport(transport, "remote DTLS parameters were already set")
@@ -618,14 +620,20 @@ class Room:
                     "the transport was closed"
                 )
         try:
-            await self._worker(transport.worker, method, transportId=transport.gid, **args)
+            # Built inside: a command the contract refuses fails the update like a worker would.
+            command: contract.Command = (
+                contract.TransportConnectPlain(transportId=transport.gid, remoteIp=remote[0], remotePort=remote[1])
+                if transport.plain
+                else contract.TransportSetRemoteDtls(transportId=transport.gid, dtlsParameters=dtls)
+            )
+            await self._worker(transport.worker, command)
         except ProtocolError as exc:
             await self._fail_transport(transport, exc.message)
             raise ProtocolError(
                 exc.code, f"updateTransport failed, {transport.describe()} closed: {exc.message}"
             ) from None
         if transport.plain:
-            transport.remote = {"ip": args["remoteIp"], "port": args["remotePort"]}
+            transport.remote = {"ip": remote[0], "port": remote[1]}
         else:
             transport.remote_dtls_set = True
 
@@ -638,7 +646,7 @@ class Room:
         transport = self._transport_of(peer, msg)
         if transport.plain:
             raise invalid_state(f"{transport.describe()} is a PlainRtpTransport: no ICE to restart")
-        data = await self._worker(transport.worker, "transport.restartIce", transportId=transport.gid)
+        data = await self._worker(transport.worker, contract.TransportRestartIce(transportId=transport.gid))
         return {"iceParameters": data["iceParameters"]}
 
     async def _close_transport_msg(self, peer: Peer | None, msg: dict[str, Any]) -> None:
@@ -664,7 +672,7 @@ class Room:
             peer.transports.pop(transport.id, None)
         self._transports.pop(transport.id, None)
         self._unregister(transport)
-        await self._worker_quiet(transport.worker, "transport.close", transportId=transport.gid)
+        await self._worker_quiet(transport.worker, contract.TransportClose(transportId=transport.gid))
         if notify_owner and peer is not None:
             self._notify(peer, "transportClosed", id=transport.id, appData=transport.app_data)
 
@@ -698,16 +706,16 @@ class Room:
         else:
             await self._report_consumer_stats(obj)
 
-    async def _stats_request(self, index: int, **ids: list[int]) -> dict[str, Any] | None:
+    async def _stats_request(self, index: int, request: contract.StatsGet) -> dict[str, Any] | None:
         if not self._services.worker_alive(index):
             return None
-        data = await self._services.worker_request(index, "stats.get", **ids)
+        data = await self._services.worker_request(index, request)
         return data if isinstance(data, dict) else None
 
     async def _report_transport_stats(self, transport: Transport) -> None:
         if transport.closed:
             return
-        data = await self._stats_request(transport.worker, transportIds=[transport.gid])
+        data = await self._stats_request(transport.worker, contract.StatsGet(transportIds=[transport.gid]))
         peer = self.peers.get(transport.peer_name)
         if transport.closed or peer is None or not data or not data.get("transports"):
             return
@@ -717,7 +725,7 @@ class Room:
     async def _report_producer_stats(self, producer: Producer) -> None:
         if producer.closed or producer.paused:
             return
-        data = await self._stats_request(producer.worker, producerIds=[producer.gid])
+        data = await self._stats_request(producer.worker, contract.StatsGet(producerIds=[producer.gid]))
         peer = self.peers.get(producer.peer_name)
         if producer.closed or producer.paused or peer is None or not data or not data.get("producers"):
             return
@@ -735,7 +743,7 @@ class Room:
         transport = consumer.transport
         if consumer.closed or transport is None or consumer.paused:
             return
-        data = await self._stats_request(transport.worker, consumerIds=[consumer.gid])
+        data = await self._stats_request(transport.worker, contract.StatsGet(consumerIds=[consumer.gid]))
         receiver = self.peers.get(consumer.peer_name)
         if (
             consumer.closed
@@ -790,7 +798,7 @@ class Room:
             paused=get_bool(msg, "paused"),
             app_data=msg.get("appData"),
         )
-        await self._worker(transport.worker, "producer.create", **producer.worker_params(transport.gid))
+        await self._worker(transport.worker, producer.worker_command(transport.gid))
         peer.producers[pid] = producer
         self._producers[pid] = producer
         self._register(producer)
@@ -839,12 +847,9 @@ class Room:
         assert rtp_parameters is not None
         mapping = caps.producer_mapping(self.rtp_capabilities, producer.kind, rtp_parameters)
         self._check_ssrcs_free(producer.transport, mapping, exclude=producer)
-        params = producer.worker_params(producer.transport.gid, mapping)
-        await self._worker(producer.worker, "producer.update", **params)
+        await self._worker(producer.worker, producer.worker_command(producer.transport.gid, mapping, update=True))
         for index in producer.piped_to:
-            await self._worker_quiet(
-                index, "producer.update", **producer.worker_params(None, mapping)
-            )
+            await self._worker_quiet(index, producer.worker_command(None, mapping, update=True))
         producer.rtp_parameters = rtp_parameters
         producer.mapping = mapping
 
@@ -861,7 +866,8 @@ class Room:
         if producer.paused == paused:
             return False
         await self._worker(
-            producer.worker, "producer.pause" if paused else "producer.resume", producerId=producer.gid
+            producer.worker,
+            contract.ProducerPause(producerId=producer.gid) if paused else contract.ProducerResume(producerId=producer.gid),
         )
         producer.paused = paused
         method = "consumerPaused" if paused else "consumerResumed"
@@ -889,9 +895,9 @@ class Room:
         self._producers.pop(producer.id, None)
         self._unregister(producer)
         for index in list(producer.piped_to):
-            await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+            await self._worker_quiet(index, contract.ProducerClose(producerId=producer.gid))
         producer.piped_to.clear()
-        await self._worker_quiet(producer.worker, "producer.close", producerId=producer.gid)
+        await self._worker_quiet(producer.worker, contract.ProducerClose(producerId=producer.gid))
 
     # ------------------------------------------------------------------ consumers
 
@@ -939,18 +945,19 @@ class Room:
         encoding = consumer.rtp_parameters["encodings"][0]
         await self._worker(
             transport.worker,
-            "consumer.create",
-            consumerId=consumer.gid,
-            producerId=producer.gid,
-            transportId=transport.gid,
-            kind=producer.kind,
-            ssrc=encoding["ssrc"],
-            rtxSsrc=(encoding.get("rtx") or {}).get("ssrc"),
-            paused=paused or consumer.paused_by_app,
-            preferredProfile=profile,
-            # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
-            # rtpParameters as v2 does.
-            cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
+            contract.ConsumerCreate(
+                consumerId=consumer.gid,
+                producerId=producer.gid,
+                transportId=transport.gid,
+                kind=producer.kind,  # type: ignore[arg-type]  # checked at createProducer
+                ssrc=encoding["ssrc"],
+                rtxSsrc=(encoding.get("rtx") or {}).get("ssrc"),
+                paused=paused or consumer.paused_by_app,
+                preferredProfile=profile,  # type: ignore[arg-type]  # one of PROFILES
+                # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
+                # rtpParameters as v2 does.
+                cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
+            ),
         )
         consumer.transport = transport
         consumer.paused_by_client = paused
@@ -965,13 +972,11 @@ class Room:
         """Once per (producer, worker): the producer's worker sends its packets to `index`."""
         if index == producer.worker or index in producer.piped_to:
             return
-        await self._worker(index, "producer.create", **producer.worker_params(None))
+        await self._worker(index, producer.worker_command(None))
         try:
-            await self._worker(
-                producer.worker, "pipe.open", producerId=producer.gid, workerIndex=index
-            )
+            await self._worker(producer.worker, contract.PipeOpen(producerId=producer.gid, workerIndex=index))
         except ProtocolError:
-            await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+            await self._worker_quiet(index, contract.ProducerClose(producerId=producer.gid))
             raise
         producer.piped_to.add(index)
         log.info("room %r: piping %s to worker %d", self.id, producer.describe(), index)
@@ -982,8 +987,8 @@ class Room:
         if any(c.transport is not None and c.transport.worker == index for c in producer.consumers.values()):
             return
         producer.piped_to.discard(index)
-        await self._worker_quiet(producer.worker, "pipe.close", producerId=producer.gid, workerIndex=index)
-        await self._worker_quiet(index, "producer.close", producerId=producer.gid)
+        await self._worker_quiet(producer.worker, contract.PipeClose(producerId=producer.gid, workerIndex=index))
+        await self._worker_quiet(index, contract.ProducerClose(producerId=producer.gid))
 
     async def _detach_consumer(self, consumer: Consumer) -> None:
         transport = consumer.transport
@@ -991,7 +996,7 @@ class Room:
             return
         consumer.transport = None
         consumer.effective_profile = None
-        await self._worker_quiet(transport.worker, "consumer.close", consumerId=consumer.gid)
+        await self._worker_quiet(transport.worker, contract.ConsumerClose(consumerId=consumer.gid))
         await self._release_pipe(consumer.producer, transport.worker)
 
     async def _close_consumer(self, consumer: Consumer, *, notify: bool) -> None:
@@ -1031,8 +1036,7 @@ class Room:
         if consumer.transport is not None and before != after:
             await self._worker(
                 consumer.transport.worker,
-                "consumer.pause" if after else "consumer.resume",
-                consumerId=consumer.gid,
+                contract.ConsumerPause(consumerId=consumer.gid) if after else contract.ConsumerResume(consumerId=consumer.gid),
             )
         consumer.paused_by_client = new_client
         consumer.paused_by_app = new_app
@@ -1048,9 +1052,7 @@ class Room:
         if consumer.transport is not None and profile != consumer.preferred_profile:
             await self._worker(
                 consumer.transport.worker,
-                "consumer.setPreferredProfile",
-                consumerId=consumer.gid,
-                profile=profile,
+                contract.ConsumerSetPreferredProfile(consumerId=consumer.gid, profile=profile),  # type: ignore[arg-type]
             )
         consumer.preferred_profile = profile
 
@@ -1126,43 +1128,41 @@ class Room:
         log.info("room %r closed", self.id)
         self._lifecycle("room.closed")
 
-    async def on_worker_event(self, event: dict[str, Any]) -> None:
-        name = event.get("event")
-        obj = self._by_gid.get(event.get("transportId") or event.get("consumerId") or -1)
+    async def on_worker_event(self, event: contract.Event) -> None:
+        """A worker's event (decoded by the server) about one of this room's objects."""
+        obj = self._by_gid.get(event.subject() or -1)
         if isinstance(obj, Transport):
             peer = self.peers.get(obj.peer_name)
-            if name == "transport.closed":
-                reason = str(event.get("reason", "closed by the worker"))
+            if isinstance(event, contract.TransportClosed):
                 self._lifecycle(
-                    "transport.closed", peerName=obj.peer_name, transportId=obj.id, reason=reason
+                    "transport.closed", peerName=obj.peer_name, transportId=obj.id, reason=event.reason
                 )
                 await self._close_transport(obj, notify_owner=True)
-            elif name in ("transport.iceState", "transport.dtlsState") and peer is not None:
-                state = str(event.get("state"))
-                if name == "transport.iceState":
+            elif isinstance(event, contract.TransportIceState | contract.TransportDtlsState) and peer is not None:
+                state = event.state
+                if isinstance(event, contract.TransportIceState):
                     obj.ice_state = state
                 else:
                     obj.dtls_state = state
-                self._lifecycle(name, peerName=obj.peer_name, transportId=obj.id, state=state)
-        elif isinstance(obj, Consumer) and name == "consumer.keyFrameRequest":
+                self._lifecycle(event.name(), peerName=obj.peer_name, transportId=obj.id, state=state)
+        elif isinstance(obj, Consumer) and isinstance(event, contract.ConsumerKeyFrameRequest):
             # A consumer fed through a pipe needs a key frame: the producer's worker asks.
             producer = obj.producer
-            ssrc = event.get("ssrc")
-            if not producer.closed and isinstance(ssrc, int) and producer.worker is not None:
+            if not producer.closed and producer.worker is not None:
                 await self._worker_quiet(
-                    producer.worker, "producer.requestKeyFrame", producerId=producer.gid, ssrc=ssrc
+                    producer.worker, contract.ProducerRequestKeyFrame(producerId=producer.gid, ssrc=event.ssrc)
                 )
-        elif isinstance(obj, Consumer) and name == "consumer.nack":
+        elif isinstance(obj, Consumer) and isinstance(event, contract.ConsumerNack):
             # Packets a consumer fed through a pipe misses: the producer's worker asks the sender.
             producer = obj.producer
-            ssrc, seqs = event.get("ssrc"), event.get("seqs")
-            if not producer.closed and isinstance(ssrc, int) and isinstance(seqs, list) and seqs:
+            if not producer.closed:
                 await self._worker_quiet(
-                    producer.worker, "producer.nack", producerId=producer.gid, ssrc=ssrc, seqs=seqs[:256]
+                    producer.worker,
+                    contract.ProducerNack(producerId=producer.gid, ssrc=event.ssrc, seqs=event.seqs[:MAX_NACK_SEQS]),
                 )
-        elif isinstance(obj, Consumer) and name == "consumer.effectiveProfile":
-            profile = event.get("profile")
-            if obj.enabled and profile != obj.effective_profile and isinstance(profile, str):
+        elif isinstance(obj, Consumer) and isinstance(event, contract.ConsumerEffectiveProfile):
+            profile = event.profile
+            if obj.enabled and profile != obj.effective_profile:
                 obj.effective_profile = profile
                 receiver = self.peers.get(obj.peer_name)
                 if receiver is not None:

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from ..shared import __version__
 from ..shared.config import Config
+from ..shared.contract import Command, Event, WorkerDump
 from ..shared.errors import UNAVAILABLE, ProtocolError, duplicate, limit, not_found
 from ..shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
 from . import run_dir
@@ -130,8 +131,8 @@ class Server:
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
 
-    async def worker_request(self, index: int, method: str, **params: Any) -> Any:
-        return await self.pool.request(index, method, **params)
+    async def worker_request(self, index: int, command: Command) -> Any:
+        return await self.pool.request(index, command)
 
     def subscribers(self, room_id: str) -> list[bytes]:
         """The identities that receive `room_id`'s events (a copy: sends may drop some)."""
@@ -154,9 +155,9 @@ class Server:
 
     # ------------------------------------------------------------------ worker events
 
-    def _on_worker_event(self, index: int, event: dict[str, Any]) -> None:
-        gid = event.get("transportId", event.get("consumerId", event.get("producerId")))
-        room = self._owners.get(gid) if isinstance(gid, int) else None
+    def _on_worker_event(self, index: int, event: Event) -> None:
+        gid = event.subject()
+        room = self._owners.get(gid) if gid is not None else None
         if room is None:
             log.debug("worker %d event for unknown object: %r", index, event)
             return
@@ -302,7 +303,7 @@ class Server:
         assert index is not None
         if index not in self.pool.links:
             raise ProtocolError("not_found", f"worker {index} does not exist; server.info lists them")
-        return asyncio.ensure_future(self.pool.request(index, "worker.dump"))
+        return asyncio.ensure_future(self.pool.request(index, WorkerDump()))
 
     def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done({"pong": True})

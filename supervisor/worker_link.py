@@ -32,21 +32,24 @@ import zmq.asyncio
 
 from ..shared import wire
 from ..shared.config import Config
+from ..shared.contract import (
+    Command,
+    Event,
+    WorkerClose,
+    WorkerInfo,
+    WorkerPing,
+    WorkerReady,
+    control_path,
+    decode_event,
+)
 from ..shared.errors import UNAVAILABLE, ProtocolError
 
 log = logging.getLogger("tureen.worker_link")
 
 READY_TIMEOUT = 30.0
 HEARTBEAT_INTERVAL = 1.0  # s between two pings of a live worker
-# What undoes each create, for a success reply that comes after the request timed out:
-# method -> (undo method, the params it takes from the request).
-UNDO = {
-    "transport.createPlain": ("transport.close", ("transportId",)),
-    "transport.createWebRtc": ("transport.close", ("transportId",)),
-    "producer.create": ("producer.close", ("producerId",)),
-    "consumer.create": ("consumer.close", ("consumerId",)),
-    "pipe.open": ("pipe.close", ("producerId", "workerIndex")),
-}
+# A create whose success reply comes after the request timed out is undone with the
+# command's `undo()` (shared/contract.py: the matching close).
 MAX_EXPIRED = 10_000  # timed-out creates remembered per worker (oldest forgotten first)
 
 
@@ -57,13 +60,13 @@ class WorkerLink:
         config: Config,
         run_dir: Path,
         ctx: zmq.asyncio.Context,
-        on_event: Callable[[int, dict[str, Any]], None],
+        on_event: Callable[[int, Event], None],
         on_exit: Callable[[int, int | None], None],
     ) -> None:
         self.index = index
         self.config = config
         self.run_dir = run_dir
-        self.endpoint = f"ipc://{run_dir}/worker-{index}.ipc"
+        self.endpoint = f"ipc://{control_path(run_dir, index)}"
         self._ctx = ctx
         self._on_event = on_event
         self._on_exit = on_exit
@@ -71,11 +74,11 @@ class WorkerLink:
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         # Creates that timed out, by request id: undone if their success reply still comes.
-        self._expired: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._expired: dict[int, Command] = {}
         self._last_seen = 0.0  # monotonic time of the worker's last message
         self._dead = False  # the death was handled (reported once, whatever found it)
         self._ids = itertools.count(1)
-        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._ready: asyncio.Future[WorkerReady] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.pid: int | None = None
         self.cpu: int | None = None
@@ -153,13 +156,18 @@ class WorkerLink:
                 log.error("worker %d sent an unreadable message: %s", self.index, exc.message)
                 continue
             if "event" in message:
-                if message["event"] == "worker.ready" and self._ready and not self._ready.done():
-                    self._ready.set_result(message)
+                try:
+                    event = decode_event(message)
+                except ProtocolError as exc:
+                    log.error("worker %d sent an event that is not in the contract: %s", self.index, exc.message)
+                    continue
+                if isinstance(event, WorkerReady) and self._ready and not self._ready.done():
+                    self._ready.set_result(event)
                     continue
                 try:
-                    self._on_event(self.index, message)
+                    self._on_event(self.index, event)
                 except Exception:
-                    log.exception("worker %d: event handler failed for %r", self.index, message)
+                    log.exception("worker %d: event handler failed for %r", self.index, event)
                 continue
             future = self._pending.pop(message.get("id"), None)
             if future is None or future.done():
@@ -204,7 +212,7 @@ class WorkerLink:
                 return
             sent = time.monotonic()
             try:
-                await self.request("worker.ping", timeout=bound)
+                await self.request(WorkerPing(), timeout=bound)
                 continue
             except ProtocolError:
                 if not self.alive or self.stopping:
@@ -239,27 +247,25 @@ class WorkerLink:
         expired = self._expired.pop(message.get("id"), None)  # type: ignore[arg-type]
         if expired is None:
             return
-        method, params = expired
         if not message.get("ok"):
             return  # it created nothing
-        undo, keys = UNDO[method]
+        undo = expired.undo()
+        assert undo is not None  # only commands with an undo are remembered
         log.warning(
             "worker %d: %s answered after the request timed out; undoing it with %s",
             self.index,
-            method,
-            undo,
+            expired.name(),
+            undo.name(),
         )
-        task = asyncio.get_running_loop().create_task(
-            self._quiet(undo, **{k: params.get(k) for k in keys}), name=f"worker {self.index} undo"
-        )
+        task = asyncio.get_running_loop().create_task(self._quiet(undo), name=f"worker {self.index} undo")
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
-    async def _quiet(self, method: str, **params: Any) -> None:
+    async def _quiet(self, command: Command) -> None:
         try:
-            await self.request(method, **params)
+            await self.request(command)
         except ProtocolError as exc:
-            log.warning("worker %d: %s failed: %s", self.index, method, exc.message)
+            log.warning("worker %d: %s failed: %s", self.index, command.name(), exc.message)
 
     def _fail_pending(self, reason: str) -> None:
         for future in self._pending.values():
@@ -267,7 +273,9 @@ class WorkerLink:
                 future.set_exception(ProtocolError(UNAVAILABLE, reason))
         self._pending.clear()
 
-    async def request(self, method: str, timeout: float | None = None, **params: Any) -> Any:
+    async def request(self, command: Command, timeout: float | None = None) -> Any:
+        """Send `command`, return the reply's data; ProtocolError for an error reply, and
+        `unavailable` when the worker is gone or does not answer within the timeout."""
         if not self.alive or self._socket is None:
             raise ProtocolError(UNAVAILABLE, f"worker {self.index} is not running")
         budget = timeout or self.config.worker_timeout
@@ -283,6 +291,8 @@ class WorkerLink:
             # together, and the supervisor asks them to close before it notices they are gone).
             # encode_request: parameters orjson cannot write are a ProtocolError, which the
             # callers' undo paths handle (a TypeError would leave half-made objects behind).
+            params = command.to_wire()
+            method = params.pop("method")
             frame = wire.encode_request(request_id, method, {"deadline": deadline, **params})
             send = asyncio.ensure_future(self._socket.send(frame))
             # A death noticed meanwhile fails `future` (_fail_pending): stop waiting for the
@@ -294,19 +304,19 @@ class WorkerLink:
                     raise TimeoutError
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            if method in UNDO and self.alive:
-                self._expired[request_id] = (method, params)
+            if command.undo() is not None and self.alive:
+                self._expired[request_id] = command
                 if len(self._expired) > MAX_EXPIRED:
                     del self._expired[next(iter(self._expired))]
             raise ProtocolError(
                 UNAVAILABLE,
-                f"worker {self.index} did not answer {method} within {budget:.0f} s",
+                f"worker {self.index} did not answer {command.name()} within {budget:.0f} s",
             ) from None
         finally:
             self._pending.pop(request_id, None)
 
     async def refresh_info(self) -> None:
-        info = await self.request("worker.info", timeout=5.0)
+        info = await self.request(WorkerInfo(), timeout=5.0)
         if isinstance(info, dict):
             try:
                 info["cpuPercent"] = psutil.Process(self.pid).cpu_percent(None)
@@ -322,7 +332,7 @@ class WorkerLink:
         if process is not None and process.returncode is None:
             if self.alive:
                 with contextlib.suppress(ProtocolError):
-                    await self.request("worker.close", timeout=2.0)
+                    await self.request(WorkerClose(), timeout=2.0)
             for action in (None, process.terminate, process.kill):
                 if action is not None:
                     with contextlib.suppress(ProcessLookupError):
@@ -347,7 +357,7 @@ class WorkerLink:
             self._socket.close(linger=0)
             self._socket = None
         with contextlib.suppress(OSError):
-            os.unlink(f"{self.run_dir}/worker-{self.index}.ipc")
+            os.unlink(control_path(self.run_dir, self.index))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from typing import Any
 import zmq.asyncio
 
 from ..shared.config import Config
+from ..shared.contract import Command, Event, PipeCloseTo
 from ..shared.errors import UNAVAILABLE, ProtocolError
 from .placement import WorkerLoad, choose_worker
 from .worker_link import WorkerLink
@@ -29,7 +30,7 @@ class WorkerPool:
         config: Config,
         run_dir: Path,
         ctx: zmq.asyncio.Context,
-        on_event: Callable[[int, dict[str, Any]], None],
+        on_event: Callable[[int, Event], None],
         on_death: Callable[[int], Awaitable[None]],
     ) -> None:
         self.config = config
@@ -134,7 +135,7 @@ class WorkerPool:
             log.exception("cleaning up after worker %d failed", index)
         survivors = [link for link in self.links.values() if link.index != index and link.alive]
         results = await asyncio.gather(
-            *(link.request("pipe.closeTo", workerIndex=index) for link in survivors),
+            *(link.request(PipeCloseTo(workerIndex=index)) for link in survivors),
             return_exceptions=True,
         )
         for link, result in zip(survivors, results, strict=True):
@@ -177,11 +178,11 @@ class WorkerPool:
         self.links[index].placed_since_report += 1
         return index
 
-    async def request(self, index: int, method: str, **params: Any) -> Any:
+    async def request(self, index: int, command: Command) -> Any:
         link = self.links.get(index)
         if link is None:
             raise ProtocolError(UNAVAILABLE, f"worker {index} does not exist")
-        return await link.request(method, **params)
+        return await link.request(command)
 
     async def scale(self, count: int) -> list[int]:
         """Grow or shrink to `count` workers; retired workers' peers are told what closed.

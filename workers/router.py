@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tureen.workers.router")
 
-PROFILES = ("default", "low", "medium", "high")
 _RANK = {"low": 0, "medium": 1, "high": 2, "default": 2}
 
 IDENTITY_PT = bytes(range(128))

@@ -23,12 +23,13 @@ from typing import Any
 
 import psutil
 import zmq
+from tureen.shared import contract as c
 from tureen.shared import wire
 from tureen.shared.config import Config
+from tureen.shared.contract import control_path
 from tureen.shared.errors import (
     INTERNAL,
     UNAVAILABLE,
-    UNKNOWN_METHOD,
     ProtocolError,
     bad_request,
     duplicate,
@@ -38,8 +39,7 @@ from tureen.shared.rtp.packet import payload_length
 from tureen.workers import stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
-from tureen.workers.params import Params
-from tureen.workers.router import PROFILES, Consumer, Producer, Router, Stream
+from tureen.workers.router import Consumer, Producer, Router, Stream
 from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.codecs import KeyFrameCheck, key_frame_checker
 from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -51,7 +51,6 @@ from tureen.workers.transport.webrtc import WebRtcTransport
 
 log = logging.getLogger("tureen.workers.worker")
 
-KINDS = ("audio", "video")
 DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
 # s: parent check, reader safety poke, simulcast activity (PROTOCOL.md: every 250 ms).
 HOUSEKEEPING_INTERVAL = 0.25
@@ -61,23 +60,8 @@ KEY_FRAME_REQUEST_INTERVAL = 0.3
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
 RTCP_EVERY = 4
-# Sequence numbers one producer.nack may carry (a receiver's NACK rarely names more than 17).
-MAX_NACK_SEQS = 256
 # SRs remembered per consumer for RTT: receivers echo the last one within a second or two.
 SR_HISTORY = 8
-MAX_STATS_IDS = 10_000
-WEBRTC_OPTIONS = (
-    ("udp", True),
-    ("tcp", True),
-    ("preferIPv4", False),
-    ("preferIPv6", False),
-    ("preferUdp", False),
-    ("preferTcp", False),
-)
-
-
-def control_path(run_dir: str, index: int) -> str:
-    return os.path.join(run_dir, f"worker-{index}.ipc")
 
 
 class Worker:
@@ -107,33 +91,35 @@ class Worker:
         self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring)
         self.forwarder.on_switch = self.router.complete_switch
         self._process = psutil.Process()
-        self._handlers: dict[str, Callable[[Params], Any]] = {
-            "worker.ping": self._worker_ping,
-            "worker.info": self._worker_info,
-            "worker.dump": self._worker_dump,
-            "worker.close": self._worker_close,
-            "transport.createPlain": self._transport_create_plain,
-            "transport.connectPlain": self._transport_connect_plain,
-            "transport.createWebRtc": self._transport_create_webrtc,
-            "transport.setRemoteDtls": self._transport_set_remote_dtls,
-            "transport.restartIce": self._transport_restart_ice,
-            "transport.close": self._transport_close,
-            "producer.create": self._producer_create,
-            "producer.update": self._producer_update,
-            "producer.pause": self._producer_pause,
-            "producer.resume": self._producer_resume,
-            "producer.close": self._producer_close,
-            "producer.requestKeyFrame": self._producer_request_key_frame,
-            "producer.nack": self._producer_nack,
-            "consumer.create": self._consumer_create,
-            "consumer.pause": self._consumer_pause,
-            "consumer.resume": self._consumer_resume,
-            "consumer.close": self._consumer_close,
-            "consumer.setPreferredProfile": self._consumer_set_preferred_profile,
-            "pipe.open": self._pipe_open,
-            "pipe.close": self._pipe_close,
-            "pipe.closeTo": self._pipe_close_to,
-            "stats.get": self._stats_get,
+        # One handler per command type of the contract (tests/unit/test_contract.py checks
+        # that the two sets are equal); each takes its decoded command.
+        self._handlers: dict[type[c.Command], Callable[[Any], Any]] = {
+            c.WorkerPing: self._worker_ping,
+            c.WorkerInfo: self._worker_info,
+            c.WorkerDump: self._worker_dump,
+            c.WorkerClose: self._worker_close,
+            c.TransportCreatePlain: self._transport_create_plain,
+            c.TransportConnectPlain: self._transport_connect_plain,
+            c.TransportCreateWebRtc: self._transport_create_webrtc,
+            c.TransportSetRemoteDtls: self._transport_set_remote_dtls,
+            c.TransportRestartIce: self._transport_restart_ice,
+            c.TransportClose: self._transport_close,
+            c.ProducerCreate: self._producer_create,
+            c.ProducerUpdate: self._producer_update,
+            c.ProducerPause: self._producer_pause,
+            c.ProducerResume: self._producer_resume,
+            c.ProducerClose: self._producer_close,
+            c.ProducerRequestKeyFrame: self._producer_request_key_frame,
+            c.ProducerNack: self._producer_nack,
+            c.ConsumerCreate: self._consumer_create,
+            c.ConsumerPause: self._consumer_pause,
+            c.ConsumerResume: self._consumer_resume,
+            c.ConsumerClose: self._consumer_close,
+            c.ConsumerSetPreferredProfile: self._consumer_set_preferred_profile,
+            c.PipeOpen: self._pipe_open,
+            c.PipeClose: self._pipe_close,
+            c.PipeCloseTo: self._pipe_close_to,
+            c.StatsGet: self._stats_get,
         }
         self.exit_reason = ""
 
@@ -165,7 +151,7 @@ class Worker:
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
         self._process.cpu_percent(None)  # start the measuring interval
         self._housekeeping_handle = loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
-        self.channel.send(wire.event("worker.ready", index=self.index, pid=self.pid))
+        self.emit(c.WorkerReady(index=self.index, pid=self.pid))
         log.info("worker %d ready (pid %d, run dir %s)", self.index, self.pid, self.run_dir)
         await self._stopped.wait()
         self._teardown()
@@ -218,13 +204,10 @@ class Worker:
                 raise bad_request("a request needs an id and a method")
             if isinstance(request_id, bool) or not isinstance(request_id, int | str):
                 raise bad_request(f"request id must be an integer or a string, got {request_id!r:.40}")
-            if not isinstance(method, str):
-                raise bad_request(f"method must be a string, got {method!r:.40}")
-            handler = self._handlers.get(method)
-            if handler is None:
-                raise ProtocolError(UNKNOWN_METHOD, f"unknown method {method!r:.60}")
+            kind = c.command_type(method)  # unknown_method before anything else
             self._check_deadline(message.get("deadline"))
-            data = handler(Params(method, message))
+            # Decoded once, here: handlers get a typed command whose fields are all checked.
+            data = self._handlers[kind](kind.from_wire(message))
         except ProtocolError as err:
             log.warning("worker %d: request %r (%s) refused: %s", self.index, request_id, method, err.message)
             self.channel.send(wire.reply_error(request_id, err))
@@ -252,15 +235,15 @@ class Worker:
                 UNAVAILABLE, f"request arrived {late:.1f} s after its deadline; not executed"
             )
 
-    def emit(self, name: str, **fields: Any) -> None:
-        self.channel.send(wire.event(name, **fields))
+    def emit(self, event: c.Event) -> None:
+        self.channel.send(event.to_wire())
 
     # TransportListener
     def transport_ready(self, transport: Transport) -> None:
         self.router.transport_ready(transport)
 
-    def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
-        self.emit(event, transportId=transport.id, **fields)
+    def transport_event(self, transport: Transport, event: c.Event) -> None:
+        self.emit(event)
 
     def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
         """RTCP from a transport's remote: a receiver's PLI/FIR, NACK, report blocks and REMB
@@ -346,7 +329,7 @@ class Worker:
                 consumer.nack_forwarded += len(missing)
                 self.forwarder.nack_forwarded += len(missing)
             else:  # piped: the worker receiving the producer asks its sender
-                self.emit("consumer.nack", consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc, seqs=missing)
+                self.emit(c.ConsumerNack(consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc, seqs=missing))
                 consumer.nack_forwarded += len(missing)
                 self.forwarder.nack_forwarded += len(missing)
 
@@ -438,7 +421,7 @@ class Worker:
             return  # closed meanwhile by the supervisor
         self._drop_transport(transport)
         log.warning("transport %d closed by the worker: %s", transport.id, reason)
-        self.emit("transport.closed", transportId=transport.id, reason=reason)
+        self.emit(c.TransportClosed(transportId=transport.id, reason=reason))
 
     # -- key frames ---------------------------------------------------------------------
 
@@ -458,38 +441,37 @@ class Worker:
             self._feedback(producer.transport, rtcp.pli(self.rtcp_ssrc, stream.ssrc))
             stream.pli_count += 1
         elif consumer is not None:
-            self.emit("consumer.keyFrameRequest", consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc)
+            self.emit(c.ConsumerKeyFrameRequest(consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc))
 
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
         log.info("consumer %d: effective profile %s", rewrite.consumer_id, rewrite.profile)
-        self.emit("consumer.effectiveProfile", consumerId=rewrite.consumer_id, profile=rewrite.profile)
+        self.emit(c.ConsumerEffectiveProfile(consumerId=rewrite.consumer_id, profile=rewrite.profile))
 
     # -- lookups ------------------------------------------------------------------------
 
-    def _lookup(self, p: Params, what: str, table: dict[int, Any]) -> Any:
-        """The object named by the request's `{what}Id`, or not_found."""
-        oid = p.int(f"{what}Id")
+    def _lookup(self, oid: int, what: str, table: dict[int, Any]) -> Any:
+        """The object `{what} {oid}` of a command, or not_found."""
         obj = table.get(oid)
         if obj is None:
             raise not_found(f"{what} {oid} not found on worker {self.index}")
         return obj
 
-    def _transport(self, p: Params) -> Transport:
-        return self._lookup(p, "transport", self.router.transports)
+    def _transport(self, tid: int) -> Transport:
+        return self._lookup(tid, "transport", self.router.transports)
 
-    def _producer(self, p: Params) -> Producer:
-        return self._lookup(p, "producer", self.router.producers)
+    def _producer(self, pid: int) -> Producer:
+        return self._lookup(pid, "producer", self.router.producers)
 
-    def _consumer(self, p: Params) -> Consumer:
-        return self._lookup(p, "consumer", self.router.consumers)
+    def _consumer(self, cid: int) -> Consumer:
+        return self._lookup(cid, "consumer", self.router.consumers)
 
     # -- worker.* -----------------------------------------------------------------------
 
-    def _worker_ping(self, p: Params) -> dict[str, Any]:
+    def _worker_ping(self, cmd: c.WorkerPing) -> dict[str, Any]:
         """The supervisor's heartbeat: answering proves this loop turns."""
         return {}
 
-    def _worker_info(self, p: Params) -> dict[str, Any]:
+    def _worker_info(self, cmd: c.WorkerInfo) -> dict[str, Any]:
         fwd = self.forwarder
         return {
             "index": self.index,
@@ -508,52 +490,44 @@ class Worker:
             "cpuPercent": self._process.cpu_percent(None),
         }
 
-    def _worker_dump(self, p: Params) -> dict[str, Any]:
+    def _worker_dump(self, cmd: c.WorkerDump) -> dict[str, Any]:
         r = self.router
         return {
             "index": self.index,
             "pid": self.pid,
             "transports": [t.dump() for t in r.transports.values()],
             "producers": [x.dump() for x in r.producers.values()],
-            "consumers": [c.dump() for c in r.consumers.values()],
+            "consumers": [x.dump() for x in r.consumers.values()],
             "pipe": self.pipes.dump(),
             "counters": self.forwarder.counters(),
             "fanout": self.forwarder.dump_fanout(),
         }
 
-    def _stats_get(self, p: Params) -> dict[str, Any]:
+    def _stats_get(self, cmd: c.StatsGet) -> dict[str, Any]:
         """Data-path figures for the supervisor's stats timers (workers/stats.py)."""
-        ids = {}
-        for key in ("transportIds", "producerIds", "consumerIds"):
-            raw = p.list(key, required=False)
-            if len(raw) > MAX_STATS_IDS:
-                raise bad_request(f"{p.method}: at most {MAX_STATS_IDS} {key}")
-            if any(isinstance(x, bool) or not isinstance(x, int) for x in raw):
-                raise bad_request(f"{p.method}: {key} must be a list of integers")
-            ids[key] = raw
         return stats.collect(
             self.router,
             self.loop.time(),
-            ids["transportIds"],
-            ids["producerIds"],
-            ids["consumerIds"],
+            cmd.transportIds,
+            cmd.producerIds,
+            cmd.consumerIds,
             self.config.max_incoming_bitrate,
         )
 
-    def _worker_close(self, p: Params) -> dict[str, Any]:
+    def _worker_close(self, cmd: c.WorkerClose) -> dict[str, Any]:
         self.loop.call_soon(self.stop, "worker.close")
         return {}
 
     # -- transport.* --------------------------------------------------------------------
 
-    def _transport_create_plain(self, p: Params) -> dict[str, Any]:
-        tid = p.int("transportId")
+    def _transport_create_plain(self, cmd: c.TransportCreatePlain) -> dict[str, Any]:
+        tid = cmd.transportId
         if tid in self.router.transports:
             raise duplicate(f"transport {tid} already exists on worker {self.index}")
-        comedia = p.bool("comedia", False)
+        comedia = cmd.comedia
         remote = None
-        if p.has("remoteIp") or p.has("remotePort"):
-            remote = (p.ipv4("remoteIp"), p.int("remotePort", 1, 65535))
+        if cmd.remoteIp is not None and cmd.remotePort is not None:
+            remote = (cmd.remoteIp, cmd.remotePort)
             if comedia:  # the latch decides; the address only says what was announced
                 remote = None
         cfg = self.config
@@ -580,24 +554,21 @@ class Worker:
         )
         return {"ip": ip, "port": port}
 
-    def _transport_connect_plain(self, p: Params) -> dict[str, Any]:
-        transport = self._transport(p)
+    def _transport_connect_plain(self, cmd: c.TransportConnectPlain) -> dict[str, Any]:
+        transport = self._transport(cmd.transportId)
         if not isinstance(transport, PlainRtpTransport):
             raise bad_request(f"transport {transport.id} is a {transport.kind} transport, not plain")
-        ip, port = p.ipv4("remoteIp"), p.int("remotePort", 1, 65535)
+        ip, port = cmd.remoteIp, cmd.remotePort
         try:
             transport.connect(ip, port)
         except OSError as exc:
             raise ProtocolError(UNAVAILABLE, f"transport {transport.id}: cannot connect to {ip}:{port}: {exc}") from None
         return {}
 
-    def _transport_create_webrtc(self, p: Params) -> dict[str, Any]:
-        tid = p.int("transportId")
+    def _transport_create_webrtc(self, cmd: c.TransportCreateWebRtc) -> dict[str, Any]:
+        tid = cmd.transportId
         if tid in self.router.transports:
             raise duplicate(f"transport {tid} already exists on worker {self.index}")
-        options = {key: p.bool(key, default) for key, default in WEBRTC_OPTIONS}
-        if not options["udp"] and not options["tcp"]:
-            raise bad_request(f"transport {tid}: at least one of udp and tcp must be true")
         cfg = self.config
         try:
             transport = WebRtcTransport(
@@ -608,13 +579,13 @@ class Worker:
                 self._rtc_addresses,
                 cfg.rtc_min_port,
                 cfg.rtc_max_port,
-                options,
+                cmd.options(),
             )
         except OSError as exc:
             raise ProtocolError(UNAVAILABLE, f"transport {tid}: {exc}") from None
-        if p.has("dtlsParameters"):
+        if cmd.dtlsParameters is not None:
             try:
-                transport.set_remote_dtls(p.raw("dtlsParameters"))
+                transport.set_remote_dtls(cmd.dtlsParameters)
             except ProtocolError:
                 transport.close()
                 raise
@@ -622,27 +593,25 @@ class Worker:
         log.info(
             "transport %d: webrtc created on %s",
             tid,
-            ", ".join(f"{c['ip']}:{c['port']}/{c['protocol']}" for c in transport.candidates),
+            ", ".join(f"{x['ip']}:{x['port']}/{x['protocol']}" for x in transport.candidates),
         )
         return transport.local_parameters()
 
-    def _webrtc(self, p: Params) -> WebRtcTransport:
-        transport = self._transport(p)
+    def _webrtc(self, tid: int) -> WebRtcTransport:
+        transport = self._transport(tid)
         if not isinstance(transport, WebRtcTransport):
             raise bad_request(f"transport {transport.id} is a {transport.kind} transport, not webrtc")
         return transport
 
-    def _transport_set_remote_dtls(self, p: Params) -> dict[str, Any]:
-        transport = self._webrtc(p)
-        if not p.has("dtlsParameters"):
-            raise bad_request(f"{p.method}: dtlsParameters is required")
-        return {"dtlsParameters": transport.set_remote_dtls(p.raw("dtlsParameters"))}
+    def _transport_set_remote_dtls(self, cmd: c.TransportSetRemoteDtls) -> dict[str, Any]:
+        transport = self._webrtc(cmd.transportId)
+        return {"dtlsParameters": transport.set_remote_dtls(cmd.dtlsParameters)}
 
-    def _transport_restart_ice(self, p: Params) -> dict[str, Any]:
-        return {"iceParameters": self._webrtc(p).restart_ice()}
+    def _transport_restart_ice(self, cmd: c.TransportRestartIce) -> dict[str, Any]:
+        return {"iceParameters": self._webrtc(cmd.transportId).restart_ice()}
 
-    def _transport_close(self, p: Params) -> dict[str, Any]:
-        transport = self._transport(p)
+    def _transport_close(self, cmd: c.TransportClose) -> dict[str, Any]:
+        transport = self._transport(cmd.transportId)
         closed = self._drop_transport(transport)
         log.info("transport %d closed (producers closed with it: %s)", transport.id, closed or "none")
         return {}
@@ -656,15 +625,14 @@ class Worker:
 
     # -- producer.* ---------------------------------------------------------------------
 
-    def _producer_create(self, p: Params) -> dict[str, Any]:
-        pid = p.int("producerId")
+    def _producer_create(self, cmd: c.ProducerCreate) -> dict[str, Any]:
+        pid = cmd.producerId
         if pid in self.router.producers:
             raise duplicate(f"producer {pid} already exists on worker {self.index}")
-        kind = p.choice("kind", KINDS)
-        p.require_key("transportId")
-        transport = self._transport(p) if p.has("transportId") else None
-        paused = p.bool("paused", False)
-        streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(p, kind, transport, None)
+        kind = cmd.kind
+        transport = self._transport(cmd.transportId) if cmd.transportId is not None else None
+        paused = cmd.paused
+        streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(cmd, transport, None)
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
         producer.key_checks = self._key_checks
         self.router.add_producer(producer)
@@ -678,17 +646,15 @@ class Worker:
         )
         return {}
 
-    def _producer_update(self, p: Params) -> dict[str, Any]:
+    def _producer_update(self, cmd: c.ProducerUpdate) -> dict[str, Any]:
         """New RTP parameters for a producer (updateProducer); same params as create."""
-        producer = self._producer(p)
-        if p.choice("kind", KINDS) != producer.kind:
+        producer = self._producer(cmd.producerId)
+        if cmd.kind != producer.kind:
             raise bad_request(f"producer {producer.id} is {producer.kind}; its kind cannot change")
-        p.require_key("transportId")
-        tid = p.int("transportId") if p.has("transportId") else None
-        if tid != (producer.transport.id if producer.transport else None):
+        if cmd.transportId != (producer.transport.id if producer.transport else None):
             raise bad_request(f"producer {producer.id}: transportId cannot change")
-        paused = p.bool("paused", producer.paused)
-        spec = self._rtp_spec(p, producer.kind, producer.transport, producer)
+        paused = producer.paused if cmd.paused is None else cmd.paused
+        spec = self._rtp_spec(cmd, producer.transport, producer)
         producer.key_checks = self._key_checks
         self.router.update_producer(producer, *spec)
         if paused != producer.paused:
@@ -697,71 +663,48 @@ class Worker:
         return {}
 
     def _rtp_spec(
-        self, p: Params, kind: str, transport: Transport | None, updating: Producer | None
+        self, cmd: c.ProducerCreate, transport: Transport | None, updating: Producer | None
     ) -> tuple[
         list[tuple[int, int | None, str]], list[tuple[int, int]], list[tuple[int, int]], int, list[tuple[int, int]]
     ]:
         """(streams, payload type pairs, extension id pairs, clock rate, [room media PT, room
         RTX PT] pairs) of producer.create/update."""
-        streams = self._streams(p, transport, updating)
-        pt_pairs = p.pairs("payloadTypes", 0, 127)
-        if transport is not None and not pt_pairs:
-            raise bad_request(f"{p.method}: payloadTypes must map at least one payload type")
-        ext_pairs = p.pairs("headerExtensionIds", 1, 255)
-        clock_rate = DEFAULT_CLOCK_RATE[kind]
+        streams = self._streams(cmd, transport, updating)
+        clock_rate = DEFAULT_CLOCK_RATE[cmd.kind]
         rtx_pairs: list[tuple[int, int]] = []
         key_checks: dict[int, KeyFrameCheck | None] = {}
-        for i, raw in enumerate(p.list("codecs", required=False)):
-            codec = p.obj(raw, f"codecs[{i}]")
-            pt = codec.int("payloadType", 0, 127)
-            rtx = codec.opt_int("rtxPayloadType", 0, 127)
-            rate = codec.int("clockRate", 1, 10_000_000)
-            if not isinstance(raw.get("mimeType"), str):
-                raise bad_request(f"{p.method}: codecs[{i}].mimeType must be a string")
+        for i, codec in enumerate(cmd.codecs):
             if i == 0:
-                clock_rate = rate
-            if rtx is not None:
-                rtx_pairs.append((pt, rtx))
-            key_checks[pt] = key_frame_checker(raw["mimeType"])
+                clock_rate = codec.clockRate
+            if codec.rtxPayloadType is not None:
+                rtx_pairs.append((codec.payloadType, codec.rtxPayloadType))
+            key_checks[codec.payloadType] = key_frame_checker(codec.mimeType)
         self._key_checks = key_checks
-        return streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs
+        return streams, list(cmd.payloadTypes), list(cmd.headerExtensionIds), clock_rate, rtx_pairs
 
     def _streams(
-        self, p: Params, transport: Transport | None, updating: Producer | None
+        self, cmd: c.ProducerCreate, transport: Transport | None, updating: Producer | None
     ) -> list[tuple[int, int | None, str]]:
-        raw = p.list("streams")
-        if not raw:
-            raise bad_request(f"{p.method}: streams must not be empty")
+        """The streams as (ssrc, rtx ssrc, profile); none of their SSRCs may be received on
+        the transport already, except by the producer being updated."""
         out: list[tuple[int, int | None, str]] = []
-        ssrcs: set[int] = set()
-        profiles: set[str] = set()
-        for i, item in enumerate(raw):
-            s = p.obj(item, f"streams[{i}]")
-            ssrc = s.int("ssrc")
-            rtx = s.opt_int("rtxSsrc")
-            profile = s.choice("profile", PROFILES, default="default")
-            for x in (ssrc, rtx):
-                if x is None:
+        for s in cmd.streams:
+            for x in (s.ssrc, s.rtxSsrc):
+                if x is None or transport is None:
                     continue
-                if x in ssrcs:
-                    raise bad_request(f"{p.method}: ssrc {x} appears twice in streams")
-                if transport is not None and (x in transport.ssrc_table or x in transport.rtx_ssrcs):
+                if x in transport.ssrc_table or x in transport.rtx_ssrcs:
                     own = updating is not None and (x in updating.ssrc_table or x in updating.rtx_ssrcs)
                     if not own:
                         raise duplicate(f"ssrc {x} is already received on transport {transport.id}")
-                ssrcs.add(x)
-            if profile in profiles:
-                raise bad_request(f"{p.method}: profile {profile!r} appears twice in streams")
-            profiles.add(profile)
-            out.append((ssrc, rtx, profile))
+            out.append((s.ssrc, s.rtxSsrc, s.profile))
         return out
 
-    def _producer_pause(self, p: Params) -> dict[str, Any]:
-        self._set_producer_paused(self._producer(p), True)
+    def _producer_pause(self, cmd: c.ProducerPause) -> dict[str, Any]:
+        self._set_producer_paused(self._producer(cmd.producerId), True)
         return {}
 
-    def _producer_resume(self, p: Params) -> dict[str, Any]:
-        self._set_producer_paused(self._producer(p), False)
+    def _producer_resume(self, cmd: c.ProducerResume) -> dict[str, Any]:
+        self._set_producer_paused(self._producer(cmd.producerId), False)
         return {}
 
     def _set_producer_paused(self, producer: Producer, paused: bool) -> None:
@@ -778,11 +721,10 @@ class Worker:
                     self._request_key_frame(stream)
         log.info("producer %d %s", producer.id, "paused" if paused else "resumed")
 
-    def _local_stream(self, p: Params) -> tuple[Producer, Stream]:
-        """The producer of `p` and its stream `ssrc`, for requests only the worker that
-        receives the producer can answer (key frames, NACKs towards the sender)."""
-        producer = self._producer(p)
-        ssrc = p.int("ssrc")
+    def _local_stream(self, producer_id: int, ssrc: int) -> tuple[Producer, Stream]:
+        """The producer and its stream `ssrc`, for requests only the worker that receives
+        the producer can answer (key frames, NACKs towards the sender)."""
+        producer = self._producer(producer_id)
         stream = producer.ssrc_table.get(ssrc)
         if stream is None:
             raise not_found(f"producer {producer.id} has no stream with ssrc {ssrc}")
@@ -790,25 +732,21 @@ class Worker:
             raise bad_request(f"producer {producer.id} is piped here; ask the worker that receives it")
         return producer, stream
 
-    def _producer_request_key_frame(self, p: Params) -> dict[str, Any]:
+    def _producer_request_key_frame(self, cmd: c.ProducerRequestKeyFrame) -> dict[str, Any]:
         """A consumer on another worker needs a key frame of this producer's stream `ssrc`."""
-        _, stream = self._local_stream(p)
+        _, stream = self._local_stream(cmd.producerId, cmd.ssrc)
         self._request_key_frame(stream)
         return {}
 
-    def _producer_nack(self, p: Params) -> dict[str, Any]:
+    def _producer_nack(self, cmd: c.ProducerNack) -> dict[str, Any]:
         """A consumer on another worker misses these packets of this producer's stream
         `ssrc`: ask the sender (its RTX comes back through here and the pipe)."""
-        producer, stream = self._local_stream(p)
-        raw = p.list("seqs")
-        if not 0 < len(raw) <= MAX_NACK_SEQS:
-            raise bad_request(f"{p.method}: seqs must hold 1..{MAX_NACK_SEQS} sequence numbers")
-        seqs = [p.check_int(f"seqs[{i}]", v, 0, 0xFFFF) for i, v in enumerate(raw)]
-        self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, seqs))
+        producer, stream = self._local_stream(cmd.producerId, cmd.ssrc)
+        self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, cmd.seqs))
         return {}
 
-    def _producer_close(self, p: Params) -> dict[str, Any]:
-        producer = self._producer(p)
+    def _producer_close(self, cmd: c.ProducerClose) -> dict[str, Any]:
+        producer = self._producer(cmd.producerId)
         self._close_pipes(producer)
         closed = self.router.remove_producer(producer)
         log.info("producer %d closed (consumers closed with it: %s)", producer.id, closed or "none")
@@ -820,25 +758,22 @@ class Worker:
 
     # -- consumer.* ---------------------------------------------------------------------
 
-    def _consumer_create(self, p: Params) -> dict[str, Any]:
-        cid = p.int("consumerId")
+    def _consumer_create(self, cmd: c.ConsumerCreate) -> dict[str, Any]:
+        cid = cmd.consumerId
         if cid in self.router.consumers:
             raise duplicate(f"consumer {cid} already exists on worker {self.index}")
-        producer = self._producer(p)
-        transport = self._transport(p)
-        kind = p.choice("kind", KINDS)
+        producer = self._producer(cmd.producerId)
+        transport = self._transport(cmd.transportId)
+        kind = cmd.kind
         if kind != producer.kind:
             raise bad_request(f"consumer {cid} is {kind} but producer {producer.id} is {producer.kind}")
-        ssrc = p.int("ssrc")
-        rtx = p.opt_int("rtxSsrc")
-        if rtx is not None and rtx == ssrc:
-            raise bad_request(f"consumer {cid}: rtxSsrc equals ssrc {ssrc}")
+        ssrc, rtx = cmd.ssrc, cmd.rtxSsrc
         for other in transport.consumers.values():
             if ssrc in (other.ssrc, other.rtx_ssrc) or (rtx is not None and rtx in (other.ssrc, other.rtx_ssrc)):
                 raise duplicate(f"consumer {other.id} on transport {transport.id} already sends ssrc {ssrc}/{rtx}")
-        paused = p.bool("paused", False)
-        profile = p.choice("preferredProfile", PROFILES, default="default")
-        cname = p.opt_str("cname", rtcp.MAX_SDES_TEXT)
+        paused = cmd.paused
+        profile = cmd.preferredProfile
+        cname = cmd.cname
         consumer = Consumer(cid, kind, producer, transport, ssrc, rtx, paused, profile, self._on_effective_profile)
         consumer.cname = cname or ""
         self.router.add_consumer(consumer)
@@ -853,37 +788,36 @@ class Worker:
         )
         return {}
 
-    def _consumer_pause(self, p: Params) -> dict[str, Any]:
-        consumer = self._consumer(p)
+    def _consumer_pause(self, cmd: c.ConsumerPause) -> dict[str, Any]:
+        consumer = self._consumer(cmd.consumerId)
         if not consumer.paused:
             self.router.set_consumer_paused(consumer, True)
             log.info("consumer %d paused", consumer.id)
         return {}
 
-    def _consumer_resume(self, p: Params) -> dict[str, Any]:
-        consumer = self._consumer(p)
+    def _consumer_resume(self, cmd: c.ConsumerResume) -> dict[str, Any]:
+        consumer = self._consumer(cmd.consumerId)
         if consumer.paused:
             self.router.set_consumer_paused(consumer, False)
             log.info("consumer %d resumed", consumer.id)
         return {}
 
-    def _consumer_close(self, p: Params) -> dict[str, Any]:
-        consumer = self._consumer(p)
+    def _consumer_close(self, cmd: c.ConsumerClose) -> dict[str, Any]:
+        consumer = self._consumer(cmd.consumerId)
         self.router.remove_consumer(consumer)
         log.info("consumer %d closed", consumer.id)
         return {}
 
-    def _consumer_set_preferred_profile(self, p: Params) -> dict[str, Any]:
-        consumer = self._consumer(p)
-        profile = p.choice("profile", PROFILES)
-        self.router.set_preferred_profile(consumer, profile)
+    def _consumer_set_preferred_profile(self, cmd: c.ConsumerSetPreferredProfile) -> dict[str, Any]:
+        consumer = self._consumer(cmd.consumerId)
+        self.router.set_preferred_profile(consumer, cmd.profile)
         return {}
 
     # -- pipe.* -------------------------------------------------------------------------
 
-    def _pipe_open(self, p: Params) -> dict[str, Any]:
-        producer = self._producer(p)
-        dest = p.int("workerIndex", 0, 65535)
+    def _pipe_open(self, cmd: c.PipeOpen) -> dict[str, Any]:
+        producer = self._producer(cmd.producerId)
+        dest = cmd.workerIndex
         if dest == self.index:
             raise bad_request(f"producer {producer.id}: worker {self.index} cannot pipe to itself")
         if dest in producer.pipes:
@@ -892,19 +826,19 @@ class Worker:
         log.info("producer %d: piped to worker %d", producer.id, dest)
         return {}
 
-    def _pipe_close(self, p: Params) -> dict[str, Any]:
-        producer = self._producer(p)
-        dest = p.int("workerIndex", 0, 65535)
+    def _pipe_close(self, cmd: c.PipeClose) -> dict[str, Any]:
+        producer = self._producer(cmd.producerId)
+        dest = cmd.workerIndex
         if dest not in producer.pipes:
             raise not_found(f"producer {producer.id} is not piped to worker {dest}")
         self.pipes.close_batch(self.router.remove_pipe(producer, dest))
         log.info("producer %d: pipe to worker %d closed", producer.id, dest)
         return {}
 
-    def _pipe_close_to(self, p: Params) -> dict[str, Any]:
+    def _pipe_close_to(self, cmd: c.PipeCloseTo) -> dict[str, Any]:
         """Worker `workerIndex` died or was retired: close every pipe towards it (its
         replacement at the same index must not receive the old worker's streams)."""
-        dest = p.int("workerIndex", 0, 65535)
+        dest = cmd.workerIndex
         closed = [producer for producer in self.router.producers.values() if dest in producer.pipes]
         for producer in closed:
             self.pipes.close_batch(self.router.remove_pipe(producer, dest))

@@ -13,10 +13,12 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from tureen.shared.contract import KINDS
+from tureen.shared.contract import PROFILES as ALL_PROFILES
 from tureen.shared.errors import BAD_REQUEST, UNSUPPORTED, ProtocolError, bad_request, unsupported
 
-KINDS = ("audio", "video")
-PROFILES = ("low", "medium", "high")
+# The profiles an encoding may name (simulcast); "default" is the single stream's.
+PROFILES = tuple(p for p in ALL_PROFILES if p != "default")
 SDES_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 # Dynamic PTs in the order v2 hands them out (ortc.js): apps and tests rely on Opus, VP8 ->

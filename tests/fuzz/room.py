@@ -24,11 +24,10 @@ import logging
 import tempfile
 from typing import Any
 
-from tureen.shared import wire
+from tureen.shared import contract, wire
 from tureen.shared.config import Config
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.room import NOTIFICATIONS, REQUESTS, Room
-from tureen.workers.params import Params
 from tureen.workers.worker import Worker
 
 from . import shapes
@@ -86,11 +85,12 @@ class InProcessWorker:
     def worker_alive(self, index: int) -> bool:
         return index == 0
 
-    async def worker_request(self, index: int, method: str, **params: Any) -> Any:
-        frame = wire.encode_request(1, method, params)  # as supervisor/worker_link.py
-        message = wire.decode(frame)
-        handler = self.worker._handlers[method]
-        data = handler(Params(method, message))  # ProtocolError passes as the link raises it
+    async def worker_request(self, index: int, command: contract.Command) -> Any:
+        params = command.to_wire()  # as supervisor/worker_link.py, then the worker's _on_frame
+        method = params.pop("method")
+        message = wire.decode(wire.encode_request(1, method, params))
+        kind = contract.command_type(message["method"])
+        data = self.worker._handlers[kind](kind.from_wire(message))  # ProtocolError passes
         reply = wire.decode(wire.encode(wire.reply_ok(1, {} if data is None else data)))
         return reply["data"]
 

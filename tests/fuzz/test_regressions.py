@@ -170,6 +170,7 @@ async def test_the_worker_link_refuses_parameters_it_cannot_encode_with_a_protoc
     caller of WorkerLink.request (a room's undo path is written for ProtocolError) must get a
     ProtocolError, never orjson's TypeError, and nothing must go to the worker."""
     from tureen.shared.config import Config
+    from tureen.shared.contract import TransportSetRemoteDtls
     from tureen.shared.errors import ProtocolError
     from tureen.supervisor.worker_link import WorkerLink
 
@@ -185,8 +186,8 @@ async def test_the_worker_link_refuses_parameters_it_cannot_encode_with_a_protoc
     link.alive = True
     try:
         with pytest.raises(ProtocolError) as err:
-            await link.request("transport.setRemoteDtls", timeout=2.0, transportId=1,
-                               dtlsParameters={"role": "client", "x": _deep(300)})  # fmt: skip
+            command = TransportSetRemoteDtls(transportId=1, dtlsParameters={"role": "client", "x": _deep(300)})
+            await link.request(command, timeout=2.0)
         assert err.value.code == "bad_request" and "nested" in err.value.message
         assert await worker.poll(200) == 0  # nothing was sent
         assert not link._pending

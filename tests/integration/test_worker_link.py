@@ -11,6 +11,15 @@ import zmq
 import zmq.asyncio
 from tureen.shared import wire
 from tureen.shared.config import Config
+from tureen.shared.contract import (
+    ConsumerNack,
+    Event,
+    ProducerCreate,
+    ProducerPause,
+    StreamSpec,
+    TransportCreatePlain,
+    WorkerClose,
+)
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.worker_link import WorkerLink
 
@@ -28,7 +37,7 @@ async def test_a_request_to_a_worker_that_is_gone_fails_in_time(tmp_path: Path) 
     started = time.monotonic()
     try:
         with pytest.raises(ProtocolError) as err:
-            await asyncio.wait_for(link.request("worker.close", timeout=0.5), 5)
+            await asyncio.wait_for(link.request(WorkerClose(), timeout=0.5), 5)
         assert "did not answer worker.close" in err.value.message
         assert time.monotonic() - started < 3
     finally:
@@ -53,7 +62,7 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
     reader = asyncio.get_running_loop().create_task(link._read())
     try:
         with pytest.raises(ProtocolError) as err:
-            await link.request("transport.createPlain", timeout=0.3, transportId=77, comedia=True)
+            await link.request(TransportCreatePlain(transportId=77, comedia=True), timeout=0.3)
         assert err.value.code == "unavailable"
         request = wire.decode(await asyncio.wait_for(worker.recv(), 5))
         assert request["method"] == "transport.createPlain"
@@ -64,9 +73,10 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
         await worker.send(wire.encode(wire.reply_ok(undo["id"], {})))
 
         # A create that failed, late, is left alone; so is a late reply to a non-create.
-        for method, params in (("producer.create", {"producerId": 5}), ("producer.pause", {"producerId": 5})):
+        piped = ProducerCreate(producerId=5, kind="video", transportId=None, streams=[StreamSpec(ssrc=1)])
+        for method, command in (("producer.create", piped), ("producer.pause", ProducerPause(producerId=5))):
             with pytest.raises(ProtocolError):
-                await link.request(method, timeout=0.2, **params)
+                await link.request(command, timeout=0.2)
             late = wire.decode(await asyncio.wait_for(worker.recv(), 5))
             if method == "producer.create":
                 await worker.send(wire.encode(wire.reply_error(late["id"], ProtocolError("duplicate", "x"))))
@@ -74,6 +84,41 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
                 await worker.send(wire.encode(wire.reply_ok(late["id"], {})))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.recv(), 0.5)
+    finally:
+        reader.cancel()
+        sock.close(linger=0)
+        worker.close(linger=0)
+        ctx.term()
+
+
+async def test_events_reach_the_pool_typed_and_malformed_ones_are_dropped(tmp_path: Path) -> None:
+    """The link decodes each event into its contract type before the server sees it; an
+    event with a wrong field, or one the contract does not know, goes no further."""
+    ctx = zmq.asyncio.Context()
+    received: list[tuple[int, Event]] = []
+    link = WorkerLink(4, Config(), tmp_path, ctx, lambda index, event: received.append((index, event)), lambda *a: None)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(f"ipc://{tmp_path}/worker-4.ipc")
+    worker = ctx.socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(f"ipc://{tmp_path}/worker-4.ipc")
+    link._socket = sock
+    reader = asyncio.get_running_loop().create_task(link._read())
+    try:
+        for bad in (
+            {"event": "consumer.nack", "consumerId": 3, "producerId": 2, "ssrc": 1, "seqs": "1"},
+            {"event": "consumer.nack", "consumerID": 3, "producerId": 2, "ssrc": 1, "seqs": [1]},
+            {"event": "transport.teleported", "transportId": 3},
+        ):
+            await worker.send(wire.encode(bad))
+        good = ConsumerNack(consumerId=3, producerId=2, ssrc=1, seqs=[5, 6])
+        await worker.send(wire.encode(good.to_wire()))
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # The bad ones were sent first on the same socket: read (and dropped) before it.
+        assert received == [(4, good)]
     finally:
         reader.cancel()
         sock.close(linger=0)

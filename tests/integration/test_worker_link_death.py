@@ -17,6 +17,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from tureen.shared.config import Config
+from tureen.shared.contract import TransportCreatePlain
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.worker_link import WorkerLink
 
@@ -36,7 +37,7 @@ async def test_a_request_blocked_in_its_send_fails_when_the_worker_is_declared_d
     link.alive = True
     try:
         request = asyncio.ensure_future(
-            link.request("transport.createPlain", timeout=60.0, transportId=1)
+            link.request(TransportCreatePlain(transportId=1), timeout=60.0)
         )
         await asyncio.sleep(0.2)  # it is in its send now
         assert not request.done()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from tureen.shared.contract import Event
     from tureen.workers.router import Consumer, Producer, Stream
     from tureen.workers.transport.srtp import SrtpContext
 
@@ -37,8 +38,9 @@ class TransportListener(Protocol):
     def transport_ready(self, transport: Transport) -> None:
         """transport.sender() changed (became available, changed or went away)."""
 
-    def transport_event(self, transport: Transport, event: str, **fields: Any) -> None:
-        """A state change the supervisor hears about, e.g. ("transport.iceState", state=...)."""
+    def transport_event(self, transport: Transport, event: Event) -> None:
+        """A state change the supervisor hears about (shared/contract.py), e.g.
+        TransportIceState."""
 
     def transport_rtcp(self, transport: Transport, packet: bytes) -> None:
         """A (decrypted) compound RTCP packet arrived from the transport's remote."""

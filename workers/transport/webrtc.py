@@ -42,6 +42,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tureen.shared.contract import TransportDtlsState, TransportIceState
+
 from .base import Sender, Transport, TransportListener
 from .dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsEvent, DtlsFailed
 from .ice_lite import IceEvent, IceLiteServer, IceStateChanged, IceTupleSelected, ice_candidates
@@ -367,7 +369,7 @@ class WebRtcTransport(Transport):
                 self._select(ev.addr)
             elif isinstance(ev, IceStateChanged):
                 log.info("transport %d: ICE %s", self.id, ev.state)
-                self.listener.transport_event(self, "transport.iceState", state=ev.state)
+                self.listener.transport_event(self, TransportIceState(transportId=self.id, state=ev.state))
                 if ev.state == "disconnected":
                     self._fail(f"ICE disconnected: {why}")
 
@@ -410,7 +412,7 @@ class WebRtcTransport(Transport):
         dtls = self.dtls
         if dtls.state != "new" or dtls.remote_fingerprint is None or self._send is None:
             return
-        self.listener.transport_event(self, "transport.dtlsState", state="connecting")
+        self.listener.transport_event(self, TransportDtlsState(transportId=self.id, state="connecting"))
         self._send_dtls(dtls.start(self._loop.time()))
         # Early datagrams replayed by start() may have produced events already.
         out, events = dtls.handle_timer(self._loop.time())
@@ -445,13 +447,13 @@ class WebRtcTransport(Transport):
                     return
                 self._protect = self.srtp.protect_rtp_into
                 log.info("transport %d: DTLS connected (%s, %s)", self.id, self.dtls.role, ev.profile)
-                self.listener.transport_event(self, "transport.dtlsState", state="connected")
+                self.listener.transport_event(self, TransportDtlsState(transportId=self.id, state="connected"))
                 self.listener.transport_ready(self)
             elif isinstance(ev, DtlsFailed):
-                self.listener.transport_event(self, "transport.dtlsState", state="failed")
+                self.listener.transport_event(self, TransportDtlsState(transportId=self.id, state="failed"))
                 self._fail(f"DTLS failed: {ev.reason}")
             elif isinstance(ev, DtlsClosed):
-                self.listener.transport_event(self, "transport.dtlsState", state="closed")
+                self.listener.transport_event(self, TransportDtlsState(transportId=self.id, state="closed"))
                 self._fail(f"DTLS closed by the remote ({ev.reason})")
 
     # -- timers -------------------------------------------------------------------------
