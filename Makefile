@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: setup browser-deps run demo test lint bench fuzz fuzz-merge clean
 
 # setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
-# the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1).
+# the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1), and atheris
+# for the fuzz tier (TUREEN_REQUIRE_ATHERIS=1: a missing install fails instead of skipping).
 $(STAMP): pyproject.toml setup.py workers/_native.c
 	scripts/install-build-deps.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +32,7 @@ demo: setup
 
 test: setup browser-deps
 	$(VENV)/bin/ruff check .
-	TUREEN_REQUIRE_NATIVE=1 $(VENV)/bin/pytest -n auto --dist loadfile
+	TUREEN_REQUIRE_NATIVE=1 TUREEN_REQUIRE_ATHERIS=1 $(VENV)/bin/pytest -n auto --dist loadfile
 
 # The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
 # Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.
