@@ -22,8 +22,9 @@ function parseCertificate(text, where = 'the certificate') {
   let section = null;
   const keys = {};
   for (const raw of text.split(/\r?\n/)) {
-    const line = raw.replace(/#.*$/, '');
-    if (!line.trim()) continue;
+    const line = raw;
+    // A comment is a whole line ('#' is also a Z85 character, so it may occur inside a key).
+    if (!line.trim() || line.trim().startsWith('#')) continue;
     const indented = /^\s/.test(line);
     if (!indented) {
       section = line.trim();
