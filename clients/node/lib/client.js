@@ -52,7 +52,7 @@ class TureenClient extends EventEmitter {
     this._nextId = 1;
     this._pending = new Map();
     this._sending = Promise.resolve();
-    this._events = [];
+    this._queue = [];
     this._waiters = new Set();
     this._rooms = new Set(); // rooms whose events this connection receives (created or subscribed)
     this._handshakes = 0;
@@ -168,8 +168,8 @@ class TureenClient extends EventEmitter {
   _event(event) {
     if (event.event === 'room.closed') this._rooms.delete(event.roomId);
     if (this.maxQueuedEvents > 0) {
-      this._events.push(event);
-      if (this._events.length > this.maxQueuedEvents) this._events.shift();
+      this._queue.push(event);
+      if (this._queue.length > this.maxQueuedEvents) this._queue.shift();
     }
     for (const waiter of [...this._waiters]) {
       if (waiter.offer(event)) break;
@@ -376,7 +376,7 @@ class TureenClient extends EventEmitter {
 
   /** The queued events (oldest first; at most maxQueuedEvents). */
   pendingEvents() {
-    return [...this._events];
+    return [...this._queue];
   }
 
   /**
@@ -384,15 +384,15 @@ class TureenClient extends EventEmitter {
    * arrive; rejects with TureenTimeoutError after `timeout` ms (default 5000).
    */
   nextEvent(predicate = () => true, { timeout = 5000 } = {}) {
-    const index = this._events.findIndex(predicate);
-    if (index >= 0) return Promise.resolve(this._events.splice(index, 1)[0]);
+    const index = this._queue.findIndex(predicate);
+    if (index >= 0) return Promise.resolve(this._queue.splice(index, 1)[0]);
     if (this._socket === null) return Promise.reject(new TureenError(ErrorCode.UNAVAILABLE, 'client is not connected', null));
     return new Promise((resolve, reject) => {
       const waiter = {
         offer: (event) => {
           if (!predicate(event)) return false;
-          const at = this._events.lastIndexOf(event);
-          if (at >= 0) this._events.splice(at, 1);
+          const at = this._queue.lastIndexOf(event);
+          if (at >= 0) this._queue.splice(at, 1);
           done();
           resolve(event);
           return true;
@@ -404,7 +404,7 @@ class TureenClient extends EventEmitter {
       };
       const timer = setTimeout(() => {
         done();
-        reject(new TureenTimeoutError(`no matching event within ${timeout} ms; ${this._events.length} other events queued`, null, timeout));
+        reject(new TureenTimeoutError(`no matching event within ${timeout} ms; ${this._queue.length} other events queued`, null, timeout));
       }, timeout);
       const done = () => {
         clearTimeout(timer);

@@ -68,12 +68,13 @@ class Server {
     const client = new TureenClient(this.endpoint, { timeout: 1000, curve });
     await client.connect();
     try {
-      await Promise.race([
+      const info = await Promise.race([
         client.waitReady({ timeout: 30000 }),
         this.exited.then(({ code }) => {
           throw new Error(`tureen serve exited with ${code}:\n${this.log()}`);
         }),
       ]);
+      this.workerPids = info.workers.map((w) => w.pid);
     } catch (err) {
       await this.stop();
       throw new Error(`${err.message}\n${this.log()}`);
@@ -99,6 +100,21 @@ class Server {
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
     await this.exited;
     clearTimeout(timer);
+  }
+
+  /** A crash: SIGKILL the supervisor and its workers (by the pids server.info gave). */
+  async crash() {
+    const proc = this.process;
+    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGKILL');
+    await this.exited;
+    for (const pid of this.workerPids || []) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
   }
 }
 
