@@ -2,7 +2,7 @@
 // Reconnection: the server restarts on the same endpoint; the DEALER reconnects by itself and
 // the client reports 'disconnect' and 'connect'. A server that stops tells the app 'room.closed';
 // after a crash (no such event) the room the new server does not have is reported with
-// 'roomLost'. Requests are answered again.
+// 'roomLost'. Requests are answered again, those sent while it was away too.
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -37,7 +37,10 @@ test('after a server restart the client reconnects and reports the rooms it lost
 
     const reconnected = once(client, 'connect', 30000);
     const lost = once(client, 'roomLost', 30000);
+    // A request sent while the server is away waits in ZeroMQ's queue and is answered later.
+    const queued = client.request('server.ping', {}, { timeout: 30000 });
     second = await new Server({ port: first.port }).start();
+    assert.deepEqual(await queued, { pong: true });
     assert.equal((await reconnected)[0].reconnect, true);
     assert.deepEqual(await lost, ['lost-room']);
     assert.deepEqual(await client.listRooms(), []);
