@@ -114,11 +114,14 @@ export interface Subscription {
 
 export interface WorkerInfo {
   index: number;
-  pid: number;
+  /** null while the worker is being (re)started. */
+  pid: number | null;
+  /** The CPU it is pinned to, or null. */
   cpu: number | null;
   alive: boolean;
   uptime: number;
-  load: Record<string, unknown>;
+  /** The worker's last report: transports, producers, consumers, packetsIn, ... */
+  load: Record<string, unknown> | null;
 }
 
 export interface ServerInfo {
