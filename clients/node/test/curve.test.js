@@ -29,6 +29,7 @@ before(async () => {
 
 after(async () => {
   if (server) await server.stop();
+  if (keys) fs.rmSync(keys, { recursive: true, force: true });
 });
 
 test('certificates written by `tureen keys generate` are read', () => {

@@ -76,8 +76,9 @@ class Server {
       ]);
       this.workerPids = info.workers.map((w) => w.pid);
     } catch (err) {
+      const log = this.log();
       await this.stop();
-      throw new Error(`${err.message}\n${this.log()}`);
+      throw new Error(`${err.message}\n${log}`);
     } finally {
       await client.close();
     }
@@ -100,6 +101,12 @@ class Server {
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
     await this.exited;
     clearTimeout(timer);
+    this.removeFiles();
+  }
+
+  /** Remove the run folder, config and log (a failed start has put the log in its error). */
+  removeFiles() {
+    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** A crash: SIGKILL the supervisor and its workers (by the pids server.info gave). */
@@ -115,6 +122,7 @@ class Server {
         // already gone
       }
     }
+    this.removeFiles();
   }
 }
 
