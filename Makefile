@@ -33,6 +33,7 @@ demo: setup
 test: setup browser-deps
 	$(VENV)/bin/ruff check .
 	TUREEN_REQUIRE_NATIVE=1 TUREEN_REQUIRE_ATHERIS=1 $(VENV)/bin/pytest -n auto --dist loadfile
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error && TUREEN_PYTHON=$(abspath $(PY)) npm test --silent
 
 # The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
 # Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.
@@ -69,4 +70,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info workers/_native*.so node_modules demo/static/bundle.js demo/static/bundle.js.map test-output
+	rm -rf $(VENV) build *.egg-info workers/_native*.so node_modules clients/node/node_modules demo/static/bundle.js demo/static/bundle.js.map test-output

@@ -1,0 +1,61 @@
+// Compiled (never run) by `npm test` with tsc --noEmit: the declarations of index.d.ts
+// describe the API the README shows, and reject misuse.
+import { TureenClient, TureenError, TureenTimeoutError, ErrorCode, loadCertificate, type TureenEvent } from '../..';
+
+async function main(): Promise<void> {
+  const client = new TureenClient('tcp://127.0.0.1:4477', {
+    timeout: 5000,
+    curve: { cert: 'app.key_secret', serverKey: 'server.key' },
+  });
+  await client.connect();
+  const { publicKey, secretKey } = loadCertificate('app.key_secret');
+  if (secretKey !== null) new TureenClient(undefined, { curve: { publicKey, secretKey, serverKey: publicKey } });
+
+  const room = await client.createRoom([{ kind: 'audio', name: 'opus', clockRate: 48000, channels: 2 }], { roomId: 'r' });
+  const codecs: Array<Record<string, unknown>> = room.rtpCapabilities.codecs;
+  const caps = await client.peerRequest(room.roomId, null, { method: 'queryRoom', target: 'room' });
+  await client.peerNotify('r', 'alice', { method: 'leave', target: 'peer', notification: true });
+  const info = await client.serverInfo();
+  const ready: boolean = info.ready;
+  const rooms = await client.listRooms();
+  const peers: number = rooms[0].peers;
+  const sub = await client.subscribe('r');
+  const subscribers: number = sub.subscribers;
+  await client.unsubscribe('r');
+  await client.setConsumerPreferredProfile('r', 'bob', 1, 'low');
+  // @ts-expect-error: not a profile
+  await client.setConsumerPreferredProfile('r', 'bob', 1, 'best');
+  await client.pauseProducer('r', 'alice', 2, { why: 'mod' });
+  const scaled = await client.scaleWorkers(2);
+  const retired: number[] = scaled.retired;
+  const data = await client.request<{ pong: true }>('server.ping', {}, { timeout: 100 });
+  const pong: true = data.pong;
+
+  client.on('notification', (roomId, peerName, notification) => {
+    const method: string = notification.method;
+    void [roomId.length, peerName.length, method];
+  });
+  client.on('peer.joined', (event) => {
+    const spy: boolean = event.spy;
+    void spy;
+  });
+  client.on('roomLost', (roomId) => void roomId.length);
+  // @ts-expect-error: a notification listener gets strings first
+  client.on('notification', (roomId: number) => void roomId);
+
+  const event: TureenEvent = await client.nextEvent((e) => e.event === 'room.closed', { timeout: 10 });
+  if (event.event === 'transport.closed') void event.reason.length;
+  const note = await client.nextNotification('alice', 'newPeer', { match: { name: 'bob' } });
+  void note.method;
+
+  try {
+    await client.dumpRoom('x');
+  } catch (err) {
+    if (err instanceof TureenTimeoutError) void err.timeout;
+    else if (err instanceof TureenError && err.code === ErrorCode.NOT_FOUND) void err.method;
+  }
+  await client.close();
+  void [codecs, caps, ready, peers, subscribers, retired, pong];
+}
+
+void main;
