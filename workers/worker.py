@@ -7,6 +7,13 @@ leaves the worker as it was. The channel contract is docs/internals.md.
 
 Everything runs on one asyncio loop, callback style: the supervisor channel, the pipe and
 each transport's sockets are readers on it; no request handler awaits.
+
+What to do about RTCP (NACK service, key-frame requests and their throttling, SR/RR, REMB)
+is decided in workers/rtp/feedback.py and simulcast moves in workers/simulcast.py; this
+module performs their answers (`_act`). Why it is still about 700 lines: it is one handler
+per command of the contract (shared/contract.py, 26 of them), each a short check-then-apply
+on the router's tables, in the order of the contract; they share the lookups and the
+life cycle here, and splitting them by object would only add a hop per request.
 """
 
 from __future__ import annotations
