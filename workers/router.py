@@ -89,7 +89,7 @@ class Stream:
         self.max_seq = 0
         self.max_ts = 0
         # time.monotonic() when the packet of max_seq arrived: the consumers' SRs advance
-        # its timestamp by the time since (worker._send_sender_reports).
+        # its timestamp by the time since (rtp/feedback.py, Reports.sender_reports).
         self.max_at = 0.0
         self.packets = 0
         self.octets = 0
