@@ -9,8 +9,9 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     second byte 192..223 -> RTCP (RFC 5761 section 4; counted, handed to `source.handle_rtcp`:
     a plain transport's; WebRTC transports take SRTCP out before the forwarder).
  3. One `Struct.unpack_from` of the fixed header; SSRC -> producer Stream in the source's
-    `ssrc_table` (a transport's, or a piped producer's). Unknown SSRC, RTX (later issue),
-    paused producer, unmapped payload type -> drop.
+    `ssrc_table` (a transport's, or a piped producer's). An SSRC in `rtx_ssrcs` is the
+    sender's RTX: unwrapped in place into the original packet (`_receive_rtx`), which goes
+    through these steps itself. Unknown SSRC, paused producer, unmapped payload type -> drop.
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
     payload type producer -> room.
@@ -33,14 +34,15 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
 What must not happen per packet: no object built beyond the unpack tuple and one memoryview
 slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no logging, no
 await, no exception except a send's OSError (counted). Everything else (pause, resync after
-a break, events) is decided on the control path and lands here as table contents; the one
-rare call back out is `ConsumerRewrite.resync()` for the first packet after a break.
+a break, events) is decided on the control path and lands here as table contents; the rare
+calls back out are `ConsumerRewrite.resync()` for the first packet after a break and
+`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`).
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
 
-Figures (scripts/quick_fanout.py, 1 producer -> 10 plain consumers, one worker on this
-2-core VM): see the script's docstring and the last report; PERF.md has the ceiling.
+Figures: scripts/bench_fanout.py measures the fan-out cores alone, `make bench` the whole
+worker; docs/benchmarks.md has the results.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ input); after every change that can affect forwarding the affected `fan` tuples 
 so the data path never checks paused flags or transports per consumer.
 
 Which stream feeds a consumer: a single-stream producer's only stream. With several streams
-(simulcast) the choice is static until simulcast.py lands: the preferred profile if the
-producer has it, else the highest below it, else the lowest ('default' counts as 'high').
+(simulcast) workers/simulcast.py decides (which streams are active, the target, whether to
+move now or at the target's next key frame) and the router applies its moves here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tureen.workers.rtp.codecs import KeyFrameCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
+from tureen.workers.simulcast import Action, active_streams, choose_stream, decide, next_activity
 from tureen.workers.stats import RateMeter
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from tureen.workers.transport.pipe import PipeBatch
 
 log = logging.getLogger("tureen.workers.router")
-
-_RANK = {"low": 0, "medium": 1, "high": 2, "default": 2}
 
 IDENTITY_PT = bytes(range(128))
 
@@ -90,7 +89,7 @@ class Stream:
         self.max_seq = 0
         self.max_ts = 0
         # time.monotonic() when the packet of max_seq arrived: the consumers' SRs advance
-        # its timestamp by the time since (worker._send_sender_reports).
+        # its timestamp by the time since (rtp/feedback.py, Reports.sender_reports).
         self.max_at = 0.0
         self.packets = 0
         self.octets = 0
@@ -311,27 +310,6 @@ class Consumer:
         }
 
 
-def choose_stream(streams: list[Stream], preferred: str, active: list[Stream] | None = None) -> Stream:
-    """The stream a consumer preferring `preferred` should get (PROTOCOL.md, Profiles).
-
-    Among the active streams (all, before activity is known): 'default' -> the highest;
-    X -> X, else the highest below X, else the lowest.
-    """
-    if len(streams) == 1:
-        return streams[0]
-    pool = active or streams
-    if preferred == "default":
-        return max(pool, key=lambda s: _RANK[s.profile])
-    for s in pool:
-        if s.profile == preferred:
-            return s
-    target = _RANK[preferred]
-    below = [s for s in pool if _RANK[s.profile] < target]
-    if below:
-        return max(below, key=lambda s: _RANK[s.profile])
-    return min(pool, key=lambda s: _RANK[s.profile])
-
-
 class Router:
     def __init__(self, on_key_frame_needed: Callable[[Consumer, Stream], None] | None = None) -> None:
         self.transports: dict[int, Transport] = {}
@@ -352,27 +330,32 @@ class Router:
             if len(streams) < 2:
                 continue
             for stream in streams:
-                stream.activity = ((stream.activity << 1) | (stream.packets != stream.seen_packets)) & 0xF
+                stream.activity = next_activity(stream.activity, stream.packets != stream.seen_packets)
                 stream.seen_packets = stream.packets
-            active = [st for st in streams if st.activity]
-            if not active and producer.active_streams:
-                # A simulcast producer's last active streams never go inactive: a sender
-                # that stops (muted, paused, a gap) keeps its consumers where they were.
-                active = producer.active_streams
-            producer.active_streams = active
+            producer.active_streams = active_streams(
+                streams, [st.activity for st in streams], producer.active_streams
+            )
             for consumer in producer.consumers.values():
                 self.retarget(consumer)
 
     def retarget(self, consumer: Consumer) -> None:
-        """Point the consumer at the stream it should get: now if it has none, else at that
-        stream's next key frame (asked for at once)."""
+        """Apply simulcast.decide's move for the consumer: stay, move now, or switch at the
+        target stream's next key frame (asked for at once)."""
         producer = consumer.producer
-        target = choose_stream(producer.streams, consumer.preferred_profile, producer.active_streams)
-        if target is consumer.stream:
+        current = consumer.stream
+        action, target = decide(
+            producer.streams,
+            consumer.preferred_profile,
+            producer.active_streams,
+            current,
+            current is not None and current.active,
+            consumer.pending,
+        )
+        assert isinstance(target, Stream)
+        if action is Action.STAY:
             self._cancel_pending(consumer)
             return
-        current = consumer.stream
-        if current is None or (producer.active_streams is not None and not current.active):
+        if action is Action.SWITCH_NOW:
             # Nothing to keep showing (no stream, or its stream stopped): move now; the
             # receiver waits for the key frame asked for with the move.
             self._cancel_pending(consumer)
@@ -380,18 +363,18 @@ class Router:
                 self._detach(consumer, rebase_ts=True)
             self._attach(consumer, target)
             return
-        if consumer.pending is target:
+        if action is Action.ASK_AGAIN:
             # Still no key frame: ask again (the worker rate-limits per stream).
             if self.on_key_frame_needed is not None:
                 self.on_key_frame_needed(consumer, target)
             return
-        self._cancel_pending(consumer)
+        self._cancel_pending(consumer)  # Action.SWITCH_AT_KEY_FRAME
         consumer.pending = target
         target.waiting.append(consumer)
         log.info(
             "consumer %d: switching %s -> %s at the next key frame",
             consumer.id,
-            consumer.stream.profile,
+            current.profile,
             target.profile,
         )
         if self.on_key_frame_needed is not None:

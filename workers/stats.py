@@ -3,7 +3,7 @@
 The supervisor asks `stats.get` (docs/internals.md) every stats interval; this module
 answers it from counters the data path keeps anyway (Stream.packets/octets, the consumers'
 ConsumerRewrite packets/octets, socket byte counts) and from what the control path records
-(RTCP handled in worker.py: NACK, PLI/FIR, receiver reports, our SRs). Nothing here runs per
+(RTCP handled by workers/rtp/feedback.py: NACK, PLI/FIR, receiver reports, our SRs). Nothing here runs per
 packet: bitrates are derived from octet counters sampled by the worker's housekeeping tick
 (RateMeter), and the shaping into mediasoup v2's stats entries is the supervisor's
 (supervisor/stats.py), which knows protocol ids, MIME types and stats ids.

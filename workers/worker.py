@@ -7,6 +7,13 @@ leaves the worker as it was. The channel contract is docs/internals.md.
 
 Everything runs on one asyncio loop, callback style: the supervisor channel, the pipe and
 each transport's sockets are readers on it; no request handler awaits.
+
+What to do about RTCP (NACK service, key-frame requests and their throttling, SR/RR, REMB)
+is decided in workers/rtp/feedback.py and simulcast moves in workers/simulcast.py; this
+module performs their answers (`_act`). Why it is still about 700 lines: it is one handler
+per command of the contract (shared/contract.py, 26 of them), each a short check-then-apply
+on the router's tables, in the order of the contract; they share the lookups and the
+life cycle here, and splitting them by object would only add a hop per request.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ from tureen.shared.errors import (
     duplicate,
     not_found,
 )
-from tureen.shared.rtp.packet import payload_length
 from tureen.workers import stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
@@ -43,7 +49,7 @@ from tureen.workers.router import Consumer, Producer, Router, Stream
 from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.codecs import KeyFrameCheck, key_frame_checker
 from tureen.workers.rtp.consumer import ConsumerRewrite
-from tureen.workers.rtp.retransmit import resend, rtx_packet, stored
+from tureen.workers.rtp.feedback import Action, Feedback, Resend, SendRtcp
 from tureen.workers.transport.base import Transport
 from tureen.workers.transport.pipe import PipeHub
 from tureen.workers.transport.plain import PlainRtpTransport
@@ -54,14 +60,9 @@ log = logging.getLogger("tureen.workers.worker")
 DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
 # s: parent check, reader safety poke, simulcast activity (PROTOCOL.md: every 250 ms).
 HOUSEKEEPING_INTERVAL = 0.25
-# s: at most one key-frame request per producer stream in this time. One key frame serves
-# every consumer that started meanwhile; browsers answer a PLI within a frame or two.
-KEY_FRAME_REQUEST_INTERVAL = 0.3
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
 RTCP_EVERY = 4
-# SRs remembered per consumer for RTT: receivers echo the last one within a second or two.
-SR_HISTORY = 8
 
 
 class Worker:
@@ -90,6 +91,11 @@ class Worker:
         self._ticks = 0
         self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring)
         self.forwarder.on_switch = self.router.complete_switch
+        # RTCP feedback, NACK service and reports decide (workers/rtp/feedback.py); this
+        # worker performs what they return (_act).
+        self.feedback = Feedback(
+            self.rtcp_ssrc, self.cname, self.forwarder, self.router.consumer_by_ssrc, config.max_incoming_bitrate
+        )
         self._process = psutil.Process()
         # One handler per command type of the contract (tests/unit/test_contract.py checks
         # that the two sets are equal); each takes its decoded command.
@@ -173,8 +179,10 @@ class Worker:
         self.router.tick_activity()
         stats.sample_rates(self.router, self.loop.time())
         if self._ticks % RTCP_EVERY == 0:
-            self._send_receiver_reports()
-            self._send_sender_reports()
+            reports = self.feedback.reports
+            at = self.loop.time()
+            self._act(reports.receiver_reports(self.router.transports.values(), at))
+            self._act(reports.sender_reports(self.router.consumers.values(), rtcp.ntp_now(), time.monotonic(), at))
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
         self.channel.reader.poke()
         self.pipes.reader.poke()
@@ -255,166 +263,23 @@ class Worker:
             self.forwarder.rtcp_malformed += 1
             log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
             return
-        for ssrc, fmt in fb.key_frame_requests:
-            consumer = self.router.consumer_by_ssrc(transport, ssrc)
-            if consumer is None:
-                continue
-            if fmt == rtcp.PSFB_FIR:
-                consumer.fir_count += 1
+        self._act(self.feedback.on_rtcp(transport, fb, self.loop.time()))
+
+    def _act(self, actions: list[Action]) -> None:
+        """Perform what workers/rtp/feedback.py decided, in its order: RTCP out,
+        retransmissions (their outcome reported back for the counters), events."""
+        for action in actions:
+            if isinstance(action, SendRtcp):
+                action.transport.send_rtcp(action.packet)
+            elif isinstance(action, Resend):
+                try:
+                    action.send(action.packet)
+                except (ValueError, OSError):
+                    self.feedback.nacks.failed(action)
+                    continue
+                self.feedback.nacks.sent(action)
             else:
-                consumer.pli_count += 1
-            if consumer.stream is not None:
-                self._request_key_frame(consumer.stream, consumer)
-        for ssrc, seqs in fb.nacks:
-            consumer = self.router.consumer_by_ssrc(transport, ssrc)
-            if consumer is None:
-                continue
-            consumer.nack_count += 1
-            if consumer.stream is not None:
-                self._retransmit(consumer, seqs)
-        for block in fb.report_blocks:
-            consumer = self.router.consumer_by_ssrc(transport, block[0])
-            if consumer is not None:
-                self._on_receiver_report(consumer, block)
-        if fb.rembs:
-            transport.remote_remb = fb.rembs[-1]
-        for ssrc, ntp, rtp_ts in fb.sender_reports:
-            stream = transport.ssrc_table.get(ssrc)
-            if stream is not None:
-                self._on_sender_report(stream, ntp, rtp_ts)
-
-    # -- repair and reports ---------------------------------------------------------------
-
-    def _retransmit(self, consumer: Consumer, seqs: list[int]) -> None:
-        """Answer a receiver's NACK from the stream's store; ask the sender for the rest."""
-        stream = consumer.stream
-        assert stream is not None
-        store = stream.store
-        send = consumer.transport.sender()
-        if store is None or send is None:
-            return
-        rw = consumer.rewrite
-        rtx_pt = consumer.producer.room_rtx_pt
-        missing: list[int] = []
-        for out_seq in seqs:
-            seq = (out_seq - rw.seq_offset) & 0xFFFF
-            data = stored(store, seq)
-            if data is None:
-                missing.append(seq)
-                continue
-            ts = (int.from_bytes(data[4:8], "big") + rw.ts_offset) & 0xFFFFFFFF
-            pt = rtx_pt.get(data[1] & 0x7F) if consumer.rtx_ssrc is not None else None
-            try:
-                if pt is not None:
-                    packet = rtx_packet(data, out_seq, ts, consumer.rtx_ssrc, pt, consumer.rtx_seq)
-                    consumer.rtx_seq = (consumer.rtx_seq + 1) & 0xFFFF
-                else:
-                    packet = resend(data, out_seq, ts, consumer.ssrc)
-                send(packet)
-            except (ValueError, OSError):
-                consumer.nack_missed += 1
-                continue
-            if pt is None:  # on the consumer's SSRC: its SR counts it
-                consumer.resent_packets += 1
-                consumer.resent_payload += payload_length(packet, len(packet))
-            consumer.rtx_packets += 1
-            consumer.rtx_octets += len(packet)
-            consumer.nack_served += 1
-            self.forwarder.nack_served += 1
-        if missing:
-            producer = consumer.producer
-            if producer.transport is not None:
-                self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, missing))
-                stream.nack_count += 1
-                consumer.nack_forwarded += len(missing)
-                self.forwarder.nack_forwarded += len(missing)
-            else:  # piped: the worker receiving the producer asks its sender
-                self.emit(c.ConsumerNack(consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc, seqs=missing))
-                consumer.nack_forwarded += len(missing)
-                self.forwarder.nack_forwarded += len(missing)
-
-    def _on_sender_report(self, stream: Stream, ntp: int, rtp_ts: int) -> None:
-        """A sender's SR about a producer stream: kept for our receiver reports' LSR/DLSR.
-        Consumers get SRs of their own (_send_sender_reports), not this one: its counts are
-        the sender's, not what each consumer was sent."""
-        stream.last_sr = (ntp, rtp_ts, self.loop.time())
-
-    def _send_sender_reports(self) -> None:
-        """Every RTCP_INTERVAL: an SR + SDES(CNAME) to the receiver of each consumer that is
-        being fed, on every worker (a consumer fed by a pipe too), RFC 3550 6.4.1:
-
-        - packet / octet count: what this consumer sent on its SSRC (copies of the fan-out
-          after send errors, plus retransmissions on that SSRC), octets = RTP payload only;
-        - NTP now, and the RTP timestamp of the same instant: the consumer's timestamp of
-          the newest packet it was sent, advanced by the wall time since that packet
-          arrived, at the codec's clock rate (what mediasoup does);
-        - the CNAME of the consumer's rtpParameters (the producer's), else the worker's.
-        A paused consumer, or one waiting for its first packet after a break, sends none (it
-        is no active sender: RFC 3550 6.4)."""
-        ntp = rtcp.ntp_now()
-        now = time.monotonic()
-        at = self.loop.time()
-        for consumer in self.router.consumers.values():
-            rw = consumer.rewrite
-            stream = consumer.stream
-            if stream is None or rw.sync or not rw.packets or rw not in stream.fan:
-                continue
-            elapsed = max(0.0, now - stream.max_at)
-            rtp_ts = stream.max_ts + rw.ts_offset + int(elapsed * stream.clock_rate)
-            report = rtcp.sr(
-                consumer.ssrc,
-                ntp,
-                rtp_ts,
-                rw.packets + consumer.resent_packets,
-                rw.payload_octets + consumer.resent_payload,
-            )
-            consumer.transport.send_rtcp(rtcp.compound(report, consumer.ssrc, consumer.cname or self.cname))
-            # The receiver echoes the middle 32 bits as LSR: remember when we sent it (RTT).
-            sent = consumer.sr_sent
-            sent[(ntp >> 16) & 0xFFFFFFFF] = at
-            if len(sent) > SR_HISTORY:
-                del sent[next(iter(sent))]
-
-    def _feedback(self, transport: Transport, *packets: bytes, report: bytes | None = None) -> None:
-        """Send RTCP towards a producer's sender as a full compound packet (RFC 3550 6.1,
-        RFC 4585 3.1): `report` (an RR; one without blocks when none is given), this
-        worker's SDES CNAME, then the feedback `packets` (PLI, NACK, REMB)."""
-        first = report if report is not None else rtcp.rr(self.rtcp_ssrc, [])
-        transport.send_rtcp(rtcp.compound(first, self.rtcp_ssrc, self.cname, *packets))
-
-    def _on_receiver_report(self, consumer: Consumer, block: tuple[int, int, int, int, int, int, int]) -> None:
-        """A receiver's report block about a consumer's SSRC: loss for stats, and the
-        round-trip time when it echoes an SR we sent (RFC 3550 6.4.1: A - LSR - DLSR, with
-        our own send time for A - LSR since the SR carried the sender's NTP clock)."""
-        _, fraction, lost, _, _, lsr, dlsr = block
-        consumer.rr_fraction_lost = fraction
-        consumer.rr_packets_lost = max(0, lost)
-        sent_at = consumer.sr_sent.get(lsr) if lsr else None
-        if sent_at is not None:
-            rtt = (self.loop.time() - sent_at - dlsr / 65536) * 1000
-            if rtt >= 0:
-                consumer.rtt_ms = rtt
-
-    def _send_receiver_reports(self) -> None:
-        """Every RTCP_INTERVAL: an RR about each producer stream received on a transport,
-        plus REMB for its video, to that transport's sender."""
-        now = self.loop.time()
-        for transport in self.router.transports.values():
-            if not transport.producers:
-                continue
-            blocks = []
-            video: list[int] = []
-            for producer in transport.producers.values():
-                for stream in producer.streams:
-                    if not stream.packets:
-                        continue
-                    if producer.kind == "video":
-                        video.append(stream.ssrc)
-                    blocks.append(report_block(stream, now))
-            if blocks:
-                remb = [rtcp.remb(self.rtcp_ssrc, self.config.max_incoming_bitrate, video)] if video else []
-                self._feedback(transport, *remb, report=rtcp.rr(self.rtcp_ssrc, blocks))
-                transport.last_remb = (self.config.max_incoming_bitrate if video else 0, video)
+                self.emit(action)
 
     def transport_failed(self, transport: Transport, reason: str) -> None:
         if self.router.transports.get(transport.id) is not transport:
@@ -430,18 +295,8 @@ class Worker:
 
     def _request_key_frame(self, stream: Stream, consumer: Consumer | None = None) -> None:
         """Ask the producer of `stream` for a key frame: a PLI on its transport, or through
-        the supervisor to the worker that has it (a piped producer)."""
-        now = self.loop.time()
-        if now - stream.last_key_request < KEY_FRAME_REQUEST_INTERVAL:
-            return
-        stream.last_key_request = now
-        producer = stream.producer
-        self.forwarder.key_frame_requests += 1
-        if producer.transport is not None:
-            self._feedback(producer.transport, rtcp.pli(self.rtcp_ssrc, stream.ssrc))
-            stream.pli_count += 1
-        elif consumer is not None:
-            self.emit(c.ConsumerKeyFrameRequest(consumerId=consumer.id, producerId=producer.id, ssrc=stream.ssrc))
+        the supervisor to the worker that has it (a piped producer); throttled per stream."""
+        self._act(self.feedback.key_frames.request(stream, consumer, self.loop.time()))
 
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
         log.info("consumer %d: effective profile %s", rewrite.consumer_id, rewrite.profile)
@@ -742,7 +597,7 @@ class Worker:
         """A consumer on another worker misses these packets of this producer's stream
         `ssrc`: ask the sender (its RTX comes back through here and the pipe)."""
         producer, stream = self._local_stream(cmd.producerId, cmd.ssrc)
-        self._feedback(producer.transport, rtcp.nack(self.rtcp_ssrc, stream.ssrc, cmd.seqs))
+        self._act([self.feedback.nacks.nack_sender(producer, stream, cmd.seqs)])
         return {}
 
     def _producer_close(self, cmd: c.ProducerClose) -> dict[str, Any]:
@@ -853,22 +708,3 @@ def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) ->
         return asyncio.run(worker.run())
     return 0
 
-
-def report_block(stream: Stream, now: float) -> tuple[int, int, int, int, int, int, int]:
-    """An RR report block about `stream` (RFC 3550 6.4.1, A.3); advances its interval."""
-    expected = stream.expected()
-    lost = expected - stream.packets
-    expected_interval = expected - stream.expected_prior
-    lost_interval = expected_interval - (stream.packets - stream.received_prior)
-    stream.expected_prior = expected
-    stream.received_prior = stream.packets
-    fraction = 0
-    if expected_interval > 0 and lost_interval > 0:
-        fraction = min(255, (lost_interval << 8) // expected_interval)
-    stream.fraction_lost = fraction  # stats: what the sender was last told
-    lsr = dlsr = 0
-    if stream.last_sr is not None:
-        ntp, _, at = stream.last_sr
-        lsr = (ntp >> 16) & 0xFFFFFFFF
-        dlsr = int((now - at) * 65536)
-    return (stream.ssrc, fraction, lost, stream.cycles + stream.max_seq, int(stream.jitter), lsr, dlsr)

@@ -5,8 +5,9 @@
 2. Offsets and in-place helpers for the data path (workers/forward.py), which never builds
    an object per packet: `header_length()` validates a header inside a reused buffer and
    returns where the payload starts; `rewrite_extension_ids()` does the same and rewrites
-   the header-extension ids in place. The fixed fields sit at fixed offsets (OFFSET_*), so
-   the forwarder rewrites them with one precompiled `Struct.pack_into`.
+   the header-extension ids in place. The fixed fields sit at fixed offsets (PT at 1,
+   sequence number at 2, timestamp at 4, SSRC at 8), so the forwarder rewrites them with one
+   precompiled `Struct.pack_into`.
 
 Header layout (RFC 3550 5.1):
 
@@ -34,10 +35,6 @@ from dataclasses import dataclass, field
 
 RTP_VERSION = 2
 HEADER_SIZE = 12  # fixed part
-OFFSET_PT = 1  # marker bit | payload type
-OFFSET_SEQ = 2
-OFFSET_TS = 4
-OFFSET_SSRC = 8
 
 ONE_BYTE_PROFILE = 0xBEDE
 TWO_BYTE_PROFILE = 0x1000  # low 4 bits are "appbits"

@@ -13,8 +13,8 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .base import Sender, Transport, TransportListener
-from .udp import UdpEndpoint
+from tureen.workers.transport.base import Sender, Transport, TransportListener
+from tureen.workers.transport.udp import UdpEndpoint
 
 if TYPE_CHECKING:
     import asyncio

@@ -30,7 +30,7 @@ import random
 import socket
 from collections.abc import Callable
 
-from .udp import NoFreePort
+from tureen.workers.transport.udp import NoFreePort
 
 log = logging.getLogger("tureen.workers.tcp")
 

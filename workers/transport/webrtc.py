@@ -43,13 +43,24 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tureen.shared.contract import TransportDtlsState, TransportIceState
-
-from .base import Sender, Transport, TransportListener
-from .dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsEvent, DtlsFailed
-from .ice_lite import IceEvent, IceLiteServer, IceStateChanged, IceTupleSelected, ice_candidates
-from .srtp import MAX_PACKET_SIZE, SrtpContext
-from .tcp import TcpConnection, TcpServer
-from .udp import UdpEndpoint
+from tureen.workers.transport.base import Sender, Transport, TransportListener
+from tureen.workers.transport.dtls import (
+    DtlsClosed,
+    DtlsConnected,
+    DtlsEndpoint,
+    DtlsEvent,
+    DtlsFailed,
+)
+from tureen.workers.transport.ice_lite import (
+    IceEvent,
+    IceLiteServer,
+    IceStateChanged,
+    IceTupleSelected,
+    ice_candidates,
+)
+from tureen.workers.transport.srtp import MAX_PACKET_SIZE, SrtpContext
+from tureen.workers.transport.tcp import TcpConnection, TcpServer
+from tureen.workers.transport.udp import UdpEndpoint
 
 if TYPE_CHECKING:
     import asyncio
