@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from ..shared.client import DEFAULT_ENDPOINT, TureenClient
-from ..shared.config import Config, ConfigError, env_name, resolve
+from ..shared.config import Config, ConfigError, env_name, parse_listen, resolve
 from ..shared.curve import generate_keys, load_client_keys, load_key_pair
 from ..shared.errors import ProtocolError
 from ..shared.logs import configure
@@ -61,12 +61,16 @@ async def _serve(config: Config) -> None:
     try:
         server = Server(config, ctx)
         control = ControlServer(server, config.control_endpoint)
+        metrics = _metrics(server, control, config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
             control.start()
+            if metrics is not None:
+                host, port = await metrics.start(config.metrics_listen) or ("", 0)
+                log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             await server.start()
             log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
             await stop.wait()
@@ -75,6 +79,8 @@ async def _serve(config: Config) -> None:
             # Peers and apps hear it first (`closed`, `room.closed`), through a socket still open.
             await server.close_rooms(ROOMS_CLOSE_TIMEOUT)
             await control.stop(linger=CONTROL_LINGER)
+            if metrics is not None:
+                await metrics.stop()
             await server.stop()
             log.info("stopped")
     finally:
@@ -111,6 +117,17 @@ SERVE_FLAGS = {
     "insecure": "insecure",
     "metrics_listen": "metrics_listen",
 }
+
+
+def _metrics(server: Any, control: Any, config: Config) -> Any:
+    """The Prometheus endpoint's registry, tied to the control server; None when "off"."""
+    if parse_listen(config.metrics_listen) is None:
+        return None
+    from .metrics import Metrics
+
+    metrics = Metrics(server)
+    control.metrics = metrics
+    return metrics
 
 
 @app.command()

@@ -263,6 +263,7 @@ class Worker:
                 consumer.fir_count += 1
             else:
                 consumer.pli_count += 1
+            self.forwarder.pli_received += 1
             if consumer.stream is not None:
                 self._request_key_frame(consumer.stream, consumer)
         for ssrc, seqs in fb.nacks:
@@ -270,6 +271,7 @@ class Worker:
             if consumer is None:
                 continue
             consumer.nack_count += 1
+            self.forwarder.nack_received += 1
             if consumer.stream is not None:
                 self._retransmit(consumer, seqs)
         for block in fb.report_blocks:
@@ -321,6 +323,7 @@ class Worker:
             consumer.rtx_octets += len(packet)
             consumer.nack_served += 1
             self.forwarder.nack_served += 1
+            self.forwarder.rtx_sent += 1
         if missing:
             producer = consumer.producer
             if producer.transport is not None:
@@ -488,6 +491,13 @@ class Worker:
             "pipePacketsIn": fwd.pipe_packets_in,
             "fanout": fwd.core(),
             "cpuPercent": self._process.cpu_percent(None),
+            # For the supervisor's Prometheus endpoint (supervisor/metrics.py): totals since
+            # this worker started, never shrinking while it lives.
+            "bytesIn": self.router.octets_in_closed + sum(t.octets_in() for t in self.router.transports.values()),
+            "bytesOut": self.router.octets_out_closed + sum(t.octets_out() for t in self.router.transports.values()),
+            "cpuSeconds": sum(self._process.cpu_times()[:2]),
+            "rssBytes": self._process.memory_info().rss,
+            "counters": fwd.counters(),
         }
 
     def _worker_dump(self, cmd: c.WorkerDump) -> dict[str, Any]:
