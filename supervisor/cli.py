@@ -93,7 +93,12 @@ def _setting(name: str, *decls: str, help: str) -> Any:  # noqa: A002 - typer's 
     typer reads the variable too (so the value is checked as the flag's type); serve() then
     hands such values back to the loader as "env", so `config show` tells the truth."""
     default = getattr(Config(), name)
-    shown = "one per CPU" if name == "workers" else ("none" if default == "" else str(default).lower() if isinstance(default, bool) else str(default))
+    if name == "workers":
+        shown = "0: one per CPU"
+    elif isinstance(default, bool):
+        shown = "true" if default else "false"  # as TOML and TUREEN_* write it
+    else:
+        shown = str(default) if default != "" else "none"
     return typer.Option(*decls, help=help, envvar=env_name(name), show_envvar=True, show_default=shown)
 
 
