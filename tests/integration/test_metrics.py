@@ -125,3 +125,26 @@ def test_a_taken_metrics_port_stops_the_server_with_a_clear_error(tmp_path: Path
         ):
             pass
         assert f"metrics_listen 127.0.0.1:{port}: cannot listen there" in str(caught.value)
+
+
+def test_a_killed_worker_counts_as_a_restart(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    port = free_tcp_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with running_server(tmp_path, workers=1, extra=["--metrics-listen", f"127.0.0.1:{port}"]) as server:
+        assert value(scrape(url), "tureen_worker_restarts_total", worker="0") == 0
+        old_pid = server.worker_pids[0]
+        os.kill(old_pid, signal.SIGKILL)  # the test's own server's worker
+        deadline = time.monotonic() + 20
+        samples = scrape(url)
+        while time.monotonic() < deadline:
+            samples = scrape(url)
+            if value(samples, "tureen_worker_restarts_total", worker="0") >= 1:
+                break
+            time.sleep(0.2)
+        assert value(samples, "tureen_worker_restarts_total", worker="0") == 1, server.log()
+        assert value(samples, "tureen_worker_up", worker="0") == 1
+        server.worker_pids = [w["pid"] for w in server.info()["workers"]]
+        assert server.worker_pids != [old_pid]
