@@ -78,7 +78,7 @@ class TureenServer:
             [
                 sys.executable, "-m", "tureen.supervisor.cli", "serve",
                 "--workers", str(workers), "--no-pin", "--control", self.endpoint,
-                "--run-dir", self._run_dir.name, "--log-level", "warning",
+                "--run-dir", self._run_dir.name, "--log-level", "warning", "--metrics-listen", "off",
                 *(["--fanout", fanout] if fanout else []),
             ],
             stdout=self._log, stderr=subprocess.STDOUT,

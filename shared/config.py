@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from .curve import endpoint_is_local
 from .endpoint import parse_endpoint
 
 FANOUTS = ("auto", "native", "python")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_WORKERS = 1024
+# Where a setting's value came from, in the order they override each other.
+SOURCES = ("default", "file", "env", "flag")
 # The quota keys of Config (each a number >= 1).
 LIMITS = (
     "max_rooms",
@@ -28,6 +33,14 @@ LIMITS = (
     "max_requests_per_second",
     "max_requests_burst",
 )
+
+
+class ConfigError(ValueError):
+    """One or more wrong settings; str() lists them, one a line, each naming its field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
 
 
 @dataclass
@@ -78,6 +91,9 @@ class Config:
     max_requests_burst: int = 5000  # an app relaying a join storm of a few hundred peers
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
+    # Prometheus metrics (docs/operations.md, "Metrics"): HOST:PORT of the supervisor's
+    # /metrics endpoint ([::1]:PORT for IPv6; port 0 = any free port, logged), or "off".
+    metrics_listen: str = "127.0.0.1:9477"
     # Authentication of the control API with ZeroMQ CURVE (docs/security.md). The server's
     # secret certificate (NAME.key_secret from `tureen keys generate`) and the folder of the
     # public certificates (*.key) of the clients it accepts, re-read on each new connection;
@@ -92,26 +108,35 @@ class Config:
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
-    def validate(self) -> None:
-        # Read strictly before anything binds: libzmq would bind `tcp://127.0.0.1:4477}`.
-        parse_endpoint(self.control_endpoint, "control_endpoint")
+    def problems(self) -> list[str]:
+        """Every wrong value, each naming its field: types first, then ranges and forms."""
+        errors = type_problems(self.to_dict())
+        if errors:
+            return errors  # ranges of values of the wrong type would only repeat them
+        try:
+            # Read strictly before anything binds: libzmq would bind `tcp://127.0.0.1:4477}`.
+            parse_endpoint(self.control_endpoint, "control_endpoint")
+        except ValueError as exc:
+            errors.append(str(exc))
         if not (1 <= self.rtc_min_port <= self.rtc_max_port <= 65535):
-            raise ValueError(
+            errors.append(
                 f"rtc port range {self.rtc_min_port}-{self.rtc_max_port} is invalid: "
                 "need 1 <= rtc_min_port <= rtc_max_port <= 65535"
             )
         if not 30_000 <= self.max_incoming_bitrate <= 100_000_000:
-            raise ValueError(
+            errors.append(
                 f"max_incoming_bitrate must be 30000..100000000 bps, got {self.max_incoming_bitrate}"
             )
         if self.fanout not in FANOUTS:
-            raise ValueError(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
+            errors.append(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            errors.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if not 0.5 <= self.worker_heartbeat_timeout <= 600:
-            raise ValueError(
-                f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}"
-            )
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
+            errors.append(f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}")
+        if not 0.1 <= self.worker_timeout <= 600:
+            errors.append(f"worker_timeout must be 0.1..600 s, got {self.worker_timeout}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            errors.append(f"workers must be 0..{MAX_WORKERS} (0 = one per CPU), got {self.workers}")
         for name, family in (
             ("rtc_ipv4", 4),
             ("rtc_announced_ipv4", 4),
@@ -125,15 +150,26 @@ class Config:
                 except ValueError:
                     ok = False
                 if not ok:
-                    raise ValueError(f"{name} must be an IPv{family} address, got {value!r}")
+                    errors.append(f"{name} must be an IPv{family} address, got {value!r}")
         for name in LIMITS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-                raise ValueError(f"{name} must be a number >= 1, got {value!r}")
+            if value < 1:
+                errors.append(f"{name} must be a number >= 1, got {value!r}")
         if self.max_app_data_bytes < 64:
-            raise ValueError(f"max_app_data_bytes must be >= 64, got {self.max_app_data_bytes}")
+            errors.append(f"max_app_data_bytes must be >= 64, got {self.max_app_data_bytes}")
         if not self.rtc_ipv4 and not self.rtc_ipv6:
-            raise ValueError("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
+            errors.append("set rtc_ipv4 or rtc_ipv6: media sockets need an address to bind")
+        try:
+            parse_listen(self.metrics_listen)
+        except ValueError as exc:
+            errors.append(str(exc))
+        return errors
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every wrong value (problems()), or return."""
+        errors = self.problems()
+        if errors:
+            raise ConfigError(errors)
 
     def validate_control_security(self) -> None:
         """CURVE settings complete, and no unauthenticated control API on the network.
@@ -159,40 +195,141 @@ class Config:
         clean = {k: v for k, v in changes.items() if v is not None}
         unknown = set(clean) - known
         if unknown:
-            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+            raise ConfigError([f"unknown configuration keys: {', '.join(sorted(unknown))} (docs/configuration.md lists them)"])
+        errors = type_problems(clean)
+        if errors:
+            raise ConfigError(errors)
+        # An integer where a float is expected (TOML's `worker_timeout = 10`) is a float.
+        clean = {k: float(v) if _KINDS[k] is float else v for k, v in clean.items()}
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _coerce(name: str, value: str, template: Any) -> Any:
-    if isinstance(template, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
+_KINDS: dict[str, type] = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
+_KIND_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+
+
+def _type_ok(kind: type, value: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def type_problems(values: dict[str, Any]) -> list[str]:
+    """For each known field of `values` whose value has the wrong type: a line naming the field,
+    the type expected and the value given (TOML `workers = "4"` is a string, not an integer)."""
+    return [
+        f"{name} must be {_KIND_NAMES[_KINDS[name]]}, got {value!r} ({type(value).__name__})"
+        for name, value in values.items()
+        if name in _KINDS and not _type_ok(_KINDS[name], value)
+    ]
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`metrics_listen`: None for "off", else (host, port) from HOST:PORT or [IPv6]:PORT."""
+    if value.strip().lower() == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    why = ""
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        why = "need HOST:PORT with a port 0..65535"
+    else:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                why = "HOST must be an IP address or localhost"
+    if why:
+        raise ValueError(f"metrics_listen must be HOST:PORT ([::1]:PORT for IPv6) or off, got {value!r}: {why}")
+    return host, int(port)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting: TUREEN_<FIELD>."""
+    return f"TUREEN_{field_name.upper()}"
+
+
+def _coerce(name: str, value: str) -> Any:
+    """An environment variable's text as the setting's type, or ValueError naming both."""
+    kind = _KINDS[name]
+    var = env_name(name)
+    text = value.strip()
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
             return True
-        if value.lower() in ("0", "false", "no", "off"):
+        if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"TUREEN_{name.upper()}={value!r} is not a boolean")
-    if isinstance(template, int):
-        return int(value)
-    if isinstance(template, float):
-        return float(value)
+        raise ValueError(f"{var}={value!r}: {name} must be a boolean (true/false, yes/no, on/off, 1/0)")
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{var}={value!r}: {name} must be {_KIND_NAMES[kind]}") from None
     return value
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
-    """Defaults, then the TOML file at `path` (if any), then TUREEN_<FIELD> variables."""
-    config = Config()
-    if path:
+def _read_file(path: str | Path) -> dict[str, Any]:
+    try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read it: {exc.strerror or exc}"]) from None
+    unknown = sorted(set(data) - set(_KINDS))
+    errors = [f"{path}: unknown setting {key!r} (docs/configuration.md lists them)" for key in unknown]
+    errors += [f"{path}: {line}" for line in type_problems(data)]
+    if errors:
+        raise ConfigError(errors)
+    return data
+
+
+def resolve(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """The effective configuration and, per field, where its value came from ("default",
+    "file", "env" or "flag"). Later sources override earlier ones; every wrong value of every
+    source is gathered into one ConfigError (the file's, the environment's, then the ranges)."""
+    sources = dict.fromkeys(_KINDS, "default")
+    config = Config()
+    errors: list[str] = []
+    if path:
+        data = _read_file(path)
         config = config.updated(**data)
+        sources.update(dict.fromkeys(data, "file"))
     env = os.environ if env is None else env
     overrides: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        key = f"TUREEN_{f.name.upper()}"
-        if key in env and f.name != "extra":
-            overrides[f.name] = _coerce(f.name, env[key], getattr(config, f.name))
+    for name in _KINDS:
+        var = env_name(name)
+        if var in env and name != "extra":
+            try:
+                overrides[name] = _coerce(name, env[var])
+            except ValueError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise ConfigError(errors)
     config = config.updated(**overrides)
+    sources.update(dict.fromkeys(overrides, "env"))
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    config = config.updated(**given)
+    sources.update(dict.fromkeys(given, "flag"))
     config.validate()
-    return config
+    return config, sources
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then TUREEN_<FIELD> variables; checked
+    (ConfigError, a ValueError, naming each wrong field)."""
+    return resolve(path, env)[0]

@@ -160,7 +160,9 @@ class WorkerPing(Command, tag="worker.ping"):
 
 
 class WorkerInfo(Command, tag="worker.info"):
-    """Load figures: {index, pid, transports, producers, consumers, packetsIn, ...}."""
+    """Load figures: {index, pid, transports, producers, consumers, packetsIn, ...}, and the
+    totals the supervisor's Prometheus endpoint reads (bytesIn, bytesOut, cpuSeconds,
+    rssBytes, counters: the forwarder's, as in worker.dump)."""
 
 
 class WorkerDump(Command, tag="worker.dump"):

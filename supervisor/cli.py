@@ -8,12 +8,12 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from ..shared.client import DEFAULT_ENDPOINT, TureenClient
-from ..shared.config import Config, load_config
+from ..shared.config import Config, ConfigError, env_name, parse_listen, resolve
 from ..shared.curve import generate_keys, load_client_keys, load_key_pair
 from ..shared.errors import ProtocolError
 from ..shared.logs import configure
@@ -61,12 +61,16 @@ async def _serve(config: Config) -> None:
     try:
         server = Server(config, ctx)
         control = ControlServer(server, config.control_endpoint)
+        metrics = _metrics(server, control, config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
             control.start()
+            if metrics is not None:
+                host, port = await metrics.start(config.metrics_listen) or ("", 0)
+                log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             await server.start()
             log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
             await stop.wait()
@@ -75,62 +79,112 @@ async def _serve(config: Config) -> None:
             # Peers and apps hear it first (`closed`, `room.closed`), through a socket still open.
             await server.close_rooms(ROOMS_CLOSE_TIMEOUT)
             await control.stop(linger=CONTROL_LINGER)
+            if metrics is not None:
+                await metrics.stop()
             await server.stop()
             log.info("stopped")
     finally:
         ctx.destroy(linger=0)  # sockets closed before keep their own linger
 
 
+def _setting(name: str, *decls: str, help: str) -> Any:  # noqa: A002 - typer's own word
+    """A `serve` option for the setting `name`: its help shows the default and TUREEN_<NAME>.
+
+    typer reads the variable too (so the value is checked as the flag's type); serve() then
+    hands such values back to the loader as "env", so `config show` tells the truth."""
+    default = getattr(Config(), name)
+    if name == "workers":
+        shown = "0: one per CPU"
+    elif isinstance(default, bool):
+        shown = "true" if default else "false"  # as TOML and TUREEN_* write it
+    else:
+        shown = str(default) if default != "" else "none"
+    return typer.Option(*decls, help=help, envvar=env_name(name), show_envvar=True, show_default=shown)
+
+
+# serve()'s parameters and the settings they set.
+SERVE_FLAGS = {
+    "workers": "workers",
+    "control": "control_endpoint",
+    "rtc_ip": "rtc_ipv4",
+    "announced_ip": "rtc_announced_ipv4",
+    "rtc_ipv6": "rtc_ipv6",
+    "announced_ipv6": "rtc_announced_ipv6",
+    "min_port": "rtc_min_port",
+    "max_port": "rtc_max_port",
+    "run_dir": "run_dir",
+    "pin": "pin_workers",
+    "log_level": "log_level",
+    "fanout": "fanout",
+    "io_uring": "io_uring",
+    "curve_server_cert": "curve_server_cert",
+    "curve_clients": "curve_clients_dir",
+    "insecure": "insecure",
+    "metrics_listen": "metrics_listen",
+}
+
+
+def _metrics(server: Any, control: Any, config: Config) -> Any:
+    """The Prometheus endpoint's registry, tied to the control server; None when "off"."""
+    if parse_listen(config.metrics_listen) is None:
+        return None
+    from .metrics import Metrics
+
+    metrics = Metrics(server)
+    control.metrics = metrics
+    return metrics
+
+
 @app.command()
 def serve(
-    config_file: Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (0 = one per CPU).")] = None,
-    control: Annotated[str | None, typer.Option("--control", "-c", help="Control API endpoint to bind.")] = None,
-    rtc_ip: Annotated[str | None, typer.Option(help="IPv4 address media sockets bind to.")] = None,
-    announced_ip: Annotated[str | None, typer.Option(help="IPv4 address announced to clients (NAT).")] = None,
-    rtc_ipv6: Annotated[str | None, typer.Option(help="IPv6 address WebRTC sockets also bind to.")] = None,
-    announced_ipv6: Annotated[str | None, typer.Option(help="IPv6 address announced to clients.")] = None,
-    min_port: Annotated[int | None, typer.Option(help="Lowest media port.")] = None,
-    max_port: Annotated[int | None, typer.Option(help="Highest media port.")] = None,
-    run_dir: Annotated[str | None, typer.Option(help="Folder for worker ipc sockets.")] = None,
-    pin: Annotated[bool | None, typer.Option("--pin/--no-pin", help="Pin workers to CPUs.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
-    fanout: Annotated[str | None, typer.Option(help="Workers' fan-out core: auto, native or python.")] = None,
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="TOML configuration file (docs/configuration.md).")
+    ] = None,
+    workers: Annotated[int | None, _setting("workers", help="Worker processes (0 = one per CPU).")] = None,
+    control: Annotated[
+        str | None, _setting("control_endpoint", "--control", "-c", help="Control API endpoint to bind.")
+    ] = None,
+    rtc_ip: Annotated[str | None, _setting("rtc_ipv4", "--rtc-ip", help="IPv4 address media sockets bind to.")] = None,
+    announced_ip: Annotated[
+        str | None, _setting("rtc_announced_ipv4", "--announced-ip", help="IPv4 address announced to clients (NAT).")
+    ] = None,
+    rtc_ipv6: Annotated[str | None, _setting("rtc_ipv6", help="IPv6 address WebRTC sockets also bind to.")] = None,
+    announced_ipv6: Annotated[
+        str | None, _setting("rtc_announced_ipv6", "--announced-ipv6", help="IPv6 address announced to clients.")
+    ] = None,
+    min_port: Annotated[int | None, _setting("rtc_min_port", "--min-port", help="Lowest media port.")] = None,
+    max_port: Annotated[int | None, _setting("rtc_max_port", "--max-port", help="Highest media port.")] = None,
+    run_dir: Annotated[str | None, _setting("run_dir", help="Folder for worker ipc sockets.")] = None,
+    pin: Annotated[bool | None, _setting("pin_workers", "--pin/--no-pin", help="Pin workers to CPUs.")] = None,
+    log_level: Annotated[str | None, _setting("log_level", help="debug, info, warning or error.")] = None,
+    fanout: Annotated[str | None, _setting("fanout", help="Workers' fan-out core: auto, native or python.")] = None,
     io_uring: Annotated[
-        bool | None, typer.Option("--io-uring/--no-io-uring", help="Native core: send with io_uring.")
+        bool | None, _setting("io_uring", "--io-uring/--no-io-uring", help="Native core: send with io_uring.")
     ] = None,
     curve_server_cert: Annotated[
-        str | None, typer.Option(help="Enable CURVE: the server's secret certificate (NAME.key_secret).")
+        str | None,
+        _setting("curve_server_cert", help="Enable CURVE: the server's secret certificate (NAME.key_secret)."),
     ] = None,
     curve_clients: Annotated[
-        str | None, typer.Option(help="CURVE: folder of the allowed clients' public certificates (*.key).")
+        str | None,
+        _setting(
+            "curve_clients_dir", "--curve-clients", help="CURVE: folder of the allowed clients' public certificates (*.key)."
+        ),
     ] = None,
     insecure: Annotated[
         bool | None,
-        typer.Option("--insecure", help="Allow a control endpoint reachable from the network without CURVE."),
+        _setting("insecure", "--insecure", help="Allow a control endpoint reachable from the network without CURVE."),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        _setting("metrics_listen", help="HOST:PORT of the Prometheus /metrics endpoint, or off."),
     ] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""
+    params = locals()
     try:
-        config = load_config(config_file).updated(
-            workers=workers,
-            control_endpoint=control,
-            rtc_ipv4=rtc_ip,
-            rtc_announced_ipv4=announced_ip,
-            rtc_ipv6=rtc_ipv6,
-            rtc_announced_ipv6=announced_ipv6,
-            rtc_min_port=min_port,
-            rtc_max_port=max_port,
-            run_dir=run_dir,
-            pin_workers=pin,
-            log_level=log_level,
-            fanout=fanout,
-            io_uring=io_uring,
-            curve_server_cert=curve_server_cert,
-            curve_clients_dir=curve_clients,
-            insecure=insecure,
-        )
-        config.validate()
+        config = _resolve_serve(ctx, config_file, {SERVE_FLAGS[p]: params[p] for p in SERVE_FLAGS})[0]
         config.validate_control_security()
         if config.curve_server_cert:
             from .curve_auth import check_clients_dir
@@ -139,13 +193,78 @@ def serve(
             check_clients_dir(config.curve_clients_dir)
         configure(config.log_level, "supervisor")
     except (ValueError, OSError) as exc:
-        typer.echo(f"tureen: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _config_errors(exc, "tureen: configuration error")
     try:
         asyncio.run(_serve(config))
     except RuntimeError as exc:
         typer.echo(f"tureen: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+# --- configuration: `serve`'s sources and `tureen config check/show` (issue 13) -----------
+
+config_app = typer.Typer(help="Check and show the configuration (docs/configuration.md).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _resolve_serve(
+    ctx: typer.Context | None, config_file: Path | None, flags: dict[str, Any]
+) -> tuple[Config, dict[str, str]]:
+    """The effective settings of `serve` and their sources. A value typer took from TUREEN_*
+    is left to the loader, which reads the same variable: its source is "env", not "flag"."""
+    if ctx is not None:
+        from_env = {
+            SERVE_FLAGS[name]
+            for name in SERVE_FLAGS
+            # By name: typer's click (its own copy in recent typer) has ParameterSource.ENVIRONMENT.
+            if getattr(ctx.get_parameter_source(name), "name", None) == "ENVIRONMENT"
+        }
+        flags = {k: v for k, v in flags.items() if k not in from_env}
+    return resolve(config_file, flags=flags)
+
+
+def _config_errors(exc: Exception, prefix: str) -> NoReturn:
+    """Print each wrong setting on a line of its own (no traceback) and exit 2."""
+    for line in exc.errors if isinstance(exc, ConfigError) else [str(exc)]:
+        typer.echo(f"{prefix}: {line}", err=True)
+    raise typer.Exit(2)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="TOML configuration file to check.")],
+) -> None:
+    """Check FILE (types and ranges of every setting, with TUREEN_* applied as `serve` would):
+    print "ok" and exit 0, or print each wrong setting and exit 2."""
+    try:
+        config = resolve(file)[0]
+        config.validate_control_security()
+    except ValueError as exc:
+        _config_errors(exc, "tureen config")
+    typer.echo("ok")
+
+
+@config_app.command("show")
+def config_show(
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: {setting: {value, source}}.")] = False,
+) -> None:
+    """Show the effective settings (defaults, then --config FILE, then TUREEN_*) and where each
+    came from: default, file or env."""
+    try:
+        config, sources = resolve(config_file)
+    except ValueError as exc:
+        _config_errors(exc, "tureen config")
+    values = config.to_dict()
+    if as_json:
+        typer.echo(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, indent=2))
+        return
+    width = max(map(len, values))
+    for name, value in values.items():
+        typer.echo(f"{name:<{width}}  {json.dumps(value):<24}  {sources[name]}")
+
+
+# --- end of the configuration block ----------------------------------------------------
 
 
 def _call(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -21,6 +21,9 @@ from ..shared.errors import INTERNAL, ProtocolError, bad_request, limit
 from .curve_auth import ControlAuthenticator, make_curve_server
 from .quotas import RateLimiter
 from .server import Server
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("tureen.control")
 
@@ -38,6 +41,8 @@ class ControlServer:
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
         self.bad_messages = 0
+        # The Prometheus families of control requests (supervisor/metrics.py), when on.
+        self.metrics: Metrics | None = None
         self.limited = 0  # requests refused by the rate limit
         self.unencodable = 0  # replies and events that could not be written as JSON
         self.dropped_events = 0  # events ZeroMQ could not queue (a subscriber not reading)
@@ -129,17 +134,19 @@ class ControlServer:
         if not allowed:
             self.limited += 1
         request_id: Any = None
+        method: Any = None
+        started = time.perf_counter()
         try:
             try:
                 message = wire.decode(payload)
             except wire.MessageError as exc:
                 request_id = exc.request_id
                 raise
+            method = message.get("method")  # a label for the metrics, checked below
             if not allowed:
                 request_id = wire.usable_id(message)
                 raise self._rate_error()
             request_id = wire.check_request_id(message.get("id"))
-            method = message.get("method")
             if not isinstance(method, str):
                 raise bad_request("every request needs a 'method' string")
             pending = self.server.dispatch(method, message, identity)
@@ -150,8 +157,10 @@ class ControlServer:
             elif self.limited == 1 or self.limited % 1000 == 0:  # a flood must not flood the log
                 log.warning("control: %d requests refused by the rate limit so far", self.limited)
             self._send(envelope, wire.reply_error(request_id, exc))
+            if self.metrics is not None:
+                self.metrics.observe(method, exc.code, time.perf_counter() - started)
             return
-        task = asyncio.get_running_loop().create_task(self._reply(envelope, request_id, method, pending))
+        task = asyncio.get_running_loop().create_task(self._reply(envelope, request_id, method, pending, started))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
@@ -162,12 +171,17 @@ class ControlServer:
             "this request again later"
         )
 
-    async def _reply(self, envelope: list[bytes], request_id: Any, method: str, pending: Any) -> None:
+    async def _reply(
+        self, envelope: list[bytes], request_id: Any, method: str, pending: Any, started: float | None = None
+    ) -> None:
+        started = time.perf_counter() if started is None else started  # the request's arrival
+        outcome = "ok"
         try:
             data = await pending
         except ProtocolError as exc:
             log.info("control: %s %s failed: %s", method, _what(request_id), exc.message)
             reply = wire.reply_error(request_id, exc)
+            outcome = exc.code
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -175,9 +189,12 @@ class ControlServer:
             reply = wire.reply_error(
                 request_id, ProtocolError(INTERNAL, f"internal error in {method}: {exc!r}; see the server log")
             )
+            outcome = INTERNAL
         else:
             reply = wire.reply_ok(request_id, data)
         self._send(envelope, reply)
+        if self.metrics is not None:
+            self.metrics.observe(method, outcome, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ send
 

@@ -40,6 +40,8 @@ class WorkerPool:
         self._on_death = on_death
         self.links: dict[int, WorkerLink] = {}
         self._failures: dict[int, int] = {}
+        # Workers replaced after a death, per index, since the start (Prometheus counter).
+        self.restarts: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
@@ -118,6 +120,7 @@ class WorkerPool:
                 return
             try:
                 await self._start_one(index)
+                self.restarts[index] = self.restarts.get(index, 0) + 1
                 log.info("worker %d restarted", index)
                 self._failures[index] = failures + 1
                 return

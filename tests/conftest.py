@@ -13,6 +13,10 @@ import pytest
 from support import MEDIA_CODECS, ServerProcess, peer_capabilities, running_server
 from tureen.shared.client import TureenClient
 
+# Every `tureen serve` a test starts (many at once under xdist) would bind the same default
+# metrics port: off unless a test asks for one with --metrics-listen (a flag beats the env).
+os.environ["TUREEN_METRICS_LISTEN"] = "off"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:

@@ -43,6 +43,10 @@ class ServerProcess:
             "--workers", str(workers), "--control", self.endpoint,
             "--run-dir", str(self.run_dir), "--log-level", "debug", *(extra or []),
         ]
+        # Many servers run at once (xdist, scripts/bench_curve.py): none takes the default
+        # metrics port unless the caller asks for an endpoint.
+        if "--metrics-listen" not in args:
+            args += ["--metrics-listen", "off"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         self.worker_pids: list[int] = []

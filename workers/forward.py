@@ -107,6 +107,11 @@ COUNTERS = {
     "drop_rtx": "dropRtx",
     "rtx_in": "rtxIn",
     "nack_served": "nackServed",
+    # RTCP feedback from receivers (consumers' transports) and the retransmissions sent for
+    # it: the Prometheus families of docs/operations.md, "Metrics".
+    "nack_received": "nackReceived",
+    "pli_received": "pliReceived",
+    "rtx_sent": "rtxSent",
     "nack_forwarded": "nackForwarded",
     "drop_paused": "dropProducerPaused",
     "drop_stranger": "dropStranger",

@@ -313,6 +313,9 @@ class Consumer:
 class Router:
     def __init__(self, on_key_frame_needed: Callable[[Consumer, Stream], None] | None = None) -> None:
         self.transports: dict[int, Transport] = {}
+        # Bytes in and out of the transports closed so far (worker.info's totals).
+        self.octets_in_closed = 0
+        self.octets_out_closed = 0
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}
         # Called when a video consumer starts being fed (first time, after a pause, a
@@ -422,6 +425,9 @@ class Router:
             closed.append(producer.id)
         for consumer in list(transport.consumers.values()):
             self.remove_consumer(consumer)
+        # The worker's byte totals (worker.info) must not shrink when a transport goes.
+        self.octets_in_closed += transport.octets_in()
+        self.octets_out_closed += transport.octets_out()
         del self.transports[transport.id]
         return closed
 

@@ -343,6 +343,13 @@ class Worker:
             "pipePacketsIn": fwd.pipe_packets_in,
             "fanout": fwd.core(),
             "cpuPercent": self._process.cpu_percent(None),
+            # For the supervisor's Prometheus endpoint (supervisor/metrics.py): totals since
+            # this worker started, never shrinking while it lives.
+            "bytesIn": self.router.octets_in_closed + sum(t.octets_in() for t in self.router.transports.values()),
+            "bytesOut": self.router.octets_out_closed + sum(t.octets_out() for t in self.router.transports.values()),
+            "cpuSeconds": sum(self._process.cpu_times()[:2]),
+            "rssBytes": self._process.memory_info().rss,
+            "counters": fwd.counters(),
         }
 
     def _worker_dump(self, cmd: c.WorkerDump) -> dict[str, Any]:

@@ -530,6 +530,36 @@ def test_consumer_transport_connected_later_starts_forwarding(spawn, udp) -> Non
     assert [p.ssrc for p in receive(rx, 3)] == [5, 5, 5]
 
 
+def test_worker_info_totals_for_the_metrics_count_feedback_and_never_shrink(spawn, udp) -> None:
+    """worker.info's totals (the Prometheus families, supervisor/metrics.py): feedback from
+    receivers, retransmissions, bytes in and out, CPU time and RSS; a closed transport's
+    bytes stay counted."""
+    s = Session(spawn(0), udp)
+    s.send(range(600, 610))
+    got = receive(s.rx_a, 10)
+    receive(s.rx_b, 10)
+    feedback = (
+        rtcp.pli(0x99, 0xAAAA0001)
+        + rtcp.fir(0x99, 0xAAAA0001, 1)
+        + rtcp.nack(0x99, 0xAAAA0001, [got[2].sequence_number])
+    )
+    s.rx_a.sendto(feedback, ("127.0.0.1", s.ports[2]))
+    receive(s.rx_a, 1)  # the retransmission: the feedback was handled
+    info = s.w.ok("worker.info")
+    counters = info["counters"]
+    assert (counters["pliReceived"], counters["nackReceived"]) == (2, 1)
+    assert (counters["nackServed"], counters["rtxSent"]) == (1, 1)
+    assert counters["keyFrameRequests"] >= 1  # toward the sender, for the PLI
+    assert info["packetsIn"] >= 10 and info["packetsOut"] == 20  # fan-out copies; resends are rtxSent
+    size = sum(12 + len(p.payload) for p in got)  # the ten packets as forwarded to one receiver
+    assert info["bytesIn"] >= size and info["bytesOut"] >= 2 * size
+    assert info["cpuSeconds"] > 0 and info["rssBytes"] > 1_000_000
+    s.w.ok("transport.close", transportId=1)  # the sender's transport and its producer
+    s.w.ok("transport.close", transportId=2)  # a receiver's, with its consumer
+    after = s.w.ok("worker.info")
+    assert after["bytesIn"] >= info["bytesIn"] and after["bytesOut"] >= info["bytesOut"]
+
+
 def test_close_consumer_producer_and_transport(spawn, udp) -> None:
     s = Session(spawn(0), udp)
     s.w.ok("consumer.close", consumerId=20)

@@ -49,3 +49,107 @@ def test_a_libsrtp_the_native_core_cannot_call_means_the_python_core(monkeypatch
     assert native.make_fanout("auto") is None
     with pytest.raises(RuntimeError, match="not libsrtp 2's"):
         native.make_fanout("native")
+
+
+# --- typed and range-checked settings from every source (issue 13) ---------------------
+
+from tureen.shared.config import ConfigError, parse_listen, resolve  # noqa: E402
+
+
+def _toml(tmp_path, text: str):
+    path = tmp_path / "tureen.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_string_for_an_integer_in_toml_names_the_field_and_the_type(tmp_path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_toml(tmp_path, 'workers = "4"\n'), env={})
+    assert caught.value.errors == [f"{tmp_path / 'tureen.toml'}: workers must be an integer, got '4' (str)"]
+
+
+def test_a_string_for_a_boolean_in_toml_is_refused_not_taken_as_true(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"pin_workers must be a boolean \(true/false\), got 'no'"):
+        load_config(_toml(tmp_path, 'pin_workers = "no"\n'), env={})
+
+
+def test_every_wrong_setting_of_a_file_is_listed_at_once(tmp_path) -> None:
+    path = _toml(tmp_path, 'workers = 1.5\nio_uring = 1\nbogus = true\nfanout = 3\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    text = "\n".join(caught.value.errors)
+    assert len(caught.value.errors) == 4
+    for part in ("unknown setting 'bogus'", "workers must be an integer", "io_uring must be a boolean",
+                 "fanout must be a string"):
+        assert part in text
+
+
+def test_toml_integers_are_welcome_where_a_float_is_expected(tmp_path) -> None:
+    config = load_config(_toml(tmp_path, "worker_timeout = 10\nmax_requests_per_second = 50\n"), env={})
+    assert config.worker_timeout == 10.0 and isinstance(config.worker_timeout, float)
+    assert config.max_requests_per_second == 50.0
+
+
+def test_broken_toml_and_a_missing_file_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_toml(tmp_path, "workers = \n"), env={})
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_config(tmp_path / "missing.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("TUREEN_WORKERS", "four", "TUREEN_WORKERS='four': workers must be an integer"),
+        ("TUREEN_PIN_WORKERS", "maybe", "TUREEN_PIN_WORKERS='maybe': pin_workers must be a boolean"),
+        ("TUREEN_WORKER_TIMEOUT", "soon", "TUREEN_WORKER_TIMEOUT='soon': worker_timeout must be a number"),
+    ],
+)
+def test_environment_values_are_coerced_with_errors_naming_the_variable(var, value, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env={var: value})
+
+
+def test_environment_booleans_read_the_usual_words() -> None:
+    assert load_config(env={"TUREEN_PIN_WORKERS": "no"}).pin_workers is False
+    assert load_config(env={"TUREEN_PIN_WORKERS": " On "}).pin_workers is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"workers": -1}, "workers must be 0..1024"),
+        ({"workers": 100_000}, "workers must be 0..1024"),
+        ({"worker_timeout": 0.0}, "worker_timeout must be 0.1..600 s"),
+        ({"log_level": "loud"}, "log_level must be one of debug, info"),
+        ({"metrics_listen": "9477"}, "metrics_listen must be HOST:PORT"),
+        ({"metrics_listen": "example.com:9477"}, "HOST must be an IP address"),
+        ({"metrics_listen": "127.0.0.1:70000"}, "metrics_listen must be HOST:PORT"),
+        ({"rtc_min_port": 0}, "rtc port range 0-49999 is invalid"),
+    ],
+)
+def test_values_out_of_range_are_refused_naming_the_field(changes, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config().updated(**changes).validate()
+
+
+def test_updated_refuses_a_value_of_the_wrong_type() -> None:
+    with pytest.raises(ConfigError, match="workers must be an integer, got True"):
+        Config().updated(workers=True)
+
+
+def test_metrics_listen_forms() -> None:
+    assert parse_listen("off") is None and parse_listen("OFF") is None
+    assert parse_listen("127.0.0.1:9477") == ("127.0.0.1", 9477)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("localhost:9100") == ("localhost", 9100)
+    assert Config().metrics_listen == "127.0.0.1:9477"
+
+
+def test_resolve_tells_where_each_value_came_from(tmp_path) -> None:
+    path = _toml(tmp_path, "workers = 3\nfanout = \"python\"\n")
+    config, sources = resolve(path, env={"TUREEN_FANOUT": "native", "TUREEN_MAX_ROOMS": "7"},
+                              flags={"max_rooms": 9, "log_level": None})
+    assert (config.workers, config.fanout, config.max_rooms, config.log_level) == (3, "native", 9, "info")
+    assert sources["workers"] == "file" and sources["fanout"] == "env"
+    assert sources["max_rooms"] == "flag" and sources["log_level"] == "default"

@@ -68,6 +68,9 @@ async def test_an_unencodable_reply_becomes_an_internal_error_with_its_id(contro
 
 async def test_an_unencodable_event_is_dropped_and_the_emitter_goes_on(control: Any) -> None:
     server, app = control
+    # Connected first: an event for an identity the ROUTER does not know yet is undeliverable
+    # (ROUTER_MANDATORY), and its subscriber would be dropped as gone.
+    assert await exchange(app, {"id": 1, "method": "server.ping"}) == wire.reply_ok(1, {"pong": True})
     server.server.subscriptions["r1"] = [b"app-1"]
     server.server.emit("r1", {"event": "peer.joined", "appData": nested(300)})  # does not raise
     server.server.emit("r1", {"event": "peer.closed", "peerName": "a"})

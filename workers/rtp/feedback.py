@@ -181,6 +181,7 @@ class NackService:
         consumer.rtx_octets += len(packet)
         consumer.nack_served += 1
         self.counters.nack_served += 1
+        self.counters.rtx_sent += 1
 
     def failed(self, resent: Resend) -> None:
         """Sending `resent` failed (the receiver asks again, or gives up)."""
@@ -312,6 +313,7 @@ class Feedback:
         self.nacks = NackService(self.endpoint, counters)
         self.reports = Reports(self.endpoint, max_incoming_bitrate)
         self.consumer_by_ssrc = consumer_by_ssrc
+        self.counters = counters  # the worker's totals (worker.info: Prometheus)
 
     def on_rtcp(self, transport: Transport, fb: rtcp.Feedback, at: float) -> list[Action]:
         """RTCP from a transport's remote, parsed: a receiver's PLI/FIR, NACK, report blocks
@@ -326,6 +328,7 @@ class Feedback:
                 consumer.fir_count += 1
             else:
                 consumer.pli_count += 1
+            self.counters.pli_received += 1
             if consumer.stream is not None:
                 actions.extend(self.key_frames.request(consumer.stream, consumer, at))
         for ssrc, seqs in fb.nacks:
@@ -333,6 +336,7 @@ class Feedback:
             if consumer is None:
                 continue
             consumer.nack_count += 1
+            self.counters.nack_received += 1
             actions.extend(self.nacks.on_nack(consumer, seqs))
         for block in fb.report_blocks:
             consumer = self.consumer_by_ssrc(transport, block[0])

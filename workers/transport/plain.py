@@ -67,6 +67,14 @@ class PlainRtpTransport(Transport):
         log.info("transport %d: plain %s:%d -> %s:%d", self.id, *self.local, ip, port)
         self.listener.transport_ready(self)
 
+    def octets_in(self) -> int:
+        """Every byte received on the transport's socket (RTP and RTCP)."""
+        return self.endpoint.octets_in
+
+    def octets_out(self) -> int:
+        """RTP and RTCP bytes sent."""
+        return self.rtcp_octets_out + self.octets_out_closed + sum(c.wire_octets() for c in self.consumers.values())
+
     def sender(self) -> Sender | None:
         return self.endpoint.send
 
