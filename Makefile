@@ -30,6 +30,7 @@ demo: setup
 	$(VENV)/bin/tureen demo
 
 test: setup browser-deps
+	scripts/install-test-deps.sh
 	$(VENV)/bin/ruff check .
 	TUREEN_REQUIRE_NATIVE=1 $(VENV)/bin/pytest -n auto --dist loadfile
 

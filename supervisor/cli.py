@@ -14,7 +14,7 @@ from ..shared import __version__
 from ..shared.config import Config, load_config
 from ..shared.curve import generate_keys, load_client_keys, load_key_pair
 from ..shared.logs import configure
-from . import cli_client
+from . import cli_client, sd_notify
 from .cli_client import CurveCertOpt, CurveServerKeyOpt
 
 app = typer.Typer(help="Tureen: a WebRTC SFU speaking the mediasoup v2 protocol.", no_args_is_help=True)
@@ -64,13 +64,22 @@ async def _serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        pinger: asyncio.Task[None] | None = None
         try:
             control.start()
             await server.start()
             log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
+            # systemd (Type=notify): every worker is up and the control API answers.
+            sd_notify.notify(f"READY=1\nSTATUS={len(server.pool.links)} workers, control API on {config.control_endpoint}")
+            interval = sd_notify.watchdog_interval()
+            if interval is not None:
+                pinger = loop.create_task(sd_notify.watchdog(interval), name="systemd watchdog")
             await stop.wait()
             log.info("shutting down")
+            sd_notify.notify("STOPPING=1")
         finally:
+            if pinger is not None:
+                pinger.cancel()
             # Peers and apps hear it first (`closed`, `room.closed`), through a socket still open.
             await server.close_rooms(ROOMS_CLOSE_TIMEOUT)
             await control.stop(linger=CONTROL_LINGER)
