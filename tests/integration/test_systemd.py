@@ -74,6 +74,34 @@ def test_unit_keeps_what_tureen_needs() -> None:
     assert not any("@resources" in f for f in filters if f.startswith("~")), "pinning needs sched_setaffinity"
 
 
+# A worker's DTLS context (a cffi callback in it) built in a process refused W+X memory, as
+# MemoryDenyWriteExecute=true does: prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), Linux >= 6.3.
+MDWE_PROBE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit(77)  # no PR_SET_MDWE on this kernel
+from tureen.workers.transport.dtls import LocalCertificate
+try:
+    LocalCertificate().ssl_context()
+except MemoryError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+def test_memory_deny_write_execute_only_where_dtls_works_under_it() -> None:
+    probe = subprocess.run([sys.executable, "-c", MDWE_PROBE], capture_output=True, text=True, timeout=60)
+    if probe.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3) to try W^X with")
+    mdwe = "\nMemoryDenyWriteExecute=true" in UNIT.read_text()
+    if mdwe:
+        assert probe.returncode == 0, f"the unit sets MemoryDenyWriteExecute but DTLS needs W+X: {probe.stdout}"
+    else:
+        # Today's reason for leaving it off still holds (if not: turn it on in the unit).
+        assert probe.returncode == 1 and "write+execute" in probe.stdout, probe.stdout + probe.stderr
+
+
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers is missing (package systemd)")
 def test_sysusers_creates_the_tureen_user(tmp_path: Path) -> None:
     root = tmp_path / "root"
