@@ -403,16 +403,18 @@ def workers(
     if as_json:
         print_json(listing)
         return
+    # Restart counts where the server reports them (server.info's `restarts` per worker).
+    restarts = any("restarts" in w for w in listing)
     rows = []
     for w in listing:
         load = w.get("load") or {}
         rows.append([
             w["index"], w["pid"], w["cpu"], "yes" if w["alive"] else "DOWN", f"{w['uptime']:.0f} s",
             load.get("transports"), load.get("consumers"), load.get("cpuPercent"), load.get("fanout"),
-            w.get("restarts"),
+            *([w.get("restarts")] if restarts else []),
         ])
-    columns = ["worker", "pid", "cpu", "alive", "uptime", "transports", "consumers", "cpu%", "fan-out", "restarts"]
-    console().print(table(f"{len(listing)} workers", columns, rows))
+    columns = ["worker", "pid", "cpu", "alive", "uptime", "transports", "consumers", "cpu%", "fan-out"]
+    console().print(table(f"{len(listing)} workers", columns + (["restarts"] if restarts else []), rows))
 
 
 @workers_app.command("scale")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from aiortc.mediastreams import VideoStreamTrack
+from msclient import MsPeer
 from support import MEDIA_CODECS, ServerProcess, free_tcp_port
 from test_plain_session import PRODUCER_SSRC, Session
 from tureen.shared import __version__
@@ -172,3 +176,34 @@ async def _room_while_sending(server: ServerProcess, session: Session) -> dict:
         if rates and all(rates):
             return details
         await asyncio.sleep(0.2)
+
+
+async def test_room_shows_webrtc_ice_dtls_and_the_selected_tuple(server: ServerProcess) -> None:
+    """Real WebRTC peers (aiortc as mediasoup-client): `tureen room` shows each transport's
+    ICE and DTLS state and the tuple ICE selected, from the worker that hosts it."""
+    async with TureenClient(server.endpoint, timeout=10.0) as client:
+        await client.create_room(MEDIA_CODECS, room_id="cli-webrtc")
+        alice, bob = MsPeer(), MsPeer()
+        try:
+            await alice.join((client, "cli-webrtc"), "alice")
+            await bob.join((client, "cli-webrtc"), "bob")
+            await alice.produce(VideoStreamTrack())
+            video = await bob.consume(await bob.next_consumer(kind="video", peer_name="alice"))
+            await video.wait_frames(5, timeout=20)
+            result = await asyncio.to_thread(tureen, server, "room", "cli-webrtc", "--json")
+            assert result.returncode == 0, result.stderr
+            transports = [t for p in json.loads(result.stdout)["peers"] for t in p["transports"]]
+            assert len(transports) == 2 and all(t["type"] == "WebRtcTransport" for t in transports)
+            for t in transports:
+                assert t["iceState"] in ("connected", "completed") and t["dtlsState"] == "connected", t
+                ip, port, *_ = t["iceSelectedTuple"]  # the peer's address as the worker sees it
+                assert ipaddress.ip_address(ip) and port > 0
+            text = await asyncio.to_thread(tureen, server, "room", "cli-webrtc")
+            assert "WebRtcTransport" in text.stdout and "connected" in text.stdout, text.stdout
+            ip, port, *_ = transports[0]["iceSelectedTuple"]
+            assert f"{ip}:{port}" in text.stdout, text.stdout
+        finally:
+            await alice.close()
+            await bob.close()
+            with contextlib.suppress(Exception):
+                await client.close_room("cli-webrtc")
