@@ -31,6 +31,7 @@ demo: setup
 	$(VENV)/bin/tureen demo
 
 test: setup browser-deps
+	scripts/install-test-deps.sh
 	$(VENV)/bin/ruff check .
 	TUREEN_REQUIRE_NATIVE=1 TUREEN_REQUIRE_ATHERIS=1 $(VENV)/bin/pytest -n auto --dist loadfile
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error && TUREEN_PYTHON=$(abspath $(PY)) npm test --silent

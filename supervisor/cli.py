@@ -1,9 +1,8 @@
-"""The `tureen` command: serve, status, rooms, workers, keys, demo."""
+"""The `tureen` command: serve, keys, demo here; status, rooms, room, peer, workers in cli_client.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -12,34 +11,35 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ..shared.client import DEFAULT_ENDPOINT, TureenClient
+from ..shared import __version__
 from ..shared.config import Config, ConfigError, env_name, parse_listen, resolve
 from ..shared.curve import generate_keys, load_client_keys, load_key_pair
-from ..shared.errors import ProtocolError
 from ..shared.logs import configure
+from . import cli_client, sd_notify
+from .cli_client import CurveCertOpt, CurveServerKeyOpt
 
 app = typer.Typer(help="Tureen: a WebRTC SFU speaking the mediasoup v2 protocol.", no_args_is_help=True)
-workers_app = typer.Typer(help="Inspect and scale the worker pool.", no_args_is_help=True)
-app.add_typer(workers_app, name="workers")
+# status, rooms, room, peer, workers: the operator's commands against a running server.
+cli_client.register(app)
 keys_app = typer.Typer(help="CURVE keys for the control API (docs/security.md).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 log = logging.getLogger("tureen.cli")
 
-ControlOpt = Annotated[str, typer.Option("--control", "-c", help="Control API endpoint.")]
-CurveCertOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--curve-cert", envvar="TUREEN_CURVE_CERT", show_envvar=True,
-        help="This client's secret certificate (NAME.key_secret) for a server with CURVE.",
-    ),
-]
-CurveServerKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--curve-server-key", envvar="TUREEN_CURVE_SERVER_KEY", show_envvar=True,
-        help="The server's public key: its NAME.key file or the 40 Z85 characters.",
-    ),
-]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tureen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Tureen: a WebRTC SFU speaking the mediasoup v2 protocol."""
 
 
 # Shutdown (SIGTERM/SIGINT): rooms close within ROOMS_CLOSE_TIMEOUT, then the control socket
@@ -66,6 +66,7 @@ async def _serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        pinger: asyncio.Task[None] | None = None
         try:
             control.start()
             if metrics is not None:
@@ -73,9 +74,17 @@ async def _serve(config: Config) -> None:
                 log.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
             await server.start()
             log.info("tureen ready: %d workers, control API on %s", len(server.pool.links), config.control_endpoint)
+            # systemd (Type=notify): every worker is up and the control API answers.
+            sd_notify.notify(f"READY=1\nSTATUS={len(server.pool.links)} workers, control API on {config.control_endpoint}")
+            interval = sd_notify.watchdog_interval()
+            if interval is not None:
+                pinger = loop.create_task(sd_notify.watchdog(interval), name="systemd watchdog")
             await stop.wait()
             log.info("shutting down")
+            sd_notify.notify("STOPPING=1")
         finally:
+            if pinger is not None:
+                pinger.cancel()
             # Peers and apps hear it first (`closed`, `room.closed`), through a socket still open.
             await server.close_rooms(ROOMS_CLOSE_TIMEOUT)
             await control.stop(linger=CONTROL_LINGER)
@@ -265,109 +274,6 @@ def config_show(
 
 
 # --- end of the configuration block ----------------------------------------------------
-
-
-def _call(
-    endpoint: str, method: str, curve_cert: str | None = None, curve_server_key: str | None = None, **params: Any
-) -> Any:
-    try:
-        client = TureenClient(endpoint, timeout=5.0, curve_cert=curve_cert, curve_server_key=curve_server_key)
-    except (ValueError, OSError) as exc:
-        typer.echo(f"tureen: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-    async def run() -> Any:
-        async with client:
-            return await client.request(method, **params)
-
-    try:
-        return asyncio.run(run())
-    except ProtocolError as exc:
-        typer.echo(f"tureen: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-
-
-def _print(data: Any, as_json: bool) -> None:
-    typer.echo(json.dumps(data, indent=2) if as_json else data)
-
-
-@app.command()
-def status(
-    control: ControlOpt = DEFAULT_ENDPOINT,
-    as_json: bool = typer.Option(False, "--json"),
-    curve_cert: CurveCertOpt = None,
-    curve_server_key: CurveServerKeyOpt = None,
-) -> None:
-    """Show version, workers (pid, cpu, load) and rooms of a running server."""
-    info = _call(control, "server.info", curve_cert, curve_server_key)
-    if as_json:
-        _print(info, True)
-        return
-    state = "ready" if info.get("ready") else "not ready (workers starting or being replaced)"
-    typer.echo(f"tureen {info['version']} pid {info['pid']} up {info['uptime']} s, {info['rooms']} rooms, {state}")
-    for w in info["workers"]:
-        load = w.get("load") or {}
-        typer.echo(
-            f"  worker {w['index']}: pid {w['pid']} cpu {w['cpu']} {'up' if w['alive'] else 'DOWN'} "
-            f"transports {load.get('transports', '-')} consumers {load.get('consumers', '-')} "
-            f"cpu% {load.get('cpuPercent', '-')} fan-out {load.get('fanout', '-')}"
-        )
-
-
-@app.command()
-def rooms(
-    control: ControlOpt = DEFAULT_ENDPOINT,
-    as_json: bool = typer.Option(False, "--json"),
-    curve_cert: CurveCertOpt = None,
-    curve_server_key: CurveServerKeyOpt = None,
-) -> None:
-    """List the rooms of a running server."""
-    listing = _call(control, "room.list", curve_cert, curve_server_key)
-    if as_json:
-        _print(listing, True)
-        return
-    if not listing:
-        typer.echo("no rooms")
-    for room in listing:
-        typer.echo(
-            f"{room['roomId']}: {room['peers']} peers, {room['producers']} producers, "
-            f"{room['consumers']} consumers"
-        )
-
-
-@workers_app.command("scale")
-def workers_scale(
-    count: int,
-    control: ControlOpt = DEFAULT_ENDPOINT,
-    curve_cert: CurveCertOpt = None,
-    curve_server_key: CurveServerKeyOpt = None,
-) -> None:
-    """Grow or shrink the worker pool of a running server to COUNT workers."""
-    with contextlib.suppress(KeyboardInterrupt):
-        result = _call(control, "workers.scale", curve_cert, curve_server_key, count=count)
-        typer.echo(f"{len(result['workers'])} workers; retired: {result['retired'] or 'none'}")
-
-
-@workers_app.command("list")
-def workers_list(
-    control: ControlOpt = DEFAULT_ENDPOINT,
-    curve_cert: CurveCertOpt = None,
-    curve_server_key: CurveServerKeyOpt = None,
-) -> None:
-    """Show the workers of a running server."""
-    _print(_call(control, "server.info", curve_cert, curve_server_key)["workers"], True)
-
-
-@workers_app.command("dump")
-def workers_dump(
-    index: int,
-    control: ControlOpt = DEFAULT_ENDPOINT,
-    curve_cert: CurveCertOpt = None,
-    curve_server_key: CurveServerKeyOpt = None,
-) -> None:
-    """Print worker INDEX's data-path state as JSON: transports (ICE/DTLS state, selected
-    tuple, drop counters), producers, consumers and the forwarder's counters."""
-    _print(_call(control, "worker.dump", curve_cert, curve_server_key, index=index), True)
 
 
 @keys_app.command("generate")

@@ -1199,16 +1199,19 @@ class Room:
             "peers": [p.dump() for p in self.peers.values()],
         }
 
-    def summary(self) -> dict[str, Any]:
-        """room.list's entry: counts only. appData is in dump(): a list of every room stays
-        small whatever the apps keep in their rooms."""
-        return {
+    def summary(self, peer_names: bool = False) -> dict[str, Any]:
+        """room.list's entry: counts, and the peers' names when asked (`peer_names`). appData
+        is in dump(): a list of every room stays small whatever the apps keep in their rooms."""
+        entry: dict[str, Any] = {
             "roomId": self.id,
             "peers": len(self.peers),
             "transports": len(self._transports),
             "producers": len(self._producers),
             "consumers": len(self._consumers),
         }
+        if peer_names:
+            entry["peerNames"] = list(self.peers)
+        return entry
 
 
 def caps_error(message: str) -> ProtocolError:

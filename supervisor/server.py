@@ -21,7 +21,7 @@ import zmq.asyncio
 from ..shared import __version__
 from ..shared.config import Config
 from ..shared.contract import Command, Event, WorkerDump
-from ..shared.errors import UNAVAILABLE, ProtocolError, duplicate, limit, not_found
+from ..shared.errors import UNAVAILABLE, ProtocolError, bad_request, duplicate, limit, not_found
 from ..shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
 from . import run_dir
 from .quotas import Quotas
@@ -223,7 +223,11 @@ class Server:
         return future
 
     def _room_list(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
-        return _done([room.summary() for room in self.rooms.values()])
+        # `peers: true` adds each room's peer names (`tureen rooms`); counts only by default.
+        peers = msg.get("peers", False)
+        if not isinstance(peers, bool):
+            raise bad_request(f"'peers' must be true or false, got {peers!r}")
+        return _done([room.summary(peer_names=peers) for room in self.rooms.values()])
 
     def _room_dump(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         room = self._room(msg)

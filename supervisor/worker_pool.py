@@ -211,7 +211,9 @@ class WorkerPool:
         return retired
 
     def describe(self) -> list[dict[str, Any]]:
-        return [self.links[i].describe() for i in sorted(self.links)]
+        """server.info's workers: each link's description and how often its index was
+        replaced after a death (`restarts`)."""
+        return [{**self.links[i].describe(), "restarts": self.restarts.get(i, 0)} for i in sorted(self.links)]
 
     async def stop(self) -> None:
         self._closing = True

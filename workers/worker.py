@@ -354,12 +354,22 @@ class Worker:
 
     def _worker_dump(self, cmd: c.WorkerDump) -> dict[str, Any]:
         r = self.router
+        now = self.loop.time()
+        producers = []
+        for producer in r.producers.values():
+            entry = producer.dump()
+            # Bit/s of each stream and consumer over the last rate window (`tureen room`).
+            for stream, figures in zip(producer.streams, entry["streams"], strict=True):
+                figures["bitrate"] = stream.rate.bitrate(now, stream.octets)
+            producers.append(entry)
         return {
             "index": self.index,
             "pid": self.pid,
             "transports": [t.dump() for t in r.transports.values()],
-            "producers": [x.dump() for x in r.producers.values()],
-            "consumers": [x.dump() for x in r.consumers.values()],
+            "producers": producers,
+            "consumers": [
+                x.dump() | {"bitrate": x.rate.bitrate(now, x.wire_octets())} for x in r.consumers.values()
+            ],
             "pipe": self.pipes.dump(),
             "counters": self.forwarder.counters(),
             "fanout": self.forwarder.dump_fanout(),
