@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser-deps run demo test lint bench fuzz fuzz-merge clean
+.PHONY: setup browser-deps run demo serve test lint bench fuzz fuzz-merge clean
 
 # setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
 # the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1), and atheris
@@ -23,12 +23,19 @@ setup: $(STAMP)
 browser-deps:
 	scripts/install-browser-deps.sh
 
+# The first command: the server and the demo page together (`tureen demo` starts its own
+# `tureen serve`), after building the page's bundle (npm ci + esbuild, no browser download);
+# it prints the page's URL to open in two tabs. Its options: `make run ARGS="--port 8081"`
+# (`tureen demo --help`). `make demo` is the same.
 run: setup
-	$(VENV)/bin/tureen serve
-
-demo: setup
 	scripts/install-browser-deps.sh --no-chromium
-	$(VENV)/bin/tureen demo
+	$(VENV)/bin/tureen demo $(ARGS)
+
+demo: run
+
+# The server alone (control API on tcp://127.0.0.1:4477), e.g. `make serve ARGS="--workers 4"`.
+serve: setup
+	$(VENV)/bin/tureen serve $(ARGS)
 
 test: setup browser-deps
 	scripts/install-test-deps.sh

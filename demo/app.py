@@ -343,7 +343,7 @@ async def serve_demo(
     if not BUNDLE.exists():
         log.warning(
             "%s is missing: the page cannot load mediasoup-client. Build it with "
-            "`scripts/install-browser-deps.sh --no-chromium` (or `make demo`).", BUNDLE
+            "`scripts/install-browser-deps.sh --no-chromium` (or `make run`).", BUNDLE
         )
     process = None
     endpoint = connect
@@ -366,7 +366,12 @@ async def serve_demo(
             await site.start()
             url = f"http://{host}:{port}/?room=demo"
             log.info("demo ready: open %s in two browser tabs", url)
-            print(f"Tureen demo: {url}", flush=True)
+            # On stdout, apart from the log lines (stderr): what a newcomer's `make run` is for.
+            print(
+                f"\n    Tureen demo: open {url} in two browser tabs, allow camera and microphone,"
+                " press Join in each (Ctrl-C stops it)\n",
+                flush=True,
+            )
             if ready_file is not None:
                 ready_file.write_text(url)
             while not stop.is_set():

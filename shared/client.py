@@ -217,6 +217,16 @@ class TureenClient:
         """Stop receiving `room_id`'s events on this connection."""
         await self.request("room.unsubscribe", roomId=room_id)
 
+    async def subscribe_server(self) -> dict[str, Any]:
+        """Receive every room's lifecycle events on this connection (server.subscribe):
+        room.created, peer.joined, peer.closed, transport.*, room.closed; never protocol
+        notifications, and never taking a room's events from its own subscribers."""
+        return await self.request("server.subscribe")
+
+    async def unsubscribe_server(self) -> dict[str, Any]:
+        """Stop receiving every room's lifecycle events (server.unsubscribe)."""
+        return await self.request("server.unsubscribe")
+
     async def peer_request(self, room_id: str, peer_name: str | None, request: dict[str, Any]) -> Any:
         """Hand over a client->server protocol request; returns the protocol response."""
         params: dict[str, Any] = {"roomId": room_id, "request": request}

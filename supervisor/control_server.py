@@ -234,12 +234,14 @@ class ControlServer:
             return wire.encode(wire.reply_error(None, error))
 
     def _send_event(self, room_id: str, event: dict[str, Any]) -> None:
-        """Send a room's event to every subscriber of the room.
+        """Send a room's event to every subscriber of the room, and (all but protocol
+        notifications) to every server-wide subscriber.
 
         ROUTER_MANDATORY is on for these sends only, so that a subscriber whose connection
-        is gone is reported (EHOSTUNREACH) and removed from the room instead of filling its
-        subscriber slots forever; replies keep ZeroMQ's silent drop."""
-        identities = self.server.subscribers(room_id)
+        is gone is reported (EHOSTUNREACH) and removed from the room (and the server-wide
+        list) instead of filling its subscriber slots forever; replies keep ZeroMQ's silent
+        drop."""
+        identities = self.server.subscribers(room_id, event.get("event"))
         if not identities or self._socket is None:
             log.debug("control: no subscriber for room %r; event %s dropped", room_id, event.get("event"))
             return

@@ -32,6 +32,11 @@ log = logging.getLogger("tureen.server")
 
 # Control connections that receive one room's events (the creator and room.subscribe'rs).
 MAX_SUBSCRIBERS = 16
+# Control connections that receive every room's lifecycle events (server.subscribe: monitors).
+MAX_SERVER_SUBSCRIBERS = 16
+# The events that are not a lifecycle event: protocol messages for one peer's client, which
+# only the app relaying them (the room's subscribers) has any use for.
+NOTIFICATION = "notification"
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -68,6 +73,9 @@ class Server:
         # room id -> identities of the control connections that receive the room's events,
         # the creator first; every event goes to each (control_server._send_event).
         self.subscriptions: dict[str, list[bytes]] = {}
+        # Identities of the connections that receive every room's lifecycle events
+        # (server.subscribe), in addition to, never instead of, each room's subscribers.
+        self.server_subscribers: list[bytes] = []
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
@@ -134,16 +142,29 @@ class Server:
     async def worker_request(self, index: int, command: Command) -> Any:
         return await self.pool.request(index, command)
 
-    def subscribers(self, room_id: str) -> list[bytes]:
-        """The identities that receive `room_id`'s events (a copy: sends may drop some)."""
-        return list(self.subscriptions.get(room_id, ()))
+    def subscribers(self, room_id: str, event: str | None = None) -> list[bytes]:
+        """The identities that receive `room_id`'s `event` (a copy: sends may drop some).
+
+        The room's subscribers get all its events; server-wide subscribers get every event
+        but protocol notifications. A connection that is both gets each event once."""
+        identities = list(self.subscriptions.get(room_id, ()))
+        if event != NOTIFICATION:
+            identities += [i for i in self.server_subscribers if i not in identities]
+        return identities
 
     def drop_subscriber(self, room_id: str, identity: bytes) -> None:
-        """Forget a subscriber whose connection is gone (ZeroMQ could not route to it)."""
+        """Forget a subscriber whose connection is gone (ZeroMQ could not route to it): of
+        the room, and server-wide."""
         identities = self.subscriptions.get(room_id)
         if identities and identity in identities:
             identities.remove(identity)
             log.info("room %r: a subscriber's connection is gone; %d subscribers left", room_id, len(identities))
+        if identity in self.server_subscribers:
+            self.server_subscribers.remove(identity)
+            log.info(
+                "a server-wide subscriber's connection is gone; %d server-wide subscribers left",
+                len(self.server_subscribers),
+            )
 
     def emit(self, room_id: str, event: dict[str, Any]) -> None:
         if self._sink is None:
@@ -204,6 +225,9 @@ class Server:
             )
         room = Room(room_id, media_codecs or [], self, app_data=msg.get("appData"), quotas=self.quotas)
         self.rooms[room_id] = room
+        # Before the room has subscribers: room.created goes to the server-wide ones only
+        # (the creator has the reply).
+        self.emit(room_id, {"event": "room.created", "roomId": room_id, "appData": room.app_data})
         self.subscriptions[room_id] = [subscriber]
         room.start()
         log.info("room %r created", room_id)
@@ -271,6 +295,24 @@ class Server:
         identities.remove(subscriber)
         return _done({"roomId": room.id, "subscribers": len(identities)})
 
+    def _server_subscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        if subscriber not in self.server_subscribers:
+            if len(self.server_subscribers) >= MAX_SERVER_SUBSCRIBERS:
+                raise limit(
+                    f"this server already has {MAX_SERVER_SUBSCRIBERS} server-wide subscribed connections "
+                    "(the most allowed): send server.unsubscribe from a connection that no longer "
+                    "needs every room's events, or watch single rooms with room.subscribe"
+                )
+            self.server_subscribers.append(subscriber)
+            log.info("a connection subscribed to every room's events (%d now)", len(self.server_subscribers))
+        return _done({"subscribers": len(self.server_subscribers)})
+
+    def _server_unsubscribe(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        if subscriber not in self.server_subscribers:
+            raise not_found("this connection is not subscribed to every room's events (server.subscribe)")
+        self.server_subscribers.remove(subscriber)
+        return _done({"subscribers": len(self.server_subscribers)})
+
     def _server_info(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done(
             {
@@ -323,6 +365,8 @@ class Server:
         "room.unsubscribe": _room_unsubscribe,
         "server.info": _server_info,
         "server.ping": _server_ping,
+        "server.subscribe": _server_subscribe,
+        "server.unsubscribe": _server_unsubscribe,
         "workers.scale": _workers_scale,
         "worker.dump": _worker_dump,
     }

@@ -26,9 +26,10 @@ def get(url: str) -> tuple[int, str, bytes]:
 def test_tureen_demo_serves_the_page_and_stops_its_server_child(tmp_path: Path) -> None:
     port = free_tcp_port()
     log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115 - closed below
+    out = open(tmp_path / "demo.out", "wb")  # noqa: SIM115 - closed below
     demo = subprocess.Popen(
         [sys.executable, "-m", "tureen.supervisor.cli", "demo", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=out, stderr=log,
     )
     children: list[psutil.Process] = []
     try:
@@ -45,6 +46,16 @@ def test_tureen_demo_serves_the_page_and_stops_its_server_child(tmp_path: Path) 
             time.sleep(0.2)
         children = psutil.Process(demo.pid).children(recursive=True)
         assert any("serve" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+
+        # `make run` is a newcomer's first command: the page's URL is on stdout, apart from
+        # the log (stderr), in a line that says what to do with it. Printed before the page
+        # answers; bounded wait all the same.
+        wanted = f"Tureen demo: open http://127.0.0.1:{port}/?room=demo in two browser tabs"
+        deadline = time.monotonic() + 10
+        while wanted not in (tmp_path / "demo.out").read_text():
+            assert time.monotonic() < deadline, f"no {wanted!r} on stdout:\n{(tmp_path / 'demo.out').read_text()}"
+            time.sleep(0.1)
+        assert "Tureen demo" not in (tmp_path / "demo.log").read_text()  # not lost among the log lines
 
         status, kind, body = get(f"http://127.0.0.1:{port}/?room=r1")
         assert status == 200 and kind.startswith("text/html")
@@ -67,6 +78,7 @@ def test_tureen_demo_serves_the_page_and_stops_its_server_child(tmp_path: Path) 
             with contextlib.suppress(psutil.Error):
                 child.kill()
         log.close()
+        out.close()
 
 
 async def test_the_demo_app_relays_requests_and_refuses_a_taken_name(tmp_path: Path) -> None:
