@@ -1,10 +1,18 @@
 """The repository's housekeeping rules, checked so they stay true: one import style
-(absolute `tureen.`) in the code folders."""
+(absolute `tureen.`) in the code folders; every third-party package the code imports is
+declared in pyproject.toml, and the pylibsrtp whose private API the workers use is a version
+that API was checked against."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("supervisor", "workers", "shared", "demo")
@@ -25,3 +33,54 @@ def test_imports_are_absolute() -> None:
         if isinstance(node, ast.ImportFrom) and node.level > 0
     ]
     assert not relative, f"relative imports (write them as `from tureen.<folder>...`): {relative}"
+
+
+def _declared() -> dict[str, Requirement]:
+    """pyproject.toml's run-time dependencies (not the extras), by canonical name."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = (Requirement(r) for r in project["dependencies"])
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def _imported_modules() -> dict[str, set[str]]:
+    """Top-level third-party modules the code folders import -> the files importing them."""
+    found: dict[str, set[str]] = {}
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top != "tureen" and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_imported_package_is_declared() -> None:
+    """An import that works only because another dependency happens to bring the package
+    (pylibsrtp, pyOpenSSL, aioice and cryptography came with aiortc) breaks when that one
+    changes: each is declared itself."""
+    declared = _declared()
+    by_module = importlib.metadata.packages_distributions()
+    missing = {}
+    for module, files in sorted(_imported_modules().items()):
+        dists = {canonicalize_name(d) for d in by_module.get(module, [module])}
+        if not dists & declared.keys():
+            missing[module] = sorted(files)
+    assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
+
+
+def test_pylibsrtp_is_a_version_its_private_api_was_checked_against() -> None:
+    """workers/transport/srtp.py and workers/native.py use pylibsrtp._binding and
+    Session._srtp: the requirement has an upper bound, and the installed version is inside
+    it (a newer one needs those two rechecked before the bound moves)."""
+    req = _declared()["pylibsrtp"]
+    assert any(spec.operator in ("<", "<=", "==", "~=") for spec in req.specifier), (
+        f"{req} has no upper bound"
+    )
+    installed = importlib.metadata.version("pylibsrtp")
+    assert req.specifier.contains(installed), f"pylibsrtp {installed} is outside {req}"
