@@ -314,7 +314,19 @@ def demo(
 ) -> None:
     """Run the browser demo: a `tureen serve` child plus the signaling app (docs/browser.md).
     The --curve-* keys are used with --connect only (the child server listens on loopback)."""
-    from tureen.demo.app import serve_demo
+    # Imported here, never at module level: the product CLI runs without the demo package
+    # (the demo depends on tureen.shared, nothing in the product depends on the demo).
+    try:
+        from tureen.demo.app import serve_demo
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("tureen.demo"):
+            raise
+        typer.echo(
+            "tureen demo: the browser demo (tureen.demo) is not installed with this Tureen; "
+            "install Tureen from its repository (pip install .) to get it",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
     if not connect:
         curve_cert = curve_server_key = None

@@ -1,12 +1,13 @@
 """The repository's housekeeping rules, checked so they stay true: one import style
 (absolute `tureen.`) in the code folders; every third-party package the code imports is
 declared in pyproject.toml, and the pylibsrtp whose private API the workers use is a version
-that API was checked against."""
+that API was checked against; the product (tureen.supervisor) runs without the demo."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -84,3 +85,55 @@ def test_pylibsrtp_is_a_version_its_private_api_was_checked_against() -> None:
     )
     installed = importlib.metadata.version("pylibsrtp")
     assert req.specifier.contains(installed), f"pylibsrtp {installed} is outside {req}"
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter (its own sys.modules), bounded."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_product_cli_does_not_import_the_demo() -> None:
+    """`import tureen.supervisor.cli` (what the `tureen` script does first) loads no module of
+    tureen.demo: the demo command imports it only when it runs."""
+    proc = _run_python(
+        "import sys, tureen.supervisor.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['tureen', 'demo']))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_demo_does_not_import_the_supervisor() -> None:
+    """The dependency is one-way: the demo talks to Tureen through tureen.shared's client."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "demo").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tureen.supervisor"))
+        or (
+            isinstance(node, ast.Import)
+            and any(a.name.startswith("tureen.supervisor") for a in node.names)
+        )
+    ]
+    assert not offending, offending
+
+
+def test_demo_command_without_the_demo_package() -> None:
+    """Where the demo is not installed, `tureen demo` says so and exits 2 (no traceback), and
+    the rest of the CLI works."""
+    proc = _run_python(
+        "import sys\n"
+        "sys.modules['tureen.demo'] = None  # as if the package was not installed\n"
+        "from typer.testing import CliRunner\n"
+        "from tureen.supervisor.cli import app\n"
+        "r = CliRunner().invoke(app, ['demo'])\n"
+        "print(r.exit_code, repr(r.exception), r.output)\n"
+        "print(CliRunner().invoke(app, ['--version']).exit_code)"
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, _, rest = proc.stdout.partition(" ")
+    assert first == "2", proc.stdout
+    assert "the browser demo (tureen.demo) is not installed" in rest
+    assert proc.stdout.splitlines()[-1] == "0"
