@@ -1,7 +1,8 @@
 """The repository's housekeeping rules, checked so they stay true: one import style
 (absolute `tureen.`) in the code folders; every third-party package the code imports is
 declared in pyproject.toml, and the pylibsrtp whose private API the workers use is a version
-that API was checked against; the product (tureen.supervisor) runs without the demo."""
+that API was checked against; the product (tureen.supervisor) runs without the demo; the
+LICENSE file is the license pyproject.toml names."""
 
 from __future__ import annotations
 
@@ -137,3 +138,11 @@ def test_demo_command_without_the_demo_package() -> None:
     assert first == "2", proc.stdout
     assert "the browser demo (tureen.demo) is not installed" in rest
     assert proc.stdout.splitlines()[-1] == "0"
+
+
+def test_license_file_matches_pyproject() -> None:
+    """pyproject.toml says `license = "MIT"`; the LICENSE file next to it is the MIT text."""
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "MIT"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the Tureen authors\n")
+    assert "Permission is hereby granted, free of charge," in text
