@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
-
-from ..shared.client import TureenClient
-from ..shared.errors import ProtocolError
+from tureen.shared.client import TureenClient
+from tureen.shared.errors import ProtocolError
 
 log = logging.getLogger("tureen.demo")
 

@@ -25,11 +25,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from tureen.shared import wire
+from tureen.shared.curve import load_client_keys
+from tureen.shared.errors import UNAVAILABLE, ProtocolError
 from zmq.utils.monitor import parse_monitor_message
-
-from . import wire
-from .curve import load_client_keys
-from .errors import UNAVAILABLE, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:4477"
 Event = dict[str, Any]

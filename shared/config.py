@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .curve import endpoint_is_local
-from .endpoint import parse_endpoint
+from tureen.shared.curve import endpoint_is_local
+from tureen.shared.endpoint import parse_endpoint
 
 FANOUTS = ("auto", "native", "python")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -30,8 +30,7 @@ import os
 from typing import Annotated, Any, ClassVar, Literal, NoReturn, Self, get_args
 
 import msgspec
-
-from .errors import UNKNOWN_METHOD, ProtocolError, bad_request
+from tureen.shared.errors import UNKNOWN_METHOD, ProtocolError, bad_request
 
 # ------------------------------------------------------------------ shared constants
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from tureen.shared.endpoint import ALL_SCHEMES, parse_endpoint
 from zmq.utils import z85
-
-from .endpoint import ALL_SCHEMES, parse_endpoint
 
 Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 

@@ -17,8 +17,7 @@ import re
 from typing import Any
 
 import orjson
-
-from .errors import BAD_REQUEST, ProtocolError, bad_request
+from tureen.shared.errors import BAD_REQUEST, ProtocolError, bad_request
 
 # Frames above this are refused before parsing: a protocol message is a few KiB at most.
 MAX_FRAME = 1 << 20

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-
-from ..shared import __version__
-from ..shared.config import Config, ConfigError, env_name, parse_listen, resolve
-from ..shared.curve import generate_keys, load_client_keys, load_key_pair
-from ..shared.logs import configure
-from . import cli_client, sd_notify
-from .cli_client import CurveCertOpt, CurveServerKeyOpt
+from tureen.shared import __version__
+from tureen.shared.config import Config, ConfigError, env_name, parse_listen, resolve
+from tureen.shared.curve import generate_keys, load_client_keys, load_key_pair
+from tureen.shared.logs import configure
+from tureen.supervisor import cli_client, sd_notify
+from tureen.supervisor.cli_client import CurveCertOpt, CurveServerKeyOpt
 
 app = typer.Typer(help="Tureen: a WebRTC SFU speaking the mediasoup v2 protocol.", no_args_is_help=True)
 # status, rooms, room, peer, workers: the operator's commands against a running server.
@@ -51,9 +50,8 @@ CONTROL_LINGER = 2.0
 
 async def _serve(config: Config) -> None:
     import zmq.asyncio
-
-    from .control_server import ControlServer
-    from .server import Server
+    from tureen.supervisor.control_server import ControlServer
+    from tureen.supervisor.server import Server
 
     # A context of our own: terminating it at the end waits (CONTROL_LINGER at most) until
     # the last events have left, which the shared instance would not.
@@ -137,7 +135,7 @@ def _metrics(server: Any, control: Any, config: Config) -> Any:
     """The Prometheus endpoint's registry, tied to the control server; None when "off"."""
     if parse_listen(config.metrics_listen) is None:
         return None
-    from .metrics import Metrics
+    from tureen.supervisor.metrics import Metrics
 
     metrics = Metrics(server)
     control.metrics = metrics
@@ -196,7 +194,7 @@ def serve(
         config = _resolve_serve(ctx, config_file, {SERVE_FLAGS[p]: params[p] for p in SERVE_FLAGS})[0]
         config.validate_control_security()
         if config.curve_server_cert:
-            from .curve_auth import check_clients_dir
+            from tureen.supervisor.curve_auth import check_clients_dir
 
             load_key_pair(config.curve_server_cert)
             check_clients_dir(config.curve_clients_dir)
@@ -316,7 +314,19 @@ def demo(
 ) -> None:
     """Run the browser demo: a `tureen serve` child plus the signaling app (docs/browser.md).
     The --curve-* keys are used with --connect only (the child server listens on loopback)."""
-    from ..demo.app import serve_demo
+    # Imported here, never at module level: the product CLI runs without the demo package
+    # (the demo depends on tureen.shared, nothing in the product depends on the demo).
+    try:
+        from tureen.demo.app import serve_demo
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("tureen.demo"):
+            raise
+        typer.echo(
+            "tureen demo: the browser demo (tureen.demo) is not installed with this Tureen; "
+            "install Tureen from its repository (pip install .) to get it",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
     if not connect:
         curve_cert = curve_server_key = None

@@ -23,11 +23,10 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-
-from ..shared.client import DEFAULT_ENDPOINT, TureenClient
-from ..shared.config import load_config
-from ..shared.endpoint import parse_endpoint
-from ..shared.errors import NOT_FOUND, UNAVAILABLE, ProtocolError
+from tureen.shared.client import DEFAULT_ENDPOINT, TureenClient
+from tureen.shared.config import load_config
+from tureen.shared.endpoint import parse_endpoint
+from tureen.shared.errors import NOT_FOUND, UNAVAILABLE, ProtocolError
 
 T = TypeVar("T")
 TIMEOUT = 5.0  # s: an answer the operator waits for at the shell

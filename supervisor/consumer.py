@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .stats import new_stats_id
+from tureen.supervisor.stats import new_stats_id
 
 if TYPE_CHECKING:
-    from .producer import Producer
-    from .transport import Transport
+    from tureen.supervisor.producer import Producer
+    from tureen.supervisor.transport import Transport
 
 @dataclass(eq=False)
 class Consumer:

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
-
-from ..shared import wire
-from ..shared.errors import INTERNAL, ProtocolError, bad_request, limit
-from .curve_auth import ControlAuthenticator, make_curve_server
-from .quotas import RateLimiter
-from .server import Server
+from tureen.shared import wire
+from tureen.shared.errors import INTERNAL, ProtocolError, bad_request, limit
+from tureen.supervisor.curve_auth import ControlAuthenticator, make_curve_server
+from tureen.supervisor.quotas import RateLimiter
+from tureen.supervisor.server import Server
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from tureen.supervisor.metrics import Metrics
 
 log = logging.getLogger("tureen.control")
 

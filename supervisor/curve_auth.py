@@ -20,10 +20,9 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from tureen.shared.curve import key_prefix, load_key_pair
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
-
-from ..shared.curve import key_prefix, load_key_pair
 
 log = logging.getLogger("tureen.auth")
 

@@ -31,12 +31,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from ..shared import errors
-from ..shared.config import parse_listen
+from tureen.shared import errors
+from tureen.shared.config import parse_listen
 
 if TYPE_CHECKING:
-    from .server import Server
+    from tureen.supervisor.server import Server
 
 log = logging.getLogger("tureen.metrics")
 
@@ -179,7 +178,7 @@ class Metrics:
     """The registry of one supervisor, its control request families and its HTTP endpoint."""
 
     def __init__(self, server: Server) -> None:
-        from .server import APP_ACTIONS
+        from tureen.supervisor.server import APP_ACTIONS
 
         # The method label's values: the control API's methods, nothing a client makes up.
         self.methods = frozenset(server._methods) | APP_ACTIONS

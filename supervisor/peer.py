@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .consumer import Consumer
-    from .producer import Producer
-    from .transport import Transport
+    from tureen.supervisor.consumer import Consumer
+    from tureen.supervisor.producer import Producer
+    from tureen.supervisor.transport import Transport
 
 
 @dataclass(eq=False)

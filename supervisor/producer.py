@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..shared.contract import CodecSpec, ProducerCreate, ProducerUpdate, StreamSpec
+from tureen.shared.contract import CodecSpec, ProducerCreate, ProducerUpdate, StreamSpec
 
 if TYPE_CHECKING:
-    from .consumer import Consumer
-    from .transport import Transport
+    from tureen.supervisor.consumer import Consumer
+    from tureen.supervisor.transport import Transport
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shared.config import Config
+from tureen.shared.config import Config
 
 
 @dataclass(frozen=True)

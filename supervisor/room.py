@@ -29,9 +29,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..shared import contract
-from ..shared.contract import MAX_NACK_SEQS, PROFILES, WEBRTC_OPTIONS
-from ..shared.errors import (
+from tureen.shared import contract
+from tureen.shared.contract import MAX_NACK_SEQS, PROFILES, WEBRTC_OPTIONS
+from tureen.shared.errors import (
     BAD_REQUEST,
     UNAVAILABLE,
     ProtocolError,
@@ -42,14 +42,20 @@ from ..shared.errors import (
     not_found,
     unsupported,
 )
-from ..shared.protocol.validate import get_bool, get_id, get_int, get_obj, get_str
-from ..shared.rtp import capabilities as caps
-from .consumer import Consumer
-from .peer import Peer
-from .producer import Producer
-from .quotas import Quotas
-from .stats import StatsTimers, consumer_entries, parse_interval, producer_entries, transport_entry
-from .transport import Transport
+from tureen.shared.protocol.validate import get_bool, get_id, get_int, get_obj, get_str
+from tureen.shared.rtp import capabilities as caps
+from tureen.supervisor.consumer import Consumer
+from tureen.supervisor.peer import Peer
+from tureen.supervisor.producer import Producer
+from tureen.supervisor.quotas import Quotas
+from tureen.supervisor.stats import (
+    StatsTimers,
+    consumer_entries,
+    parse_interval,
+    producer_entries,
+    transport_entry,
+)
+from tureen.supervisor.transport import Transport
 
 log = logging.getLogger("tureen.room")
 

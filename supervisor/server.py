@@ -17,16 +17,22 @@ from typing import Any
 
 import psutil
 import zmq.asyncio
-
-from ..shared import __version__
-from ..shared.config import Config
-from ..shared.contract import Command, Event, WorkerDump
-from ..shared.errors import UNAVAILABLE, ProtocolError, bad_request, duplicate, limit, not_found
-from ..shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
-from . import run_dir
-from .quotas import Quotas
-from .room import Room
-from .worker_pool import WorkerPool
+from tureen.shared import __version__
+from tureen.shared.config import Config
+from tureen.shared.contract import Command, Event, WorkerDump
+from tureen.shared.errors import (
+    UNAVAILABLE,
+    ProtocolError,
+    bad_request,
+    duplicate,
+    limit,
+    not_found,
+)
+from tureen.shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
+from tureen.supervisor import run_dir
+from tureen.supervisor.quotas import Quotas
+from tureen.supervisor.room import Room
+from tureen.supervisor.worker_pool import WorkerPool
 
 log = logging.getLogger("tureen.server")
 

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..shared.errors import ProtocolError, bad_request
+from tureen.shared.errors import ProtocolError, bad_request
 
 log = logging.getLogger("tureen.stats")
 

@@ -29,10 +29,9 @@ import orjson
 import psutil
 import zmq
 import zmq.asyncio
-
-from ..shared import wire
-from ..shared.config import Config
-from ..shared.contract import (
+from tureen.shared import wire
+from tureen.shared.config import Config
+from tureen.shared.contract import (
     Command,
     Event,
     WorkerClose,
@@ -42,7 +41,7 @@ from ..shared.contract import (
     control_path,
     decode_event,
 )
-from ..shared.errors import UNAVAILABLE, ProtocolError
+from tureen.shared.errors import UNAVAILABLE, ProtocolError
 
 log = logging.getLogger("tureen.worker_link")
 

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import zmq.asyncio
-
-from ..shared.config import Config
-from ..shared.contract import Command, Event, PipeCloseTo
-from ..shared.errors import UNAVAILABLE, ProtocolError
-from .placement import WorkerLoad, choose_worker
-from .worker_link import WorkerLink
+from tureen.shared.config import Config
+from tureen.shared.contract import Command, Event, PipeCloseTo
+from tureen.shared.errors import UNAVAILABLE, ProtocolError
+from tureen.supervisor.placement import WorkerLoad, choose_worker
+from tureen.supervisor.worker_link import WorkerLink
 
 log = logging.getLogger("tureen.worker_pool")
 

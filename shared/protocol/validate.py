@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import wire
-from ..errors import bad_request, limit
+from tureen.shared import wire
+from tureen.shared.errors import bad_request, limit
 
 _MISSING = object()
 
