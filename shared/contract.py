@@ -173,6 +173,14 @@ class WorkerClose(Command, tag="worker.close"):
     """Answers {} and exits."""
 
 
+class WorkerSetLogLevel(Command, tag="worker.setLogLevel"):
+    """The control API's server.setLogLevel, forwarded: set the level of the worker's logs,
+    all of them (logger None) or one area (a logger name prefix, e.g. "tureen.worker")."""
+
+    level: Literal["debug", "info", "warning", "error"]
+    logger: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")] | None = None
+
+
 class StatsGet(Command, tag="stats.get"):
     """Figures of the objects named; ids not on the worker are listed in `missing`."""
 

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 import zmq
 from tureen.shared import contract as c
-from tureen.shared import wire
+from tureen.shared import logs, wire
 from tureen.shared.config import Config
 from tureen.shared.contract import control_path
 from tureen.shared.errors import (
@@ -63,6 +63,9 @@ HOUSEKEEPING_INTERVAL = 0.25
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
 RTCP_EVERY = 4
+# Commands the supervisor sends on timers (heartbeat, metrics, stats): not logged at debug,
+# where every other command is (one line each would drown what an operator looks for).
+_PERIODIC = frozenset({c.WorkerPing, c.WorkerInfo, c.StatsGet})
 
 
 class Worker:
@@ -104,6 +107,7 @@ class Worker:
             c.WorkerInfo: self._worker_info,
             c.WorkerDump: self._worker_dump,
             c.WorkerClose: self._worker_close,
+            c.WorkerSetLogLevel: self._worker_set_log_level,
             c.TransportCreatePlain: self._transport_create_plain,
             c.TransportConnectPlain: self._transport_connect_plain,
             c.TransportCreateWebRtc: self._transport_create_webrtc,
@@ -214,6 +218,8 @@ class Worker:
                 raise bad_request(f"request id must be an integer or a string, got {request_id!r:.40}")
             kind = c.command_type(method)  # unknown_method before anything else
             self._check_deadline(message.get("deadline"))
+            if kind not in _PERIODIC:
+                log.debug("worker %d: request %r: %s", self.index, request_id, method)
             # Decoded once, here: handlers get a typed command whose fields are all checked.
             data = self._handlers[kind](kind.from_wire(message))
         except ProtocolError as err:
@@ -385,6 +391,14 @@ class Worker:
             cmd.consumerIds,
             self.config.max_incoming_bitrate,
         )
+
+    def _worker_set_log_level(self, cmd: c.WorkerSetLogLevel) -> dict[str, Any]:
+        try:
+            logs.set_level(cmd.level, cmd.logger)
+        except ValueError as exc:  # a dotted name the contract's pattern lets through ("a..b")
+            raise bad_request(str(exc)) from None
+        log.warning("worker %d: log level of %s set to %s", self.index, cmd.logger or "everything", cmd.level)
+        return {}
 
     def _worker_close(self, cmd: c.WorkerClose) -> dict[str, Any]:
         self.loop.call_soon(self.stop, "worker.close")

@@ -27,6 +27,7 @@ EXAMPLES: dict[str, c.Command | c.Event] = {
         c.WorkerInfo(),
         c.WorkerDump(),
         c.WorkerClose(),
+        c.WorkerSetLogLevel(level="debug", logger="tureen.worker"),
         c.StatsGet(transportIds=[1, 2], producerIds=[3], consumerIds=[4, 5, 6]),
         c.TransportCreatePlain(transportId=7, remoteIp="127.0.0.1", remotePort=5004, comedia=True),
         c.TransportConnectPlain(transportId=7, remoteIp="10.0.0.2", remotePort=5006),
