@@ -2,8 +2,8 @@
 
 Two formats: "text", one readable line per event (journald adds the rest), and "json", one
 JSON object per line for a log pipeline. A record may carry the protocol ids it is about with
-`extra={"room": ..., "peer": ..., "ids": {...}}`: the JSON lines have them as keys, the text
-lines end with them. The level changes at run time with set_level (the control API's
+`extra={"room": ..., "peer": ..., "ids": {...}}`: the JSON lines have them as keys (the
+message names them too, for the text lines: Subject). The level changes at run time with set_level (the control API's
 server.setLogLevel, `tureen log-level`), for everything or for one area (a logger prefix).
 """
 
@@ -67,21 +67,6 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class TextFormatter(logging.Formatter):
-    """`time level process logger: message`, then `[room=... peer=... ids=...]` if given."""
-
-    def __init__(self, process: str) -> None:
-        super().__init__(f"%(asctime)s %(levelname)-7s {process} %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        context = [f"{key}={getattr(record, key)!r}" for key in CONTEXT_KEYS if getattr(record, key, None) is not None]
-        if not context:
-            return line
-        head, newline, rest = line.partition("\n")  # after the message, before a traceback
-        return f"{head} [{' '.join(context)}]{newline}{rest}"
-
-
 def configure(level: str = "info", process: str = "supervisor", fmt: str = "text") -> None:
     """Log to stderr in `fmt` ("text" or "json") at `level`; `process` names this process
     in every line (supervisor, worker[N])."""
@@ -89,7 +74,10 @@ def configure(level: str = "info", process: str = "supervisor", fmt: str = "text
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: use text or json")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(process) if fmt == "json" else TextFormatter(process))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(process))
+    else:  # the ids are in the message already ("room 'r1' peer 'alice' transport 3: ...")
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {process} %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
@@ -116,3 +104,31 @@ def set_level(level: str, logger: str | None = None) -> None:
     check_level_change does."""
     level, logger = check_level_change(level, logger)
     logging.getLogger(logger).setLevel(level_number(level))
+
+
+class Subject:
+    """A worker's object named in the protocol's id space, for its log lines: str() is
+    "room 'r1' peer 'alice' transport 3 (worker id 12)" (just "transport 12" when the
+    supervisor did not say), and `extra` the room, peer and ids for logging's `extra=`
+    (the JSON lines' keys)."""
+
+    __slots__ = ("extra", "text")
+
+    def __init__(
+        self, kind: str, worker_id: int, room: str | None = None, peer: str | None = None, client_id: int | None = None
+    ) -> None:
+        parts = [f"room {room!r}"] if room is not None else []
+        if peer is not None:
+            parts.append(f"peer {peer!r}")
+        if client_id is None or client_id == worker_id:
+            parts.append(f"{kind} {worker_id}")
+        else:  # the id the peer and the supervisor's lines use, then the worker's own
+            parts.append(f"{kind} {client_id} (worker id {worker_id})")
+        self.text = " ".join(parts)
+        ids: dict[str, int] = {"workerId": worker_id}
+        if client_id is not None:
+            ids[kind] = client_id
+        self.extra: dict[str, Any] = {"room": room, "peer": peer, "ids": ids}
+
+    def __str__(self) -> str:
+        return self.text

@@ -545,6 +545,9 @@ class Room:
                 remoteIp=remote[0] if remote else None,
                 remotePort=remote[1] if remote else None,
                 comedia=comedia,
+                room=self.id,
+                peer=transport.peer_name,
+                clientId=transport.id,
             ),
         )
         transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
@@ -565,6 +568,9 @@ class Room:
                 preferIPv6=flags["preferIPv6"],
                 preferUdp=flags["preferUdp"],
                 preferTcp=flags["preferTcp"],
+                room=self.id,
+                peer=transport.peer_name,
+                clientId=transport.id,
             ),
         )
         response = {
@@ -798,7 +804,7 @@ class Room:
             paused=get_bool(msg, "paused"),
             app_data=msg.get("appData"),
         )
-        await self._worker(transport.worker, producer.worker_command(transport.gid))
+        await self._worker(transport.worker, producer.worker_command(transport.gid, room=self.id))
         peer.producers[pid] = producer
         self._producers[pid] = producer
         self._register(producer)
@@ -847,9 +853,9 @@ class Room:
         assert rtp_parameters is not None
         mapping = caps.producer_mapping(self.rtp_capabilities, producer.kind, rtp_parameters)
         self._check_ssrcs_free(producer.transport, mapping, exclude=producer)
-        await self._worker(producer.worker, producer.worker_command(producer.transport.gid, mapping, update=True))
+        await self._worker(producer.worker, producer.worker_command(producer.transport.gid, mapping, update=True, room=self.id))
         for index in producer.piped_to:
-            await self._worker_quiet(index, producer.worker_command(None, mapping, update=True))
+            await self._worker_quiet(index, producer.worker_command(None, mapping, update=True, room=self.id))
         producer.rtp_parameters = rtp_parameters
         producer.mapping = mapping
 
@@ -957,6 +963,9 @@ class Room:
                 # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
                 # rtpParameters as v2 does.
                 cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
+                room=self.id,
+                peer=consumer.peer_name,
+                clientId=consumer.id,
             ),
         )
         consumer.transport = transport
@@ -972,7 +981,7 @@ class Room:
         """Once per (producer, worker): the producer's worker sends its packets to `index`."""
         if index == producer.worker or index in producer.piped_to:
             return
-        await self._worker(index, producer.worker_command(None))
+        await self._worker(index, producer.worker_command(None, room=self.id))
         try:
             await self._worker(producer.worker, contract.PipeOpen(producerId=producer.gid, workerIndex=index))
         except ProtocolError:

@@ -4,6 +4,7 @@ log-level`) in the supervisor and in every worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -14,7 +15,9 @@ from typing import Any
 
 import orjson
 import zmq
-from support import ServerProcess, running_server
+from support import MEDIA_CODECS, ServerProcess, running_server
+from test_plain_session import Session
+from tureen.shared.client import TureenClient
 
 JSON_KEYS = {"ts", "level", "process", "logger", "message"}
 
@@ -135,3 +138,43 @@ def test_log_level_refuses_bad_input(server: ServerProcess) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("tureen: log-level: level must be one of debug, info, warning, error")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_worker_lines_name_room_peer_and_protocol_ids(tmp_path: Path) -> None:
+    """The workers' lines about a transport, producer or consumer name its room, its peer and
+    the id the peer knows (as the supervisor's lines do), in the text and as JSON keys."""
+
+    async def session(endpoint: str) -> None:
+        async with TureenClient(endpoint) as client:
+            await client.create_room(MEDIA_CODECS, room_id="r1")
+            plain = Session(client, "r1")
+            try:
+                await plain.setup()  # alice sends on transport 11111111, bob receives
+            finally:
+                plain.close()
+
+    with running_server(tmp_path, workers=2, extra=["--log-format", "json", "--log-level", "info"]) as server:
+        asyncio.run(session(server.endpoint))
+        wait_for(server, r"peer 'bob' consumer \d+ \(worker id \d+\): audio of room 'r1' peer 'alice' producer 33333333")
+    entries = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.strip()]
+    worker = [e for e in entries if e["process"].startswith("worker[")]
+    created = {e["message"].split(":")[0]: e for e in worker if "created on" in e["message"]}
+    assert set(created) == {
+        f"room 'r1' peer 'alice' transport 11111111 (worker id {created_id(created, 'alice')})",
+        f"room 'r1' peer 'bob' transport 22222222 (worker id {created_id(created, 'bob')})",
+    }, created
+    for entry in created.values():
+        assert entry["room"] == "r1" and entry["peer"] in ("alice", "bob")
+        assert entry["ids"]["transport"] in (11111111, 22222222) and "workerId" in entry["ids"]
+    # The producer on alice's worker, and its piped copy on bob's (two workers: one each).
+    producers = [e for e in worker if e.get("ids", {}).get("producer") == 33333333]
+    assert any("on transport" in e["message"] for e in producers), producers
+    for entry in producers:
+        assert entry["peer"] == "alice" and entry["room"] == "r1", entry
+        assert entry["message"].startswith("room 'r1' peer 'alice' producer 33333333 (worker id "), entry
+
+
+def created_id(created: dict[str, dict[str, Any]], peer: str) -> int:
+    """The worker id of `peer`'s transport, from its JSON line's ids."""
+    [entry] = [e for e in created.values() if e["peer"] == peer]
+    return entry["ids"]["workerId"]

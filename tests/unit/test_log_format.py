@@ -82,13 +82,11 @@ def test_json_survives_ids_that_are_not_json(captured: Buffer) -> None:
     assert entry["ids"] == {"set": "{1}"} and entry["room"] == "b'r'"
 
 
-def test_text_line_ends_with_the_ids(captured: Buffer) -> None:
+def test_text_line(captured: Buffer) -> None:
     captured.configure("info", "worker[0]", "text")
-    logging.getLogger("tureen.room").info("joined", extra={"room": "r1", "peer": "bob"})
-    logging.getLogger("tureen.room").info("no ids")
-    first, second = lines(captured)
-    assert first.endswith("worker[0] tureen.room: joined [room='r1' peer='bob']")
-    assert second.endswith("worker[0] tureen.room: no ids")
+    logging.getLogger("tureen.room").info("peer %r joined", "bob", extra={"room": "r1", "peer": "bob"})
+    [line] = lines(captured)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    worker\[0\] tureen.room: peer 'bob' joined", line), line
 
 
 def test_configure_refuses_unknown_level_and_format(captured: Buffer) -> None:
@@ -133,3 +131,16 @@ def test_level_change_is_checked(level: object, logger: object, why: str) -> Non
 def test_level_change_normalises() -> None:
     assert logs.check_level_change("DEBUG", None) == ("debug", None)
     assert logs.check_level_change("info", "tureen.room") == ("info", "tureen.room")
+
+
+def test_subject_names_an_object_in_the_protocol_id_space(captured: Buffer) -> None:
+    named = logs.Subject("transport", 12, room="r1", peer="alice", client_id=3)
+    assert str(named) == "room 'r1' peer 'alice' transport 3 (worker id 12)"
+    assert named.extra == {"room": "r1", "peer": "alice", "ids": {"workerId": 12, "transport": 3}}
+    assert str(logs.Subject("producer", 9)) == "producer 9"  # the supervisor did not say
+    assert str(logs.Subject("consumer", 9, room="r1", peer="b", client_id=9)) == "room 'r1' peer 'b' consumer 9"
+    captured.configure("info", "worker[0]", "json")
+    logging.getLogger("tureen.workers.webrtc").info("%s: DTLS connected", named, extra=named.extra)
+    entry = json.loads(lines(captured)[0])
+    assert entry["message"] == "room 'r1' peer 'alice' transport 3 (worker id 12): DTLS connected"
+    assert (entry["room"], entry["peer"], entry["ids"]) == ("r1", "alice", {"workerId": 12, "transport": 3})
