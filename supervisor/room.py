@@ -166,6 +166,11 @@ class Room:
             "disableConsumerStats": self._disable_stats,
         }
 
+    def _names(self, peer: str | None = None, **ids: int) -> dict[str, Any]:
+        """A log line's `extra=`: this room, the peer and protocol ids it is about (the
+        keys of `--log-format json`, shared/logs.py)."""
+        return {"room": self.id, "peer": peer, "ids": ids or None}
+
     # ------------------------------------------------------------------ actor plumbing
 
     def start(self) -> None:
@@ -436,7 +441,9 @@ class Room:
             for other in self.peers.values():
                 if other is not peer:
                     self._notify(other, "newPeer", **peer.public_data(), consumers=[])
-        log.info("room %r: %s joined%s", self.id, peer.describe(), " (spy)" if spy else "")
+        log.info(
+            "room %r: %s joined%s", self.id, peer.describe(), " (spy)" if spy else "", extra=self._names(peer.name)
+        )
         self._lifecycle("peer.joined", peerName=name, spy=spy, appData=peer.app_data)
         return {"peers": response_peers}
 
@@ -465,7 +472,7 @@ class Room:
         if not peer.spy:
             for other in self.peers.values():
                 self._notify(other, "peerClosed", name=peer.name, appData=app_data)
-        log.info("room %r: %s left", self.id, peer.describe())
+        log.info("room %r: %s left", self.id, peer.describe(), extra=self._names(peer.name))
         self._lifecycle("peer.closed", peerName=peer.name)
 
     # ------------------------------------------------------------------ transports
@@ -527,11 +534,14 @@ class Room:
         self._transports[tid] = transport
         self._register(transport)
         log.info(
-            "room %r: %s created %s on worker %d",
+            "room %r: %s created %s %d (worker id %d) on worker %d",
             self.id,
             peer.describe(),
             transport.kind_name,
+            tid,
+            transport.gid,
             worker,
+            extra=self._names(peer.name, transport=tid, workerId=transport.gid),
         )
         return response
 
@@ -644,7 +654,13 @@ class Room:
             transport.remote_dtls_set = True
 
     async def _fail_transport(self, transport: Transport, reason: str) -> None:
-        log.warning("room %r: closing %s: %s", self.id, transport.describe(), reason)
+        log.warning(
+            "room %r: closing %s: %s",
+            self.id,
+            transport.describe(),
+            reason,
+            extra=self._names(transport.peer_name, transport=transport.id, workerId=transport.gid),
+        )
         await self._close_transport(transport, notify_owner=True)
 
     async def _restart_transport(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
@@ -808,7 +824,9 @@ class Room:
         peer.producers[pid] = producer
         self._producers[pid] = producer
         self._register(producer)
-        log.info("room %r: %s created %s producer %d", self.id, peer.describe(), kind, pid)
+        log.info(
+            "room %r: %s created %s producer %d", self.id, peer.describe(), kind, pid, extra=self._names(peer.name, producer=pid)
+        )
         for other in self.peers.values():
             if other is not peer and not other.closed:
                 consumer = self._create_consumer(other, producer)
@@ -1134,7 +1152,7 @@ class Room:
             await self.close_peer(peer, None, notify_peer=True)
         self.closed = True
         self._stats.stop_all()
-        log.info("room %r closed", self.id)
+        log.info("room %r closed", self.id, extra=self._names())
         self._lifecycle("room.closed")
 
     async def on_worker_event(self, event: contract.Event) -> None:

@@ -166,6 +166,13 @@ def test_worker_lines_name_room_peer_and_protocol_ids(tmp_path: Path) -> None:
     for entry in created.values():
         assert entry["room"] == "r1" and entry["peer"] in ("alice", "bob")
         assert entry["ids"]["transport"] in (11111111, 22222222) and "workerId" in entry["ids"]
+    # The supervisor's lines about the same objects carry the same keys and ids.
+    supervisor = [e for e in entries if e["process"] == "supervisor" and e.get("room") == "r1"]
+    alice = [e for e in supervisor if e.get("peer") == "alice"]
+    assert any(e["message"].endswith("peer 'alice' joined") for e in alice), supervisor
+    [made] = [e for e in alice if (e.get("ids") or {}).get("transport") == 11111111]
+    assert made["ids"]["workerId"] == created_id(created, "alice")
+    assert any((e.get("ids") or {}).get("producer") == 33333333 for e in alice)
     # The producer on alice's worker, and its piped copy on bob's (two workers: one each).
     producers = [e for e in worker if e.get("ids", {}).get("producer") == 33333333]
     assert any("on transport" in e["message"] for e in producers), producers
