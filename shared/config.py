@@ -19,6 +19,7 @@ from tureen.shared.endpoint import parse_endpoint
 
 FANOUTS = ("auto", "native", "python")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 MAX_WORKERS = 1024
 # Where a setting's value came from, in the order they override each other.
 SOURCES = ("default", "file", "env", "flag")
@@ -91,6 +92,9 @@ class Config:
     max_requests_burst: int = 5000  # an app relaying a join storm of a few hundred peers
     # Log level name: debug, info, warning, error.
     log_level: str = "info"
+    # Log lines: "text" (one readable line each) or "json" (one JSON object per line, with
+    # ts, level, process, logger, message and room/peer/ids when known; docs/operations.md).
+    log_format: str = "text"
     # Prometheus metrics (docs/operations.md, "Metrics"): HOST:PORT of the supervisor's
     # /metrics endpoint ([::1]:PORT for IPv6; port 0 = any free port, logged), or "off".
     metrics_listen: str = "127.0.0.1:9477"
@@ -131,6 +135,8 @@ class Config:
             errors.append(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             errors.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            errors.append(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if not 0.5 <= self.worker_heartbeat_timeout <= 600:
             errors.append(f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}")
         if not 0.1 <= self.worker_timeout <= 600:

@@ -172,6 +172,14 @@ class WorkerClose(Command, tag="worker.close"):
     """Answers {} and exits."""
 
 
+class WorkerSetLogLevel(Command, tag="worker.setLogLevel"):
+    """The control API's server.setLogLevel, forwarded: set the level of the worker's logs,
+    all of them (logger None) or one area (a logger name prefix, e.g. "tureen.worker")."""
+
+    level: Literal["debug", "info", "warning", "error"]
+    logger: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")] | None = None
+
+
 class StatsGet(Command, tag="stats.get"):
     """Figures of the objects named; ids not on the worker are listed in `missing`."""
 
@@ -182,6 +190,12 @@ class StatsGet(Command, tag="stats.get"):
 
 # ------------------------------------------------------------------ commands: transport.*
 
+# The protocol names of an object a create command makes: its room, its peer and the id the
+# peer knows it by (the worker's own id is the command's transportId, producerId, ...).
+# Optional, for the worker's log lines only (shared/logs.py Subject): one id space in the logs.
+RoomName = Annotated[str, msgspec.Meta(max_length=256)]
+PeerName = Annotated[str, msgspec.Meta(max_length=256)]
+
 
 class TransportCreatePlain(Command, tag="transport.createPlain"):
     """A plain RTP transport; remote address now, later (connectPlain) or latched (comedia)."""
@@ -190,6 +204,9 @@ class TransportCreatePlain(Command, tag="transport.createPlain"):
     remoteIp: str | None = None
     remotePort: Port | None = None
     comedia: bool = False
+    room: RoomName | None = None
+    peer: PeerName | None = None
+    clientId: Id | None = None
 
     def __post_init__(self) -> None:
         if self.remoteIp is not None or self.remotePort is not None:
@@ -221,6 +238,9 @@ class TransportCreateWebRtc(Command, tag="transport.createWebRtc"):
     preferUdp: bool = False
     preferTcp: bool = False
     dtlsParameters: dict[str, Any] | None = None
+    room: RoomName | None = None
+    peer: PeerName | None = None
+    clientId: Id | None = None
 
     def __post_init__(self) -> None:
         if not self.udp and not self.tcp:
@@ -280,6 +300,9 @@ class ProducerCreate(Command, tag="producer.create"):
     payloadTypes: list[tuple[PayloadType, PayloadType]] = []  # [producer PT, room PT]
     headerExtensionIds: list[tuple[ExtensionId, ExtensionId]] = []  # [producer id, room id]
     codecs: list[CodecSpec] = []
+    room: RoomName | None = None
+    peer: PeerName | None = None
+    clientId: Id | None = None
 
     def __post_init__(self) -> None:
         if not self.streams:
@@ -359,6 +382,9 @@ class ConsumerCreate(Command, tag="consumer.create"):
     # The CNAME of the consumer's rtpParameters, for the SDES of its sender reports (None:
     # the worker's own).
     cname: str | None = None
+    room: RoomName | None = None
+    peer: PeerName | None = None
+    clientId: Id | None = None
 
     def __post_init__(self) -> None:
         if self.rtxSsrc is not None and self.rtxSsrc == self.ssrc:

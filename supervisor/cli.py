@@ -122,6 +122,7 @@ SERVE_FLAGS = {
     "run_dir": "run_dir",
     "pin": "pin_workers",
     "log_level": "log_level",
+    "log_format": "log_format",
     "fanout": "fanout",
     "io_uring": "io_uring",
     "curve_server_cert": "curve_server_cert",
@@ -165,6 +166,9 @@ def serve(
     run_dir: Annotated[str | None, _setting("run_dir", help="Folder for worker ipc sockets.")] = None,
     pin: Annotated[bool | None, _setting("pin_workers", "--pin/--no-pin", help="Pin workers to CPUs.")] = None,
     log_level: Annotated[str | None, _setting("log_level", help="debug, info, warning or error.")] = None,
+    log_format: Annotated[
+        str | None, _setting("log_format", help="Log lines: text, or json (one object per line).")
+    ] = None,
     fanout: Annotated[str | None, _setting("fanout", help="Workers' fan-out core: auto, native or python.")] = None,
     io_uring: Annotated[
         bool | None, _setting("io_uring", "--io-uring/--no-io-uring", help="Native core: send with io_uring.")
@@ -198,7 +202,7 @@ def serve(
 
             load_key_pair(config.curve_server_cert)
             check_clients_dir(config.curve_clients_dir)
-        configure(config.log_level, "supervisor")
+        configure(config.log_level, "supervisor", config.log_format)
     except (ValueError, OSError) as exc:
         _config_errors(exc, "tureen: configuration error")
     try:

@@ -23,6 +23,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from tureen.shared import logs
 from tureen.shared.client import DEFAULT_ENDPOINT, TureenClient
 from tureen.shared.config import load_config
 from tureen.shared.endpoint import parse_endpoint
@@ -383,6 +384,35 @@ def peer_kick(
         typer.echo(f"peer {peer_name} of room {room_id} closed")
 
 
+def log_level(
+    level: Annotated[str, typer.Argument(metavar="LEVEL", help="debug, info, warning or error.")],
+    logger: Annotated[
+        str | None,
+        typer.Option("--logger", metavar="NAME", help="Only this area: a logger name prefix, e.g. tureen.room."),
+    ] = None,
+    control: ControlOpt = None,
+    config_file: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
+    """Set the log level of the running server and of every worker, now (until restart):
+    for everything, or with --logger for one area (docs/operations.md, "Logs")."""
+    try:
+        level, logger = logs.check_level_change(level, logger)
+    except ValueError as exc:
+        fail(f"log-level: {exc}", 2)
+    target = Target.resolve(control, config_file, curve_cert, curve_server_key)
+    params: dict[str, Any] = {"level": level} | ({"logger": logger} if logger else {})
+    result = call(target, "server.setLogLevel", **params)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"log level of {logger or 'everything'} set to {level} (supervisor, workers {result['workers']})")
+    if result["failed"]:
+        fail(f"workers {result['failed']} did not take it (restarting?): run the command again", 1)
+
+
 # ---------------------------------------------------------------------- workers
 
 
@@ -466,4 +496,5 @@ def register(app: typer.Typer) -> None:
     app.command()(rooms)
     app.command(context_settings={"allow_interspersed_args": True})(room)
     app.add_typer(peer_app, name="peer")
+    app.command("log-level")(log_level)
     app.add_typer(workers_app, name="workers")

@@ -149,6 +149,7 @@ class ControlServer:
             if not isinstance(method, str):
                 raise bad_request("every request needs a 'method' string")
             pending = self.server.dispatch(method, message, identity)
+            log.debug("control: %s %s accepted", method, _what(request_id))
         except ProtocolError as exc:
             if allowed:
                 self.bad_messages += 1

@@ -50,11 +50,13 @@ class Producer:
         mapping: dict[str, Any] | None = None,
         *,
         update: bool = False,
+        room: str | None = None,
     ) -> ProducerCreate:
         """The producer.create (or, `update`, producer.update) command for a worker
         (transport_gid None = a piped copy).
 
         `mapping` overrides the producer's own (updateProducer checks before committing).
+        `room` (the room's id) and the producer's peer and id name it in the worker's log.
         """
         piped = transport_gid is None
         mapping = self.mapping if mapping is None else mapping
@@ -82,6 +84,9 @@ class Producer:
                 )
                 for x in mapping["codecs"]
             ],
+            room=room,
+            peer=self.peer_name,
+            clientId=self.id,
         )
 
     def dump(self) -> dict[str, Any]:

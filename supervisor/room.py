@@ -172,6 +172,11 @@ class Room:
             "disableConsumerStats": self._disable_stats,
         }
 
+    def _names(self, peer: str | None = None, **ids: int) -> dict[str, Any]:
+        """A log line's `extra=`: this room, the peer and protocol ids it is about (the
+        keys of `--log-format json`, shared/logs.py)."""
+        return {"room": self.id, "peer": peer, "ids": ids or None}
+
     # ------------------------------------------------------------------ actor plumbing
 
     def start(self) -> None:
@@ -442,7 +447,9 @@ class Room:
             for other in self.peers.values():
                 if other is not peer:
                     self._notify(other, "newPeer", **peer.public_data(), consumers=[])
-        log.info("room %r: %s joined%s", self.id, peer.describe(), " (spy)" if spy else "")
+        log.info(
+            "room %r: %s joined%s", self.id, peer.describe(), " (spy)" if spy else "", extra=self._names(peer.name)
+        )
         self._lifecycle("peer.joined", peerName=name, spy=spy, appData=peer.app_data)
         return {"peers": response_peers}
 
@@ -471,7 +478,7 @@ class Room:
         if not peer.spy:
             for other in self.peers.values():
                 self._notify(other, "peerClosed", name=peer.name, appData=app_data)
-        log.info("room %r: %s left", self.id, peer.describe())
+        log.info("room %r: %s left", self.id, peer.describe(), extra=self._names(peer.name))
         self._lifecycle("peer.closed", peerName=peer.name)
 
     # ------------------------------------------------------------------ transports
@@ -533,11 +540,14 @@ class Room:
         self._transports[tid] = transport
         self._register(transport)
         log.info(
-            "room %r: %s created %s on worker %d",
+            "room %r: %s created %s %d (worker id %d) on worker %d",
             self.id,
             peer.describe(),
             transport.kind_name,
+            tid,
+            transport.gid,
             worker,
+            extra=self._names(peer.name, transport=tid, workerId=transport.gid),
         )
         return response
 
@@ -551,6 +561,9 @@ class Room:
                 remoteIp=remote[0] if remote else None,
                 remotePort=remote[1] if remote else None,
                 comedia=comedia,
+                room=self.id,
+                peer=transport.peer_name,
+                clientId=transport.id,
             ),
         )
         transport.remote = {"ip": remote[0], "port": remote[1]} if remote else None
@@ -571,6 +584,9 @@ class Room:
                 preferIPv6=flags["preferIPv6"],
                 preferUdp=flags["preferUdp"],
                 preferTcp=flags["preferTcp"],
+                room=self.id,
+                peer=transport.peer_name,
+                clientId=transport.id,
             ),
         )
         response = {
@@ -644,7 +660,13 @@ class Room:
             transport.remote_dtls_set = True
 
     async def _fail_transport(self, transport: Transport, reason: str) -> None:
-        log.warning("room %r: closing %s: %s", self.id, transport.describe(), reason)
+        log.warning(
+            "room %r: closing %s: %s",
+            self.id,
+            transport.describe(),
+            reason,
+            extra=self._names(transport.peer_name, transport=transport.id, workerId=transport.gid),
+        )
         await self._close_transport(transport, notify_owner=True)
 
     async def _restart_transport(self, peer: Peer | None, msg: dict[str, Any]) -> Any:
@@ -804,11 +826,13 @@ class Room:
             paused=get_bool(msg, "paused"),
             app_data=msg.get("appData"),
         )
-        await self._worker(transport.worker, producer.worker_command(transport.gid))
+        await self._worker(transport.worker, producer.worker_command(transport.gid, room=self.id))
         peer.producers[pid] = producer
         self._producers[pid] = producer
         self._register(producer)
-        log.info("room %r: %s created %s producer %d", self.id, peer.describe(), kind, pid)
+        log.info(
+            "room %r: %s created %s producer %d", self.id, peer.describe(), kind, pid, extra=self._names(peer.name, producer=pid)
+        )
         for other in self.peers.values():
             if other is not peer and not other.closed:
                 consumer = self._create_consumer(other, producer)
@@ -853,9 +877,9 @@ class Room:
         assert rtp_parameters is not None
         mapping = caps.producer_mapping(self.rtp_capabilities, producer.kind, rtp_parameters)
         self._check_ssrcs_free(producer.transport, mapping, exclude=producer)
-        await self._worker(producer.worker, producer.worker_command(producer.transport.gid, mapping, update=True))
+        await self._worker(producer.worker, producer.worker_command(producer.transport.gid, mapping, update=True, room=self.id))
         for index in producer.piped_to:
-            await self._worker_quiet(index, producer.worker_command(None, mapping, update=True))
+            await self._worker_quiet(index, producer.worker_command(None, mapping, update=True, room=self.id))
         producer.rtp_parameters = rtp_parameters
         producer.mapping = mapping
 
@@ -963,6 +987,9 @@ class Room:
                 # Its SRs' SDES CNAME (RFC 3550 6.1): the producer's, copied into the consumer's
                 # rtpParameters as v2 does.
                 cname=(consumer.rtp_parameters.get("rtcp") or {}).get("cname"),
+                room=self.id,
+                peer=consumer.peer_name,
+                clientId=consumer.id,
             ),
         )
         consumer.transport = transport
@@ -978,7 +1005,7 @@ class Room:
         """Once per (producer, worker): the producer's worker sends its packets to `index`."""
         if index == producer.worker or index in producer.piped_to:
             return
-        await self._worker(index, producer.worker_command(None))
+        await self._worker(index, producer.worker_command(None, room=self.id))
         try:
             await self._worker(producer.worker, contract.PipeOpen(producerId=producer.gid, workerIndex=index))
         except ProtocolError:
@@ -1131,7 +1158,7 @@ class Room:
             await self.close_peer(peer, None, notify_peer=True)
         self.closed = True
         self._stats.stop_all()
-        log.info("room %r closed", self.id)
+        log.info("room %r closed", self.id, extra=self._names())
         self._lifecycle("room.closed")
 
     async def on_worker_event(self, event: contract.Event) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import psutil
 import zmq.asyncio
-from tureen.shared import __version__
+from tureen.shared import __version__, logs
 from tureen.shared.config import Config
-from tureen.shared.contract import Command, Event, WorkerDump
+from tureen.shared.contract import Command, Event, WorkerDump, WorkerSetLogLevel
 from tureen.shared.errors import (
     UNAVAILABLE,
     ProtocolError,
@@ -360,6 +360,33 @@ class Server:
     def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done({"pong": True})
 
+    def _server_set_log_level(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        """Set the log level of the supervisor and of every worker, for everything or for one
+        area (`logger`, a logger name prefix such as "tureen.room"): docs/control-api.md."""
+        try:
+            level, logger = logs.check_level_change(msg.get("level"), msg.get("logger"))
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        logs.set_level(level, logger)
+        if logger is None:
+            # Workers started later (scale, replacement) start at it too: they get this config.
+            self.config.log_level = level
+        log.warning("log level of %s set to %s", logger or "everything", level)
+        indexes = sorted(self.pool.links)
+
+        async def forward() -> Any:
+            results = await asyncio.gather(
+                *(self.pool.request(i, WorkerSetLogLevel(level=level, logger=logger)) for i in indexes),  # type: ignore[arg-type]
+                return_exceptions=True,
+            )
+            failed = [i for i, result in zip(indexes, results, strict=True) if isinstance(result, BaseException)]
+            for i, result in zip(indexes, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning("worker %d: log level not set: %s", i, result)
+            return {"level": level, "logger": logger, "workers": [i for i in indexes if i not in failed], "failed": failed}
+
+        return asyncio.ensure_future(forward())
+
     _methods: dict[str, Callable[[Server, dict[str, Any], bytes], Awaitable[Any]]] = {
         "room.create": _room_create,
         "room.close": _room_close,
@@ -373,6 +400,7 @@ class Server:
         "server.ping": _server_ping,
         "server.subscribe": _server_subscribe,
         "server.unsubscribe": _server_unsubscribe,
+        "server.setLogLevel": _server_set_log_level,
         "workers.scale": _workers_scale,
         "worker.dump": _worker_dump,
     }

@@ -2,7 +2,7 @@
 
     python -m tureen.workers.main --index I --run-dir RUN_DIR --config JSON [--parent-pid P]
 
-JSON is `Config.to_dict()`; the worker uses the rtc_* fields and log_level. It connects a
+JSON is `Config.to_dict()`; the worker uses the rtc_* fields, log_level and log_format. It connects a
 DEALER to ipc://RUN_DIR/worker-I.ipc, binds its pipe at ipc://RUN_DIR/pipe-I.ipc, sends
 `worker.ready` and serves until SIGTERM/SIGINT, `worker.close` or its parent's exit
 (P, the supervisor's pid; by default the process that started it).
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tureen worker {args.index}: run dir {args.run_dir} does not exist", file=sys.stderr)
         return 2
     try:
-        logs.configure(config.log_level, process=f"worker[{args.index}]")
+        logs.configure(config.log_level, process=f"worker[{args.index}]", fmt=config.log_format)
     except ValueError as exc:
         print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
         return 2

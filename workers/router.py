@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tureen.shared.logs import Subject
 from tureen.workers.rtp.codecs import KeyFrameCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
@@ -158,6 +159,7 @@ class Producer:
         rtx_pairs: list[tuple[int, int]] = (),  # type: ignore[assignment]
     ) -> None:
         self.id = producer_id
+        self.subject = Subject("producer", producer_id)  # the worker names it (log lines)
         self.kind = kind
         self.transport = transport
         self.paused = paused
@@ -247,6 +249,7 @@ class Consumer:
         on_profile: Callable[[ConsumerRewrite], None] | None,
     ) -> None:
         self.id = consumer_id
+        self.subject = Subject("consumer", consumer_id)  # the worker names it (log lines)
         self.kind = kind
         self.producer = producer
         self.transport = transport

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 import zmq
 from tureen.shared import contract as c
-from tureen.shared import wire
+from tureen.shared import logs, wire
 from tureen.shared.config import Config
 from tureen.shared.contract import control_path
 from tureen.shared.errors import (
@@ -63,6 +63,9 @@ HOUSEKEEPING_INTERVAL = 0.25
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).
 RTCP_EVERY = 4
+# Commands the supervisor sends on timers (heartbeat, metrics, stats): not logged at debug,
+# where every other command is (one line each would drown what an operator looks for).
+_PERIODIC = frozenset({c.WorkerPing, c.WorkerInfo, c.StatsGet})
 
 
 class Worker:
@@ -104,6 +107,7 @@ class Worker:
             c.WorkerInfo: self._worker_info,
             c.WorkerDump: self._worker_dump,
             c.WorkerClose: self._worker_close,
+            c.WorkerSetLogLevel: self._worker_set_log_level,
             c.TransportCreatePlain: self._transport_create_plain,
             c.TransportConnectPlain: self._transport_connect_plain,
             c.TransportCreateWebRtc: self._transport_create_webrtc,
@@ -214,6 +218,8 @@ class Worker:
                 raise bad_request(f"request id must be an integer or a string, got {request_id!r:.40}")
             kind = c.command_type(method)  # unknown_method before anything else
             self._check_deadline(message.get("deadline"))
+            if kind not in _PERIODIC:
+                log.debug("worker %d: request %r: %s", self.index, request_id, method)
             # Decoded once, here: handlers get a typed command whose fields are all checked.
             data = self._handlers[kind](kind.from_wire(message))
         except ProtocolError as err:
@@ -261,7 +267,7 @@ class Worker:
             fb = rtcp.parse(packet)
         except ValueError as exc:
             self.forwarder.rtcp_malformed += 1
-            log.debug("transport %d: malformed RTCP dropped: %s", transport.id, exc)
+            log.debug("%s: malformed RTCP dropped: %s", transport.subject, exc, extra=transport.subject.extra)
             return
         self._act(self.feedback.on_rtcp(transport, fb, self.loop.time()))
 
@@ -285,7 +291,7 @@ class Worker:
         if self.router.transports.get(transport.id) is not transport:
             return  # closed meanwhile by the supervisor
         self._drop_transport(transport)
-        log.warning("transport %d closed by the worker: %s", transport.id, reason)
+        log.warning("%s closed by the worker: %s", transport.subject, reason, extra=transport.subject.extra)
         self.emit(c.TransportClosed(transportId=transport.id, reason=reason))
 
     # -- key frames ---------------------------------------------------------------------
@@ -299,7 +305,9 @@ class Worker:
         self._act(self.feedback.key_frames.request(stream, consumer, self.loop.time()))
 
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
-        log.info("consumer %d: effective profile %s", rewrite.consumer_id, rewrite.profile)
+        consumer = self.router.consumers.get(rewrite.consumer_id)
+        subject = consumer.subject if consumer is not None else logs.Subject("consumer", rewrite.consumer_id)
+        log.info("%s: effective profile %s", subject, rewrite.profile, extra=subject.extra)
         self.emit(c.ConsumerEffectiveProfile(consumerId=rewrite.consumer_id, profile=rewrite.profile))
 
     # -- lookups ------------------------------------------------------------------------
@@ -386,6 +394,14 @@ class Worker:
             self.config.max_incoming_bitrate,
         )
 
+    def _worker_set_log_level(self, cmd: c.WorkerSetLogLevel) -> dict[str, Any]:
+        try:
+            logs.set_level(cmd.level, cmd.logger)
+        except ValueError as exc:  # a dotted name the contract's pattern lets through ("a..b")
+            raise bad_request(str(exc)) from None
+        log.warning("worker %d: log level of %s set to %s", self.index, cmd.logger or "everything", cmd.level)
+        return {}
+
     def _worker_close(self, cmd: c.WorkerClose) -> dict[str, Any]:
         self.loop.call_soon(self.stop, "worker.close")
         return {}
@@ -409,6 +425,7 @@ class Worker:
             )
         except OSError as exc:
             raise ProtocolError(UNAVAILABLE, f"transport {tid}: {exc}") from None
+        transport.subject = logs.Subject("transport", tid, cmd.room, cmd.peer, cmd.clientId)
         if remote is not None:
             try:
                 transport.connect(*remote)
@@ -418,11 +435,12 @@ class Worker:
         self.router.add_transport(transport)
         ip, port = transport.local
         log.info(
-            "transport %d: plain created on %s:%d (%s)",
-            tid,
+            "%s: plain created on %s:%d (%s)",
+            transport.subject,
             ip,
             port,
             "comedia" if comedia else f"remote {remote[0]}:{remote[1]}" if remote else "remote not yet known",
+            extra=transport.subject.extra,
         )
         return {"ip": ip, "port": port}
 
@@ -455,6 +473,7 @@ class Worker:
             )
         except OSError as exc:
             raise ProtocolError(UNAVAILABLE, f"transport {tid}: {exc}") from None
+        transport.subject = logs.Subject("transport", tid, cmd.room, cmd.peer, cmd.clientId)
         if cmd.dtlsParameters is not None:
             try:
                 transport.set_remote_dtls(cmd.dtlsParameters)
@@ -463,9 +482,10 @@ class Worker:
                 raise
         self.router.add_transport(transport)
         log.info(
-            "transport %d: webrtc created on %s",
-            tid,
+            "%s: webrtc created on %s",
+            transport.subject,
             ", ".join(f"{x['ip']}:{x['port']}/{x['protocol']}" for x in transport.candidates),
+            extra=transport.subject.extra,
         )
         return transport.local_parameters()
 
@@ -485,7 +505,7 @@ class Worker:
     def _transport_close(self, cmd: c.TransportClose) -> dict[str, Any]:
         transport = self._transport(cmd.transportId)
         closed = self._drop_transport(transport)
-        log.info("transport %d closed (producers closed with it: %s)", transport.id, closed or "none")
+        log.info("%s closed (producers closed with it: %s)", transport.subject, closed or "none", extra=transport.subject.extra)
         return {}
 
     def _drop_transport(self, transport: Transport) -> list[int]:
@@ -507,14 +527,16 @@ class Worker:
         streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs = self._rtp_spec(cmd, transport, None)
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
         producer.key_checks = self._key_checks
+        producer.subject = logs.Subject("producer", pid, cmd.room, cmd.peer, cmd.clientId)
         self.router.add_producer(producer)
         log.info(
-            "producer %d: %s %s, ssrcs %s%s",
-            pid,
+            "%s: %s %s, ssrcs %s%s",
+            producer.subject,
             kind,
             f"on transport {transport.id}" if transport else "piped",
             [s[0] for s in streams],
             ", paused" if paused else "",
+            extra=producer.subject.extra,
         )
         return {}
 
@@ -531,7 +553,7 @@ class Worker:
         self.router.update_producer(producer, *spec)
         if paused != producer.paused:
             self._set_producer_paused(producer, paused)
-        log.info("producer %d updated: ssrcs %s", producer.id, [s[0] for s in spec[0]])
+        log.info("%s updated: ssrcs %s", producer.subject, [s[0] for s in spec[0]], extra=producer.subject.extra)
         return {}
 
     def _rtp_spec(
@@ -591,7 +613,7 @@ class Worker:
             for stream in producer.streams:
                 if stream.fan or stream.pipes:
                     self._request_key_frame(stream)
-        log.info("producer %d %s", producer.id, "paused" if paused else "resumed")
+        log.info("%s %s", producer.subject, "paused" if paused else "resumed", extra=producer.subject.extra)
 
     def _local_stream(self, producer_id: int, ssrc: int) -> tuple[Producer, Stream]:
         """The producer and its stream `ssrc`, for requests only the worker that receives
@@ -621,7 +643,7 @@ class Worker:
         producer = self._producer(cmd.producerId)
         self._close_pipes(producer)
         closed = self.router.remove_producer(producer)
-        log.info("producer %d closed (consumers closed with it: %s)", producer.id, closed or "none")
+        log.info("%s closed (consumers closed with it: %s)", producer.subject, closed or "none", extra=producer.subject.extra)
         return {}
 
     def _close_pipes(self, producer: Producer) -> None:
@@ -648,15 +670,17 @@ class Worker:
         cname = cmd.cname
         consumer = Consumer(cid, kind, producer, transport, ssrc, rtx, paused, profile, self._on_effective_profile)
         consumer.cname = cname or ""
+        consumer.subject = logs.Subject("consumer", cid, cmd.room, cmd.peer, cmd.clientId)
         self.router.add_consumer(consumer)
         log.info(
-            "consumer %d: %s of producer %d on transport %d, ssrc %d%s",
-            cid,
+            "%s: %s of %s on transport %d, ssrc %d%s",
+            consumer.subject,
             kind,
-            producer.id,
+            producer.subject,
             transport.id,
             ssrc,
             ", paused" if paused else "",
+            extra=consumer.subject.extra,
         )
         return {}
 
@@ -664,20 +688,20 @@ class Worker:
         consumer = self._consumer(cmd.consumerId)
         if not consumer.paused:
             self.router.set_consumer_paused(consumer, True)
-            log.info("consumer %d paused", consumer.id)
+            log.info("%s paused", consumer.subject, extra=consumer.subject.extra)
         return {}
 
     def _consumer_resume(self, cmd: c.ConsumerResume) -> dict[str, Any]:
         consumer = self._consumer(cmd.consumerId)
         if consumer.paused:
             self.router.set_consumer_paused(consumer, False)
-            log.info("consumer %d resumed", consumer.id)
+            log.info("%s resumed", consumer.subject, extra=consumer.subject.extra)
         return {}
 
     def _consumer_close(self, cmd: c.ConsumerClose) -> dict[str, Any]:
         consumer = self._consumer(cmd.consumerId)
         self.router.remove_consumer(consumer)
-        log.info("consumer %d closed", consumer.id)
+        log.info("%s closed", consumer.subject, extra=consumer.subject.extra)
         return {}
 
     def _consumer_set_preferred_profile(self, cmd: c.ConsumerSetPreferredProfile) -> dict[str, Any]:
@@ -695,7 +719,7 @@ class Worker:
         if dest in producer.pipes:
             raise duplicate(f"producer {producer.id} is already piped to worker {dest}")
         self.router.add_pipe(producer, dest, self.pipes.open(producer.id, dest))
-        log.info("producer %d: piped to worker %d", producer.id, dest)
+        log.info("%s: piped to worker %d", producer.subject, dest, extra=producer.subject.extra)
         return {}
 
     def _pipe_close(self, cmd: c.PipeClose) -> dict[str, Any]:
@@ -704,7 +728,7 @@ class Worker:
         if dest not in producer.pipes:
             raise not_found(f"producer {producer.id} is not piped to worker {dest}")
         self.pipes.close_batch(self.router.remove_pipe(producer, dest))
-        log.info("producer %d: pipe to worker %d closed", producer.id, dest)
+        log.info("%s: pipe to worker %d closed", producer.subject, dest, extra=producer.subject.extra)
         return {}
 
     def _pipe_close_to(self, cmd: c.PipeCloseTo) -> dict[str, Any]:

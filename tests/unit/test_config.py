@@ -122,6 +122,7 @@ def test_environment_booleans_read_the_usual_words() -> None:
         ({"workers": 100_000}, "workers must be 0..1024"),
         ({"worker_timeout": 0.0}, "worker_timeout must be 0.1..600 s"),
         ({"log_level": "loud"}, "log_level must be one of debug, info"),
+        ({"log_format": "xml"}, "log_format must be one of text, json"),
         ({"metrics_listen": "9477"}, "metrics_listen must be HOST:PORT"),
         ({"metrics_listen": "example.com:9477"}, "HOST must be an IP address"),
         ({"metrics_listen": "127.0.0.1:70000"}, "metrics_listen must be HOST:PORT"),

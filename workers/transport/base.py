@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from tureen.shared.logs import Subject
+
 if TYPE_CHECKING:
     from tureen.shared.contract import Event
     from tureen.workers.router import Consumer, Producer, Stream
@@ -56,6 +58,9 @@ class Transport:
 
     def __init__(self, transport_id: int, listener: TransportListener) -> None:
         self.id = transport_id
+        # Its name in log lines, in the protocol's id space once the worker sets it from
+        # the create command (room, peer, the peer's id for it).
+        self.subject = Subject("transport", transport_id)
         self.listener = listener
         # Data-path tables: written by the router only, read by the forwarder.
         self.ssrc_table: dict[int, Stream] = {}

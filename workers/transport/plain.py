@@ -64,7 +64,7 @@ class PlainRtpTransport(Transport):
         if remote == self.endpoint.remote:
             return
         self.endpoint.connect(remote)
-        log.info("transport %d: plain %s:%d -> %s:%d", self.id, *self.local, ip, port)
+        log.info("%s: plain %s:%d -> %s:%d", self.subject, *self.local, ip, port, extra=self.subject.extra)
         self.listener.transport_ready(self)
 
     def octets_in(self) -> int:
@@ -88,13 +88,13 @@ class PlainRtpTransport(Transport):
         try:
             send(packet)
         except OSError as exc:
-            log.debug("transport %d: RTCP not sent: %s", self.id, exc)
+            log.debug("%s: RTCP not sent: %s", self.subject, exc, extra=self.subject.extra)
 
     def _on_datagram_from(self, n: int, addr: tuple) -> None:
         fwd = self._forwarder
         if self.comedia and self.endpoint.remote is None and n >= 8 and 128 <= fwd.buf[0] <= 191:
             # comedia: the first RTP/RTCP source becomes the remote.
-            log.info("transport %d: comedia latched remote %s:%d", self.id, addr[0], addr[1])
+            log.info("%s: comedia latched remote %s:%d", self.subject, addr[0], addr[1], extra=self.subject.extra)
             self.endpoint.connect((addr[0], addr[1]))
             self.listener.transport_ready(self)
             fwd.receive(self, n)
@@ -103,11 +103,12 @@ class PlainRtpTransport(Transport):
         fwd.drop_stranger += 1
         if self.strangers == 1 or self.strangers % 1000 == 0:
             log.warning(
-                "transport %d: dropped datagram from stranger %s:%d (%d so far)",
-                self.id,
+                "%s: dropped datagram from stranger %s:%d (%d so far)",
+                self.subject,
                 addr[0],
                 addr[1],
                 self.strangers,
+                extra=self.subject.extra,
             )
 
     def dump(self) -> dict[str, Any]:

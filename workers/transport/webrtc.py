@@ -170,13 +170,13 @@ class WebRtcTransport(Transport):
     def set_remote_dtls(self, dtls_parameters: Any) -> dict[str, Any]:
         """Apply the client's dtlsParameters (ProtocolError, changing nothing, when bad)."""
         role = self.dtls.set_remote(dtls_parameters)
-        log.info("transport %d: remote DTLS parameters set, local role %s", self.id, role)
+        log.info("%s: remote DTLS parameters set, local role %s", self.subject, role, extra=self.subject.extra)
         self._maybe_start_dtls()
         return self.dtls.local_parameters()
 
     def restart_ice(self) -> dict[str, Any]:
         params = self.ice.restart()
-        log.info("transport %d: ICE restarted (new ufrag %s)", self.id, params["usernameFragment"])
+        log.info("%s: ICE restarted (new ufrag %s)", self.subject, params["usernameFragment"], extra=self.subject.extra)
         return params
 
     # -- data path ----------------------------------------------------------------------
@@ -215,7 +215,7 @@ class WebRtcTransport(Transport):
             self.rtcp_out += 1
             self.rtcp_octets_out += len(protected)
         except (ValueError, OSError) as exc:
-            log.debug("transport %d: RTCP not sent: %s", self.id, exc)
+            log.debug("%s: RTCP not sent: %s", self.subject, exc, extra=self.subject.extra)
 
     def srtp_overhead(self) -> int:
         return self.srtp.profile.rtp_trailer if self.srtp is not None else 0
@@ -287,11 +287,12 @@ class WebRtcTransport(Transport):
             self._forwarder.drop_stranger += 1
             if self.strangers == 1 or self.strangers % 1000 == 0:
                 log.warning(
-                    "transport %d: dropped datagram from %s:%d, not the ICE-selected tuple (%d so far)",
-                    self.id,
+                    "%s: dropped datagram from %s:%d, not the ICE-selected tuple (%d so far)",
+                    self.subject,
                     addr[0],
                     addr[1],
                     self.strangers,
+                    extra=self.subject.extra,
                 )
 
     # -- ICE-TCP ------------------------------------------------------------------------
@@ -323,7 +324,7 @@ class WebRtcTransport(Transport):
             return
         events = self.ice.remove_tuple(conn.addr)
         if events:
-            log.info("transport %d: ICE tuple %s:%d/tcp closed", self.id, conn.addr[0], conn.addr[1])
+            log.info("%s: ICE tuple %s:%d/tcp closed", self.subject, conn.addr[0], conn.addr[1], extra=self.subject.extra)
             self._on_ice_events(events, "the selected TCP connection closed")
         self._arm_timer()
 
@@ -365,7 +366,7 @@ class WebRtcTransport(Transport):
                 else:
                     self._udp_for(addr).sendto(response, addr)
             except OSError as exc:
-                log.debug("transport %d: STUN answer to %s:%d lost: %s", self.id, addr[0], addr[1], exc)
+                log.debug("%s: STUN answer to %s:%d lost: %s", self.subject, addr[0], addr[1], exc, extra=self.subject.extra)
         if conn is not None and not conn.validated and self.ice.is_valid_tuple(addr):
             conn.validate()
         if events:
@@ -379,7 +380,7 @@ class WebRtcTransport(Transport):
             if isinstance(ev, IceTupleSelected):
                 self._select(ev.addr)
             elif isinstance(ev, IceStateChanged):
-                log.info("transport %d: ICE %s", self.id, ev.state)
+                log.info("%s: ICE %s", self.subject, ev.state, extra=self.subject.extra)
                 self.listener.transport_event(self, TransportIceState(transportId=self.id, state=ev.state))
                 if ev.state == "disconnected":
                     self._fail(f"ICE disconnected: {why}")
@@ -399,7 +400,7 @@ class WebRtcTransport(Transport):
                 # still answered, media from there is a stranger's.
                 endpoint.disconnect()
             self._send = conn.send  # frames each packet
-            log.info("transport %d: ICE selected %s:%d/tcp", self.id, addr[0], addr[1])
+            log.info("%s: ICE selected %s:%d/tcp", self.subject, addr[0], addr[1], extra=self.subject.extra)
             self._maybe_start_dtls()
         else:
             try:
@@ -412,7 +413,7 @@ class WebRtcTransport(Transport):
                 self._fail(f"cannot use the ICE-selected tuple {addr[0]}:{addr[1]}: {exc}")
                 return
             self._send = chosen.send
-            log.info("transport %d: ICE selected %s:%d", self.id, addr[0], addr[1])
+            log.info("%s: ICE selected %s:%d", self.subject, addr[0], addr[1], extra=self.subject.extra)
             self._maybe_start_dtls()
         self.listener.transport_ready(self)
 
@@ -446,7 +447,7 @@ class WebRtcTransport(Transport):
             try:
                 send(data)
             except OSError as exc:
-                log.debug("transport %d: DTLS datagram lost: %s", self.id, exc)
+                log.debug("%s: DTLS datagram lost: %s", self.subject, exc, extra=self.subject.extra)
 
     def _on_dtls_events(self, events: list[DtlsEvent]) -> None:
         for ev in events:
@@ -457,7 +458,7 @@ class WebRtcTransport(Transport):
                     self._fail(f"DTLS connected but SRTP cannot start: {exc}")
                     return
                 self._protect = self.srtp.protect_rtp_into
-                log.info("transport %d: DTLS connected (%s, %s)", self.id, self.dtls.role, ev.profile)
+                log.info("%s: DTLS connected (%s, %s)", self.subject, self.dtls.role, ev.profile, extra=self.subject.extra)
                 self.listener.transport_event(self, TransportDtlsState(transportId=self.id, state="connected"))
                 self.listener.transport_ready(self)
             elif isinstance(ev, DtlsFailed):
@@ -502,7 +503,7 @@ class WebRtcTransport(Transport):
         if self._failing or self.closed:
             return
         self._failing = True
-        log.warning("transport %d: %s; closing it", self.id, reason)
+        log.warning("%s: %s; closing it", self.subject, reason, extra=self.subject.extra)
         # Not from inside a drain of our own socket: the listener closes it.
         self._loop.call_soon(self.listener.transport_failed, self, reason)
 
