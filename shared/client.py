@@ -170,10 +170,13 @@ class TureenClient:
         if self._socket is None:
             raise ProtocolError(UNAVAILABLE, "client is not connected: call connect() first")
         request_id = next(self._ids)
+        # Encoded before it is pending: parameters JSON cannot hold are a bad_request here,
+        # and leave no future behind that nothing would ever resolve.
+        frame = wire.encode_request(request_id, method, params)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await self._socket.send(wire.encode({"id": request_id, "method": method, **params}))
         try:
+            await self._socket.send(frame)
             return await asyncio.wait_for(future, timeout or self.timeout)
         except TimeoutError:
             if self.handshake_error is not None:
