@@ -31,7 +31,7 @@ from tureen.shared.errors import ProtocolError
 pytestmark = pytest.mark.timeout(120)
 
 CLI = [sys.executable, "-m", "tureen.supervisor.cli"]
-NO_ANSWER = 1.5  # s a refused client waits for a reply that must not come
+NO_ANSWER = 3.0  # s a refused client waits for a reply that must not come (and for its handshake verdict)
 
 
 def tureen(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
