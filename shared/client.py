@@ -56,9 +56,14 @@ def _handshake_problem(event: int, value: int, curve: bool) -> str | None:
             "the server requires CURVE: give --curve-cert and --curve-server-key "
             "(TUREEN_CURVE_CERT, TUREEN_CURVE_SERVER_KEY; docs/security.md)"
         )
-    if curve:
-        return "the CURVE handshake failed: is --curve-server-key the public key of this server?"
-    return "the ZeroMQ handshake with the server failed"
+    return _VAGUE[curve]
+
+
+# What a failed handshake without detail says, for a CURVE client and for a plain one.
+_VAGUE = {
+    True: "the CURVE handshake failed: is --curve-server-key the public key of this server?",
+    False: "the ZeroMQ handshake with the server failed",
+}
 
 
 class TureenClient:
@@ -114,7 +119,11 @@ class TureenClient:
         assert self._monitor is not None
         while True:
             event = parse_monitor_message(await self._monitor.recv_multipart())
-            self.handshake_error = _handshake_problem(event["event"], event["value"], self.curve is not None)
+            problem = _handshake_problem(event["event"], event["value"], self.curve is not None)
+            # ZeroMQ retries: a later attempt may fail without detail (the server just closes
+            # the connection); keep the specific diagnosis an earlier attempt gave.
+            if problem is None or problem not in _VAGUE.values() or self.handshake_error is None:
+                self.handshake_error = problem
 
     async def close(self) -> None:
         for task in (self._reader, self._watcher):
