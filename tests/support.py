@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -10,13 +11,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 import zmq
+import zmq.asyncio
 
 MEDIA_CODECS: list[dict[str, Any]] = [
     {"kind": "audio", "name": "opus", "clockRate": 48000, "channels": 2},
@@ -226,3 +228,45 @@ def stun_answer(sock: socket.socket, request: bytes, dest: tuple[str, int], time
     packets = drain(sock, timeout, 1)
     assert packets, f"no STUN answer from {dest} within {timeout} s"
     return stun.parse_message(packets[0])
+
+
+@contextlib.asynccontextmanager
+async def fake_worker_link(
+    tmp_path: Path,
+    *,
+    index: int = 0,
+    on_event: Callable[..., None] | None = None,
+    on_exit: Callable[..., None] | None = None,
+    worker_end: bool = True,
+    read: bool = False,
+) -> AsyncIterator[tuple[Any, zmq.asyncio.Socket | None]]:
+    """A live WorkerLink with no process behind it: its DEALER bound at the worker's ipc path
+    and, with `worker_end`, a DEALER connected there that the test plays the worker with.
+    `read` runs the link's reader. Yields (link, worker socket or None); closes it all."""
+    from tureen.shared.config import Config
+    from tureen.supervisor.worker_link import WorkerLink
+
+    ctx = zmq.asyncio.Context()
+    nothing: Callable[..., None] = lambda *a: None  # noqa: E731
+    link = WorkerLink(index, Config(), tmp_path, ctx, on_event or nothing, on_exit or nothing)
+    endpoint = f"ipc://{tmp_path}/worker-{index}.ipc"
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    worker = None
+    if worker_end:
+        worker = ctx.socket(zmq.DEALER)
+        worker.setsockopt(zmq.LINGER, 0)
+        worker.connect(endpoint)
+    link._socket = sock
+    link.alive = True
+    reader = asyncio.get_running_loop().create_task(link._read()) if read else None
+    try:
+        yield link, worker
+    finally:
+        if reader is not None:
+            reader.cancel()
+        sock.close(linger=0)
+        if worker is not None:
+            worker.close(linger=0)
+        ctx.term()

@@ -12,7 +12,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from conftest import RoomDriver
-from support import ServerProcess
+from support import ServerProcess, fake_worker_link
 
 from . import shapes
 from .harness import corpus_files, json_text
@@ -169,29 +169,13 @@ async def test_the_worker_link_refuses_parameters_it_cannot_encode_with_a_protoc
     messages nested past wire.MAX_DEPTH at the door, no client reaches this any more, but a
     caller of WorkerLink.request (a room's undo path is written for ProtocolError) must get a
     ProtocolError, never orjson's TypeError, and nothing must go to the worker."""
-    from tureen.shared.config import Config
     from tureen.shared.contract import TransportSetRemoteDtls
     from tureen.shared.errors import ProtocolError
-    from tureen.supervisor.worker_link import WorkerLink
 
-    ctx = zmq.asyncio.Context()
-    link = WorkerLink(0, Config(), tmp_path, ctx, lambda *a: None, lambda *a: None)
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
-    worker = ctx.socket(zmq.DEALER)  # the worker's end, played by the test
-    worker.setsockopt(zmq.LINGER, 0)
-    worker.connect(f"ipc://{tmp_path}/worker-0.ipc")
-    link._socket = sock
-    link.alive = True
-    try:
+    async with fake_worker_link(tmp_path) as (link, worker):
         with pytest.raises(ProtocolError) as err:
             command = TransportSetRemoteDtls(transportId=1, dtlsParameters={"role": "client", "x": _deep(300)})
             await link.request(command, timeout=2.0)
         assert err.value.code == "bad_request" and "nested" in err.value.message
         assert await worker.poll(200) == 0  # nothing was sent
         assert not link._pending
-    finally:
-        sock.close(linger=0)
-        worker.close(linger=0)
-        ctx.term()

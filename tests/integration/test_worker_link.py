@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
-import zmq.asyncio
+from support import fake_worker_link
 from tureen.shared import wire
-from tureen.shared.config import Config
 from tureen.shared.contract import (
     ConsumerNack,
     Event,
@@ -21,46 +19,24 @@ from tureen.shared.contract import (
     WorkerClose,
 )
 from tureen.shared.errors import ProtocolError
-from tureen.supervisor.worker_link import WorkerLink
 
 
 async def test_a_request_to_a_worker_that_is_gone_fails_in_time(tmp_path: Path) -> None:
     """The worker's end of the channel vanished before the supervisor noticed (SIGINT to the
     whole process group): the DEALER has no peer, and the request must still end."""
-    ctx = zmq.asyncio.Context()
-    link = WorkerLink(0, Config(), tmp_path, ctx, lambda *a: None, lambda *a: None)
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
-    link._socket = sock
-    link.alive = True
-    started = time.monotonic()
-    try:
+    async with fake_worker_link(tmp_path, worker_end=False) as (link, _):
+        started = time.monotonic()
         with pytest.raises(ProtocolError) as err:
             await asyncio.wait_for(link.request(WorkerClose(), timeout=0.5), 5)
         assert "did not answer worker.close" in err.value.message
         assert time.monotonic() - started < 3
-    finally:
-        sock.close(linger=0)
-        ctx.term()
 
 
 async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> None:
     """The worker executed a create just before the deadline the request carried, and its
     reply came after the supervisor gave up: the link closes what was created, so nothing
     lives on the worker that the supervisor does not know."""
-    ctx = zmq.asyncio.Context()
-    link = WorkerLink(0, Config(), tmp_path, ctx, lambda *a: None, lambda *a: None)
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
-    worker = ctx.socket(zmq.DEALER)  # the worker's end, played by the test
-    worker.setsockopt(zmq.LINGER, 0)
-    worker.connect(f"ipc://{tmp_path}/worker-0.ipc")
-    link._socket = sock
-    link.alive = True
-    reader = asyncio.get_running_loop().create_task(link._read())
-    try:
+    async with fake_worker_link(tmp_path, read=True) as (link, worker):
         with pytest.raises(ProtocolError) as err:
             await link.request(TransportCreatePlain(transportId=77, comedia=True), timeout=0.3)
         assert err.value.code == "unavailable"
@@ -84,28 +60,14 @@ async def test_a_create_answered_after_its_timeout_is_undone(tmp_path: Path) -> 
                 await worker.send(wire.encode(wire.reply_ok(late["id"], {})))
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(worker.recv(), 0.5)
-    finally:
-        reader.cancel()
-        sock.close(linger=0)
-        worker.close(linger=0)
-        ctx.term()
 
 
 async def test_events_reach_the_pool_typed_and_malformed_ones_are_dropped(tmp_path: Path) -> None:
     """The link decodes each event into its contract type before the server sees it; an
     event with a wrong field, or one the contract does not know, goes no further."""
-    ctx = zmq.asyncio.Context()
     received: list[tuple[int, Event]] = []
-    link = WorkerLink(4, Config(), tmp_path, ctx, lambda index, event: received.append((index, event)), lambda *a: None)
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{tmp_path}/worker-4.ipc")
-    worker = ctx.socket(zmq.DEALER)
-    worker.setsockopt(zmq.LINGER, 0)
-    worker.connect(f"ipc://{tmp_path}/worker-4.ipc")
-    link._socket = sock
-    reader = asyncio.get_running_loop().create_task(link._read())
-    try:
+    on_event = lambda index, event: received.append((index, event))  # noqa: E731
+    async with fake_worker_link(tmp_path, index=4, on_event=on_event, read=True) as (_, worker):
         for bad in (
             {"event": "consumer.nack", "consumerId": 3, "producerId": 2, "ssrc": 1, "seqs": "1"},
             {"event": "consumer.nack", "consumerID": 3, "producerId": 2, "ssrc": 1, "seqs": [1]},
@@ -119,8 +81,3 @@ async def test_events_reach_the_pool_typed_and_malformed_ones_are_dropped(tmp_pa
             await asyncio.sleep(0.01)
         # The bad ones were sent first on the same socket: read (and dropped) before it.
         assert received == [(4, good)]
-    finally:
-        reader.cancel()
-        sock.close(linger=0)
-        worker.close(linger=0)
-        ctx.term()

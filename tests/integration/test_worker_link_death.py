@@ -14,28 +14,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import zmq
-import zmq.asyncio
-from tureen.shared.config import Config
+from support import fake_worker_link
 from tureen.shared.contract import TransportCreatePlain
 from tureen.shared.errors import ProtocolError
-from tureen.supervisor.worker_link import WorkerLink
 
 
 async def test_a_request_blocked_in_its_send_fails_when_the_worker_is_declared_dead(
     tmp_path: Path,
 ) -> None:
-    ctx = zmq.asyncio.Context()
     exits: list[int | None] = []
-    link = WorkerLink(
-        0, Config(), tmp_path, ctx, lambda *a: None, lambda index, code: exits.append(code)
-    )
-    sock = ctx.socket(zmq.DEALER)  # bound, but no worker at the other end: a send waits
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{tmp_path}/worker-0.ipc")
-    link._socket = sock
-    link.alive = True
-    try:
+    # Bound, but no worker at the other end: a send waits.
+    async with fake_worker_link(tmp_path, on_exit=lambda index, code: exits.append(code), worker_end=False) as (link, _):
         request = asyncio.ensure_future(
             link.request(TransportCreatePlain(transportId=1), timeout=60.0)
         )
@@ -47,6 +36,3 @@ async def test_a_request_blocked_in_its_send_fails_when_the_worker_is_declared_d
         assert err.value.code == "unavailable"
         assert "exited (code -9)" in err.value.message
         assert exits == [-9]
-    finally:
-        sock.close(linger=0)
-        ctx.term()
