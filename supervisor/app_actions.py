@@ -15,6 +15,7 @@ docs/control-api.md. Nothing else needs to know.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tureen.shared.contract import PROFILES
@@ -40,19 +41,11 @@ async def transport_close(room: Room, msg: dict[str, Any]) -> None:
     await close_transport(room, transport, notify_owner=True)
 
 
-async def _producer_pause(room: Room, msg: dict[str, Any], paused: bool) -> None:
+async def _producer_pause(room: Room, msg: dict[str, Any], *, paused: bool) -> None:
     peer = room.app_peer(msg)
     producer = room.producer_of(peer, msg, "producerId")
     if await set_producer_paused(room, producer, paused):
         room.notify(peer, OWNER_NOTIFICATION[producer.state], id=producer.id, appData=msg.get("appData"))
-
-
-async def producer_pause(room: Room, msg: dict[str, Any]) -> None:
-    await _producer_pause(room, msg, True)
-
-
-async def producer_resume(room: Room, msg: dict[str, Any]) -> None:
-    await _producer_pause(room, msg, False)
 
 
 async def producer_close(room: Room, msg: dict[str, Any]) -> None:
@@ -62,7 +55,7 @@ async def producer_close(room: Room, msg: dict[str, Any]) -> None:
     await close_producer(room, producer, notify_consumers=True)
 
 
-async def _consumer_pause(room: Room, msg: dict[str, Any], paused: bool) -> None:
+async def _consumer_pause(room: Room, msg: dict[str, Any], *, paused: bool) -> None:
     peer = room.app_peer(msg)
     consumer = room.consumer_of(peer, msg, "consumerId")
     if consumer.paused_by_app != paused:
@@ -74,14 +67,6 @@ async def _consumer_pause(room: Room, msg: dict[str, Any], paused: bool) -> None
             peerName=consumer.producer.peer_name,
             appData=msg.get("appData"),
         )
-
-
-async def consumer_pause(room: Room, msg: dict[str, Any]) -> None:
-    await _consumer_pause(room, msg, True)
-
-
-async def consumer_resume(room: Room, msg: dict[str, Any]) -> None:
-    await _consumer_pause(room, msg, False)
 
 
 async def consumer_set_preferred_profile(room: Room, msg: dict[str, Any]) -> None:
@@ -103,10 +88,10 @@ async def consumer_set_preferred_profile(room: Room, msg: dict[str, Any]) -> Non
 ACTIONS: dict[str, Action] = {
     "peer.close": peer_close,
     "transport.close": transport_close,
-    "producer.pause": producer_pause,
-    "producer.resume": producer_resume,
+    "producer.pause": partial(_producer_pause, paused=True),
+    "producer.resume": partial(_producer_pause, paused=False),
     "producer.close": producer_close,
-    "consumer.pause": consumer_pause,
-    "consumer.resume": consumer_resume,
+    "consumer.pause": partial(_consumer_pause, paused=True),
+    "consumer.resume": partial(_consumer_pause, paused=False),
     "consumer.setPreferredProfile": consumer_set_preferred_profile,
 }

@@ -52,10 +52,6 @@ class Consumer(Stateful):
     state: ConsumerState = ConsumerState.NEW
 
     @property
-    def closed(self) -> bool:
-        return self.state is ConsumerState.CLOSED
-
-    @property
     def enabled(self) -> bool:
         return self.transport is not None
 

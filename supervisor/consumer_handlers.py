@@ -119,10 +119,8 @@ async def detach_consumer(room: Room, consumer: Consumer) -> None:
 
 async def close_consumer(room: Room, consumer: Consumer, *, notify: bool) -> None:
     """Gone for good (its producer or its peer went); `notify`: its peer hears consumerClosed."""
-    if consumer.closed:
+    if not room.begin_close(consumer):
         return
-    consumer.close()
-    room.stats.stop(consumer)
     await detach_consumer(room, consumer)
     consumer.producer.consumers.pop(consumer.id, None)
     room.consumers.pop(consumer.id, None)

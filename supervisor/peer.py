@@ -38,10 +38,6 @@ class Peer(Stateful):
     consumers: dict[int, Consumer] = field(default_factory=dict)
     state: PeerState = PeerState.JOINED
 
-    @property
-    def closed(self) -> bool:
-        return self.state is PeerState.CLOSED
-
     def describe(self) -> str:
         return f"peer {self.name!r}"
 

@@ -60,10 +60,6 @@ class Producer(Stateful):
         return self.state is ProducerState.PAUSED
 
     @property
-    def closed(self) -> bool:
-        return self.state is ProducerState.CLOSED
-
-    @property
     def mime_type(self) -> str:
         codecs = self.mapping.get("codecs") or [{}]
         return str(codecs[0].get("mimeType", f"{self.kind}/unknown"))

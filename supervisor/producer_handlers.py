@@ -156,10 +156,8 @@ async def close_producer_msg(room: Room, peer: Peer, msg: dict[str, Any]) -> Non
 
 async def close_producer(room: Room, producer: Producer, *, notify_consumers: bool) -> None:
     """It and its consumers go, on every worker that had it."""
-    if producer.closed:
+    if not room.begin_close(producer):
         return
-    producer.close()
-    room.stats.stop(producer)
     for consumer in list(producer.consumers.values()):
         await close_consumer(room, consumer, notify=notify_consumers)
     peer = room.peers.get(producer.peer_name)

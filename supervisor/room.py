@@ -397,6 +397,14 @@ class Room:
         self._by_gid[obj.gid] = obj
         self.services.register(obj.gid, self)
 
+    def begin_close(self, obj: Transport | Producer | Consumer) -> bool:
+        """First step of closing `obj`: CLOSED, its stats stopped. False: it was closed already."""
+        if obj.closed:
+            return False
+        obj.close()
+        self.stats.stop(obj)
+        return True
+
     def unregister(self, obj: Transport | Producer | Consumer) -> None:
         self._by_gid.pop(obj.gid, None)
         self.services.unregister(obj.gid)

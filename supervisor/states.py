@@ -27,6 +27,10 @@ class Stateful:
     TRANSITIONS: ClassVar[dict[enum.Enum, frozenset[enum.Enum]]]
     state: enum.Enum
 
+    @property
+    def closed(self) -> bool:
+        return self.state.name == "CLOSED"
+
     def describe(self) -> str:
         raise NotImplementedError
 

@@ -50,10 +50,6 @@ class Transport(Stateful):
     state: TransportState = TransportState.NEW
 
     @property
-    def closed(self) -> bool:
-        return self.state is TransportState.CLOSED
-
-    @property
     def remote_dtls_set(self) -> bool:
         """WebRTC: the remote DTLS parameters were applied (v2 refuses them twice)."""
         return not self.plain and self.state is TransportState.CONNECTED

@@ -236,10 +236,8 @@ async def close_transport_msg(room: Room, peer: Peer, msg: dict[str, Any]) -> No
 
 async def close_transport(room: Room, transport: Transport, *, notify_owner: bool) -> None:
     """Producers on it close (their consumers get consumerClosed); consumers detach."""
-    if transport.closed:
+    if not room.begin_close(transport):
         return
-    transport.close()
-    room.stats.stop(transport)
     peer = room.peers.get(transport.peer_name)
     owner_alive = peer is not None and not peer.closed
     if peer is not None:
