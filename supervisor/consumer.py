@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from tureen.supervisor.states import Stateful
 from tureen.supervisor.stats import new_stats_id
 
 if TYPE_CHECKING:
     from tureen.supervisor.producer import Producer
     from tureen.supervisor.transport import Transport
 
+
+class ConsumerState(enum.Enum):
+    NEW = "new"  # made for its peer (join, newConsumer), not on a transport (yet, or any more)
+    ENABLED = "enabled"  # enableConsumer put it on a recv transport of its peer's worker
+    CLOSED = "closed"
+
+
 @dataclass(eq=False)
-class Consumer:
+class Consumer(Stateful):
     """Created for every other peer when a producer appears; enabled later on a transport.
 
     Three independent pauses decide whether it forwards: the receiving client's
-    (pauseConsumer), the server app's (control API) and the producer's.
+    (pauseConsumer), the server app's (control API) and the producer's. They are flags
+    beside the state, not states: each is set and cleared on its own.
     """
+
+    # ENABLED -> NEW: its transport closed (the consumer stays, and may be enabled again).
+    TRANSITIONS: ClassVar = {
+        ConsumerState.NEW: frozenset({ConsumerState.ENABLED, ConsumerState.CLOSED}),
+        ConsumerState.ENABLED: frozenset({ConsumerState.NEW, ConsumerState.CLOSED}),
+        ConsumerState.CLOSED: frozenset(),
+    }
 
     id: int
     gid: int
@@ -32,7 +49,7 @@ class Consumer:
     effective_profile: str | None = None
     stats_interval: int | None = None
     stats_id: str = field(default_factory=new_stats_id)  # its outbound-rtp entry's id
-    closed: bool = False
+    state: ConsumerState = ConsumerState.NEW
 
     @property
     def enabled(self) -> bool:
@@ -56,6 +73,32 @@ class Consumer:
     def paused_for_worker(self) -> bool:
         """What the hosting worker is told: the producer's pause is applied at the source."""
         return self.paused_by_client or self.paused_by_app
+
+    def enable(self, transport: Transport, *, paused: bool, profile: str) -> None:
+        """On `transport` (its worker created it), paused by its client or not."""
+        self.set_state(ConsumerState.ENABLED)
+        self.transport = transport
+        self.paused_by_client = paused
+        self.preferred_profile = profile
+
+    def detach(self) -> Transport | None:
+        """Off its transport (closing, or the transport went); returns the one it was on."""
+        transport, self.transport = self.transport, None
+        self.effective_profile = None
+        if self.state is ConsumerState.ENABLED:
+            self.set_state(ConsumerState.NEW)
+        return transport
+
+    def set_pauses(self, *, client: bool, app: bool) -> None:
+        self.paused_by_client = client
+        self.paused_by_app = app
+
+    def effective_changed(self, profile: str) -> bool:
+        """Record the profile its worker now forwards; whether that is news to tell."""
+        if not self.enabled or profile == self.effective_profile:
+            return False
+        self.effective_profile = profile
+        return True
 
     def describe(self) -> str:
         return f"consumer {self.id} of peer {self.peer_name!r}"

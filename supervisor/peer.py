@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tureen.supervisor.states import Stateful
 
 if TYPE_CHECKING:
     from tureen.supervisor.consumer import Consumer
@@ -11,8 +14,18 @@ if TYPE_CHECKING:
     from tureen.supervisor.transport import Transport
 
 
+class PeerState(enum.Enum):
+    JOINED = "joined"
+    CLOSED = "closed"  # left, closed by the app, or its room closed
+
+
 @dataclass(eq=False)
-class Peer:
+class Peer(Stateful):
+    TRANSITIONS: ClassVar = {
+        PeerState.JOINED: frozenset({PeerState.CLOSED}),
+        PeerState.CLOSED: frozenset(),
+    }
+
     name: str
     rtp_capabilities: dict[str, Any]
     spy: bool = False
@@ -23,7 +36,7 @@ class Peer:
     producers: dict[int, Producer] = field(default_factory=dict)
     # Consumers this peer RECEIVES, by consumer id.
     consumers: dict[int, Consumer] = field(default_factory=dict)
-    closed: bool = False
+    state: PeerState = PeerState.JOINED
 
     def describe(self) -> str:
         return f"peer {self.name!r}"

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tureen.shared.contract import CodecSpec, ProducerCreate, ProducerUpdate, StreamSpec
+from tureen.supervisor.states import Stateful
 
 if TYPE_CHECKING:
     from tureen.supervisor.consumer import Consumer
     from tureen.supervisor.transport import Transport
 
 
+class ProducerState(enum.Enum):
+    LIVE = "live"
+    PAUSED = "paused"  # by its client (pauseProducer) or the app (producer.pause)
+    CLOSED = "closed"
+
+
+# The notification each move sends: to the receivers of its enabled consumers (unless the
+# app paused the consumer), and to the producer's own peer when the app made the move.
+CONSUMER_NOTIFICATION = {ProducerState.PAUSED: "consumerPaused", ProducerState.LIVE: "consumerResumed"}
+OWNER_NOTIFICATION = {
+    ProducerState.PAUSED: "producerPaused",
+    ProducerState.LIVE: "producerResumed",
+    ProducerState.CLOSED: "producerClosed",
+}
+
+
 @dataclass(eq=False)
-class Producer:
+class Producer(Stateful):
+    TRANSITIONS: ClassVar = {
+        ProducerState.LIVE: frozenset({ProducerState.PAUSED, ProducerState.CLOSED}),
+        ProducerState.PAUSED: frozenset({ProducerState.LIVE, ProducerState.CLOSED}),
+        ProducerState.CLOSED: frozenset(),
+    }
+
     id: int
     gid: int
     peer_name: str
@@ -21,7 +45,6 @@ class Producer:
     transport: Transport
     rtp_parameters: dict[str, Any]
     mapping: dict[str, Any]  # capabilities.producer_mapping(): PT/ext maps, streams
-    paused: bool = False
     app_data: Any = None
     stats_interval: int | None = None
     # Stats entry id of each stream, by SSRC (supervisor/stats.py): stable while it lives.
@@ -30,7 +53,11 @@ class Producer:
     consumers: dict[int, Consumer] = field(default_factory=dict)
     # Workers other than the producer's own that already get its packets over a pipe.
     piped_to: set[int] = field(default_factory=set)
-    closed: bool = False
+    state: ProducerState = ProducerState.LIVE
+
+    @property
+    def paused(self) -> bool:
+        return self.state is ProducerState.PAUSED
 
     @property
     def mime_type(self) -> str:

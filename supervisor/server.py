@@ -29,7 +29,7 @@ from tureen.shared.errors import (
     not_found,
 )
 from tureen.shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
-from tureen.supervisor import run_dir
+from tureen.supervisor import app_actions, run_dir
 from tureen.supervisor.quotas import Quotas
 from tureen.supervisor.room import Room
 from tureen.supervisor.worker_pool import WorkerPool
@@ -46,19 +46,9 @@ NOTIFICATION = "notification"
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
-# Control methods that a room handles as a server-app action on one peer's object.
-APP_ACTIONS = frozenset(
-    {
-        "peer.close",
-        "transport.close",
-        "producer.pause",
-        "producer.resume",
-        "producer.close",
-        "consumer.pause",
-        "consumer.resume",
-        "consumer.setPreferredProfile",
-    }
-)
+# Control methods that a room handles as a server-app action (the table is app_actions.ACTIONS:
+# register a new one there).
+APP_ACTIONS = frozenset(app_actions.ACTIONS)
 
 
 class Server:

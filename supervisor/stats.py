@@ -1,6 +1,6 @@
 """The supervisor's half of enable/disable{Transport,Producer,Consumer}Stats.
 
-Three parts, each small enough to test alone:
+Four parts, each small enough to test alone:
 
 - `parse_interval`: the `interval` of an enable message, as mediasoup v2 takes it (missing ->
   1000 ms, below 1000 -> 1000; anything but a number -> refused, where v2 logs and ignores).
@@ -14,6 +14,9 @@ Three parts, each small enough to test alone:
   hold up the room's messages); the report re-checks the object after every await, and
   closing an object cancels its task from inside the room, so nothing is emitted about an
   object after it is gone.
+- Reporting (`report`) and the protocol switches (`switch`): one tick asks the hosting worker
+  `stats.get` and emits transportStats / producerStats / consumerStats to the owner; the
+  enable/disable messages of the three kinds start and stop the timers.
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tureen.shared import contract
 from tureen.shared.errors import ProtocolError, bad_request
+from tureen.supervisor.producer import Producer
+from tureen.supervisor.transport import Transport
+
+if TYPE_CHECKING:
+    # consumer.py imports this module (new_stats_id): typing only.
+    from tureen.supervisor.consumer import Consumer
+    from tureen.supervisor.peer import Peer
+    from tureen.supervisor.room import Room
 
 log = logging.getLogger("tureen.stats")
 
@@ -240,3 +252,106 @@ class StatsTimers:
             if due < now:  # the report took longer than the interval: skip, do not burst
                 due = now + interval
             await asyncio.sleep(due - now)
+
+
+# -------------------------------------------------------------------- switches and reports
+
+
+def switch(
+    lookup: Callable[[Room, Peer, dict[str, Any]], Transport | Producer | Consumer], *, enable: bool
+) -> Callable[[Room, Peer, dict[str, Any]], Awaitable[None]]:
+    """The handler of enable{X}Stats (`enable`) or disable{X}Stats, X the kind `lookup` finds
+    (`Room.transport_of`, `Room.producer_of`, `Room.consumer_of`)."""
+
+    async def handler(room: Room, peer: Peer, msg: dict[str, Any]) -> None:
+        obj = lookup(room, peer, msg)
+        if not enable:
+            obj.stats_interval = None
+            room.stats.stop(obj)
+            return
+        interval = parse_interval(msg)
+        if isinstance(obj, Transport) and obj.plain:
+            return  # v2's PlainRtpTransport.enableStats() does nothing: no stats, no error
+        if obj.stats_interval is not None:
+            return  # re-enable is a no-op (v2), whatever the new interval
+        obj.stats_interval = interval
+        room.stats.start(obj, interval)
+
+    return handler
+
+
+async def report(room: Room, obj: Transport | Producer | Consumer) -> None:
+    """One stats tick of `obj` (run by its StatsTimers task, beside the mailbox): ask the
+    hosting worker, then emit the notification unless the object closed or paused
+    meanwhile. Skipped as v2 does: a paused producer, a consumer not enabled or paused."""
+    if isinstance(obj, Transport):
+        await _report_transport(room, obj)
+    elif isinstance(obj, Producer):
+        await _report_producer(room, obj)
+    else:
+        await _report_consumer(room, obj)
+
+
+async def _stats_request(room: Room, index: int, request: contract.StatsGet) -> dict[str, Any] | None:
+    if not room.services.worker_alive(index):
+        return None
+    data = await room.request(index, request)
+    return data if isinstance(data, dict) else None
+
+
+async def _report_transport(room: Room, transport: Transport) -> None:
+    if transport.closed:
+        return
+    data = await _stats_request(room, transport.worker, contract.StatsGet(transportIds=[transport.gid]))
+    peer = room.peers.get(transport.peer_name)
+    if transport.closed or peer is None or not data or not data.get("transports"):
+        return
+    entry = transport_entry(transport.id, data["transports"][0], data["timestamp"])
+    room.notify(peer, "transportStats", id=transport.id, stats=[entry])
+
+
+async def _report_producer(room: Room, producer: Producer) -> None:
+    if producer.closed or producer.paused:
+        return
+    data = await _stats_request(room, producer.worker, contract.StatsGet(producerIds=[producer.gid]))
+    peer = room.peers.get(producer.peer_name)
+    if producer.closed or producer.paused or peer is None or not data or not data.get("producers"):
+        return
+    stats = producer_entries(
+        data["producers"][0],
+        stats_ids=producer.stats_ids,
+        kind=producer.kind,
+        mime_type=producer.mime_type,
+        timestamp=data["timestamp"],
+        transport_id=producer.transport.id,
+    )
+    room.notify(peer, "producerStats", id=producer.id, stats=stats)
+
+
+async def _report_consumer(room: Room, consumer: Consumer) -> None:
+    transport = consumer.transport
+    if consumer.closed or transport is None or consumer.paused:
+        return
+    data = await _stats_request(room, transport.worker, contract.StatsGet(consumerIds=[consumer.gid]))
+    receiver = room.peers.get(consumer.peer_name)
+    if (
+        consumer.closed
+        or consumer.transport is not transport
+        or consumer.paused
+        or receiver is None
+        or not data
+        or not data.get("consumers")
+    ):
+        return
+    producer = consumer.producer
+    stats = consumer_entries(
+        data["consumers"][0],
+        stats_id=consumer.stats_id,
+        producer_stats_ids=producer.stats_ids,
+        kind=consumer.kind,
+        mime_type=consumer.mime_type,
+        producer_mime_type=producer.mime_type,
+        timestamp=data["timestamp"],
+        transport_id=transport.id,
+    )
+    room.notify(receiver, "consumerStats", id=consumer.id, peerName=producer.peer_name, stats=stats)

@@ -5,6 +5,12 @@ producer_mapping() (what a worker needs to rewrite PTs and extension ids into th
 (producer, receiving peer) consumer_rtp_parameters(). Facts from mediasoup 2.6.19 (lib/ortc.js,
 supportedRtpCapabilities.js, worker RtpDictionaries) and mediasoup-client 2.4.12, as summed up
 in PROTOCOL.md; each docstring says where we are stricter than v2.
+
+Why one module over 600 lines: it is one negotiation in four stages (room, join, producer,
+consumer), each reading what the stage before produced, and all four share the private
+checks at the top (codec_matches, _describe, _kind_and_name, the nesting and field checks),
+as mediasoup v2 keeps them in one lib/ortc.js. Split per stage, those checks would become a
+public API of their own for four callers; the sections below are the seams if it grows.
 """
 
 from __future__ import annotations
