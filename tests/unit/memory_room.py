@@ -174,3 +174,35 @@ class MemoryRoom:
         assert self.services.tables() == tables, f"{error.message!r} changed a worker"
         assert self.services.emitted[emitted:] == [], f"{error.message!r} notified"
         return error
+
+
+def methods(notes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(n["to"], n["method"]) for n in notes]
+
+
+class Call:
+    """alice sends video on `send` (producer `pid`), bob receives it on `recv` (consumer
+    `cid`, enabled), carol joined and has consumer `carol_cid` (not enabled)."""
+
+    def __init__(self, mem: MemoryRoom) -> None:
+        self.mem = mem
+
+    async def setup(self) -> Call:
+        mem = self.mem
+        await mem.join("alice")
+        await mem.join("bob")
+        await mem.join("carol")
+        self.send = await mem.webrtc("alice", "send")
+        self.recv = await mem.webrtc("bob", "recv")
+        self.bob_send = await mem.webrtc("bob", "send")
+        self.pid = await mem.produce("alice", self.send, "video")
+        self.cid = mem.consumer_of("bob", self.pid)
+        self.carol_cid = mem.consumer_of("carol", self.pid)
+        await mem.request("bob", "enableConsumer", id=self.cid, transportId=self.recv, paused=False)
+        self.gid = mem.worker_id("alice", "producers", self.pid)
+        self.cgid = mem.worker_id("bob", "consumers", self.cid)
+        return self
+
+    @property
+    def worker(self) -> Any:
+        return self.mem.services.workers[0]

@@ -10,40 +10,12 @@ from typing import Any
 
 import pytest
 from fuzz import shapes
-from memory_room import MemoryRoom, audio_parameters, new_id, simulcast_parameters
+from memory_room import Call, MemoryRoom, audio_parameters, methods, new_id, simulcast_parameters
 from tureen.shared import contract as c
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.room import NOTIFICATIONS
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Call:
-    """alice sends video on `send` (producer `pid`), bob receives it on `recv` (consumer
-    `cid`, enabled), carol joined and has consumer `carol_cid` (not enabled)."""
-
-    def __init__(self, mem: MemoryRoom) -> None:
-        self.mem = mem
-
-    async def setup(self) -> Call:
-        mem = self.mem
-        await mem.join("alice")
-        await mem.join("bob")
-        await mem.join("carol")
-        self.send = await mem.webrtc("alice", "send")
-        self.recv = await mem.webrtc("bob", "recv")
-        self.bob_send = await mem.webrtc("bob", "send")
-        self.pid = await mem.produce("alice", self.send, "video")
-        self.cid = mem.consumer_of("bob", self.pid)
-        self.carol_cid = mem.consumer_of("carol", self.pid)
-        await mem.request("bob", "enableConsumer", id=self.cid, transportId=self.recv, paused=False)
-        self.gid = mem.worker_id("alice", "producers", self.pid)
-        self.cgid = mem.worker_id("bob", "consumers", self.cid)
-        return self
-
-    @property
-    def worker(self) -> Any:
-        return self.mem.services.workers[0]
 
 
 @pytest.fixture
@@ -57,10 +29,6 @@ async def mem() -> AsyncIterator[MemoryRoom]:
 @pytest.fixture
 async def call(mem: MemoryRoom) -> Call:
     return await Call(mem).setup()
-
-
-def methods(notes: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(n["to"], n["method"]) for n in notes]
 
 
 def test_every_notification_of_the_control_api_is_tested_here() -> None:
