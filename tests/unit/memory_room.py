@@ -53,8 +53,10 @@ def simulcast_parameters(base: int) -> dict[str, Any]:
 class MemoryRoom:
     """One Room on FakeWorkers, and the calls a test makes on it."""
 
-    def __init__(self, workers: int = 1, quotas: Quotas | None = None, app_data: Any = None) -> None:
-        self.services = FakeWorkers(workers)
+    def __init__(
+        self, workers: int = 1, quotas: Quotas | None = None, app_data: Any = None, services: FakeWorkers | None = None
+    ) -> None:
+        self.services = services or FakeWorkers(workers)
         self.room = Room("r1", copy.deepcopy(shapes.MEDIA_CODECS), self.services, app_data=app_data, quotas=quotas)
         self.room.start()
 

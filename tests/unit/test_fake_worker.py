@@ -316,10 +316,8 @@ class Tee(FakeWorkers):
 
 
 async def test_the_fake_and_the_real_worker_agree_on_what_a_room_sends(twins: dict[int, Twin]) -> None:
-    mem = MemoryRoom(workers=2)
     tee = Tee(twins)
-    mem.services = tee
-    mem.room._services = tee  # the room was built on plain FakeWorkers: give it the tee
+    mem = MemoryRoom(services=tee)
     call = await Call(mem).setup()
     tee.placement = 1
     recv = await mem.webrtc("carol", "recv", dtls=True)  # on worker 1: piped from worker 0
