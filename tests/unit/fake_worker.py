@@ -455,10 +455,11 @@ class FakeWorker:
             missing.extend(x for x in ids if x not in table)
             return [table[x] for x in ids if x in table]
 
-        stream = {
-            "packets": 0, "octets": 0, "bitrate": 0, "packetsLost": 0, "fractionLost": 0, "jitter": 0,
+        counts = {
+            "packets": 0, "octets": 0, "bitrate": 0, "packetsLost": 0, "fractionLost": 0,
             "packetsRepaired": 0, "nackCount": 0, "pliCount": 0, "firCount": 0,
         }  # fmt: skip
+        stream = {**counts, "jitter": 0}
         transports = []
         for t in found(cmd.transportIds, self.transports):
             entry: dict[str, Any] = {"transportId": t.id, "kind": t.kind}
@@ -479,14 +480,13 @@ class FakeWorker:
         ]
         consumers = []
         for x in found(cmd.consumerIds, self.consumers):
-            feeding = self.producers[x.producer].streams[0]
+            ssrc, _, profile = self.producers[x.producer].streams[0]  # the stream feeding it
             consumers.append(
                 {
-                    "consumerId": x.id, "ssrc": x.ssrc, **stream, "roundTripTime": 0,
-                    "inbound": {"ssrc": feeding[0], "profile": feeding[2], **stream},
+                    "consumerId": x.id, "ssrc": x.ssrc, **counts, "roundTripTime": 0,
+                    "inbound": {"ssrc": ssrc, "profile": profile, **stream},
                 }  # fmt: skip
             )
-            del consumers[-1]["jitter"]
         return {"timestamp": 0, "transports": transports, "producers": producers, "consumers": consumers, "missing": missing}
 
     # -- events the real worker emits by itself ---------------------------------------------------
