@@ -124,15 +124,23 @@ class Rig:
         return transport
 
     def producer(
-        self, codec: str, ssrcs: list[tuple[int, int | None, str]] | None = None, *, paused: bool = False, piped: bool = False
+        self,
+        codec: str,
+        ssrcs: list[tuple[int, int | None, str]] | None = None,
+        *,
+        paused: bool = False,
+        piped: bool = False,
+        rtx: tuple[int, int] | None = None,
     ) -> Producer:
+        """A producer of the capture `codec`; `rtx`: (the sender's RTX PT, the room's)."""
         mime, pt, clock = CODECS[codec]
         room_pt = ROOM_PT[codec]
         kind = mime.split("/")[0]
         ssrc = Header.of(load(codec)[0]).ssrc
+        pt_pairs = [] if piped else [(pt, room_pt)] + ([rtx] if rtx else [])
         producer = Producer(
             100 + len(self.router.producers), kind, None if piped else self.send_transport, paused,
-            ssrcs or [(ssrc, None, "default")], [] if piped else [(pt, room_pt)], [], clock,
+            ssrcs or [(ssrc, None, "default")], pt_pairs, [], clock, [(room_pt, rtx[1])] if rtx else [],
         )  # fmt: skip
         producer.key_checks = {room_pt: key_frame_checker(mime)}
         self.router.add_producer(producer)

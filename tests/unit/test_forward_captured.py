@@ -12,6 +12,7 @@ import pytest
 from captured import CORES, ROOM_PT, Header, Rig, load, with_header
 from tureen.workers.forward import COUNTERS
 from tureen.workers.rtp.consumer import ConsumerRewrite
+from tureen.workers.rtp.retransmit import rtx_packet
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -197,3 +198,25 @@ def test_resync_continues_the_consumers_numbering_across_the_wrap(last_out: int,
     rw.resync(next_in, 5000)
     assert rw.seq_offset == offset and rw.out_seq(next_in) == (last_out + 1) & 0xFFFF
     assert rw.ts_offset == 0  # a pause keeps the media clock
+
+
+def test_the_senders_rtx_is_unwrapped_into_the_packet_it_repairs(rig: Rig) -> None:
+    """Packet 5 of the capture is lost on the way in; the sender repairs it with RTX (RFC
+    4588, its RTX SSRC and PT 97); a padding-only RTX probe and RTX of an unknown PT drop."""
+    packets = load("vp8")
+    ssrc, rtx_ssrc = Header.of(packets[0]).ssrc, 0x7777
+    producer = rig.producer("vp8", [(ssrc, rtx_ssrc, "default")], rtx=(97, 102))
+    consumer = rig.consumer(producer, 0x0D0D0D0D)
+    assert rtx_ssrc in rig.send_transport.rtx_ssrcs
+    rig.feed(packets[:5] + packets[6:10])
+    lost = Header.of(packets[5])
+    repair = bytes(rtx_packet(packets[5], lost.seq, lost.ts, rtx_ssrc, 97, 900))
+    probe = bytes([repair[0] | 0x20]) + repair[1:12] + bytes(9) + bytes([10])  # 10 bytes, all padding
+    unknown_pt = bytes([repair[0], (repair[1] & 0x80) | 98]) + repair[2:]
+    rig.feed([repair, probe, unknown_pt])
+    got = rig.received(consumer, 10)
+    out = Header.of(got[-1])
+    assert got[-1][12:] == packets[5][12:] and out.pt == ROOM_PT["vp8"] and out.ssrc == consumer.ssrc
+    assert out.seq == consumer.rewrite.out_seq(lost.seq) and out.ts == consumer.rewrite.out_ts(lost.ts)
+    assert (rig.fwd.rtx_in, rig.fwd.drop_rtx, rig.fwd.drop_unknown_pt) == (1, 1, 1)
+    assert producer.streams[0].repaired == 1 and producer.streams[0].packets == 10
