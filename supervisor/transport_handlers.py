@@ -61,6 +61,9 @@ async def create_transport(room: Room, peer: Peer, msg: dict[str, Any]) -> Any:
         )
     gid = room.new_gid()
     deadline = asyncio.get_running_loop().time() + room.services.worker_wait
+    # A peer is placed by its first transport: if that creation fails, it stays unplaced
+    # (a refused request changes nothing), so its next try is placed afresh.
+    placed_before = peer.worker
     for attempt in range(3):
         worker = await room.worker_for(peer, deadline)
         transport = Transport(
@@ -82,6 +85,8 @@ async def create_transport(room: Room, peer: Peer, msg: dict[str, Any]) -> Any:
             # The worker died under the request: nothing exists there any more. Place
             # the transport again (waiting for the replacement if it was the last one).
             if exc.code != UNAVAILABLE or room.services.worker_alive(worker) or attempt == 2:
+                if not peer.transports:
+                    peer.worker = placed_before
                 raise
             log.info("room %r: worker %d died while creating a transport; placing it again", room.id, worker)
             if peer.worker == worker:

@@ -326,7 +326,6 @@ async def test_an_unavailable_worker_that_is_still_alive_fails_the_request(mem: 
     assert mem.sent(mark) == [(0, "transport.createWebRtc")]  # not placed again: the worker is up
 
 
-@pytest.mark.xfail(strict=True, reason="room.py _create_transport keeps peer.worker from a failed first createTransport (reported, not fixed: supervisor/room.py is being split)")
 async def test_a_failed_first_create_transport_leaves_the_peer_unplaced(mem: MemoryRoom) -> None:
     await mem.join("alice")
     mem.services.fail_next(c.TransportCreateWebRtc, ProtocolError("unavailable", "no free port"))
