@@ -81,6 +81,7 @@ class Producer:
                     mimeType=x["mimeType"],
                     clockRate=x["clockRate"],
                     rtxPayloadType=x["rtxPayloadType"],
+                    nack=x.get("nack", False),
                 )
                 for x in mapping["codecs"]
             ],

@@ -138,7 +138,7 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", "on_switch", "batch", "fanout", "recv_batch", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "on_switch", "on_nack", "batch", "fanout", "recv_batch", *COUNTERS)
 
     def __init__(self, batched: bool = True, core: str = "auto", io_uring: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
@@ -148,6 +148,9 @@ class Forwarder:
         # Simulcast: called with a stream whose waiting consumers may switch onto it now
         # (router.complete_switch); the worker sets it.
         self.on_switch = None
+        # Called with (stream, seqs) when a stream's NACK generator wants a NACK sent (or a
+        # key frame: `wants_key_frame`); the worker sets it.
+        self.on_nack = None
         # The fan-out, one contract, three cores: native (workers/_native.c, when built and
         # `core` is not "python"), batched in Python (one sendmmsg per consumer per drain,
         # sendbatch.py) where libc has sendmmsg, else one send per copy (`fanout` above).
@@ -226,6 +229,12 @@ class Forwarder:
         stream.packets += 1
         stream.octets += n
         self.rtp_in += 1
+        nack = stream.nack  # RTCP NACK towards the sender (rtp/nack_generator.py), or None
+        if nack is not None:
+            if seq == nack.expected and not nack.pending:
+                nack.expected = (seq + 1) & 0xFFFF  # in order, nothing missing: all there is
+            else:
+                self._nack_check(stream, nack, seq, b1, n, now)
         if stream.waiting:  # a simulcast switch waits for this stream's key frame
             self._maybe_switch(stream, n)
         view = self.mv[:n]
@@ -248,6 +257,25 @@ class Forwarder:
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
+
+    def _nack_check(self, stream, nack, seq: int, b1: int, n: int, now: float) -> None:
+        """A packet out of order, or one while packets are missing: tell the stream's NACK
+        generator (whether it begins a key frame matters only while entries are pending)
+        and hand what to NACK to the worker."""
+        key = False
+        if nack.pending:
+            buf = self.buf
+            check = stream.producer.key_checks.get(buf[1] & 0x7F)
+            if check is not None:
+                try:
+                    start = header_length(buf, n)
+                except ValueError:  # pragma: no cover - validated on ingest already
+                    start = n
+                end = n - buf[n - 1] if buf[0] & 0x20 else n
+                key = check(buf, start, end)
+        seqs = nack.on_packet(seq, key, now, bool(b1 & 0x80))
+        if (seqs or nack.wants_key_frame) and self.on_nack is not None:
+            self.on_nack(stream, seqs)
 
     def _maybe_switch(self, stream, n: int) -> None:
         buf = self.buf
