@@ -92,6 +92,22 @@ def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, s
     return sent
 
 
+def _late_fan(fan: tuple[ConsumerRewrite, ...], seq: int) -> tuple[ConsumerRewrite, ...]:
+    """The consumers of `fan` a late packet `seq` (older than the stream's newest) may go to:
+    not one waiting to (re)start (it starts on a current packet, not a late one), nor one that
+    restarted after `seq` (its numbering there already belongs to packets before its break).
+    A consumer fed for a while (`LATE_HORIZON` packets) is past any doubt; the 16-bit compare
+    would be ambiguous there."""
+    return tuple(
+        c
+        for c in fan
+        if not c.sync
+        and (c.packets - c.sync_packets > LATE_HORIZON or ((seq - c.first_seq) & 0xFFFF) < 0x8000)
+    )
+
+
+LATE_HORIZON = 0x4000
+
 # Named counters, in the order worker.info / worker.dump report them (camelCase on the wire).
 COUNTERS = {
     "rtp_in": "rtpIn",
@@ -252,6 +268,8 @@ class Forwarder:
                 out += view
                 batch.count += 1
         fan = stream.fan
+        if fan and seq != stream.max_seq:  # a late packet (a repair, or reordered)
+            fan = _late_fan(fan, seq)
         if fan:
             sent = self.fanout(fan, buf, view, seq, ts, n)
             self.rtp_out += sent
