@@ -480,7 +480,7 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
     to_room: dict[int, dict[str, Any]] = {}  # producer media PT -> room media codec
     feedback: dict[int, list[dict[str, Any]]] = {}  # producer media PT -> its rtcpFeedback
     for codec in media:
-        where = f"codecs[{next(i for i, x in enumerate(codecs) if x is codec)}]"
+        where = f"codecs[{next(i for i, x in enumerate(codecs) if x is codec)}] ({codec['name']})"
         feedback[codec["payloadType"]] = _check_feedback(codec.get("rtcpFeedback"), where)
         room = next((r for r in room_codecs if not _is_rtx(r) and codec_matches(codec, r)), None)
         if room is None:
