@@ -440,3 +440,17 @@ def test_a_piped_stream_generates_no_nack(setup) -> None:
     """The worker that receives the producer NACKs its sender; a piped copy has none."""
     s = setup(piped=True)
     assert s.feedback.nacks.generated(s.stream, [5]) == []
+
+
+def test_a_receivers_nack_for_what_the_generator_asks_already_is_not_passed_on(setup) -> None:
+    s = setup()
+    s.stream.nack = NackGenerator()
+    s.fwd.on_nack = lambda stream, seqs: None
+    out = s.feed([10, 11, 13])  # 12 missing: the generator NACKed it already
+    first = out[0].sequence_number
+    s.feed([14])
+    # The receiver asks for 12 (and for 9, which the generator never knew about).
+    actions = s.feedback.nacks.on_nack(s.consumer, [(first + 2) & 0xFFFF, (first - 1) & 0xFFFF])
+    sent = only(actions, SendRtcp)
+    assert len(sent) == 1
+    assert rtcp.parse(sent[0].packet).nacks == [(SOURCE_SSRC, [9])]

@@ -151,6 +151,8 @@ class NackService:
                 consumer.nack_missed += 1
                 continue
             actions.append(Resend(consumer, send, packet, pt is not None))
+        if missing and stream.nack is not None:  # our own NACK generator asks for those already
+            missing = [seq for seq in missing if seq not in stream.nack.pending]
         if missing:
             actions.extend(self.ask_sender(consumer, stream, missing))
         return actions
