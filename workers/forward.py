@@ -278,10 +278,17 @@ class Forwarder:
 
     def _nack_check(self, stream, nack, seq: int, b1: int, n: int, now: float) -> None:
         """A packet out of order, or one while packets are missing: tell the stream's NACK
-        generator (whether it begins a key frame matters only while entries are pending)
-        and hand what to NACK to the worker."""
+        generator (whether it begins a key frame matters only while entries are pending, and
+        only a packet right after a frame end can) and hand what to NACK to the worker."""
         key = False
-        if nack.pending:
+        # Only a frame's first packet can begin a key frame: the one after a frame end.
+        frame_start = nack.frame_end == (seq - 1) & 0xFFFF
+        if seq == nack.expected and not frame_start:  # in order mid-frame: what on_packet does
+            nack.expected = (seq + 1) & 0xFFFF
+            if b1 & 0x80:
+                nack.frame_end = seq
+            return
+        if frame_start and nack.pending:
             buf = self.buf
             check = stream.producer.key_checks.get(buf[1] & 0x7F)
             if check is not None:

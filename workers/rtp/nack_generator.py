@@ -15,7 +15,8 @@ noted:
 - A packet older than the newest (reordered, or the retransmission on the same SSRC, or the
   sender's RTX unwrapped by the forwarder) that is in the list cancels its entry (`recovered`);
   other old packets and duplicates change nothing.
-- Bounded: entries more than `MAX_AGE` sequence numbers behind the newest are dropped; a gap
+- Bounded: entries more than `MAX_AGE` sequence numbers behind the newest are dropped (at the
+  next timer run, counted as `expired`); a gap
   that would take the list over `MAX_PENDING` entries is not NACKed at all: the list is
   cleared and `wants_key_frame` is set (v2 asks for a key frame then; so does the worker).
   This is also what a very large forward jump (a sender that restarted its numbering) does.
@@ -92,6 +93,13 @@ class NackGenerator:
         its RTP marker bit, a frame's last packet). Returns the sequence numbers to NACK now:
         those of a gap it opened."""
         seq &= _MASK
+        if seq == self.expected:  # in order while entries are pending: the common slow case
+            self.expected = (seq + 1) & _MASK
+            if is_keyframe and self.pending and self.frame_end >= 0:
+                self._drop_older_than(self.frame_end, seq)
+            if marker:
+                self.frame_end = seq
+            return []
         if self.expected < 0:
             self.expected = (seq + 1) & _MASK
             if marker:
@@ -118,10 +126,8 @@ class NackGenerator:
                 pending[s] = [entry_at, 1.0]
                 out.append(s)
         self.expected = (seq + 1) & _MASK
-        if pending:
-            self._drop_older_than((seq - MAX_AGE) & _MASK, seq)
-            if is_keyframe and self.frame_end >= 0:
-                self._drop_older_than(self.frame_end, seq)
+        if pending and is_keyframe and self.frame_end >= 0:
+            self._drop_older_than(self.frame_end, seq)
         if marker:
             self.frame_end = seq
         return out
@@ -167,6 +173,11 @@ class NackGenerator:
         are NACKed again, or given up once they were NACKed `MAX_NACKS` times."""
         out: list[int] = []
         pending = self.pending
+        if pending and self.expected >= 0:  # the age bound, checked here rather than per packet
+            newest = (self.expected - 1) & _MASK
+            before = len(pending)
+            self._drop_older_than((newest - MAX_AGE) & _MASK, newest)
+            self.expired += before - len(pending)
         due = now - RETRY_INTERVAL
         gone: list[int] = []
         for seq, entry in pending.items():
