@@ -15,6 +15,9 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
     payload type producer -> room.
+ 4b. Reception statistics; a stream with a NACK generator (rtp/nack_generator.py) gets one
+    compare per packet: `_nack_check` runs only for a packet out of order or while packets
+    are missing, and hands what to NACK to the worker (`on_nack`).
  5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
     producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
  6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
@@ -28,6 +31,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
       one sendmmsg; send errors are counted then.
     - per copy (`fanout` below, where sendmmsg is missing): one `Struct.pack_into` of
       seq/timestamp/SSRC at offset 2 of the shared buffer, then `send(view)`.
+    A late packet (older than the stream's newest: a repair, or reordered) skips the
+    consumers that (re)started after it or wait to start (`_late_fan`).
     Whoever calls `receive` must call `after_drain()` before yielding to the event loop
     (the UDP, TCP and pipe readers do, once per drain).
 
@@ -36,7 +41,8 @@ slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no
 await, no exception except a send's OSError (counted). Everything else (pause, resync after
 a break, events) is decided on the control path and lands here as table contents; the rare
 calls back out are `ConsumerRewrite.resync()` for the first packet after a break and
-`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`).
+`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`),
+and `on_nack` when a stream's NACK generator finds packets missing.
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
