@@ -2,7 +2,8 @@
 NackGenerator does. A real `tureen serve` with two workers; a plain-RTP VP8 sender (a Python
 UDP socket, its codec with rtcpFeedback nack) skips sequence numbers mid-stream and across the
 65535 wrap; it must get NACKs for exactly those, and what it resends (on its RTX stream and on
-the media SSRC) must reach both plain-RTP receivers in their own numbering."""
+the media SSRC) must reach both plain-RTP receivers in their own numbering. Its opus producer,
+without nack in its rtcpFeedback, skips some too and gets no NACK."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MEDIA_CODECS, drain, peer_capabilities, rtp_packet, running_server, udp_socket
+from support import (
+    MEDIA_CODECS,
+    drain,
+    opus_parameters,
+    peer_capabilities,
+    rtp_packet,
+    running_server,
+    udp_socket,
+)
 from tureen.shared.client import TureenClient
 from tureen.workers.rtp import rtcp
 
@@ -22,6 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 SSRC = 0x0A0B0C0D
 RTX_SSRC = 0x0A0B0C0E
+AUDIO_SSRC = 0x0A0B0C0F
 PT, RTX_PT = 96, 97
 FIRST = 65500
 LAST = 20  # after the wrap
@@ -118,6 +128,12 @@ class NackSession:
                 name, "enableConsumer", id=consumer["id"], transportId=10 + i, paused=False,
                 preferredProfile="default",
             )
+        # Audio without nack in its rtcpFeedback (opus as mediasoup-client sends it): its
+        # gaps are never NACKed (mediasoup v2's rule). `nacked` fails on a NACK for its SSRC.
+        await self.req(
+            "alice", "createProducer", id=3, kind="audio", transportId=1,
+            rtpParameters=opus_parameters(AUDIO_SSRC), paused=False,
+        )
 
     def send(self, data: bytes) -> None:
         self.alice.sendto(data, self.server)
@@ -155,6 +171,8 @@ async def run(endpoint: str) -> dict[str, Any]:
             sent = [seq for seq in all_seqs() if seq not in gaps]
             # First half: up to just before the wrap gap (the mid gap is in it).
             head = [seq for seq in sent if seq >= FIRST]
+            for seq in (*range(1, 5), *range(8, 12)):  # audio: 5, 6 and 7 missing
+                s.send(rtp_packet(seq, seq * 960, AUDIO_SSRC, 111))
             for seq in head:
                 s.send(media(seq))
             got = await asyncio.to_thread(nacked, s.alice, NACK_WAIT, set(MID_GAP))
@@ -181,7 +199,10 @@ async def run(endpoint: str) -> dict[str, Any]:
             dump = await client.dump_room("nack")
             worker = {p["name"]: p["worker"] for p in dump["peers"]}["alice"]
             state = await client.dump_worker(worker)
-            return next(p for p in state["producers"] if p["transportId"] is not None)["streams"][0]
+            local = [p for p in state["producers"] if p["transportId"] is not None]
+            audio = next(p for p in local if p["kind"] == "audio")["streams"][0]
+            assert audio["nack"] is None and audio["lost"] == 3, audio
+            return next(p for p in local if p["kind"] == "video")["streams"][0]
         finally:
             s.close()
             await client.close_room("nack")
