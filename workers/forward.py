@@ -98,12 +98,15 @@ def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, s
     return sent
 
 
-def _late_fan(fan: tuple[ConsumerRewrite, ...], seq: int) -> tuple[ConsumerRewrite, ...]:
-    """The consumers of `fan` a late packet `seq` (older than the stream's newest) may go to:
+def _late_fan(fan: tuple[ConsumerRewrite, ...], seq: int, newest: int) -> tuple[ConsumerRewrite, ...]:
+    """The consumers of `fan` a late packet `seq` (older than the stream's `newest`) may go to:
     not one waiting to (re)start (it starts on a current packet, not a late one), nor one that
     restarted after `seq` (its numbering there already belongs to packets before its break).
     A consumer fed for a while (`LATE_HORIZON` packets) is past any doubt; the 16-bit compare
-    would be ambiguous there."""
+    would be ambiguous there. A packet more than `MAX_MISORDER` behind is no late packet but a
+    sender that jumped (it restarted its numbering): it goes to every consumer, as before."""
+    if (newest - seq) & 0xFFFF > MAX_MISORDER:
+        return fan
     return tuple(
         c
         for c in fan
@@ -113,6 +116,7 @@ def _late_fan(fan: tuple[ConsumerRewrite, ...], seq: int) -> tuple[ConsumerRewri
 
 
 LATE_HORIZON = 0x4000
+MAX_MISORDER = 1500  # mediasoup v2's (RtpStream.cpp): further behind is a jump, not a late packet
 
 # Named counters, in the order worker.info / worker.dump report them (camelCase on the wire).
 COUNTERS = {
@@ -275,7 +279,7 @@ class Forwarder:
                 batch.count += 1
         fan = stream.fan
         if fan and seq != stream.max_seq:  # a late packet (a repair, or reordered)
-            fan = _late_fan(fan, seq)
+            fan = _late_fan(fan, seq, stream.max_seq)
         if fan:
             sent = self.fanout(fan, buf, view, seq, ts, n)
             self.rtp_out += sent
