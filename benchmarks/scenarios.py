@@ -65,7 +65,9 @@ def _rtp_parameters(kind: str, ssrc: int) -> dict[str, Any]:
         codec = {"name": "opus", "mimeType": "audio/opus", "payloadType": AUDIO_PT,
                  "clockRate": 48000, "channels": 2}
     else:
-        codec = {"name": "VP8", "mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000}
+        # As mediasoup-client sends it: nack listed, so the worker runs its NACK generator.
+        codec = {"name": "VP8", "mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000,
+                 "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}
     return {
         "muxId": "0" if kind == "audio" else "1",
         "codecs": [codec],

@@ -287,6 +287,9 @@ class CodecSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mimeType: str
     clockRate: ClockRate
     rtxPayloadType: PayloadType | None = None
+    # The producer's codec lists rtcpFeedback `nack`: the worker NACKs the sender for the
+    # packets it misses (mediasoup v2's rule; workers/rtp/nack_generator.py).
+    nack: bool = False
 
 
 class ProducerCreate(Command, tag="producer.create"):

@@ -108,6 +108,7 @@ class Producer(Stateful):
                     mimeType=x["mimeType"],
                     clockRate=x["clockRate"],
                     rtxPayloadType=x["rtxPayloadType"],
+                    nack=x.get("nack", False),
                 )
                 for x in mapping["codecs"]
             ],

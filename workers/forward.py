@@ -15,6 +15,9 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
     payload type producer -> room.
+ 4b. Reception statistics; a stream with a NACK generator (rtp/nack_generator.py) gets one
+    compare per packet: `_nack_check` runs only for a packet out of order or while packets
+    are missing, and hands what to NACK to the worker (`on_nack`).
  5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
     producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
  6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
@@ -28,6 +31,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
       one sendmmsg; send errors are counted then.
     - per copy (`fanout` below, where sendmmsg is missing): one `Struct.pack_into` of
       seq/timestamp/SSRC at offset 2 of the shared buffer, then `send(view)`.
+    A late packet (older than the stream's newest: a repair, or reordered) skips the
+    consumers that (re)started after it or wait to start (`_late_fan`).
     Whoever calls `receive` must call `after_drain()` before yielding to the event loop
     (the UDP, TCP and pipe readers do, once per drain).
 
@@ -36,7 +41,8 @@ slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no
 await, no exception except a send's OSError (counted). Everything else (pause, resync after
 a break, events) is decided on the control path and lands here as table contents; the rare
 calls back out are `ConsumerRewrite.resync()` for the first packet after a break and
-`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`).
+`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`),
+and `on_nack` when a stream's NACK generator finds packets missing.
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
@@ -92,6 +98,26 @@ def fanout(fan: tuple[ConsumerRewrite, ...], buf: bytearray, view: memoryview, s
     return sent
 
 
+def _late_fan(fan: tuple[ConsumerRewrite, ...], seq: int, newest: int) -> tuple[ConsumerRewrite, ...]:
+    """The consumers of `fan` a late packet `seq` (older than the stream's `newest`) may go to:
+    not one waiting to (re)start (it starts on a current packet, not a late one), nor one that
+    restarted after `seq` (its numbering there already belongs to packets before its break).
+    A consumer fed for a while (`LATE_HORIZON` packets) is past any doubt; the 16-bit compare
+    would be ambiguous there. A packet more than `MAX_MISORDER` behind is no late packet but a
+    sender that jumped (it restarted its numbering): it goes to every consumer, as before."""
+    if (newest - seq) & 0xFFFF > MAX_MISORDER:
+        return fan
+    return tuple(
+        c
+        for c in fan
+        if not c.sync
+        and (c.packets - c.sync_packets > LATE_HORIZON or ((seq - c.first_seq) & 0xFFFF) < 0x8000)
+    )
+
+
+LATE_HORIZON = 0x4000
+MAX_MISORDER = 1500  # mediasoup v2's (RtpStream.cpp): further behind is a jump, not a late packet
+
 # Named counters, in the order worker.info / worker.dump report them (camelCase on the wire).
 COUNTERS = {
     "rtp_in": "rtpIn",
@@ -138,7 +164,7 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", "on_switch", "batch", "fanout", "recv_batch", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "on_switch", "on_nack", "batch", "fanout", "recv_batch", *COUNTERS)
 
     def __init__(self, batched: bool = True, core: str = "auto", io_uring: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
@@ -148,6 +174,9 @@ class Forwarder:
         # Simulcast: called with a stream whose waiting consumers may switch onto it now
         # (router.complete_switch); the worker sets it.
         self.on_switch = None
+        # Called with (stream, seqs) when a stream's NACK generator wants a NACK sent (or a
+        # key frame: `wants_key_frame`); the worker sets it.
+        self.on_nack = None
         # The fan-out, one contract, three cores: native (workers/_native.c, when built and
         # `core` is not "python"), batched in Python (one sendmmsg per consumer per drain,
         # sendbatch.py) where libc has sendmmsg, else one send per copy (`fanout` above).
@@ -226,6 +255,12 @@ class Forwarder:
         stream.packets += 1
         stream.octets += n
         self.rtp_in += 1
+        nack = stream.nack  # RTCP NACK towards the sender (rtp/nack_generator.py), or None
+        if nack is not None:
+            if seq == nack.expected and not nack.pending:
+                nack.expected = (seq + 1) & 0xFFFF  # in order, nothing missing: all there is
+            else:
+                self._nack_check(stream, nack, seq, b1, n, now)
         if stream.waiting:  # a simulcast switch waits for this stream's key frame
             self._maybe_switch(stream, n)
         view = self.mv[:n]
@@ -243,11 +278,39 @@ class Forwarder:
                 out += view
                 batch.count += 1
         fan = stream.fan
+        if fan and seq != stream.max_seq:  # a late packet (a repair, or reordered)
+            fan = _late_fan(fan, seq, stream.max_seq)
         if fan:
             sent = self.fanout(fan, buf, view, seq, ts, n)
             self.rtp_out += sent
             if sent != len(fan):
                 self.send_errors += len(fan) - sent
+
+    def _nack_check(self, stream, nack, seq: int, b1: int, n: int, now: float) -> None:
+        """A packet out of order, or one while packets are missing: tell the stream's NACK
+        generator (whether it begins a key frame matters only while entries are pending, and
+        only a packet right after a frame end can) and hand what to NACK to the worker."""
+        key = False
+        # Only a frame's first packet can begin a key frame: the one after a frame end.
+        frame_start = nack.frame_end == (seq - 1) & 0xFFFF
+        if seq == nack.expected and not frame_start:  # in order mid-frame: what on_packet does
+            nack.expected = (seq + 1) & 0xFFFF
+            if b1 & 0x80:
+                nack.frame_end = seq
+            return
+        if frame_start and nack.pending:
+            buf = self.buf
+            check = stream.producer.key_checks.get(buf[1] & 0x7F)
+            if check is not None:
+                try:
+                    start = header_length(buf, n)
+                except ValueError:  # pragma: no cover - validated on ingest already
+                    start = n
+                end = n - buf[n - 1] if buf[0] & 0x20 else n
+                key = check(buf, start, end)
+        seqs = nack.on_packet(seq, key, now, bool(b1 & 0x80))
+        if (seqs or nack.wants_key_frame) and self.on_nack is not None:
+            self.on_nack(stream, seqs)
 
     def _maybe_switch(self, stream, n: int) -> None:
         buf = self.buf

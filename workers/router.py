@@ -30,6 +30,7 @@ from tureen.workers.simulcast import Action, active_streams, choose_stream, deci
 from tureen.workers.stats import RateMeter
 
 if TYPE_CHECKING:
+    from tureen.workers.rtp.nack_generator import NackGenerator
     from tureen.workers.transport.base import Transport
     from tureen.workers.transport.pipe import PipeBatch
 
@@ -75,6 +76,7 @@ class Stream:
         "pli_count",
         "repaired",
         "rate",
+        "nack",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -122,6 +124,9 @@ class Stream:
         self.pli_count = 0
         self.repaired = 0
         self.rate = RateMeter()
+        # The NACK generator towards the sender (rtp/nack_generator.py) when the producer's
+        # codec negotiated nack; the worker sets it (worker._set_nack).
+        self.nack: NackGenerator | None = None
 
     @property
     def active(self) -> bool:
@@ -142,6 +147,8 @@ class Stream:
             "lost": max(0, self.expected() - self.packets),
             "jitter": int(self.jitter),
             "consumerIds": sorted(self.consumers),
+            # NACKs towards the sender: null when its codec did not negotiate nack.
+            "nack": self.nack.dump() if self.nack is not None else None,
         }
 
 

@@ -50,6 +50,8 @@ from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.codecs import KeyFrameCheck, key_frame_checker
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.feedback import Action, Feedback, Resend, SendRtcp
+from tureen.workers.rtp.nack_generator import TIMER_INTERVAL as NACK_TIMER_INTERVAL
+from tureen.workers.rtp.nack_generator import NackGenerator
 from tureen.workers.transport.base import Transport
 from tureen.workers.transport.pipe import PipeHub
 from tureen.workers.transport.plain import PlainRtpTransport
@@ -94,6 +96,11 @@ class Worker:
         self._ticks = 0
         self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring)
         self.forwarder.on_switch = self.router.complete_switch
+        # NACKs towards senders: the forwarder reports gaps (_on_nack); a timer runs only
+        # while some stream has packets missing (_nack_tick), so no loss costs nothing.
+        self.forwarder.on_nack = self._on_nack
+        self._nack_streams: set[Stream] = set()
+        self._nack_handle: asyncio.TimerHandle | None = None
         # RTCP feedback, NACK service and reports decide (workers/rtp/feedback.py); this
         # worker performs what they return (_act).
         self.feedback = Feedback(
@@ -194,6 +201,8 @@ class Worker:
 
     def _teardown(self) -> None:
         self._housekeeping_handle.cancel()
+        if self._nack_handle is not None:
+            self._nack_handle.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.remove_signal_handler(sig)
         for transport in list(self.router.transports.values()):
@@ -303,6 +312,47 @@ class Worker:
         """Ask the producer of `stream` for a key frame: a PLI on its transport, or through
         the supervisor to the worker that has it (a piped producer); throttled per stream."""
         self._act(self.feedback.key_frames.request(stream, consumer, self.loop.time()))
+
+    # -- NACKs towards senders (rtp/nack_generator.py) --------------------------------------
+
+    def _set_nack(self, producer: Producer, nack: bool) -> None:
+        """Give each stream of a producer received here a NACK generator when its codec
+        negotiated nack (v2's rule), keeping a stream's running one; none otherwise."""
+        for stream in producer.streams:
+            if not nack or producer.transport is None:
+                stream.nack = None
+            elif stream.nack is None:
+                stream.nack = NackGenerator()
+
+    def _on_nack(self, stream: Stream, seqs: list[int]) -> None:
+        """The forwarder found packets of `stream` missing (or too many: a key frame then)."""
+        nack = stream.nack
+        if nack is None:
+            return
+        if nack.wants_key_frame:
+            nack.wants_key_frame = False
+            self._request_key_frame(stream)
+        self._act(self.feedback.nacks.generated(stream, seqs))
+        if nack.pending:
+            self._nack_streams.add(stream)
+            if self._nack_handle is None:
+                self._nack_handle = self.loop.call_later(NACK_TIMER_INTERVAL, self._nack_tick)
+
+    def _nack_tick(self) -> None:
+        """Retries of the streams with packets missing; runs while there are any."""
+        self._nack_handle = None
+        now = time.monotonic()  # the forwarder's clock
+        for stream in list(self._nack_streams):
+            nack = stream.nack
+            producer = stream.producer
+            if nack is None or not nack.pending or self.router.producers.get(producer.id) is not producer:
+                self._nack_streams.discard(stream)
+                continue
+            self._act(self.feedback.nacks.generated(stream, nack.on_timer(now)))
+            if not nack.pending:
+                self._nack_streams.discard(stream)
+        if self._nack_streams:
+            self._nack_handle = self.loop.call_later(NACK_TIMER_INTERVAL, self._nack_tick)
 
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
         consumer = self.router.consumers.get(rewrite.consumer_id)
@@ -528,6 +578,7 @@ class Worker:
         producer = Producer(pid, kind, transport, paused, streams, pt_pairs, ext_pairs, clock_rate, rtx_pairs)
         producer.key_checks = self._key_checks
         producer.subject = logs.Subject("producer", pid, cmd.room, cmd.peer, cmd.clientId)
+        self._set_nack(producer, bool(cmd.codecs) and cmd.codecs[0].nack)
         self.router.add_producer(producer)
         log.info(
             "%s: %s %s, ssrcs %s%s",
@@ -551,6 +602,7 @@ class Worker:
         spec = self._rtp_spec(cmd, producer.transport, producer)
         producer.key_checks = self._key_checks
         self.router.update_producer(producer, *spec)
+        self._set_nack(producer, bool(cmd.codecs) and cmd.codecs[0].nack)
         if paused != producer.paused:
             self._set_producer_paused(producer, paused)
         log.info("%s updated: ssrcs %s", producer.subject, [s[0] for s in spec[0]], extra=producer.subject.extra)
@@ -605,6 +657,9 @@ class Worker:
         if producer.paused == paused:
             return
         self.router.set_producer_paused(producer, paused)
+        for stream in producer.streams:  # what it drops while paused was not lost
+            if stream.nack is not None:
+                stream.nack.reset()
         if paused:  # consumers on other workers resync too (pipe discontinuity mark)
             for batch in producer.pipes.values():
                 batch.mark_discontinuity(self.forwarder)

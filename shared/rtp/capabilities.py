@@ -449,9 +449,9 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
     """Validate createProducer's rtpParameters and map them onto the room's capabilities.
 
     Returns `{payloadTypes: [[producerPt, roomPt], ...] (media then RTX), headerExtensionIds:
-    [[producerId, roomId], ...], codecs: [{payloadType, mimeType, clockRate, rtxPayloadType}]
-    (room values, one per producer media codec; rtxPayloadType = the room RTX for it, None for
-    audio), streams: [{ssrc, rtxSsrc, profile}], ssrcs: [every media and RTX SSRC]}`.
+    [[producerId, roomId], ...], codecs: [{payloadType, mimeType, clockRate, rtxPayloadType,
+    nack}] (room values, one per producer media codec; rtxPayloadType = the room RTX for it,
+    None for audio; nack = the producer's codec lists rtcpFeedback nack), streams: [{ssrc, rtxSsrc, profile}], ssrcs: [every media and RTX SSRC]}`.
 
     Stricter than v2: SSRCs are required (we demux by SSRC), mimeType must fit kind and name,
     two producer codecs may not map to one room codec; extensions of unknown uris are dropped
@@ -484,7 +484,10 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
     if not media:
         raise _wrong("no media codecs")
     to_room: dict[int, dict[str, Any]] = {}  # producer media PT -> room media codec
+    feedback: dict[int, list[dict[str, Any]]] = {}  # producer media PT -> its rtcpFeedback
     for codec in media:
+        where = f"codecs[{next(i for i, x in enumerate(codecs) if x is codec)}] ({codec['name']})"
+        feedback[codec["payloadType"]] = _check_feedback(codec.get("rtcpFeedback"), where)
         room = next((r for r in room_codecs if not _is_rtx(r) and codec_matches(codec, r)), None)
         if room is None:
             raise _wrong(
@@ -545,8 +548,11 @@ def producer_mapping(room_caps: dict[str, Any], kind: str, rtp_parameters: Any) 
                 "mimeType": r["mimeType"],
                 "clockRate": r["clockRate"],
                 "rtxPayloadType": room_rtx.get(r["preferredPayloadType"]),
+                # v2 (Producer.cpp): any rtcpFeedback of type "nack" (also "nack pli") makes
+                # the worker NACK the sender for what it misses.
+                "nack": any(fb["type"] == "nack" for fb in feedback[pt]),
             }
-            for r in to_room.values()
+            for pt, r in to_room.items()
         ],
         "streams": streams,
         "ssrcs": [s for st in streams for s in (st["ssrc"], st["rtxSsrc"]) if s is not None],

@@ -415,8 +415,9 @@ async def test_nacks_are_served_from_tureens_buffer_at_5_percent_loss(media_room
 
 
 async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(media_room) -> None:
-    """5% loss between the sender and Tureen: the receiver's NACKs for what Tureen never got
-    go on to the sender, whose RTX retransmissions Tureen unwraps and forwards."""
+    """5% loss between the sender and Tureen: Tureen NACKs the sender itself for what it
+    misses (its NACK generator; a receiver's NACK for what Tureen lacks goes on too), and
+    forwards the RTX retransmissions it unwraps."""
     client, room_id = media_room
     alice, bob = RelayedPeer(loss=0.05, direction="send"), MsPeer()
     try:
@@ -426,14 +427,19 @@ async def test_sender_side_loss_is_repaired_by_the_sender_through_tureen(media_r
         video = await bob.consume(await bob.next_consumer(kind="video"))
         await video.wait_frames(60, timeout=40)
         assert alice.relay is not None and alice.relay.dropped > 0
-        counters = [state["counters"] for state in await worker_states(client)]
+        states = await worker_states(client)
+        counters = [state["counters"] for state in states]
         forwarded = sum(c["nackForwarded"] for c in counters)
         rtx_in = sum(c["rtxIn"] for c in counters)
+        nacks = [st["nack"] for state in states for p in state["producers"] for st in p["streams"] if st["nack"]]
+        asked = sum(n["requested"] for n in nacks)
+        recovered = sum(n["recovered"] for n in nacks)
         print(
-            f"sender-side 5% loss: relay dropped {alice.relay.dropped}; NACKed to the sender {forwarded}; "
-            f"RTX unwrapped {rtx_in}; {video.frames} frames decoded, longest gap {video.max_gap * 1000:.0f} ms"
+            f"sender-side 5% loss: relay dropped {alice.relay.dropped}; Tureen NACKed the sender for "
+            f"{asked} (receivers' NACKs passed on: {forwarded}); {recovered} recovered; RTX unwrapped "
+            f"{rtx_in}; {video.frames} frames decoded, longest gap {video.max_gap * 1000:.0f} ms"
         )
-        assert forwarded > 0 and rtx_in > 0
+        assert asked > 0 and recovered > 0 and rtx_in > 0
     finally:
         await alice.close()
         await bob.close()

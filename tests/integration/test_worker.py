@@ -312,6 +312,83 @@ def test_consumer_pause_resume_keeps_its_sequence_continuous(spawn, udp) -> None
     assert s.w.events == []
 
 
+def rtp_only(sock: socket.socket, count: int, timeout: float = 3.0) -> list[RtpPacket]:
+    """Exactly `count` RTP packets, skipping the RTCP (SRs) that comes to a receiver too."""
+    out: list[RtpPacket] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"got {len(out)} of {count} RTP packets within {timeout} s")
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            continue
+        if not 192 <= data[1] <= 223:
+            out.append(RtpPacket.parse(data))
+    return out
+
+
+def no_rtp(sock: socket.socket, wait: float = 0.3) -> bool:
+    """No RTP packet (RTCP may come) within `wait` s."""
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            return True
+        if not 192 <= data[1] <= 223:
+            return False
+    return True
+
+
+def test_a_late_packet_lands_in_place_and_never_reuses_a_number_after_a_resume(spawn, udp) -> None:
+    """A late packet (the sender's answer to a NACK, or reordered) goes to each consumer with
+    that consumer's offset; a consumer that resumed after it must not get it (its number there
+    was already given to another packet before the pause), nor one that starts on it."""
+    s = Session(spawn(0), udp)
+    s.send(range(100, 110))
+    before_a = rtp_only(s.rx_a, 10)
+    rtp_only(s.rx_b, 10)
+    s.w.ok("consumer.pause", consumerId=20)
+    s.send(range(110, 120))
+    s.send(range(121, 130))  # 120 is late
+    b = rtp_only(s.rx_b, 19)
+    s.w.ok("consumer.resume", consumerId=20)
+    s.send(range(130, 135))
+    after_a = rtp_only(s.rx_a, 5)
+    assert_continuous(before_a + after_a)
+    b += rtp_only(s.rx_b, 5)
+    s.send(range(120, 121))  # 120 arrives
+    s.send(range(132, 133))  # and a late copy of a packet A got after its resume
+    late_b = rtp_only(s.rx_b, 2)
+    offset_b = (b[0].sequence_number - 110) & 0xFFFF
+    assert [p.sequence_number for p in late_b] == [(120 + offset_b) & 0xFFFF, (132 + offset_b) & 0xFFFF]
+    late_a = rtp_only(s.rx_a, 1)  # 132 again, in its place; 120 not at all
+    assert late_a[0].sequence_number == after_a[2].sequence_number
+    assert no_rtp(s.rx_a)
+    # A consumer that starts now does not start on a late packet.
+    rx_c = udp()
+    s.w.ok("transport.createPlain", transportId=4)
+    s.w.ok("transport.connectPlain", transportId=4, remoteIp="127.0.0.1", remotePort=rx_c.getsockname()[1])
+    s.w.ok("consumer.create", **consumer_params(22, 10, 4, ssrc=0xCCCC0001))
+    s.send(range(131, 132))
+    assert no_rtp(rx_c)
+    key = RtpPacket(payload_type=PRODUCER_PT, sequence_number=135, timestamp=135 * 3000, ssrc=SOURCE_SSRC,
+                    payload=b"\x10\x00" + b"\x9d\x01\x2a" * 30)  # VP8: a key frame begins here
+    s.sender.sendto(key.serialize(), s.dest)
+    assert [p.sequence_number for p in rtp_only(rx_c, 1)] == [135]  # it started here, offset 0
+    rtp_only(s.rx_a, 1)
+    rtp_only(s.rx_b, 1)
+    # A sender that jumps far back (it restarted its numbering) sends no late packet: all
+    # get it, the consumer that just started too.
+    s.send(range(40135, 40136))
+    for rx in (s.rx_a, s.rx_b, rx_c):
+        assert len(rtp_only(rx, 1)) == 1
+
+
 def test_producer_pause_stops_all_and_resume_restarts_continuously(spawn, udp) -> None:
     s = Session(spawn(0), udp)
     s.send(range(5000, 5005))

@@ -517,7 +517,7 @@ def test_browser_audio_producer_mapping(room):
         "headerExtensionIds": [[1, 1], [2, 3], [4, 5]],
         "codecs": [
             {"payloadType": 100, "mimeType": "audio/opus", "clockRate": 48000,
-             "rtxPayloadType": None},
+             "rtxPayloadType": None, "nack": False},
         ],
         "streams": [{"ssrc": 3550384741, "rtxSsrc": None, "profile": "default"}],
         "ssrcs": [3550384741],
@@ -530,11 +530,32 @@ def test_browser_video_producer_mapping(room):
         "headerExtensionIds": [[14, 2], [2, 3], [13, 4], [4, 5], [10, 6]],
         "codecs": [
             {"payloadType": 101, "mimeType": "video/VP8", "clockRate": 90000,
-             "rtxPayloadType": 102},
+             "rtxPayloadType": 102, "nack": True},
         ],
         "streams": [{"ssrc": 1111111111, "rtxSsrc": 2222222222, "profile": "default"}],
         "ssrcs": [1111111111, 2222222222],
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("feedback", "nack"),
+    [
+        ([{"type": "nack"}], True),
+        # v2 (Producer.cpp) takes any entry of type nack, "nack pli" included
+        ([{"type": "nack", "parameter": "pli"}], True),
+        ([{"type": "goog-remb"}, {"type": "ccm", "parameter": "fir"}], False),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_the_worker_nacks_the_sender_only_where_its_codec_lists_nack(room, feedback, nack):
+    params = _video(codecs__0__rtcpFeedback=feedback)
+    assert producer_mapping(room, "video", params)["codecs"][0]["nack"] is nack
+
+
+def test_a_producer_codecs_malformed_rtcp_feedback_is_refused(room):
+    with raises(BAD_REQUEST, "codecs[0] (VP8).rtcpFeedback must be a list"):
+        producer_mapping(room, "video", _video(codecs__0__rtcpFeedback=[{"type": 3}]))
 
 
 def test_browser_simulcast_producer_mapping(room):
@@ -579,7 +600,7 @@ H264_CODECS = [
         (_video(codecs=H264_CODECS), "payloadTypes", [[107, 103], [99, 104]]),
         (_video(codecs=H264_CODECS[:1]), "codecs",
          [{"payloadType": 103, "mimeType": "video/H264", "clockRate": 90000,
-           "rtxPayloadType": 104}]),
+           "rtxPayloadType": 104, "nack": False}]),
         # no RTX from the producer: media PT only; the room RTX is still named for consumers
         (_video(codecs=VIDEO_PRODUCER["codecs"][:1], encodings=[{"ssrc": 7}]), "payloadTypes",
          [[96, 101]]),

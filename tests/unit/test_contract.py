@@ -60,7 +60,7 @@ EXAMPLES: dict[str, c.Command | c.Event] = {
             paused=True,
             payloadTypes=[(96, 101), (97, 102)],
             headerExtensionIds=[(3, 5)],
-            codecs=[c.CodecSpec(payloadType=101, mimeType="video/VP8", clockRate=90000, rtxPayloadType=102)],
+            codecs=[c.CodecSpec(payloadType=101, mimeType="video/VP8", clockRate=90000, rtxPayloadType=102, nack=True)],
             room="r1",
             peer="alice",
             clientId=5,

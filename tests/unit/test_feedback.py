@@ -28,6 +28,7 @@ from tureen.workers.rtp.feedback import (
     Resend,
     SendRtcp,
 )
+from tureen.workers.rtp.nack_generator import NackGenerator
 from tureen.workers.transport.plain import PlainRtpTransport
 
 SOURCE_SSRC = 0x1111
@@ -398,3 +399,58 @@ def test_no_sender_report_for_a_paused_or_unfed_consumer(setup) -> None:
     assert reports.sender_reports([s.consumer], rtcp.ntp_now(), 0.0, 0.0) == []
     s.router.set_consumer_paused(s.consumer, False)
     assert reports.sender_reports([s.consumer], rtcp.ntp_now(), 0.0, 0.0) == [], "waiting to resync"
+
+
+# -- NACKs the worker asks for itself (rtp/nack_generator.py) ---------------------------
+
+
+def test_the_forwarder_hands_a_streams_gaps_to_its_nack_generator(setup) -> None:
+    s = setup()
+    s.stream.nack = NackGenerator()
+    asked: list[tuple[Any, list[int]]] = []
+    s.fwd.on_nack = lambda stream, seqs: asked.append((stream, seqs))
+    s.feed([65533, 65534, 65535])
+    assert asked == []
+    s.feed([2])  # 0 and 1 missing, across the wrap
+    assert asked == [(s.stream, [0, 1])]
+    s.feed([0])  # the repair: forwarded, and its entry cancelled
+    assert list(s.stream.nack.pending) == [1] and s.stream.nack.recovered == 1
+    s.feed([3, 4])
+    assert len(asked) == 1
+
+
+def test_generated_nacks_go_to_the_sender_in_packets_that_fit_a_datagram(setup) -> None:
+    s = setup()
+    seqs = list(range(1000, 1000 + 17 * (c.MAX_NACK_SEQS + 10), 17))  # one PID/BLP entry each
+    actions = s.feedback.nacks.generated(s.stream, seqs)
+    assert [a.transport for a in actions] == [s.producer_transport] * 2
+    got: list[int] = []
+    for action in actions:
+        assert len(action.packet) < 1200
+        fb = rtcp.parse(action.packet)
+        assert [ssrc for ssrc, _ in fb.nacks] == [SOURCE_SSRC]
+        assert rtcp.sdes_cnames(action.packet) == [(RTCP_SSRC, CNAME)]  # full compound
+        got += fb.nacks[0][1]
+    assert got == seqs
+    assert s.stream.nack_count == 2
+    assert s.feedback.nacks.generated(s.stream, []) == []
+
+
+def test_a_piped_stream_generates_no_nack(setup) -> None:
+    """The worker that receives the producer NACKs its sender; a piped copy has none."""
+    s = setup(piped=True)
+    assert s.feedback.nacks.generated(s.stream, [5]) == []
+
+
+def test_a_receivers_nack_for_what_the_generator_asks_already_is_not_passed_on(setup) -> None:
+    s = setup()
+    s.stream.nack = NackGenerator()
+    s.fwd.on_nack = lambda stream, seqs: None
+    out = s.feed([10, 11, 13])  # 12 missing: the generator NACKed it already
+    first = out[0].sequence_number
+    s.feed([14])
+    # The receiver asks for 12 (and for 9, which the generator never knew about).
+    actions = s.feedback.nacks.on_nack(s.consumer, [(first + 2) & 0xFFFF, (first - 1) & 0xFFFF])
+    sent = only(actions, SendRtcp)
+    assert len(sent) == 1
+    assert rtcp.parse(sent[0].packet).nacks == [(SOURCE_SSRC, [9])]

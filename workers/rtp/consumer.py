@@ -11,6 +11,10 @@ the input show through unchanged (the receiver's NACK needs them). When feeding 
 the producer) `interrupt()` records the last sequence number and timestamp sent; the next
 packet fed calls `resync()`, which picks new offsets so the output continues at last + 1:
 output sequence numbers are continuous per consumer across pause/resume and stream changes.
+A late packet (a retransmission from the sender, or reordered) goes out with the same offsets,
+so it lands in its place, unless it is older than the packet the consumer (re)started on: its
+number there was given to an earlier packet, so the forwarder leaves that consumer out
+(`first_seq`, forward._late_fan).
 Timestamps keep their offset across a pause (media time went on; the receiver's jitter
 buffer expects that) and are rebased across a stream change (another stream has another
 random base), advanced by the wall-clock time that passed.
@@ -50,6 +54,8 @@ class ConsumerRewrite(RewriteCore):
         "lane",
         "queued",
         "on_profile",
+        "first_seq",
+        "sync_packets",
     )
 
     def __init__(
@@ -92,6 +98,10 @@ class ConsumerRewrite(RewriteCore):
         self.payload_octets = 0
         self.send_errors = 0
         self.on_profile = on_profile
+        # The input seq the last resync happened at and `packets` then: a late packet older
+        # than that is not this consumer's (forward._late_fan).
+        self.first_seq = 0
+        self.sync_packets = 0
 
     def interrupt(self, max_seq: int, max_ts: int, rebase_ts: bool = False) -> None:
         """Feeding stops; max_seq/max_ts are the highest input seq/ts of the feeding stream.
@@ -118,6 +128,8 @@ class ConsumerRewrite(RewriteCore):
             self.started = True
         self.sync = False
         self.rebase_ts = False
+        self.first_seq = seq
+        self.sync_packets = self.packets
         if self.profile != self.reported_profile:
             self.reported_profile = self.profile
             if self.on_profile is not None:

@@ -19,7 +19,8 @@ The concepts, one class each, composed by `Feedback`:
   the producer's transport, or an event for a piped producer.
 - `NackService`: a receiver's NACK answered from the stream's packet store (RTX where the
   consumer negotiated it, else on its own SSRC); what the store lacks is asked of the sender
-  (a NACK on its transport, or an event for a piped producer).
+  (a NACK on its transport, or an event for a piped producer); and the NACKs a producer
+  stream's own generator (rtp/nack_generator.py) asks for (`generated`).
 - `Reports`: SR per fed consumer and RR (+ REMB) per producer transport, every second;
   what receivers' report blocks and senders' SRs tell us (loss, RTT, LSR/DLSR).
 """
@@ -150,6 +151,8 @@ class NackService:
                 consumer.nack_missed += 1
                 continue
             actions.append(Resend(consumer, send, packet, pt is not None))
+        if missing and stream.nack is not None:  # our own NACK generator asks for those already
+            missing = [seq for seq in missing if seq not in stream.nack.pending]
         if missing:
             actions.extend(self.ask_sender(consumer, stream, missing))
         return actions
@@ -169,6 +172,20 @@ class NackService:
         """A consumer on another worker misses `seqs` of `stream`, received here."""
         assert producer.transport is not None
         return self.endpoint.compound(producer.transport, rtcp.nack(self.endpoint.ssrc, stream.ssrc, seqs))
+
+    def generated(self, stream: Stream, seqs: list[int]) -> list[Action]:
+        """The stream's NACK generator (rtp/nack_generator.py) misses `seqs`: NACK the
+        sender for them, in packets of at most MAX_NACK_SEQS numbers (a long list in one
+        would not fit a datagram)."""
+        transport = stream.producer.transport
+        if transport is None or not seqs:
+            return []
+        out: list[Action] = []
+        for i in range(0, len(seqs), c.MAX_NACK_SEQS):
+            stream.nack_count += 1
+            packet = rtcp.nack(self.endpoint.ssrc, stream.ssrc, seqs[i : i + c.MAX_NACK_SEQS])
+            out.append(self.endpoint.compound(transport, packet))
+        return out
 
     def sent(self, resent: Resend) -> None:
         """The worker sent `resent`: count it."""
