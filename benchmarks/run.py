@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {tools_cpu})
     tools = build_tools(args.out / "bin")
     started = time.time()
+    load_start = os.getloadavg()
     bench = Bench(plan, tools, args.out)
     rows = asyncio.run(bench.run())
     text = report.table(rows)
@@ -396,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0], "kernel": platform.release(),
         "timing": vars(plan.timing), "max_trials": plan.max_trials,
         "cores": plan.cores, "python_fanout": plan.python_fanout, "python_srtp": plan.python_srtp,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     json_path = args.out / f"bench-{stamp}.json"
@@ -405,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     why_not = report.plot(png, rows)
     print(f"\nJSON: {json_path}")
     print(f"plot: {png}" if why_not is None else f"plot: skipped ({why_not})")
-    print(f"{meta['seconds']:.0f} s; forwarder on cpu {forwarder_cpu}, load tools on cpu {tools_cpu}")
+    print(f"{meta['seconds']:.0f} s; forwarder on cpu {forwarder_cpu}, load tools on cpu {tools_cpu}; "
+          f"load average {' '.join(f'{x:.2f}' for x in load_start)} at start, "
+          f"{' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} at end (the machine is shared: "
+          "compare ratios within this run)")
     return 0
 
 
