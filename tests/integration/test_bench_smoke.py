@@ -68,6 +68,24 @@ def test_c_baseline_delivers_every_packet(tools: Tools, context: Context) -> Non
     assert counters["sent"] == 3 * counters["received"]
 
 
+def test_c_meeting_baseline_routes_each_stream_to_every_other_peer(tools: Tools, context: Context) -> None:
+    fwd = CForwarder.meeting(tools.cforward, 3, cpus.layout()[0], max_seconds=30)
+    try:
+        trial = asyncio.run(run_trial(context, fwd.built.topology, fwd.built.input_ports, fwd.pids, RATE))
+    finally:
+        counters = fwd.close()
+    report = trial.report
+    # 3 peers x (audio + video), each stream to the 2 others: 12 consumers, each checked for
+    # its own SSRC, PT and stream at the right sink (a packet routed to the wrong consumer
+    # would count as misrouted or unexpected).
+    assert report["consumers"] == 12 and fwd.built.consumers == 12
+    assert report["received_total"] == report["expected_total"] == 2 * report["sent_total"]
+    for key in ("seq_errors", "ts_errors", "pt_errors", "misrouted", "unexpected", "silent_consumers"):
+        assert report[key] == 0, (key, report)
+    assert trial.loss == 0
+    assert counters["sent"] == 2 * counters["received"]
+
+
 async def _tureen_trial(context: Context, tmp: Path, workers: int, fanout: str | None = None,
                         **kw: object) -> tuple[Trial, dict, TureenServer]:
     forwarder_cpu, tools_cpu = cpus.layout()
