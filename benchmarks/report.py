@@ -165,7 +165,7 @@ def _pipe_targets(rows: list[Row]) -> list[str]:
             lines.append(f"  pipe hop, cross N={n} p50 @½ within {PIPE_LATENCY_US} µs of fanout N={n}'s: "
                          f"{c_half.latency_p50_us:,.0f} vs {s_half.latency_p50_us:,.0f} µs "
                          f"(p99 {c_half.latency_p99_us:,.0f} vs {s_half.latency_p99_us:,.0f}): "
-                         f"+{extra:,.0f} µs ({verdict})")
+                         f"{extra:+,.0f} µs ({verdict})")
         c_best, s_best = cross.search.best, single.search.best
         if c_best and s_best and c_best.cpu_us_per_out and s_best.cpu_us_per_out:
             share = s_best.cpu_us_per_out / c_best.cpu_us_per_out
