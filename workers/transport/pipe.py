@@ -39,6 +39,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ _RECORD = 2  # bytes of length before each packet
 # The length prefixes of every packet size a UDP datagram of RTP has, made once.
 LEN_PREFIX = tuple(n.to_bytes(_RECORD, "big") for n in range(2048))
 _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+_unpack_id = struct.Struct("!I").unpack_from
 
 
 def pipe_path(run_dir: str, index: int) -> str:
@@ -142,8 +144,18 @@ class PipeBatch:
         count = self.count
         self.count = 0
         out = self.out
+        sock = self.link.sock
         try:
-            if len(out) <= MAX_MESSAGE:
+            if sock is not None and len(out) <= MAX_MESSAGE:
+                messages = 1
+                try:  # the common case inline; PipeLink.send handles a failed link
+                    sock.send(out, _SEND_FLAGS)
+                    sent = True
+                except BlockingIOError:  # the destination is not keeping up
+                    sent = False
+                except OSError:
+                    sent = self.link.send(out)
+            elif len(out) <= MAX_MESSAGE:
                 sent, messages = self.link.send(out), 1
             else:
                 sent, messages = self._send_split()
@@ -281,7 +293,7 @@ class PipeHub:
         if end < _HEADER:
             self.bad_messages += 1
             return
-        producer = self._lookup(int.from_bytes(data[:_HEADER], "big"))
+        producer = self._lookup(_unpack_id(data)[0])
         if producer is None or not producer.piped:
             fwd.pipe_unknown_producer += 1
             return
