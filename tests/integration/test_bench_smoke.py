@@ -270,3 +270,14 @@ def test_cpu_time_is_read_per_thread_in_nanoseconds() -> None:
     mine = [ns for (pid, tid, _), ns in delta.items() if pid == os.getpid() and tid == threading.get_native_id()]
     assert mine and mine[0] > 0  # this thread's own clock moved (by the spin), read from schedstat
     assert sum(cpus.by_thread_name(delta).values()) == pytest.approx(sum(delta.values()) / 1e9)
+
+
+def test_memory_benchmark_runs_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks.memory`, tiny: every step runs and prints (no figure checked)."""
+    from benchmarks import memory
+
+    assert memory.main(["--count", "3"]) == 0
+    out = capsys.readouterr().out
+    for step in ("join", "transports", "connected", "consumers", "plain transports", "plain consumers",
+                 "SrtpContext gcm", "SrtpContext cm", "handshake done (3/3 pairs)"):
+        assert step in out, (step, out)
