@@ -84,8 +84,8 @@ class PipeLink:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_SNDBUF)
-            sock.connect(self.path)  # a Unix connect completes at once, or fails
-            sock.setblocking(False)
+            sock.setblocking(False)  # first: a full listen backlog must not block the worker
+            sock.connect(self.path)  # non-blocking Unix connect: done at once, or EAGAIN
         except OSError as exc:
             sock.close()
             self.retry_at = time.monotonic() + RECONNECT_S
