@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .search import Search
+from .search import Search, Trial
 
 
 @dataclass
@@ -65,7 +65,11 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
 
 
 HEADER = ("scenario", "fwd", "held in pps", "out pps", "x C", "loss", "µs/out", "x C cpu",
-          "x C cpu @same", "cpu%", "out/s/core", "p50/p99 µs @½", "KiB/cons", "limit")
+          "x C cpu @same", "cpu%", "out/s/core", "p50/p99 µs @½", "C's @½", "KiB/cons", "limit")
+
+
+def _latency(trial: Trial | None) -> str:
+    return f"{trial.latency_p50_us:.0f}/{trial.latency_p99_us:.0f}" if trial else "-"
 
 
 def _same_cell(row: Row) -> str:
@@ -97,7 +101,8 @@ def table(rows: list[Row]) -> str:
             _same_cell(row),
             _num(best.cpu_percent if best else None, "{:.0f}"),
             _num(1e6 / best.cpu_us_per_out if best and best.cpu_us_per_out else None),
-            f"{half.latency_p50_us:.0f}/{half.latency_p99_us:.0f}" if half else "-",
+            _latency(half),
+            _latency(row.baseline.search.half_rate) if row.baseline else "-",
             _num(row.kib_per_consumer, "{:.1f}"),
             row.search.limit,
         ))
@@ -109,12 +114,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-# Issue 7's ratio targets at 1->100: (scenario, what, minimum C-ratio). Printed, never asserted.
+# Issue 17's ratio targets, CPU per output packet vs C at each one's own held rate:
+# (scenario, what, minimum C-ratio). Printed, never asserted.
 TARGETS = (
-    ("fanout N=100", "plain RTP 1->100", 0.85),
-    ("srtp-gcm N=100", "SRTP AES-GCM 1->100", 0.75),
-    ("srtp-cm N=100", "SRTP AES-CM 1->100", 0.60),
+    ("fanout N=1", "plain RTP 1->1", 0.85),
+    ("srtp-gcm N=1", "SRTP AES-GCM 1->1", 0.80),
+    ("fanout N=100", "plain RTP 1->100", 0.95),
+    ("srtp-gcm N=100", "SRTP AES-GCM 1->100", 0.90),
+    ("srtp-cm N=100", "SRTP AES-CM 1->100", 0.80),
+    ("meeting P=10", "meeting P=10", 0.85),
 )
+SAME_TARGET = 0.80  # every row at the common light rate (`x C cpu @same`)
+PIPE_LATENCY_US = 200  # cross N: p50 @½ within this of the same-worker fanout N's
+PIPE_OUTPUT_SHARE = 0.95  # cross N: output per core >= this x fanout N's
 
 
 def _row(rows: list[Row], scenario: str, target: str) -> Row | None:
@@ -133,15 +145,42 @@ def _same_target(row: Row, want: float) -> str:
         return "    at the same rate: no figure"
     lost = "" if same["held"] else "; a trial lost packets"
     return (f"    at the same rate, {same['input_pps']:,.0f} in/s: C {same['c_us_per_out']:.2f} vs "
-            f"{same['us_per_out']:.2f} µs/out: {same['ratio_cpu']:.2f} cpu ({_verdict(same['ratio_cpu'], want)} "
-            f"on CPU{lost})")
+            f"{same['us_per_out']:.2f} µs/out: {same['ratio_cpu']:.2f} cpu (>= {want:.2f}: "
+            f"{_verdict(same['ratio_cpu'], want)}{lost})")
+
+
+def _pipe_targets(rows: list[Row]) -> list[str]:
+    """Each cross N row against the same run's single-worker fanout N row (the same core):
+    the pipe hop's added latency (p50 at half of each one's held rate) and output per core."""
+    lines: list[str] = []
+    for cross in (r for r in rows if r.scenario.startswith("cross N=")):
+        n = cross.scenario.split("=", 1)[1]
+        single = _row(rows, f"fanout N={n}", cross.target)
+        if single is None:
+            continue
+        c_half, s_half = cross.search.half_rate, single.search.half_rate
+        if c_half and s_half:
+            extra = c_half.latency_p50_us - s_half.latency_p50_us
+            verdict = "met" if extra <= PIPE_LATENCY_US else f"missed by {extra - PIPE_LATENCY_US:,.0f} µs"
+            lines.append(f"  pipe hop, cross N={n} p50 @½ within {PIPE_LATENCY_US} µs of fanout N={n}'s: "
+                         f"{c_half.latency_p50_us:,.0f} vs {s_half.latency_p50_us:,.0f} µs "
+                         f"(p99 {c_half.latency_p99_us:,.0f} vs {s_half.latency_p99_us:,.0f}): "
+                         f"{extra:+,.0f} µs ({verdict})")
+        c_best, s_best = cross.search.best, single.search.best
+        if c_best and s_best and c_best.cpu_us_per_out and s_best.cpu_us_per_out:
+            share = s_best.cpu_us_per_out / c_best.cpu_us_per_out
+            lines.append(f"  pipe hop, cross N={n} output per core >= {PIPE_OUTPUT_SHARE:.2f}x fanout N={n}'s: "
+                         f"{1e6 / c_best.cpu_us_per_out:,.0f} vs {1e6 / s_best.cpu_us_per_out:,.0f} out/s/core: "
+                         f"{share:.2f}x ({_verdict(share, PIPE_OUTPUT_SHARE)})")
+    return lines
 
 
 def targets(rows: list[Row]) -> str:
-    """One line per issue-7 ratio target found in this run: Tureen's ratios to its baseline
+    """One line per issue-17 ratio target found in this run: Tureen's ratios to its baseline
     (output pps, and CPU per output packet, the steadier one on a shared machine), from the
-    native core's rows (`tureen`; the Python core's when only it ran, marked so). Then one
-    line per scenario that ran both cores: their CPU per output packet side by side."""
+    native core's rows (`tureen`; the Python core's when only it ran, marked so), then the
+    pipe hop's lines. Then one line per scenario that ran both cores: their CPU per output
+    packet side by side."""
     lines: list[str] = []
     for scenario, what, want in TARGETS:
         row, note = _row(rows, scenario, "tureen"), ""
@@ -151,12 +190,14 @@ def targets(rows: list[Row]) -> str:
             continue
         pps, cpu = row.ratios()
         if cpu is None:
-            lines.append(f"  {what} >= {want:.2f}{note}: no figure (no held rate)")
+            why = "no C baseline in this run" if row.baseline is None else "no held rate"
+            lines.append(f"  {what} >= {want:.2f}{note}: no figure ({why})")
             continue
         verdict = _verdict(cpu, want)
         lines.append(f"  {what} >= {want:.2f}{note}: {_num(pps, '{:.2f}')} pps; {cpu:.2f} cpu ({verdict} on CPU)"
                      + " at own held rates")
-        lines.append(_same_target(row, want))
+        lines.append(_same_target(row, SAME_TARGET))
+    lines += _pipe_targets(rows)
     if lines:
         lines.insert(0, "targets (x baseline: out pps; CPU per output packet):")
     both = [s for s in dict.fromkeys(r.scenario for r in rows)

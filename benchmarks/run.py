@@ -5,7 +5,8 @@ Scenarios (issue 7):
   srtp-gcm N / srtp-cm N   the same over WebRTC: every transport connected for real (ICE +
              DTLS by the harness as the browser), SRTP at rate; baseline C + libsrtp
   cross N    producer on one worker, its N consumers on another (the pipe's cost)
-  meeting P  P peers each sending audio + video and receiving everyone else, on 2 workers
+  meeting P  P peers each sending audio + video and receiving everyone else, on 2 workers;
+             baseline: one cforward with an input socket per peer and the same rewrite
 
 Tureen runs with either fan-out core (`tureen serve --fanout`, docs/benchmarks.md): rows
 `tureen` are the native core (workers/_native.c), rows `tureen-py` the pure-Python SendBatch,
@@ -91,7 +92,7 @@ class Plan:
     def searches(self) -> int:
         plain = len(self.c_sizes()) + sum(len(self.sizes(core)) for core in self.cores)
         srtp = len(self.c_sizes(True)) + sum(len(self.sizes(core, True)) for core in self.cores)
-        return plain + len(self.cross) + len(self.meeting) + srtp * len(self.profiles)
+        return plain + len(self.cross) + 2 * len(self.meeting) + srtp * len(self.profiles)
 
 
 QUICK = Plan(fanout=[1, 10, 100], cross=[10], meeting=[5], timing=Timing(0.2, 0.5, 0.1), max_trials=4,
@@ -227,6 +228,17 @@ class Bench:
         search = await self._search(f"{scenario} {fwd_name}", fwd.built, fwd.pids)
         return Row(scenario, fwd_name, n, search, extra=extra), self._trial_at(fwd.built, fwd.pids)
 
+    async def c_meeting(self, stack: contextlib.AsyncExitStack, p: int) -> tuple[Row, TrialAt]:
+        """The C baseline of the meeting scenario (baseline.CForwarder.meeting), up until
+        `stack` closes."""
+        scenario = f"meeting P={p}"
+        fwd = CForwarder.meeting(self.tools.cforward, p, self.forwarder_cpu)
+        extra: dict[str, Any] = {}
+        stack.callback(lambda: extra.__setitem__("cforward", fwd.close()))
+        search = await self._search(f"{scenario} c", fwd.built, fwd.pids)
+        return (Row(scenario, "c", fwd.built.consumers, search, extra=extra),
+                self._trial_at(fwd.built, fwd.pids))
+
     async def tureen_srtp_fanout(self, stack: contextlib.AsyncExitStack, n: int, profile: str,
                                  core: str) -> tuple[Row, TrialAt]:
         async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
@@ -249,13 +261,17 @@ class Bench:
             row, _ = await self._with_tureen(stack, 2, self.plan.main_core, body)
         return row
 
-    async def tureen_meeting(self, p: int) -> Row:
+    async def meeting(self, p: int) -> list[Row]:
+        """C's meeting row, then Tureen's (2 workers), then both at one common rate."""
         async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
             return await self._tureen_row(stack, f"meeting P={p}", server, client,
                                           lambda: scenarios.meeting(client, "bench", p))
         async with contextlib.AsyncExitStack() as stack:
-            row, _ = await self._with_tureen(stack, 2, self.plan.main_core, body)
-        return row
+            base, base_trial = await self.c_meeting(stack, p)
+            row, trial = await self._with_tureen(stack, 2, self.plan.main_core, body)
+            row.baseline = base
+            await self._same_rate(base.scenario, [(base, base_trial), (row, trial)])
+        return [base, row]
 
     async def run(self) -> list[Row]:
         plan = self.plan
@@ -291,7 +307,7 @@ class Bench:
                     row.extra["pipe_in_consumers"] = pipe_us / single_us
             self.rows.append(row)
         for p in plan.meeting:
-            self.rows.append(await self.tureen_meeting(p))
+            self.rows += await self.meeting(p)
         for profile in plan.profiles:
             for n in plan.c_sizes(srtp=True):
                 async with contextlib.AsyncExitStack() as stack:
@@ -384,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {tools_cpu})
     tools = build_tools(args.out / "bin")
     started = time.time()
+    load_start = os.getloadavg()
     bench = Bench(plan, tools, args.out)
     rows = asyncio.run(bench.run())
     text = report.table(rows)
@@ -396,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0], "kernel": platform.release(),
         "timing": vars(plan.timing), "max_trials": plan.max_trials,
         "cores": plan.cores, "python_fanout": plan.python_fanout, "python_srtp": plan.python_srtp,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     json_path = args.out / f"bench-{stamp}.json"
@@ -405,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     why_not = report.plot(png, rows)
     print(f"\nJSON: {json_path}")
     print(f"plot: {png}" if why_not is None else f"plot: skipped ({why_not})")
-    print(f"{meta['seconds']:.0f} s; forwarder on cpu {forwarder_cpu}, load tools on cpu {tools_cpu}")
+    print(f"{meta['seconds']:.0f} s; forwarder on cpu {forwarder_cpu}, load tools on cpu {tools_cpu}; "
+          f"load average {' '.join(f'{x:.2f}' for x in load_start)} at start, "
+          f"{' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} at end (the machine is shared: "
+          "compare ratios within this run)")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Trials and the saturation search: the highest input rate a forwarder holds with < 0.1% loss.
 
 A trial is one bounded load run at a fixed rate: warm-up, then a measurement window over
-which the forwarder's CPU time (psutil, all threads) and every packet's fate are counted.
+which the forwarder's CPU time (schedstat nanoseconds, every thread) and every packet's fate
+are counted.
 The search climbs from a low rate, jumps to what the measured CPU cost per output packet
 predicts one core can carry, then bisects between the highest rate held and the lowest
 lost; it stops early when the load tool, not the forwarder, is the limit.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +40,10 @@ class Trial:
     errors: int  # wrong SSRC/PT/seq/ts, misrouted or unexpected packets
     generator_limited: bool
     report: dict[str, Any] = field(repr=False)
+    # The window's CPU seconds per thread name (cpus.by_thread_name): the worker's main
+    # thread vs ZeroMQ's I/O threads, e.g.; in the JSON, not the table.
+    cpu_threads: dict[str, float] = field(default_factory=dict)
+    loadavg: float = 0.0  # the machine's 1-minute load average at the trial's end
 
     @property
     def held(self) -> bool:
@@ -76,10 +82,10 @@ async def settle(pids: list[int], limit: float = 3.0, idle_share: float = 0.05) 
 
 async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: list[int], rate: float) -> Trial:
     await settle(pids)
-    marks: dict[str, tuple[float, float]] = {}
+    marks: dict[str, tuple[float, dict[tuple[int, int, str], int]]] = {}
 
     def sample(name: str) -> Callable[[], None]:
-        return lambda: marks.__setitem__(name, (time.monotonic(), cpus.cpu_seconds(pids)))
+        return lambda: marks.__setitem__(name, (time.monotonic(), cpus.thread_cpu_ns(pids)))
 
     in0, sink0 = udp_drops(input_ports), udp_drops(topo.sink_ports)
     report = await run_load(ctx.rtpload, topo, rate, ctx.timing, ctx.tools_cpu, sample("start"), sample("end"))
@@ -88,8 +94,11 @@ async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: 
     received = report["received_window"]
     expected = report["expected_window"]
     cpu = 0.0
+    threads: dict[str, float] = {}
     if "start" in marks and "end" in marks:
-        cpu = marks["end"][1] - marks["start"][1]
+        delta = cpus.cpu_delta(marks["start"][1], marks["end"][1])
+        cpu = sum(delta.values()) / 1e9
+        threads = cpus.by_thread_name(delta)
         wall = marks["end"][0] - marks["start"][0]
     else:
         wall = window
@@ -110,6 +119,8 @@ async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: 
         errors=errors,
         generator_limited=report["sent_window"] / window < 0.97 * requested,
         report=report,
+        cpu_threads=threads,
+        loadavg=os.getloadavg()[0],
     )
 
 

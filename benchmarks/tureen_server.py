@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from . import cpus
 
 # `--fanout` value -> the core a worker then reports in worker.info's "fanout".
 EXPECTED_CORE = {"native": "native", "python": "python"}
+BENCH_MAX_PEERS = 2000  # max_peers_per_room of the servers the bench starts (default 500)
 
 
 class CoreMismatch(RuntimeError):
@@ -82,6 +84,8 @@ class TureenServer:
                 *(["--fanout", fanout] if fanout else []),
             ],
             stdout=self._log, stderr=subprocess.STDOUT,
+            # The fan-out N=500 scenarios join 501 peers into one room: above the default quota.
+            env={**os.environ, "TUREEN_MAX_PEERS_PER_ROOM": str(BENCH_MAX_PEERS)},
         )
         self.worker_pids: list[int] = []
         self.cores: list[str | None] = []  # what each worker reported running, by index

@@ -123,6 +123,13 @@ class WebRtcRoom(RoomDriver):
 
     async def webrtc_transport(self, peer: str, direction: str) -> tuple[int, Browser]:
         """A connected WebRtcTransport of `peer`: (its id, our browser side)."""
+        tid, browser, dtls = await self.unconnected_transport(peer, direction)
+        await self.connect_transport(tid, browser, dtls)
+        return tid, browser
+
+    async def unconnected_transport(self, peer: str, direction: str) -> tuple[int, Browser, DtlsEndpoint]:
+        """A WebRtcTransport of `peer` created but not yet reached (no ICE, no DTLS): its id,
+        our browser side and the DTLS client endpoint `connect_transport` will use."""
         tid = next(self._ids)
         dtls = DtlsEndpoint(self.certificate, srtp_profiles=[self.profile])
         answer = await self.req(
@@ -134,16 +141,19 @@ class WebRtcRoom(RoomDriver):
         sock = udp_socket()
         sock.setblocking(False)
         ice = answer["iceParameters"]
-        browser = Browser(sock, (candidate["ip"], candidate["port"]), ice["usernameFragment"], ice["password"])
+        return tid, Browser(sock, (candidate["ip"], candidate["port"]), ice["usernameFragment"], ice["password"]), dtls
+
+    async def connect_transport(self, tid: int, browser: Browser, dtls: DtlsEndpoint) -> None:
+        """ICE and DTLS for one transport of `unconnected_transport`; its socket is closed if
+        that fails."""
         try:
             browser.connected = await connect(browser, dtls)
         except BaseException:
-            sock.close()
+            browser.sock.close()
             raise
         if browser.connected.profile != self.profile:
-            sock.close()
+            browser.sock.close()
             raise RuntimeError(f"transport {tid} negotiated {browser.connected.profile}, not {self.profile}")
-        return tid, browser
 
 
 async def _keepalive(browsers: list[Browser]) -> None:

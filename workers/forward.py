@@ -19,7 +19,7 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     compare per packet: `_nack_check` runs only for a packet out of order or while packets
     are missing, and hands what to NACK to the worker (`on_nack`).
  5. Pipes: the packet is appended (length-prefixed) to each pipe batch's bytearray of the
-    producer; the batches go out as one ZeroMQ message each after the drain (`after_drain`).
+    producer; the batches go out as one datagram each after the drain (`after_drain`).
  6. `self.fanout()`: for each consumer in the stream's precomputed `fan` tuple (consumers
     neither paused nor without a sender; the router rebuilds it on every change):
     - native (workers/_native.c, when built; docs/internals.md "The fan-out cores"): the
@@ -346,16 +346,18 @@ class Forwarder:
 
     def after_drain(self) -> None:
         """End of one socket drain: send the copies queued and the pipe batches filled
-        during it. Whoever calls `receive` calls this before yielding to the loop."""
+        during it. Whoever calls `receive` calls this before yielding to the loop. The pipe
+        batches go first: another worker (on another core) starts on them while this one
+        sends its own copies."""
+        if self.dirty:
+            for batch in self.dirty:
+                batch.flush(self)
+            self.dirty.clear()
         if self.batch is not None:
             failed = self.batch.flush()
             if failed:
                 self.rtp_out -= failed
                 self.send_errors += failed
-        if self.dirty:
-            for batch in self.dirty:
-                batch.flush(self)
-            self.dirty.clear()
 
     def core(self) -> str:
         """Which fan-out runs: "native", "python" (SendBatch) or "per-copy"."""

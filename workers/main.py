@@ -3,7 +3,7 @@
     python -m tureen.workers.main --index I --run-dir RUN_DIR --config JSON [--parent-pid P]
 
 JSON is `Config.to_dict()`; the worker uses the rtc_* fields, log_level and log_format. It connects a
-DEALER to ipc://RUN_DIR/worker-I.ipc, binds its pipe at ipc://RUN_DIR/pipe-I.ipc, sends
+DEALER to ipc://RUN_DIR/worker-I.ipc, listens for pipes at RUN_DIR/pipe-I.ipc (a Unix socket), sends
 `worker.ready` and serves until SIGTERM/SIGINT, `worker.close` or its parent's exit
 (P, the supervisor's pid; by default the process that started it).
 """

@@ -152,14 +152,13 @@ class Worker:
         try:
             self.pipes = PipeHub(
                 loop,
-                self.ctx,
                 self.run_dir,
                 self.index,
                 self.forwarder,
                 lookup=self.router.producers.get,
                 on_discontinuity=self.router.interrupt_producer,
             )
-        except zmq.ZMQError as exc:
+        except OSError as exc:
             log.error("worker %d: cannot bind its pipe in %s: %s", self.index, self.run_dir, exc)
             self.channel.close()
             self.ctx.term()
@@ -196,7 +195,6 @@ class Worker:
             self._act(reports.sender_reports(self.router.consumers.values(), rtcp.ntp_now(), time.monotonic(), at))
         # ZMQ_FD is edge-like; a poke costs one getsockopt and rescues any missed wake-up.
         self.channel.reader.poke()
-        self.pipes.reader.poke()
         self._housekeeping_handle = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
 
     def _teardown(self) -> None:

@@ -17,6 +17,15 @@
  * Then per packet and consumer the header + payload are written into the slot's own buffer
  * (protect works in place and appends the tag) and protected, one iovec per datagram.
  *
+ * The meeting baseline (several senders, each consumer taking one of their streams):
+ *   listen FD                    (another input socket, e.g. one per sending peer)
+ *   route IN_SSRC                (after a consumer line: it takes only the input stream with
+ *                                 this SSRC; without it, every input packet. Route every
+ *                                 consumer of a config, or none)
+ * With more than one input socket the loop waits in epoll and drains each ready socket with
+ * recvmmsg (MSG_DONTWAIT), as a Tureen worker drains each transport's socket. Consumers are
+ * grouped by input SSRC once at start, so a packet only visits its own consumers.
+ *
  * LISTEN_FD is inherited, already bound (the parent knows its port). Loopback only. Stops on
  * SIGTERM/SIGINT or after MAX_SECONDS, then prints one JSON line of counters.
  */
@@ -27,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +46,7 @@
 #define RECV_BATCH 32
 #define SEND_BATCH 64
 #define MAX_PKT 1500
+#define MAX_LISTEN 256
 #define SOCK_BUF (1 << 20) /* the same kernel buffers as Tureen's sockets (workers/transport/udp.py) */
 
 typedef struct {
@@ -43,8 +54,22 @@ typedef struct {
     uint32_t ssrc, ts_offset;
     uint16_t seq_offset;
     uint8_t pt;
+    int routed;       /* takes only input SSRC `in_ssrc` */
+    uint32_t in_ssrc;
     sd_srtp_t tx;
 } Consumer;
+
+/* Consumers of one input SSRC: cons[start .. start+count) after the sort at start. */
+typedef struct {
+    uint32_t in_ssrc;
+    int start, count;
+} Route;
+
+static int cmp_consumer(const void *a, const void *b) {
+    const Consumer *x = a, *y = b;
+    if (x->routed != y->routed) return x->routed - y->routed;
+    return x->in_ssrc < y->in_ssrc ? -1 : x->in_ssrc > y->in_ssrc;
+}
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig) { (void)sig; stop = 1; }
@@ -79,6 +104,7 @@ int main(int argc, char **argv) {
     char word[32];
     int srtp_on = 0;
     sd_srtp_t rx = NULL;
+    int listens[MAX_LISTEN], nlisten = 0;
     while (fscanf(cf, "%31s", word) == 1) {
         if (!strcmp(word, "run")) {
             if (fscanf(cf, "%d %u", &listen_fd, &max_seconds) != 2) goto bad;
@@ -95,6 +121,14 @@ int main(int argc, char **argv) {
             c->pt = (uint8_t)pt;
             c->seq_offset = (uint16_t)seq_off;
             c->ts_offset = ts_off;
+        } else if (!strcmp(word, "listen")) {
+            if (nlisten == MAX_LISTEN || fscanf(cf, "%d", &listens[nlisten]) != 1) goto bad;
+            nlisten++;
+        } else if (!strcmp(word, "route")) {
+            unsigned in_ssrc;
+            if (!n || fscanf(cf, "%u", &in_ssrc) != 1) goto bad;
+            cons[n - 1].routed = 1;
+            cons[n - 1].in_ssrc = in_ssrc;
         } else if (!strcmp(word, "srtp")) {
             char lib[4096], profile[16];
             if (fscanf(cf, "%4095s %15s", lib, profile) != 2) goto bad;
@@ -117,15 +151,38 @@ int main(int argc, char **argv) {
         for (int c = 0; c < n; c++) if (!cons[c].tx) goto bad;
     }
 
+    /* Routed consumers grouped by input SSRC (unrouted ones, first after the sort, take
+     * every packet). The SRTP baseline keeps one unrouted group: unchanged. */
+    qsort(cons, n, sizeof(Consumer), cmp_consumer);
+    int nall = 0;
+    while (nall < n && !cons[nall].routed) nall++;
+    Route *routes = calloc(n + 1, sizeof(Route));
+    int nroutes = 0;
+    for (int c = nall; c < n; c++) {
+        if (!nroutes || routes[nroutes - 1].in_ssrc != cons[c].in_ssrc)
+            routes[nroutes++] = (Route){.in_ssrc = cons[c].in_ssrc, .start = c, .count = 0};
+        routes[nroutes - 1].count++;
+    }
+
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     send_fd = socket(AF_INET, SOCK_DGRAM, 0);
     int size = SOCK_BUF;
     setsockopt(send_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    setsockopt(listen_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    /* A receive timeout so the deadline and signals are seen even when no packet comes. */
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
-    setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    listens[nlisten++] = listen_fd; /* the run line's socket, last */
+    int ep = nlisten > 1 ? epoll_create1(0) : -1;
+    for (int i = 0; i < nlisten; i++) {
+        setsockopt(listens[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        /* A receive timeout so the deadline and signals are seen even when no packet comes. */
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+        setsockopt(listens[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (ep >= 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = listens[i]};
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, listens[i], &ev) < 0) { perror("epoll_ctl"); return 2; }
+        }
+    }
+    struct epoll_event events[MAX_LISTEN];
+    int ready = 0, next = 0; /* epoll: events[next .. ready) still to drain */
 
     static uint8_t in[RECV_BATCH][MAX_PKT];
     struct mmsghdr rmsg[RECV_BATCH];
@@ -153,7 +210,19 @@ int main(int argc, char **argv) {
     while (!stop) {
         clock_gettime(CLOCK_MONOTONIC, &t);
         if (t.tv_sec >= deadline) break;
-        int got = recvmmsg(listen_fd, rmsg, RECV_BATCH, MSG_WAITFORONE, NULL);
+        int fd = listen_fd, got;
+        if (ep < 0) {
+            got = recvmmsg(listen_fd, rmsg, RECV_BATCH, MSG_WAITFORONE, NULL);
+        } else { /* several inputs: one ready socket's drain per round, as a worker does */
+            if (next >= ready) {
+                ready = epoll_wait(ep, events, MAX_LISTEN, 100);
+                next = 0;
+                if (ready <= 0) { ready = 0; continue; }
+            }
+            fd = events[next].data.fd;
+            got = recvmmsg(fd, rmsg, RECV_BATCH, MSG_DONTWAIT, NULL);
+            if (got < RECV_BATCH) next++; /* drained; else come back to it */
+        }
         if (got <= 0) continue;
         for (int i = 0; i < got; i++) {
             uint8_t *p = in[i];
@@ -167,7 +236,20 @@ int main(int argc, char **argv) {
             received++;
             uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
             uint32_t ts = (uint32_t)p[4] << 24 | p[5] << 16 | p[6] << 8 | p[7];
-            for (int c = 0; c < n; c++) {
+            /* Unrouted consumers take every packet; else only this SSRC's route (a config
+             * routes all of its consumers or none). */
+            int first = 0, last = nall;
+            if (!nall) {
+                uint32_t in_ssrc = (uint32_t)p[8] << 24 | p[9] << 16 | p[10] << 8 | p[11];
+                for (int r = 0; r < nroutes; r++) {
+                    if (routes[r].in_ssrc == in_ssrc) {
+                        first = routes[r].start;
+                        last = first + routes[r].count;
+                        break;
+                    }
+                }
+            }
+            for (int c = first; c < last; c++) {
                 Consumer *k = &cons[c];
                 uint8_t *h = srtp_on ? sbuf[pending] : hdr[pending];
                 uint16_t s = seq + k->seq_offset;

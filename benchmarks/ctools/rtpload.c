@@ -27,7 +27,10 @@
  * (each run starts fresh libsrtp sessions; the SRTP index must carry over the ROC).
  *
  * Every payload starts with: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
- * u32 stream index, u32 per-stream counter. The sink checks each packet against its expect
+ * u32 stream index, u32 per-stream counter. A packet's latency ends at the kernel's receive
+ * timestamp of its sink socket (SO_TIMESTAMPNS, taken when the forwarder's send delivers it
+ * over loopback), not when this loop reads it: on a shared core the loop can be off its CPU
+ * for a scheduler slice (1-3 ms), which would otherwise be charged to the forwarder. The sink checks each packet against its expect
  * line: the socket it came to, SSRC, PT, that sequence number and timestamp advance in step
  * with the counter (continuity across any loss), and counts loss per consumer.
  *
@@ -92,6 +95,29 @@ static uint64_t now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* CLOCK_REALTIME - CLOCK_MONOTONIC, ns: turns a kernel receive timestamp (realtime) into the
+ * send stamps' clock. Read once per run (a run lasts seconds: NTP slewing is negligible). */
+static int64_t realtime_offset(void) {
+    struct timespec m, r;
+    clock_gettime(CLOCK_MONOTONIC, &m);
+    clock_gettime(CLOCK_REALTIME, &r);
+    return ((int64_t)r.tv_sec - (int64_t)m.tv_sec) * 1000000000ll + ((int64_t)r.tv_nsec - (int64_t)m.tv_nsec);
+}
+
+/* The kernel's receive time of one datagram (SCM_TIMESTAMPNS), on the monotonic clock; or
+ * `fallback` (when this loop read it) if the kernel gave none. */
+static uint64_t rx_time(struct msghdr *h, int64_t offset, uint64_t fallback) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            int64_t rt = (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+            return rt > offset ? (uint64_t)(rt - offset) : fallback;
+        }
+    }
+    return fallback;
 }
 
 static void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
@@ -253,6 +279,8 @@ int main(int argc, char **argv) {
     int nsinks = 0;
     for (int i = 0; i < nexpects; i++) {
         if (i && expects[i].fd == expects[i - 1].fd) continue;
+        int on = 1; /* the kernel's receive timestamps: see the header comment */
+        if (setsockopt(expects[i].fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) { perror("SO_TIMESTAMPNS"); return 2; }
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = expects[i].fd};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, expects[i].fd, &ev) < 0) { perror("epoll_ctl"); return 2; }
         nsinks++;
@@ -264,6 +292,7 @@ int main(int argc, char **argv) {
     struct iovec siov[BATCH];
     /* Receive side. */
     static uint8_t in[BATCH][MAX_PKT];
+    static uint8_t ctrl[BATCH][CMSG_SPACE(sizeof(struct timespec)) + 64];
     struct mmsghdr rmsg[BATCH];
     struct iovec riov[BATCH];
     for (int i = 0; i < BATCH; i++) {
@@ -287,6 +316,7 @@ int main(int argc, char **argv) {
         }
     }
 
+    int64_t rt_offset = realtime_offset();
     uint64_t t0 = now_ns();
     uint64_t win_start = t0 + (uint64_t)warmup_ms * 1000000ull;
     uint64_t win_end = win_start + (uint64_t)measure_ms * 1000000ull;
@@ -357,11 +387,15 @@ int main(int argc, char **argv) {
         for (int i = 0; i < ready; i++) {
             int fd = events[i].data.fd;
             for (int rounds = 0; rounds < 8; rounds++) {
+                for (int j = 0; j < BATCH; j++) { /* the kernel shortens it on every call */
+                    rmsg[j].msg_hdr.msg_control = ctrl[j];
+                    rmsg[j].msg_hdr.msg_controllen = sizeof ctrl[j];
+                }
                 int got = recvmmsg(fd, rmsg, BATCH, MSG_DONTWAIT, NULL);
                 if (got <= 0) break;
                 uint64_t t = now_ns();
                 for (int j = 0; j < got; j++) {
-                    check(fd, in[j], rmsg[j].msg_len, t, nonce, win_start, win_end);
+                    check(fd, in[j], rmsg[j].msg_len, rx_time(&rmsg[j].msg_hdr, rt_offset, t), nonce, win_start, win_end);
                     if (t >= win_start && t < win_end) recv_in_window_by_arrival++;
                 }
                 if (got < BATCH) break;

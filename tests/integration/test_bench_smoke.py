@@ -68,6 +68,24 @@ def test_c_baseline_delivers_every_packet(tools: Tools, context: Context) -> Non
     assert counters["sent"] == 3 * counters["received"]
 
 
+def test_c_meeting_baseline_routes_each_stream_to_every_other_peer(tools: Tools, context: Context) -> None:
+    fwd = CForwarder.meeting(tools.cforward, 3, cpus.layout()[0], max_seconds=30)
+    try:
+        trial = asyncio.run(run_trial(context, fwd.built.topology, fwd.built.input_ports, fwd.pids, RATE))
+    finally:
+        counters = fwd.close()
+    report = trial.report
+    # 3 peers x (audio + video), each stream to the 2 others: 12 consumers, each checked for
+    # its own SSRC, PT and stream at the right sink (a packet routed to the wrong consumer
+    # would count as misrouted or unexpected).
+    assert report["consumers"] == 12 and fwd.built.consumers == 12
+    assert report["received_total"] == report["expected_total"] == 2 * report["sent_total"]
+    for key in ("seq_errors", "ts_errors", "pt_errors", "misrouted", "unexpected", "silent_consumers"):
+        assert report[key] == 0, (key, report)
+    assert trial.loss == 0
+    assert counters["sent"] == 2 * counters["received"]
+
+
 async def _tureen_trial(context: Context, tmp: Path, workers: int, fanout: str | None = None,
                         **kw: object) -> tuple[Trial, dict, TureenServer]:
     forwarder_cpu, tools_cpu = cpus.layout()
@@ -206,3 +224,60 @@ def test_same_rate_figures_compare_c_and_tureen_at_the_common_rate() -> None:
     assert t.to_json()["same_rate"]["rate"] == 800
     assert "x C cpu @same" in table([c, t]) and "0.80" in table([c, t])
     assert "at the same rate, 800 in/s: C 4.00 vs 5.00 µs/out: 0.80 cpu" in targets([c, t])
+
+
+def _with_latency(trial: Trial, p50: float, p99: float) -> Trial:
+    trial.latency_p50_us, trial.latency_p99_us = p50, p99
+    return trial
+
+
+def test_latency_columns_and_pipe_targets_compare_with_c_and_the_same_worker() -> None:
+    from benchmarks.report import Row, table, targets
+    from benchmarks.search import Search
+
+    c = Row("fanout N=10", "c", 10, Search([], _fake_trial(1000, 3.0), "forwarder",
+                                           half_rate=_with_latency(_fake_trial(500, 3.0), 40, 900)))
+    single = Row("fanout N=10", "tureen", 10,
+                 Search([], _fake_trial(900, 4.0), "forwarder",
+                        half_rate=_with_latency(_fake_trial(450, 4.0), 100, 2000)), baseline=c)
+    cross = Row("cross N=10", "tureen", 10,
+                Search([], _fake_trial(800, 5.0), "forwarder",
+                       half_rate=_with_latency(_fake_trial(400, 5.0), 3600, 9000)), baseline=c)
+    text = table([c, single, cross])
+    assert "C's @½" in text
+    cells = [c.strip() for c in text.splitlines()[-1].split("|")]
+    assert cells[11:13] == ["3600/9000", "40/900"]  # the cross row's own latency, then its C baseline's
+    lines = targets([c, single, cross])
+    assert "cross N=10 p50 @½ within 200 µs of fanout N=10's: 3,600 vs 100 µs" in lines
+    assert "+3,500 µs (missed by 3,300 µs)" in lines
+    assert "200,000 vs 250,000 out/s/core: 0.80x (missed by 0.15)" in lines
+
+
+def test_cpu_time_is_read_per_thread_in_nanoseconds() -> None:
+    import os
+    import threading
+
+    def spin() -> None:
+        sum(range(300_000))
+
+    before = cpus.thread_cpu_ns([os.getpid()])
+    worker = threading.Thread(target=spin, name="spinner")
+    worker.start()
+    spin()
+    worker.join(10)
+    after = cpus.thread_cpu_ns([os.getpid()])
+    delta = cpus.cpu_delta(before, after)
+    mine = [ns for (pid, tid, _), ns in delta.items() if pid == os.getpid() and tid == threading.get_native_id()]
+    assert mine and mine[0] > 0  # this thread's own clock moved (by the spin), read from schedstat
+    assert sum(cpus.by_thread_name(delta).values()) == pytest.approx(sum(delta.values()) / 1e9)
+
+
+def test_memory_benchmark_runs_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks.memory`, tiny: every step runs and prints (no figure checked)."""
+    from benchmarks import memory
+
+    assert memory.main(["--count", "3"]) == 0
+    out = capsys.readouterr().out
+    for step in ("join", "transports", "connected", "consumers", "plain transports", "plain consumers",
+                 "SrtpContext gcm", "SrtpContext cm", "handshake done (3/3 pairs)"):
+        assert step in out, (step, out)
