@@ -13,12 +13,11 @@ sends through a whole call (a tee under the Room: every command to both).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from fake_worker import FakeWorker, FakeWorkers
 from fuzz import shapes
 from fuzz.in_process import InProcessWorker
@@ -33,14 +32,14 @@ pytestmark = pytest.mark.timeout(30)
 class Twin:
     """A real worker and a fake one of the same index."""
 
-    def __init__(self, index: int, run_dir: Path, ctx: zmq.Context) -> None:
+    def __init__(self, index: int, run_dir: Path) -> None:
         loop = asyncio.get_running_loop()
         self.index = index
         self.real = InProcessWorker(loop, index)
         worker = self.real.worker
         worker._stopped = asyncio.Event()  # worker.close's stop() needs it (run() makes it)
         worker.pipes = PipeHub(
-            loop, ctx, str(run_dir), index, worker.forwarder,
+            loop, str(run_dir), index, worker.forwarder,
             lookup=worker.router.producers.get, on_discontinuity=worker.router.interrupt_producer,
         )  # fmt: skip
         self.fake = FakeWorker(index)
@@ -123,15 +122,8 @@ def agree(real: Any, fake: Any, what: str) -> None:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
-async def twins(tmp_path: Path, ctx: zmq.Context) -> AsyncIterator[dict[int, Twin]]:
-    pair = {i: Twin(i, tmp_path, ctx) for i in (0, 1)}
+async def twins(tmp_path: Path) -> AsyncIterator[dict[int, Twin]]:
+    pair = {i: Twin(i, tmp_path) for i in (0, 1)}
     yield pair
     for twin in pair.values():
         twin.close()

@@ -1,34 +1,28 @@
-"""workers/transport/pipe.py with captured packets: the framing on the wire (one ZeroMQ
-message per (producer, drain): the producer id, then length-prefixed packets), the
-discontinuity mark, and a destination that feeds its consumers and counts what it cannot
-read. Real ZeroMQ PUSH/PULL over ipc in a temporary run directory, in this process; the
-destination is driven by the event loop as in a worker (bounded waits)."""
+"""workers/transport/pipe.py with captured packets: the framing on the wire (one datagram
+per (producer, drain): the producer id, then length-prefixed packets), the discontinuity
+mark, and a destination that feeds its consumers and counts what it cannot read. Real Unix
+SOCK_SEQPACKET sockets in a temporary run directory, in this process; the destination is
+driven by the event loop as in a worker (bounded waits). tests/unit/test_pipe.py covers the
+socket's own behaviour (splitting, drops, reconnection) with synthetic packets."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import zmq
 from captured import ROOM_PT, Header, Rig, load
 from tureen.workers.transport.pipe import PipeHub, pipe_path
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-def hub(rig: Rig, ctx: zmq.Context, run_dir: Path, index: int) -> PipeHub:
+def hub(rig: Rig, run_dir: Path, index: int) -> PipeHub:
     return PipeHub(
-        rig.loop, ctx, str(run_dir), index, rig.fwd,
+        rig.loop, str(run_dir), index, rig.fwd,
         lookup=rig.router.producers.get, on_discontinuity=rig.router.interrupt_producer,
     )  # fmt: skip
 
@@ -47,10 +41,10 @@ class Pair:
     """Worker 0 (origin: a producer on its send transport, piped to 1) and worker 1
     (destination: the piped producer, a consumer), each a Rig with its PipeHub."""
 
-    def __init__(self, ctx: zmq.Context, run_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, run_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.origin, self.dest = Rig("per-copy", loop), Rig("per-copy", loop)
-        self.origin_hub = hub(self.origin, ctx, run_dir, 0)
-        self.dest_hub = hub(self.dest, ctx, run_dir, 1)
+        self.origin_hub = hub(self.origin, run_dir, 0)
+        self.dest_hub = hub(self.dest, run_dir, 1)
         self.producer = self.origin.producer("vp8")
         self.piped = self.dest.producer("vp8", piped=True)
         assert self.piped.id == self.producer.id
@@ -73,29 +67,39 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(ctx: zmq.Context, tmp_path: Path) -> AsyncIterator[Pair]:
-    p = Pair(ctx, tmp_path, asyncio.get_running_loop())
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    p = Pair(tmp_path, asyncio.get_running_loop())
     yield p
     p.close()
 
 
-async def test_one_message_per_drain_carries_the_ingest_rewritten_packets(ctx: zmq.Context, tmp_path: Path) -> None:
+def read(listener: socket.socket, conns: list[socket.socket]) -> bytes:
+    """The next datagram at worker 1's raw end (bounded wait)."""
+    if not conns:
+        listener.settimeout(2)
+        conn, _ = listener.accept()
+        conn.settimeout(2)
+        conns.append(conn)
+    return conns[0].recv(1 << 17)
+
+
+async def test_one_message_per_drain_carries_the_ingest_rewritten_packets(tmp_path: Path) -> None:
     rig = Rig("per-copy", asyncio.get_running_loop())
-    origin = hub(rig, ctx, tmp_path, 0)
-    pull = ctx.socket(zmq.PULL)
-    pull.bind(f"ipc://{pipe_path(str(tmp_path), 1)}")  # worker 1's end, read raw
+    origin = hub(rig, tmp_path, 0)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # worker 1's end, read raw
+    listener.bind(pipe_path(str(tmp_path), 1))
+    listener.listen(1)
+    conns: list[socket.socket] = []
     try:
         packets = load("vp8")
         producer = rig.producer("vp8")
         rig.router.add_pipe(producer, 1, origin.open(producer.id, 1))
         rig.feed(packets[:25])
         rig.feed(packets[25:])
-        assert pull.poll(2000)
-        first = pull.recv_multipart()
-        assert pull.poll(2000)
-        second = pull.recv_multipart()
+        first = read(listener, conns)
+        second = read(listener, conns)
         for message, sent in ((first, packets[:25]), (second, packets[25:])):
-            head, body = message
+            head, body = message[:4], message[4:]
             assert head == producer.id.to_bytes(4, "big")
             got = records(body)
             assert [p[12:] for p in got] == [p[12:] for p in sent]
@@ -105,10 +109,14 @@ async def test_one_message_per_drain_carries_the_ingest_rewritten_packets(ctx: z
         # Pausing the producer at the origin marks a discontinuity: the producer id alone.
         rig.router.set_producer_paused(producer, True)
         producer.pipes[1].mark_discontinuity(rig.fwd)
-        assert pull.poll(2000) and pull.recv_multipart() == [producer.id.to_bytes(4, "big")]
-        assert pull.poll(0) == 0
+        assert read(listener, conns) == producer.id.to_bytes(4, "big")
+        conns[0].setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing more
+            conns[0].recv(1 << 17)
     finally:
-        pull.close()
+        for conn in conns:
+            conn.close()
+        listener.close()
         origin.close()
         rig.close()
 
@@ -143,19 +151,18 @@ async def test_a_discontinuity_mark_makes_the_destinations_consumers_resync(pair
     assert out == [(last + 1 + i) & 0xFFFF for i in range(10)]
 
 
-async def test_what_the_destination_cannot_read_is_counted_and_skipped(pair: Pair, ctx: zmq.Context, tmp_path: Path) -> None:
+async def test_what_the_destination_cannot_read_is_counted_and_skipped(pair: Pair, tmp_path: Path) -> None:
     packets = load("vp8")
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"ipc://{pipe_path(str(tmp_path), 1)}")
+    push = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    push.connect(pipe_path(str(tmp_path), 1))
     room = [bytes([p[0], (p[1] & 0x80) | ROOM_PT["vp8"]]) + p[2:] for p in packets[:3]]
     head = pair.producer.id.to_bytes(4, "big")
     try:
-        push.send_multipart([b"\x00\x01", b""])  # a head that is not 4 bytes
-        push.send_multipart([(999).to_bytes(4, "big"), b"\x00\x01x"])  # no such producer
-        push.send_multipart([head, b"", b""])  # three frames
+        push.send(b"\x00\x01")  # a head that is not 4 bytes
+        push.send((999).to_bytes(4, "big") + b"\x00\x01x")  # no such producer
+        push.send(head + b"\x00")  # half a length
         body = b"".join(len(p).to_bytes(2, "big") + p for p in room)
-        push.send_multipart([head, body + b"\x05\xdc" + room[0][:20]])  # the last record torn
+        push.send(head + body + b"\x05\xdc" + room[0][:20])  # the last record torn
         for _ in range(400):
             if pair.dest_hub.bad_messages >= 3 and pair.dest.fwd.pipe_packets_in >= 3:
                 break
