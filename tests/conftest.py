@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from schema_check import schema_checked_messages  # noqa: F401 - autouse: every message vs shared/schemas
 from support import MEDIA_CODECS, ServerProcess, peer_capabilities, running_server
 from tureen.shared.client import TureenClient
 
