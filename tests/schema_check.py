@@ -19,9 +19,40 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 from tureen.shared import client as client_module
 from tureen.shared import wire
-from tureen.shared.schemas import MessageChecker
+from tureen.shared.schemas import CONTROL_ID, PROTOCOL_ID, load
+
+
+class MessageChecker:
+    """Validates messages against a named definition: `errors("control", "room.create.params",
+    message)` -> a list of readable problems (empty when the message is valid)."""
+
+    def __init__(self) -> None:
+        resources = [(doc["$id"], Resource.from_contents(doc)) for doc in (load("control"), load("protocol"))]
+        self._registry = Registry().with_resources(resources)
+        self._validator_class = Draft202012Validator
+        self._validators: dict[tuple[str, str], Any] = {}
+
+    def has(self, document: str, definition: str) -> bool:
+        return definition in load(document)["$defs"]
+
+    def errors(self, document: str, definition: str, instance: Any) -> list[str]:
+        key = (document, definition)
+        validator = self._validators.get(key)
+        if validator is None:
+            if not self.has(document, definition):
+                return [f"no schema {definition!r} in {document}.json"]
+            base = CONTROL_ID if document == "control" else PROTOCOL_ID
+            validator = self._validator_class({"$ref": f"{base}#/$defs/{definition}"}, registry=self._registry)
+            self._validators[key] = validator
+        return [
+            f"{definition}: {'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+            for error in validator.iter_errors(instance)
+        ]
+
 
 _checker = MessageChecker()
 # What this test saw that the schemas refuse (reset per test by the autouse fixture).
@@ -106,17 +137,27 @@ _proxy.decode = _decode  # type: ignore[attr-defined]
 client_module.wire = _proxy  # type: ignore[attr-defined]
 
 
+def _report() -> str:
+    found = list(violations)
+    violations.clear()
+    return f"{len(found)} message(s) do not match shared/schemas (docs/protocol/):\n" + "\n".join(found[:20])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Fails the test itself when a message it sent or received does not match."""
+    result = yield
+    if violations:
+        raise AssertionError(_report())
+    return result
+
+
 @pytest.fixture(autouse=True)
 def schema_checked_messages() -> Iterator[None]:
-    """Fails the test when a message it sent or received does not match its schema."""
+    """Starts each test with a clean slate; what only its fixtures' teardown saw (a room
+    closed at the end) fails it there."""
     violations.clear()
     _sent.clear()
     yield
     if violations:
-        found = list(violations)
-        violations.clear()
-        pytest.fail(
-            f"{len(found)} message(s) do not match shared/schemas (docs/control-api.md):\n"
-            + "\n".join(found[:20]),
-            pytrace=False,
-        )
+        pytest.fail(_report(), pytrace=False)

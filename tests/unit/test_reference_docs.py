@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from schema_check import MessageChecker
 from tureen.shared import schemas
-from tureen.shared.schemas import MessageChecker
 
 ROOT = Path(__file__).parents[2]
 PAGES = {"protocol": ROOT / "docs" / "protocol" / "messages.md", "control": ROOT / "docs" / "protocol" / "control.md"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
+from schema_check import MessageChecker
 from tureen.shared import schemas
-from tureen.shared.schemas import MessageChecker
 from tureen.supervisor.room import NOTIFICATIONS, REQUESTS
 from tureen.supervisor.server import APP_ACTIONS, Server
 
