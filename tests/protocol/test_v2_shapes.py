@@ -30,10 +30,6 @@ STATS = {"transportStats", "producerStats", "consumerStats"}
 # Keys whose values v2 draws at random (compared by type).
 RANDOM_KEYS = {"ssrc", "usernameFragment", "password", "port", "value", "priority"}
 
-# Where Tureen knowingly answers otherwise than v2 in this session (PROTOCOL.md, "Where
-# Tureen deliberately differs"); (step index, peer or "", what) -> why.
-KNOWN: dict[tuple[int, str], str] = {}
-
 
 def client_ids(steps: list[dict[str, Any]]) -> set[int]:
     """The ids the client (or the scenario) chose: every integer of the templates."""
@@ -137,8 +133,8 @@ class Replay:
         while len(self.pending()) < expected and loop.time() < deadline:
             await asyncio.sleep(0.02)
         out["notifications"] = []
-        for event in self.pending():
-            self.client._events.remove(event)
+        while self.pending():
+            event = await self.client.next_event(lambda e: e.get("event") == "notification", timeout=0)
             out["notifications"].append({"peer": event["peerName"], "notification": event["notification"]})
         return out
 
