@@ -4,7 +4,8 @@
 room's mailbox by `Room.app_action`; the server routes every name of this table to the room
 (server.py `APP_ACTIONS` is its keys). Unlike a client's message, an action on a peer's
 object tells that peer's client what happened (producerPaused, consumerResumed, closed ...),
-with the app's `appData`.
+with the app's `appData` (absent when it gave none) and, for the owner's producer
+notifications, its `peerName`, as v2's Producer.pause/resume/close(appData).
 
 Adding an action: write `async def my_action(room, msg)` here (`room.app_peer(msg)` resolves
 and checks `peerName`; `room.transport_of/producer_of/consumer_of(peer, msg, key)` the
@@ -38,20 +39,24 @@ async def peer_close(room: Room, msg: dict[str, Any]) -> None:
 
 async def transport_close(room: Room, msg: dict[str, Any]) -> None:
     transport = room.transport_of(room.app_peer(msg), msg, "transportId")
-    await close_transport(room, transport, notify_owner=True)
+    await close_transport(room, transport, notify_owner=True, app_data=msg.get("appData"))
 
 
 async def _producer_pause(room: Room, msg: dict[str, Any], *, paused: bool) -> None:
     peer = room.app_peer(msg)
     producer = room.producer_of(peer, msg, "producerId")
     if await set_producer_paused(room, producer, paused):
-        room.notify(peer, OWNER_NOTIFICATION[producer.state], id=producer.id, appData=msg.get("appData"))
+        room.notify(
+            peer, OWNER_NOTIFICATION[producer.state], id=producer.id, peerName=peer.name, appData=msg.get("appData")
+        )
 
 
 async def producer_close(room: Room, msg: dict[str, Any]) -> None:
     peer = room.app_peer(msg)
     producer = room.producer_of(peer, msg, "producerId")
-    room.notify(peer, OWNER_NOTIFICATION[ProducerState.CLOSED], id=producer.id, appData=msg.get("appData"))
+    room.notify(
+        peer, OWNER_NOTIFICATION[ProducerState.CLOSED], id=producer.id, peerName=peer.name, appData=msg.get("appData")
+    )
     await close_producer(room, producer, notify_consumers=True)
 
 

@@ -105,7 +105,7 @@ class Consumer(Stateful):
 
     def new_consumer_data(self) -> dict[str, Any]:
         """The newConsumer / join-response shape (peerName = the PRODUCER's peer)."""
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
             "peerName": self.producer.peer_name,
@@ -113,8 +113,10 @@ class Consumer(Stateful):
             "paused": False,
             "preferredProfile": "default",
             "effectiveProfile": None,
-            "appData": self.producer.app_data,
         }
+        if self.producer.app_data is not None:  # absent when the producer has none (v2)
+            data["appData"] = self.producer.app_data
+        return data
 
     def dump(self) -> dict[str, Any]:
         return {

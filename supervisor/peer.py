@@ -42,7 +42,11 @@ class Peer(Stateful):
         return f"peer {self.name!r}"
 
     def public_data(self) -> dict[str, Any]:
-        return {"name": self.name, "appData": self.app_data}
+        """newPeer's and the join response's entry; appData absent when none was given (v2)."""
+        data: dict[str, Any] = {"name": self.name}
+        if self.app_data is not None:
+            data["appData"] = self.app_data
+        return data
 
     def dump(self) -> dict[str, Any]:
         return {

@@ -46,7 +46,7 @@ async def create_producer(room: Room, peer: Peer, msg: dict[str, Any]) -> Any:
         raise unsupported(f"invalid Producer kind {kind!r}: Tureen forwards audio and video")
     if peer.spy:
         raise invalid_state(f"{peer.describe()} is a spy: spies cannot produce")
-    transport = room.transport_of(peer, msg, "transportId")
+    transport = room.transport_of(peer, msg, "transportId", "WebRtcTransport")
     if transport.direction != "send":
         raise invalid_state(f"{transport.describe()} is a recv transport: produce on a send one")
     rtp_parameters = get_obj(msg, "rtpParameters")
@@ -76,7 +76,7 @@ async def create_producer(room: Room, peer: Peer, msg: dict[str, Any]) -> Any:
         if other is not peer and not other.closed:
             consumer = new_consumer(room, other, producer)
             room.notify(other, "newConsumer", **consumer.new_consumer_data())
-    return None
+    return {}  # v2 resolves with nothing; its signaling sends the client `{}`
 
 
 def _check_producer_quotas(room: Room, peer: Peer) -> None:

@@ -343,6 +343,9 @@ class Room:
         """A server->client notification to `peer` (nothing once it closed)."""
         if peer.closed:
             return
+        # An appData nobody gave is absent, not null, as v2's JSON drops an undefined one.
+        if "appData" in data and data["appData"] is None:
+            del data["appData"]
         self.services.emit(
             self.id,
             {
@@ -367,11 +370,14 @@ class Room:
             raise not_found(f"peer {name!r} not found in room {self.id!r}")
         return peer
 
-    def transport_of(self, peer: Peer, msg: dict[str, Any], key: str = "id") -> Transport:
+    def transport_of(
+        self, peer: Peer, msg: dict[str, Any], key: str = "id", what: str = "Transport"
+    ) -> Transport:
+        """`what` names it in the error as v2 does (createProducer: 'WebRtcTransport')."""
         tid = get_id(msg, key)
         transport = peer.transports.get(tid)
         if transport is None:
-            raise not_found(f"Transport not found: {peer.describe()} has no transport {tid}")
+            raise not_found(f"{what} not found: {peer.describe()} has no transport {tid}")
         return transport
 
     def producer_of(self, peer: Peer, msg: dict[str, Any], key: str = "id") -> Producer:

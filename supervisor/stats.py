@@ -142,8 +142,9 @@ def producer_entries(
     timestamp: int,
     transport_id: int,
 ) -> list[dict[str, Any]]:
-    """producerStats' `stats`: one inbound entry per stream (stats_ids: ssrc -> id, filled
-    as streams appear so an id stays with its stream)."""
+    """producerStats' `stats`: one inbound entry per stream that received a packet (v2 has
+    none before; stats_ids: ssrc -> id, filled as streams appear so an id stays with its
+    stream)."""
     return [
         rtp_entry(
             stream,
@@ -155,6 +156,7 @@ def producer_entries(
             transport_id=transport_id,
         )
         for stream in figures["streams"]
+        if stream["packets"]  # v2 has a stream once its first packet came
     ]
 
 
@@ -182,7 +184,7 @@ def consumer_entries(
         transport_id=transport_id,
     )
     inbound_figures = figures.get("inbound")
-    if inbound_figures is None:
+    if inbound_figures is None or not inbound_figures["packets"]:
         return [outbound]
     inbound_id = producer_stats_ids.setdefault(inbound_figures["ssrc"], new_stats_id())
     inbound = rtp_entry(

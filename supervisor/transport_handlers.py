@@ -239,8 +239,12 @@ async def close_transport_msg(room: Room, peer: Peer, msg: dict[str, Any]) -> No
     await close_transport(room, room.transport_of(peer, msg), notify_owner=False)
 
 
-async def close_transport(room: Room, transport: Transport, *, notify_owner: bool) -> None:
-    """Producers on it close (their consumers get consumerClosed); consumers detach."""
+async def close_transport(
+    room: Room, transport: Transport, *, notify_owner: bool, app_data: Any = None
+) -> None:
+    """Producers on it close (their consumers get consumerClosed); consumers detach.
+    The owner's transportClosed carries `app_data`: the server app's, as v2's
+    transport.close(appData), never the transport's own."""
     if not room.begin_close(transport):
         return
     peer = room.peers.get(transport.peer_name)
@@ -255,4 +259,4 @@ async def close_transport(room: Room, transport: Transport, *, notify_owner: boo
     room.unregister(transport)
     await room.request_quiet(transport.worker, contract.TransportClose(transportId=transport.gid))
     if notify_owner and peer is not None:
-        room.notify(peer, "transportClosed", id=transport.id, appData=transport.app_data)
+        room.notify(peer, "transportClosed", id=transport.id, appData=app_data)

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Every message the tests send and receive, checked against shared/schemas (a hook and an
+# autouse fixture: tests/schema_check.py).
+from schema_check import pytest_runtest_call, schema_checked_messages  # noqa: F401
 from support import MEDIA_CODECS, ServerProcess, peer_capabilities, running_server
 from tureen.shared.client import TureenClient
 

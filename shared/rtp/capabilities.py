@@ -291,13 +291,19 @@ def _check_peer_codec(codec: Any, index: int) -> dict[str, Any]:
     if not _is_int(pt) or not 0 <= pt <= 127:
         raise bad_request(f"{where} needs an integer preferredPayloadType 0..127")
     _check_codec_fields(codec, where, bad_request)
-    return {
+    checked = {
         **codec,
         "kind": kind,
         "name": name,
         "parameters": codec.get("parameters") or {},
-        "rtcpFeedback": _check_feedback(codec.get("rtcpFeedback"), where),
     }
+    # Absent stays absent (mediasoup-client's RTX entries have none): v2 gives a consumer
+    # codec the peer's rtcpFeedback as it is, so an RTX entry carries no rtcpFeedback key.
+    if codec.get("rtcpFeedback") is not None:
+        checked["rtcpFeedback"] = _check_feedback(codec["rtcpFeedback"], where)
+    else:
+        checked.pop("rtcpFeedback", None)
+    return checked
 
 
 def check_peer_capabilities(room_caps: dict[str, Any], peer_caps: Any) -> dict[str, Any]:
@@ -306,7 +312,7 @@ def check_peer_capabilities(room_caps: dict[str, Any], peer_caps: Any) -> dict[s
     Every codec must match a room codec (codec_matches) with the same preferredPayloadType;
     every header extension one with the same uri, preferredId and (if given) kind. Returns a
     normalized copy `{codecs, headerExtensions, fecMechanisms: []}`: codecs with the room's
-    kind/name/mimeType/clockRate (channels for audio) and the peer's rtcpFeedback and
+    kind/name/mimeType/clockRate (channels for audio) and the peer's rtcpFeedback (when given) and
     parameters; repeated PTs kept once; extensions as `{kind, uri, preferredId}`.
     Raises ProtocolError (bad_request for shapes, unsupported for a mismatch).
     """
@@ -342,7 +348,8 @@ def check_peer_capabilities(room_caps: dict[str, Any], peer_caps: Any) -> dict[s
         out["preferredPayloadType"] = pt
         if room["kind"] == "audio":
             out["channels"] = room["channels"]
-        out["rtcpFeedback"] = copy.deepcopy(codec["rtcpFeedback"])
+        if "rtcpFeedback" in codec:
+            out["rtcpFeedback"] = copy.deepcopy(codec["rtcpFeedback"])
         out["parameters"] = copy.deepcopy(codec["parameters"])
         codecs.append(out)
 
@@ -573,7 +580,7 @@ def consumer_rtp_parameters(
 
     `mapping` is producer_mapping()'s result, `peer_caps` check_peer_capabilities()'s.
     Codecs: per producer media codec the room codec (room PT, parameters, channels for audio,
-    the peer's rtcpFeedback) then the room RTX, each kept if the peer has that PT; unlike v2 an
+    the peer's rtcpFeedback, absent where the peer's codec has none) then the room RTX, each kept if the peer has that PT; unlike v2 an
     RTX is only kept with its media codec. headerExtensions: the producer's as {uri, id} with
     room ids, minus sdes:mid, kept if the peer has the id. encodings: [{ssrc, rtx: {ssrc}}]
     from new_ssrc() (rtx only when an RTX codec is kept). rtcp: a copy of the producer's.
@@ -599,7 +606,8 @@ def consumer_rtp_parameters(
             }
             if room["kind"] == "audio":
                 codec["channels"] = room["channels"]
-            codec["rtcpFeedback"] = copy.deepcopy(peer.get("rtcpFeedback") or [])
+            if "rtcpFeedback" in peer:  # the peer's, as given; none given: none (v2)
+                codec["rtcpFeedback"] = copy.deepcopy(peer["rtcpFeedback"])
             codec["parameters"] = copy.deepcopy(room.get("parameters") or {})
             codecs.append(codec)
             rtx_kept = rtx_kept or _is_rtx(room)

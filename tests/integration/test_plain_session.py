@@ -75,7 +75,7 @@ class Session:
             "alice", "createProducer", id=33333333, kind="audio", transportId=11111111,
             rtpParameters=opus_parameters(PRODUCER_SSRC), paused=False, appData={"mic": True},
         )
-        assert result is None
+        assert result == {}  # v2: createProducer resolves with nothing, sent as {}
         self.consumer = await self.client.next_notification("bob", "newConsumer")
         assert self.consumer["peerName"] == "alice"
         assert self.consumer["kind"] == "audio"

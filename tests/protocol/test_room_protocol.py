@@ -311,7 +311,7 @@ async def test_server_app_actions_notify_the_right_peers(room: RoomDriver) -> No
 
     await room.action("transport.close", peerName="bob", transportId=recv, appData={"x": 1})
     note = await room.client.next_notification("bob", "transportClosed")
-    assert note["id"] == recv and note["appData"] is None
+    assert note["id"] == recv and note["appData"] == {"x": 1}
 
     await room.action("producer.close", peerName="alice", producerId=pid)
     await room.client.next_notification("alice", "producerClosed", id=pid)

@@ -390,10 +390,8 @@ def test_codec_matches(a, b, expected):
 
 
 def test_chrome_join_capabilities_are_accepted_and_normalized(room, peer):
-    codecs = copy.deepcopy(CHROME_JOIN_CAPS["codecs"])
-    for codec in codecs:
-        codec.setdefault("rtcpFeedback", [])  # the client's rtx entries have none
-    assert peer["codecs"] == codecs
+    # The client's rtx entries have no rtcpFeedback and keep none (v2 passes it on as is).
+    assert peer["codecs"] == CHROME_JOIN_CAPS["codecs"]
     assert peer["headerExtensions"] == CHROME_JOIN_CAPS["headerExtensions"]
     assert peer["fecMechanisms"] == []
 
@@ -432,7 +430,9 @@ def test_peer_capabilities_subsets(room, peer_caps, expected_pts, expected_ext_i
     assert [c["preferredPayloadType"] for c in peer["codecs"]] == expected_pts
     assert [e["preferredId"] for e in peer["headerExtensions"]] == expected_ext_ids
     for codec in peer["codecs"]:
-        assert {"kind", "name", "mimeType", "clockRate", "rtcpFeedback", "parameters"} <= set(codec)
+        assert {"kind", "name", "mimeType", "clockRate", "parameters"} <= set(codec)
+        assert ("rtcpFeedback" in codec) == ("rtcpFeedback" in next(
+            c for c in peer_caps["codecs"] if c["preferredPayloadType"] == codec["preferredPayloadType"]))
 
 
 def test_peer_name_and_mimetype_take_the_rooms_spelling(room):
@@ -803,7 +803,7 @@ def test_chrome_consumer_of_browser_video(room, peer):
             {"name": "VP8", "mimeType": "video/VP8", "clockRate": 90000, "payloadType": 101,
              "rtcpFeedback": CHROME_FB, "parameters": {}},
             {"name": "rtx", "mimeType": "video/rtx", "clockRate": 90000, "payloadType": 102,
-             "rtcpFeedback": [], "parameters": {"apt": 101}},
+             "parameters": {"apt": 101}},  # no rtcpFeedback: the peer's rtx has none (v2)
         ],
         "headerExtensions": [
             {"uri": TOFFSET, "id": 2}, {"uri": ABS_SEND_TIME, "id": 3},

@@ -52,7 +52,7 @@ async def test_transport_close_tells_the_owner_and_the_consumers(mem: MemoryRoom
     assert mem.notified(mark) == [
         {"to": "bob", **note("consumerClosed", id=call.cid, peerName="alice")},
         {"to": "carol", **note("consumerClosed", id=call.carol_cid, peerName="alice")},
-        {"to": "alice", **note("transportClosed", id=call.send, appData=None)},
+        {"to": "alice", **note("transportClosed", id=call.send)},  # no appData given: none (v2)
     ]
     assert mem.sent(mark) == [(0, "consumer.close"), (0, "producer.close"), (0, "transport.close")]
 
@@ -63,7 +63,7 @@ async def test_producer_pause_and_resume_tell_the_owner_and_the_consumers(mem: M
     assert mem.commands(mark) == [c.ProducerPause(producerId=call.gid)]
     assert mem.notified(mark) == [
         {"to": "bob", **note("consumerPaused", id=call.cid, peerName="alice")},
-        {"to": "alice", **note("producerPaused", id=call.pid, appData={"a": 1})},
+        {"to": "alice", **note("producerPaused", id=call.pid, peerName="alice", appData={"a": 1})},
     ]
     mark = mem.mark()
     await mem.action("producer.pause", peerName="alice", producerId=call.pid)  # no change: nobody hears
@@ -232,7 +232,7 @@ async def test_a_worker_death_closes_what_it_hosted_and_its_pipes() -> None:
     mark = mem.mark()
     await mem.worker_died(1)
     # bob's transport is gone (told), his consumer detached; the dead worker got nothing.
-    assert mem.notified(mark) == [{"to": "bob", **note("transportClosed", id=recv, appData=None)}]
+    assert mem.notified(mark) == [{"to": "bob", **note("transportClosed", id=recv)}]
     assert all(i == 0 for i, _ in mem.sent(mark))
     bob = [p for p in mem.dump()["peers"] if p["name"] == "bob"][0]
     assert bob["transports"] == [] and bob["worker"] is None and bob["consumers"][0]["enabled"] is False

@@ -84,7 +84,7 @@ async def test_updatetransport_sets_the_remote_dtls_once_then_a_second_time_clos
         await mem.notify("bob", "updateTransport", id=call.recv, dtlsParameters=shapes.DTLS_PARAMETERS)
     assert info.value.code == "invalid_state" and "already set" in info.value.message and "closed" in info.value.message
     assert mem.notified(mark, "bob") == [
-        {"method": "transportClosed", "target": "peer", "notification": True, "id": call.recv, "appData": None}
+        {"method": "transportClosed", "target": "peer", "notification": True, "id": call.recv}
     ]
     assert mem.sent(mark) == [(0, "consumer.close"), (0, "transport.close")]
     assert gid not in call.worker.transports
@@ -208,7 +208,8 @@ async def test_enableproducerstats_reports_the_streams_and_disableproducerstats_
     mark = mem.mark()
     await mem.notify("alice", "enableProducerStats", id=call.pid)
     note = await next_notification(mem, mark, "alice", "producerStats")
-    assert note["id"] == call.pid and note["stats"][0]["type"] == "inbound-rtp"
+    # The fake worker's stream has received no packet: v2 lists no stream before its first.
+    assert note["id"] == call.pid and note["stats"] == []
     assert c.StatsGet(producerIds=[call.gid]) in mem.commands(mark)
     await mem.notify("alice", "disableProducerStats", id=call.pid)
     assert mem.dump()["peers"][0]["producers"][0]["statsInterval"] is None

@@ -116,7 +116,7 @@ async def test_a_spy_joins_unannounced(mem: MemoryRoom) -> None:
     mark = mem.mark()
     await mem.join("eve", spy=True)
     assert mem.notified(mark) == []
-    assert (await mem.join("bob"))["peers"] == [{"name": "alice", "appData": None, "consumers": []}]
+    assert (await mem.join("bob"))["peers"] == [{"name": "alice", "consumers": []}]  # no appData: absent
 
 
 async def test_join_refusals(mem: MemoryRoom) -> None:
