@@ -6,6 +6,10 @@ room's mailbox by `Room.app_action`; the server routes every name of this table 
 object tells that peer's client what happened (producerPaused, consumerResumed, closed ...),
 with the app's `appData`.
 
+mediasoup v2's server API that tells no client (room.setAudioLevels, transport.setMaxBitrate,
+*.getStats, peer.dump, rtpStreamer.* ...) lives in room_methods.py; its `ROOM_METHODS` join
+this table, so they run the same way.
+
 Adding an action: write `async def my_action(room, msg)` here (`room.app_peer(msg)` resolves
 and checks `peerName`; `room.transport_of/producer_of/consumer_of(peer, msg, key)` the
 object), add it to `ACTIONS` under its control-method name, and describe it in
@@ -24,6 +28,7 @@ from tureen.supervisor.consumer_handlers import apply_preferred_profile, set_con
 from tureen.supervisor.peer_handlers import close_peer
 from tureen.supervisor.producer import OWNER_NOTIFICATION, ProducerState
 from tureen.supervisor.producer_handlers import close_producer, set_producer_paused
+from tureen.supervisor.room_methods import ROOM_METHODS
 from tureen.supervisor.transport_handlers import close_transport
 
 if TYPE_CHECKING:
@@ -94,4 +99,5 @@ ACTIONS: dict[str, Action] = {
     "consumer.pause": partial(_consumer_pause, paused=True),
     "consumer.resume": partial(_consumer_pause, paused=False),
     "consumer.setPreferredProfile": consumer_set_preferred_profile,
+    **ROOM_METHODS,
 }
