@@ -8,7 +8,6 @@ consecutive reports (v2's hysteresis).
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 import math
 from pathlib import Path
