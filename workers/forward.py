@@ -234,11 +234,18 @@ class Forwarder:
             try:
                 if b0 & 0x10 and stream.ext_map is not None:
                     rewrite_extension_ids(buf, n, stream.ext_map)
-                    if stream.level_id:  # an audio producer's RFC 6464 level, once validated
-                        level = read_audio_level(buf, stream.level_id)
-                        if level >= 0:
-                            stream.level_sum += level
+                    level_id = stream.level_id
+                    if level_id:  # an audio producer's RFC 6464 level, once validated
+                        # Senders put it first: the byte after the block's 4-byte header.
+                        x = 16 + ((b0 & 0x0F) << 2)
+                        if buf[x] == level_id << 4 and buf[x - 4] == 0xBE and buf[x - 1]:
+                            stream.level_sum += buf[x + 1] & 0x7F
                             stream.level_count += 1
+                        else:
+                            level = read_audio_level(buf, level_id)
+                            if level >= 0:
+                                stream.level_sum += level
+                                stream.level_count += 1
                 else:
                     header_length(buf, n)
             except ValueError:

@@ -70,3 +70,40 @@ def test_mean_is_v2s_integer_mean_and_each_take_starts_a_new_interval() -> None:
     assert producer.take_audio_level() is None
     stream.level_sum, stream.level_count = 127 * 3, 3
     assert producer.take_audio_level() == -127
+
+
+class _Source:
+    def __init__(self, stream) -> None:
+        self.ssrc_table = {stream.ssrc: stream}
+        self.rtx_ssrcs: set[int] = set()
+        self.rtx_table: dict = {}
+
+    def handle_rtcp(self, n: int, buf: bytearray) -> None:
+        raise AssertionError("no RTCP here")
+
+
+def test_the_forwarder_adds_each_packets_level_whichever_way_it_is_written() -> None:
+    from tureen.workers.forward import Forwarder
+
+    producer = make_producer()
+    stream = producer.streams[0]
+    source = _Source(stream)
+    forwarder = Forwarder(batched=False)
+
+    def feed(elements: list[tuple[int, bytes]] | None, two_byte: bool = False, seq: int = 1) -> None:
+        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960, ssrc=1111, payload=b"\x10" * 40)
+        if elements is not None:
+            p.set_extensions(elements, two_byte=two_byte)
+        data = p.serialize()
+        forwarder.buf[: len(data)] = data
+        forwarder.receive(source, len(data))
+
+    feed([(9, bytes([0x80 | 10]))])  # first (the fast path), voice bit set
+    feed([(3, b"\x01\x02\x03"), (9, bytes([20]))], seq=2)  # later
+    feed([(9, bytes([30]))], two_byte=True, seq=3)  # two-byte form
+    feed([(3, b"\x01")], seq=4)  # no level: not counted
+    feed(None, seq=5)  # no extension at all
+    feed([], seq=6)  # an empty block: the payload's first byte is no level
+    assert (stream.level_sum, stream.level_count) == (60, 3)
+    assert forwarder.rtp_in == 6
+    assert producer.take_audio_level() == -20
