@@ -378,3 +378,19 @@ def _drain(sock: socket.socket, duration: float) -> list[bytes]:
         except BlockingIOError:
             time.sleep(0.005)
     return out
+
+
+async def test_server_wide_monitors_get_the_speaker_but_not_the_levels(room: RoomDriver, senders, server) -> None:
+    from tureen.shared.client import TureenClient
+
+    async with TureenClient(server.endpoint, timeout=10.0) as monitor:
+        await monitor.subscribe_server()
+        alice = await senders("alice")
+        await alice.produce_audio(20)
+        await room.action("room.setAudioLevels", interval=150)
+        await next_event(room, "room.activeSpeaker")
+        for _ in range(3):  # the room's own subscriber gets the levels meanwhile
+            await next_event(room, "room.audioLevels")
+        speaker = await monitor.next_event(lambda e: e.get("event") == "room.activeSpeaker", timeout=5)
+        assert speaker["peerName"] == "alice"
+        assert not [e for e in monitor.pending_events() if e.get("event") == "room.audioLevels"]
