@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tureen.shared import contract
-from tureen.shared.errors import ProtocolError, bad_request, not_found
+from tureen.shared.errors import ProtocolError, bad_request, limit, not_found
 from tureen.shared.protocol.validate import get_id
 from tureen.shared.rtp import capabilities as caps
 
@@ -126,6 +126,12 @@ class RtpStreamers:
         producer = room.producers.get(producer_id)
         if producer is None or producer.closed:
             raise not_found(f"Producer not found: room {room.id!r} has no producer {producer_id}")
+        quota = room.quotas.transports_per_peer  # each streamer takes a port, as a transport
+        if sum(1 for x in self.by_id.values() if x.producer is producer) >= quota:
+            raise limit(
+                f"{producer.describe()} has {quota} rtpStreamers, the most a producer may have "
+                "(max_transports_per_peer): close one first, or ask the operator to raise it"
+            )
         remote_ip = _ipv4(msg, "remoteIP")
         assert remote_ip is not None
         remote_port = _port(msg, "remotePort")

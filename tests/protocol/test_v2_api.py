@@ -361,6 +361,13 @@ async def test_rtp_streamer_close_and_bad_input(room: RoomDriver, video: VideoSe
             await expect_error(room.client.request("rtpStreamer.create", roomId=room.id, **params), code, text)
         answer = await room.client.request("rtpStreamer.create", roomId=room.id, producerId=alice.producer_id,
                                            remoteIP="127.0.0.1", remotePort=port, localIP="127.0.0.1")
+        # A producer has at most max_transports_per_peer (8) streamers: each takes a port.
+        more = [await room.client.request("rtpStreamer.create", roomId=room.id, producerId=alice.producer_id,
+                                          remoteIP="127.0.0.1", remotePort=9) for _ in range(7)]
+        await expect_error(room.client.request("rtpStreamer.create", roomId=room.id, producerId=alice.producer_id,
+                                               remoteIP="127.0.0.1", remotePort=9), "limit", "max_transports_per_peer")
+        for extra in more:
+            await room.client.request("rtpStreamer.close", roomId=room.id, streamerId=extra["streamerId"])
         assert await asyncio.to_thread(_drain, sink, 1.0)
         assert await room.client.request("rtpStreamer.close", roomId=room.id, streamerId=answer["streamerId"]) == {}
         await asyncio.to_thread(_drain, sink, 0.3)
