@@ -401,3 +401,31 @@ async def test_server_wide_monitors_get_the_speaker_but_not_the_levels(room: Roo
         speaker = await monitor.next_event(lambda e: e.get("event") == "room.activeSpeaker", timeout=5)
         assert speaker["peerName"] == "alice"
         assert not [e for e in monitor.pending_events() if e.get("event") == "room.audioLevels"]
+
+
+async def test_config_audio_levels_interval_turns_levels_on_in_new_rooms(tmp_path) -> None:
+    from support import MEDIA_CODECS, running_server
+    from tureen.shared.client import TureenClient
+
+    config = tmp_path / "tureen.toml"
+    config.write_text("audio_levels_interval = 200\n")
+    with running_server(tmp_path, workers=1, extra=["--config", str(config)]) as server:
+        async with TureenClient(server.endpoint, timeout=10.0) as client:
+            created = await client.create_room(MEDIA_CODECS, room_id="lvl")
+            room = RoomDriver(client, "lvl", created["rtpCapabilities"])
+            alice = Sender(room, "alice")
+            try:
+                await alice.join()
+                await alice.produce_audio(33)
+                for _ in range(10):
+                    levels = (await next_event(room, "room.audioLevels"))["levels"]
+                    if levels:
+                        break
+                assert levels == [{"peerName": "alice", "producerId": alice.producer_id, "audioLevel": -33}]
+            finally:
+                await alice.close()
+    from tureen.shared.config import Config
+
+    # Checked like every other key: 0 (off) or 100..60000 ms.
+    assert any("audio_levels_interval" in p for p in Config(audio_levels_interval=50).problems())
+    assert not Config(audio_levels_interval=0).problems()
