@@ -8,6 +8,7 @@ consecutive reports (v2's hysteresis).
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import math
 from pathlib import Path
@@ -72,8 +73,18 @@ async def test_the_louder_webrtc_sender_is_the_speaker_and_a_swap_needs_four_rep
             try:
                 await alice.join(room, "alice")
                 await bob.join(room, "bob")
-                await alice.produce(alice_track)
-                await bob.produce(bob_track)
+                producers = {"alice": await alice.produce(alice_track), "bob": await bob.produce(bob_track)}
+                # Both streams flow before the levels start: otherwise a first report with bob
+                # alone would make him the speaker at once (no speaker yet), as v2 would.
+                for _ in range(100):
+                    counts = [
+                        (await client.request("producer.getStats", roomId="talk", peerName=name,
+                                              producerId=p.id) or [{}])[0].get("packetCount", 0)
+                        for name, p in producers.items()
+                    ]
+                    if all(counts):
+                        break
+                    await asyncio.sleep(0.1)
                 await client.request("room.setAudioLevels", roomId="talk", interval=250)
                 seen: list[dict[str, Any]] = []
                 while True:
