@@ -1,7 +1,7 @@
 """Micro-benchmark: the worker's fan-out cores in one process, without the network harness.
 
     .venv/bin/python scripts/bench_fanout.py [--n 10,100,500] [--srtp none,gcm,cm]
-        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0]
+        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0] [--audio]
 
 Builds N consumers exactly as the worker does (a ConsumerRewrite per consumer, each with its
 own UDP socket connected to a sink, and for SRTP its own outbound libsrtp session), then feeds
@@ -17,6 +17,12 @@ leave out the enqueue at the sink; the ratios between cores are what it is for. 
 caveat: loopback delivery that the kernel defers to ksoftirqd is not charged to this thread,
 so a run that sends faster can look cheaper per copy than it is (seen: native SRTP-GCM at
 N=100 measuring below native plain RTP); compare the two cores on the same row, not rows.
+
+`--audio` measures the input side of one audio packet instead: `Forwarder.receive` (demux,
+ingest rewrite of two header extensions, the RFC 6464 level read for room.audioLevels)
+plus its fan-out to N plain consumers with the native core, per input packet, with the
+level read on (the producer has ssrc-audio-level) and off (the same packets, level_id 0);
+on a tree without audio levels (before they existed) only the `off` column is measured.
 
 Unlike `make bench` it measures no input side (no recvmmsg, demux, SRTP unprotect, event
 loop), so it isolates what the fan-out core changes; `make bench` gives the whole worker.
@@ -101,6 +107,72 @@ def run(batch, fan: tuple, per_drain: int, copies: int) -> float:
     return spent / 1000 / (drains * per_drain * len(fan))
 
 
+class _Source:
+    """What Forwarder.receive needs of a transport: its SSRC tables, no RTCP."""
+
+    def __init__(self, stream) -> None:
+        self.ssrc_table = {stream.ssrc: stream}
+        self.rtx_ssrcs: set[int] = set()
+        self.rtx_table: dict = {}
+
+    def handle_rtcp(self, n: int, buf: bytearray) -> None:  # pragma: no cover - no RTCP sent
+        pass
+
+
+def audio_packet(seq: int) -> bytes:
+    """A 20 ms opus-sized packet as Chrome sends it: ssrc-audio-level (id 1) and abs-send-time
+    (id 3) in a one-byte extension block, 80 bytes of payload."""
+    ext = bytes([0x10, 0x80 | 40, 0x32, 0x12, 0x34, 0x56, 0, 0])  # padded to 8 bytes
+    header = struct.pack("!BBHIIHH", 0x90, 111, seq & 0xFFFF, seq * 960, 0xA0D10, 0xBEDE, len(ext) // 4)
+    return header + ext + b"\x00" * 80
+
+
+def run_audio(n: int, level: bool, packets: int) -> float:
+    """CPU µs of this thread per input audio packet (receive + fan-out to n + flush)."""
+    from tureen.workers.forward import Forwarder
+    from tureen.workers.router import Producer
+
+    setup = Setup(n, "none")
+    try:
+        producer = Producer(1, "audio", object(), False, [(0xA0D10, None, "default")], [(111, 100)], [(1, 1), (3, 3)], 48000)
+        stream = producer.streams[0]
+        has_levels = hasattr(stream, "level_id")
+        if has_levels and not level:
+            stream.level_id = 0
+        elif level and not has_levels:
+            return float("nan")
+        stream.fan = setup.fan
+        forwarder = Forwarder(core="native")
+        source = _Source(stream)
+        datagrams = [audio_packet(i) for i in range(256)]
+        buf = forwarder.buf
+        receive, after = forwarder.receive, forwarder.after_drain
+        start = time.thread_time_ns()
+        for i in range(packets):
+            d = datagrams[i & 255]
+            buf[: len(d)] = d
+            receive(source, len(d))
+            after()
+        spent = time.thread_time_ns() - start
+        if level:
+            assert stream.level_count == packets, "the level was not read"
+        return spent / 1000 / packets
+    finally:
+        setup.close()
+
+
+def main_audio(args: argparse.Namespace) -> int:
+    packets = min(args.copies, MAX_COPIES) // 4
+    print(f"{'N':>4} | {'level off µs/pkt':>16} {'level on µs/pkt':>15} | on - off")
+    for n in (int(x) for x in args.n.split(",")):
+        best = {}
+        for level in (False, True):
+            run_audio(n, level, packets // 10)  # warm-up
+            best[level] = min(run_audio(n, level, packets) for _ in range(args.reps))
+        print(f"{n:>4} | {best[False]:>16.2f} {best[True]:>15.2f} | {best[True] - best[False]:+.2f}", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="10,100,500", help="consumers per packet (fan-out sizes)")
@@ -109,10 +181,15 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=200_000, help="output copies per measurement")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU")
+    parser.add_argument("--audio", action="store_true", help="the input side of an audio packet (audio levels)")
     args = parser.parse_args()
     if not native.available():
         print(f"native core missing: {native.WHY_NOT}", file=sys.stderr)
         return 2
+    if args.audio:
+        if args.cpu is not None:
+            os.sched_setaffinity(0, {args.cpu})
+        return main_audio(args)
     copies = min(args.copies, MAX_COPIES)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})

@@ -67,6 +67,9 @@ class Config:
     # Bitrate (bps) announced with REMB to every sender of video, per transport: browsers
     # ramp their send bitrate up to it (and down on loss, from our receiver reports).
     max_incoming_bitrate: int = 2_000_000
+    # A new room's room.audioLevels (and room.activeSpeaker) interval in ms, 100..60000;
+    # 0 = off until the app turns it on (room.setAudioLevels). mediasoup v2 used 500.
+    audio_levels_interval: int = 0
     # The workers' fan-out core: "auto" (the native core when it was built at install,
     # else Python), "native" (refuse to start without it) or "python" (docs/benchmarks.md).
     fanout: str = "auto"
@@ -130,6 +133,10 @@ class Config:
         if not 30_000 <= self.max_incoming_bitrate <= 100_000_000:
             errors.append(
                 f"max_incoming_bitrate must be 30000..100000000 bps, got {self.max_incoming_bitrate}"
+            )
+        if self.audio_levels_interval != 0 and not 100 <= self.audio_levels_interval <= 60_000:
+            errors.append(
+                f"audio_levels_interval must be 0 (off) or 100..60000 ms, got {self.audio_levels_interval}"
             )
         if self.fanout not in FANOUTS:
             errors.append(f"fanout must be one of {', '.join(FANOUTS)}, got {self.fanout!r}")

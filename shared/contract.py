@@ -263,6 +263,14 @@ class TransportRestartIce(Command, tag="transport.restartIce"):
     transportId: Id
 
 
+class TransportSetMaxBitrate(Command, tag="transport.setMaxBitrate"):
+    """Cap the REMB this worker sends the transport's sender at `bitrate` bit/s (0: no cap
+    below config max_incoming_bitrate). Applies from the next receiver report (1 s)."""
+
+    transportId: Id
+    bitrate: Annotated[int, msgspec.Meta(ge=0, le=U32_MAX)]
+
+
 class TransportClose(Command, tag="transport.close"):
     """Also closes the transport's producers and consumers on that worker."""
 
@@ -368,6 +376,18 @@ class ProducerNack(Command, tag="producer.nack"):
     seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=MAX_NACK_SEQS)]
 
 
+class ProducerGetAudioLevels(Command, tag="producer.getAudioLevels"):
+    """The mean RFC 6464 level of each audio producer named, over the packets since the last
+    ask (each ask starts a new interval: the supervisor's room.audioLevels timer asks).
+
+    Reply `{levels: [[producerId, dBov], ...], missing: [...]}`: dBov -127..0 for each
+    producer received on this worker whose packets carried a level since; producers without
+    one are left out (as mediasoup v2's 'audiolevels' entries), ids not here are `missing`.
+    """
+
+    producerIds: Annotated[list[Id], msgspec.Meta(max_length=MAX_STATS_IDS)] = []
+
+
 # ------------------------------------------------------------------ commands: consumer.*
 
 
@@ -416,6 +436,13 @@ class ConsumerClose(Command, tag="consumer.close"):
 class ConsumerSetPreferredProfile(Command, tag="consumer.setPreferredProfile"):
     consumerId: Id
     profile: Profile
+
+
+class ConsumerRequestKeyFrame(Command, tag="consumer.requestKeyFrame"):
+    """Ask for a key frame of the stream feeding the consumer now, as a receiver's PLI would:
+    a PLI to the sender, or the event consumer.keyFrameRequest when the producer is piped."""
+
+    consumerId: Id
 
 
 # ------------------------------------------------------------------ commands: pipe.*

@@ -7,6 +7,10 @@ object tells that peer's client what happened (producerPaused, consumerResumed, 
 with the app's `appData` (absent when it gave none) and, for the owner's producer
 notifications, its `peerName`, as v2's Producer.pause/resume/close(appData).
 
+mediasoup v2's server API that tells no client (room.setAudioLevels, transport.setMaxBitrate,
+*.getStats, peer.dump, rtpStreamer.* ...) lives in room_methods.py; its `ROOM_METHODS` join
+this table, so they run the same way.
+
 Adding an action: write `async def my_action(room, msg)` here (`room.app_peer(msg)` resolves
 and checks `peerName`; `room.transport_of/producer_of/consumer_of(peer, msg, key)` the
 object), add it to `ACTIONS` under its control-method name, and describe it in
@@ -25,6 +29,7 @@ from tureen.supervisor.consumer_handlers import apply_preferred_profile, set_con
 from tureen.supervisor.peer_handlers import close_peer
 from tureen.supervisor.producer import OWNER_NOTIFICATION, ProducerState
 from tureen.supervisor.producer_handlers import close_producer, set_producer_paused
+from tureen.supervisor.room_methods import ROOM_METHODS
 from tureen.supervisor.transport_handlers import close_transport
 
 if TYPE_CHECKING:
@@ -99,4 +104,5 @@ ACTIONS: dict[str, Action] = {
     "consumer.pause": partial(_consumer_pause, paused=True),
     "consumer.resume": partial(_consumer_pause, paused=False),
     "consumer.setPreferredProfile": consumer_set_preferred_profile,
+    **ROOM_METHODS,
 }

@@ -158,6 +158,7 @@ async def close_producer(room: Room, producer: Producer, *, notify_consumers: bo
     """It and its consumers go, on every worker that had it."""
     if not room.begin_close(producer):
         return
+    await room.streamers.producer_closed(producer)
     for consumer in list(producer.consumers.values()):
         await close_consumer(room, consumer, notify=notify_consumers)
     peer = room.peers.get(producer.peer_name)

@@ -54,10 +54,12 @@ from tureen.supervisor import (
     transport_handlers,
     worker_events,
 )
+from tureen.supervisor.audio_levels import AudioLevels
 from tureen.supervisor.consumer import Consumer
 from tureen.supervisor.peer import Peer
 from tureen.supervisor.producer import Producer
 from tureen.supervisor.quotas import Quotas
+from tureen.supervisor.rtp_streamer import RtpStreamers
 from tureen.supervisor.transport import Transport
 
 log = logging.getLogger("tureen.room")
@@ -151,6 +153,9 @@ class Room:
         self._death_signal = asyncio.Event()
         # Periodic transportStats / producerStats / consumerStats (supervisor/stats.py).
         self.stats = stats.StatsTimers(f"room {room_id!r}", lambda obj: stats.report(self, obj))
+        # room.audioLevels / room.activeSpeaker, and RtpStreamers (room_methods.py).
+        self.audio_levels = AudioLevels(self, getattr(getattr(services, "config", None), "audio_levels_interval", 0))
+        self.streamers = RtpStreamers(self)
 
     def names(self, peer: str | None = None, **ids: int) -> dict[str, Any]:
         """A log line's `extra=`: this room, the peer and protocol ids it is about (the
@@ -161,6 +166,7 @@ class Room:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"room {self.id}")
+        self.audio_levels.start()
 
     def submit(self, job: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
         """Queue a job; it runs after everything submitted before it. Never blocks."""
@@ -300,6 +306,7 @@ class Room:
             await peer_handlers.close_peer(self, peer, None, notify_peer=True)
         self.closed = True
         self.stats.stop_all()
+        self.audio_levels.stop()
         log.info("room %r closed", self.id, extra=self.names())
         self.lifecycle("room.closed")
 

@@ -43,6 +43,9 @@ MAX_SERVER_SUBSCRIBERS = 16
 # The events that are not a lifecycle event: protocol messages for one peer's client, which
 # only the app relaying them (the room's subscribers) has any use for.
 NOTIFICATION = "notification"
+# Events only a room's own subscribers get: protocol notifications (the app relays them) and
+# the periodic audio levels (every room's, several a second, would swamp a monitor).
+ROOM_ONLY_EVENTS = frozenset({NOTIFICATION, "room.audioLevels"})
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -142,9 +145,10 @@ class Server:
         """The identities that receive `room_id`'s `event` (a copy: sends may drop some).
 
         The room's subscribers get all its events; server-wide subscribers get every event
-        but protocol notifications. A connection that is both gets each event once."""
+        but protocol notifications and room.audioLevels (ROOM_ONLY_EVENTS). A connection
+        that is both gets each event once."""
         identities = list(self.subscriptions.get(room_id, ()))
-        if event != NOTIFICATION:
+        if event not in ROOM_ONLY_EVENTS:
             identities += [i for i in self.server_subscribers if i not in identities]
         return identities
 

@@ -14,7 +14,8 @@ Per packet, in this order (every drop bumps one named counter, nothing else happ
     through these steps itself. Unknown SSRC, paused producer, unmapped payload type -> drop.
  4. Ingest rewrite, once, in place: validate CSRC/extension/padding lengths (only when the
     header has any), remap header-extension ids (RFC 8285, unmapped ones become padding),
-    payload type producer -> room.
+    payload type producer -> room. An audio stream with the ssrc-audio-level extension
+    (`stream.level_id`) adds the packet's level to two integer counters (room.audioLevels).
  4b. Reception statistics; a stream with a NACK generator (rtp/nack_generator.py) gets one
     compare per packet: `_nack_check` runs only for a packet out of order or while packets
     are missing, and hands what to NACK to the worker (`on_nack`).
@@ -57,7 +58,12 @@ import struct
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from tureen.shared.rtp.packet import header_length, payload_length, rewrite_extension_ids
+from tureen.shared.rtp.packet import (
+    header_length,
+    payload_length,
+    read_audio_level,
+    rewrite_extension_ids,
+)
 from tureen.workers.native import make_fanout
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
@@ -228,6 +234,18 @@ class Forwarder:
             try:
                 if b0 & 0x10 and stream.ext_map is not None:
                     rewrite_extension_ids(buf, n, stream.ext_map)
+                    level_id = stream.level_id
+                    if level_id:  # an audio producer's RFC 6464 level, once validated
+                        # Senders put it first: the byte after the block's 4-byte header.
+                        x = 16 + ((b0 & 0x0F) << 2)
+                        if buf[x] == level_id << 4 and buf[x - 4] == 0xBE and buf[x - 1]:
+                            stream.level_sum += buf[x + 1] & 0x7F
+                            stream.level_count += 1
+                        else:
+                            level = read_audio_level(buf, level_id)
+                            if level >= 0:
+                                stream.level_sum += level
+                                stream.level_count += 1
                 else:
                     header_length(buf, n)
             except ValueError:

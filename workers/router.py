@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tureen.shared.logs import Subject
+from tureen.shared.rtp.capabilities import AUDIO_LEVEL_ID
 from tureen.workers.rtp.codecs import KeyFrameCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
@@ -77,6 +78,9 @@ class Stream:
         "repaired",
         "rate",
         "nack",
+        "level_id",
+        "level_sum",
+        "level_count",
     )
 
     def __init__(self, producer: Producer, ssrc: int, rtx_ssrc: int | None, profile: str) -> None:
@@ -127,6 +131,12 @@ class Stream:
         # The NACK generator towards the sender (rtp/nack_generator.py) when the producer's
         # codec negotiated nack; the worker sets it (worker._set_nack).
         self.nack: NackGenerator | None = None
+        # Audio levels (RFC 6464) for room.audioLevels: the room's id of the extension (0 =
+        # none: the forwarder reads nothing), and the sum and count of the levels (0..127,
+        # -dBov) since the supervisor last asked (producer.getAudioLevels).
+        self.level_id = producer.level_id
+        self.level_sum = 0
+        self.level_count = 0
 
     @property
     def active(self) -> bool:
@@ -172,6 +182,7 @@ class Producer:
         self.paused = paused
         self.clock_rate = clock_rate
         self.pt_map, self.ext_map = self.maps_for(pt_pairs, ext_pairs)
+        self.level_id = self.audio_level_id(ext_pairs)
         self.set_rtx(pt_pairs, rtx_pairs)
         self.streams = [Stream(self, ssrc, rtx, profile) for ssrc, rtx, profile in streams]
         # A piped producer is a forwarding source itself (pipe.py looks it up by id).
@@ -199,6 +210,24 @@ class Producer:
         for src, dst in ext_pairs:
             ext_map[src] = dst
         return bytes(pt_map), bytes(ext_map)
+
+    def audio_level_id(self, ext_pairs: list[tuple[int, int]]) -> int:
+        """The room's ssrc-audio-level id when this audio producer's packets carry it and
+        arrive here from its sender (a piped copy is read on its origin worker), else 0."""
+        if self.kind != "audio" or self.transport is None:
+            return 0
+        return AUDIO_LEVEL_ID if any(dst == AUDIO_LEVEL_ID for _, dst in ext_pairs) else 0
+
+    def take_audio_level(self) -> int | None:
+        """The mean level in dBov (-127..0) of the packets since the last call, rounded
+        toward 0 dBov as mediasoup v2's integer mean is; None when no packet carried one.
+        Starts the next interval."""
+        total = count = 0
+        for stream in self.streams:
+            total += stream.level_sum
+            count += stream.level_count
+            stream.level_sum = stream.level_count = 0
+        return -(total // count) if count else None
 
     def set_rtx(self, pt_pairs: list[tuple[int, int]], rtx_pairs: list[tuple[int, int]]) -> None:
         """RTX payload types from the codecs' [room media PT, room RTX PT] pairs:
@@ -474,6 +503,7 @@ class Router:
         keep their state; consumers move to the stream they would now choose, resyncing."""
         self._unregister_ssrcs(producer)
         producer.pt_map, producer.ext_map = producer.maps_for(pt_pairs, ext_pairs)
+        producer.level_id = producer.audio_level_id(ext_pairs)
         producer.set_rtx(pt_pairs, rtx_pairs)
         producer.clock_rate = clock_rate
         kept = producer.ssrc_table
@@ -484,6 +514,7 @@ class Router:
             stream.profile = profile
             stream.pt_map = producer.pt_map
             stream.ext_map = producer.ext_map
+            stream.level_id = producer.level_id
             stream.clock_rate = clock_rate
             new_streams.append(stream)
         producer.streams = new_streams

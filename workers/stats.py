@@ -70,7 +70,7 @@ def transport_figures(transport: Transport, now: float, max_bitrate: int = 0) ->
             "selectedTuple": transport.selected_tuple(),  # type: ignore[attr-defined]
             "bytesReceived": transport.octets_in(),  # type: ignore[attr-defined]
             "bytesSent": transport.octets_out(),  # type: ignore[attr-defined]
-            "maxBitrate": max_bitrate,
+            "maxBitrate": min(transport.max_bitrate, max_bitrate) if transport.max_bitrate else max_bitrate,
             "rembBitrate": remb[0],
             "rembSsrcs": list(remb[1]),
             "remoteRembBitrate": transport.remote_remb[0],

@@ -137,6 +137,9 @@ class Worker:
             c.PipeClose: self._pipe_close,
             c.PipeCloseTo: self._pipe_close_to,
             c.StatsGet: self._stats_get,
+            c.ProducerGetAudioLevels: self._producer_get_audio_levels,
+            c.TransportSetMaxBitrate: self._transport_set_max_bitrate,
+            c.ConsumerRequestKeyFrame: self._consumer_request_key_frame,
         }
         self.exit_reason = ""
 
@@ -702,6 +705,31 @@ class Worker:
     def _close_pipes(self, producer: Producer) -> None:
         for dest in list(producer.pipes):
             self.pipes.close_batch(self.router.remove_pipe(producer, dest))
+
+    def _producer_get_audio_levels(self, cmd: c.ProducerGetAudioLevels) -> dict[str, Any]:
+        """Each named producer's mean level since the last ask (room.audioLevels)."""
+        levels: list[list[int]] = []
+        missing: list[int] = []
+        for pid in cmd.producerIds:
+            producer = self.router.producers.get(pid)
+            if producer is None:
+                missing.append(pid)
+                continue
+            level = producer.take_audio_level()
+            if level is not None:
+                levels.append([pid, level])
+        return {"levels": levels, "missing": missing}
+
+    def _transport_set_max_bitrate(self, cmd: c.TransportSetMaxBitrate) -> dict[str, Any]:
+        transport = self._transport(cmd.transportId)
+        transport.max_bitrate = cmd.bitrate
+        return {"bitrate": self.feedback.reports.max_bitrate(transport)}
+
+    def _consumer_request_key_frame(self, cmd: c.ConsumerRequestKeyFrame) -> dict[str, Any]:
+        consumer = self._consumer(cmd.consumerId)
+        if consumer.stream is not None:
+            self._request_key_frame(consumer.stream, consumer)
+        return {}
 
     # -- consumer.* ---------------------------------------------------------------------
 

@@ -59,9 +59,14 @@ _SUPPORTED_CODECS: tuple[tuple[str, str, tuple[int, ...], int | None, dict[str, 
     ("video", "H265", (90000,), None, {}),
 )
 
+# The room's id of the ssrc-audio-level extension (RFC 6464): producers' ids are mapped to it
+# on ingest, so a worker reads audio levels under this id (room.audioLevels).
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+AUDIO_LEVEL_ID = 1
+
 # (kind, uri, preferredId); one entry per kind, as v2 lists them (no transport-cc in v2).
 _HEADER_EXTENSIONS: tuple[tuple[str, str, int], ...] = (
-    ("audio", "urn:ietf:params:rtp-hdrext:ssrc-audio-level", 1),
+    ("audio", AUDIO_LEVEL_URI, AUDIO_LEVEL_ID),
     ("video", "urn:ietf:params:rtp-hdrext:toffset", 2),
     ("audio", "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", 3),
     ("video", "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", 3),

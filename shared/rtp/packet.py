@@ -147,6 +147,40 @@ def rewrite_extension_ids(buf: bytearray | memoryview, n: int, id_map: bytes) ->
     return offset
 
 
+def read_audio_level(buf: bytearray | memoryview, ext_id: int) -> int:
+    """The level of the ssrc-audio-level element (RFC 6464) with id `ext_id` in the header of
+    `buf`: 0..127, meaning -level dBov (127 = silence), the voice-activity bit left out; -1
+    when the packet has no such element of one byte (as mediasoup v2 reads it).
+
+    For the data path: the header must have been validated already (`header_length` or
+    `rewrite_extension_ids`), and must have an extension block (X bit). A sender puts the
+    level first in nearly every packet, so the scan usually stops at the first element.
+    """
+    start = HEADER_SIZE + ((buf[0] & 0x0F) << 2)
+    i = start + 4
+    end = i + (((buf[start + 2] << 8) | buf[start + 3]) << 2)
+    if buf[start] == 0xBE and buf[start + 1] == 0xDE:
+        while i < end:
+            b = buf[i]
+            if b == 0:
+                i += 1
+                continue
+            if b >> 4 == ext_id:
+                return buf[i + 1] & 0x7F if b & 0x0F == 0 else -1
+            if b >> 4 == 15:
+                break
+            i += (b & 0x0F) + 2
+    elif buf[start] == 0x10 and not buf[start + 1] & 0xF0:  # two-byte profile 0x100X
+        while i + 1 < end:
+            if buf[i] == 0:
+                i += 1
+                continue
+            if buf[i] == ext_id:
+                return buf[i + 2] & 0x7F if buf[i + 1] == 1 else -1
+            i += buf[i + 1] + 2
+    return -1
+
+
 def parse_extensions(profile: int, data: bytes) -> list[tuple[int, bytes]]:
     """The (id, value) elements of an extension block body; [] for other profiles."""
     elements: list[tuple[int, bytes]] = []

@@ -26,6 +26,7 @@ from typing import Any
 
 from tureen.shared import contract as c
 from tureen.shared import wire
+from tureen.shared.config import Config
 from tureen.shared.errors import (
     INVALID_STATE,
     UNAVAILABLE,
@@ -131,6 +132,9 @@ class FakeWorker:
             c.PipeClose: self._pipe_close,
             c.PipeCloseTo: self._pipe_close_to,
             c.StatsGet: self._stats_get,
+            c.ProducerGetAudioLevels: self._producer_get_audio_levels,
+            c.TransportSetMaxBitrate: self._transport_set_max_bitrate,
+            c.ConsumerRequestKeyFrame: lambda cmd: self._consumer(cmd.consumerId) and {},
         }
 
     # -- the channel ----------------------------------------------------------------------
@@ -447,6 +451,15 @@ class FakeWorker:
         return {"producers": closed}
 
     # -- stats.get (workers/stats.py shapes, every figure 0) ------------------------------------
+
+    def _producer_get_audio_levels(self, cmd: c.ProducerGetAudioLevels) -> dict[str, Any]:
+        # No packet ever arrives here: no producer has a level to report.
+        return {"levels": [], "missing": [x for x in cmd.producerIds if x not in self.producers]}
+
+    def _transport_set_max_bitrate(self, cmd: c.TransportSetMaxBitrate) -> dict[str, Any]:
+        self._transport(cmd.transportId)
+        limit = Config.max_incoming_bitrate
+        return {"bitrate": min(cmd.bitrate, limit) if cmd.bitrate else limit}
 
     def _stats_get(self, cmd: c.StatsGet) -> dict[str, Any]:
         missing: list[int] = []

@@ -83,6 +83,9 @@ EXAMPLES: dict[str, c.Command | c.Event] = {
         c.ProducerClose(producerId=9),
         c.ProducerRequestKeyFrame(producerId=9, ssrc=1111),
         c.ProducerNack(producerId=9, ssrc=1111, seqs=[1, 2, 65535]),
+        c.ProducerGetAudioLevels(producerIds=[9, 12]),
+        c.TransportSetMaxBitrate(transportId=8, bitrate=300_000),
+        c.ConsumerRequestKeyFrame(consumerId=10),
         c.ConsumerCreate(
             consumerId=10,
             producerId=9,

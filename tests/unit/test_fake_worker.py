@@ -234,6 +234,13 @@ def script() -> list[tuple[int, c.Command]]:
         (0, c.ConsumerSetPreferredProfile(consumerId=32, profile="high")),
         (0, c.ConsumerSetPreferredProfile(consumerId=99, profile="low")),
         (0, c.StatsGet(transportIds=[4, 1, 99], producerIds=[20], consumerIds=[32, 98])),
+        (0, c.ProducerGetAudioLevels(producerIds=[20, 99])),
+        (0, c.TransportSetMaxBitrate(transportId=1, bitrate=300_000)),
+        (0, c.TransportSetMaxBitrate(transportId=1, bitrate=0)),
+        (0, c.TransportSetMaxBitrate(transportId=99, bitrate=1)),
+        (0, c.ConsumerRequestKeyFrame(consumerId=32)),
+        (0, c.ConsumerRequestKeyFrame(consumerId=99)),
+        (1, c.ConsumerRequestKeyFrame(consumerId=30)),  # piped: an event, not a PLI
         (1, c.StatsGet(transportIds=[11, 12], producerIds=[20], consumerIds=[30, 31])),
         (0, c.WorkerDump()),
         (0, c.ConsumerClose(consumerId=33)),

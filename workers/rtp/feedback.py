@@ -267,10 +267,17 @@ class Reports:
                         video.append(stream.ssrc)
                     blocks.append(report_block(stream, now))
             if blocks:
-                remb = [rtcp.remb(ssrc, self.max_incoming_bitrate, video)] if video else []
+                bitrate = self.max_bitrate(transport)
+                remb = [rtcp.remb(ssrc, bitrate, video)] if video else []
                 actions.append(self.endpoint.compound(transport, *remb, report=rtcp.rr(ssrc, blocks)))
-                transport.last_remb = (self.max_incoming_bitrate if video else 0, video)
+                transport.last_remb = (bitrate if video else 0, video)
         return actions
+
+    def max_bitrate(self, transport: Transport) -> int:
+        """What the REMB to `transport`'s sender asks for: config max_incoming_bitrate, or
+        less when the app capped it (transport.setMaxBitrate, as v2 caps its estimate)."""
+        cap = transport.max_bitrate
+        return min(cap, self.max_incoming_bitrate) if cap else self.max_incoming_bitrate
 
     @staticmethod
     def on_sender_report(stream: Stream, ntp: int, rtp_ts: int, at: float) -> None:

@@ -75,6 +75,8 @@ class Transport:
         self.rtcp_octets_out = 0
         # The REMB last sent to this transport's sender: (bit/s, media SSRCs).
         self.last_remb: tuple[int, list[int]] = (0, [])
+        # The app's cap on that REMB (transport.setMaxBitrate, bit/s; 0 = none).
+        self.max_bitrate = 0
         # The remote's last REMB (a receiver's estimate of what it can take), for stats.
         self.remote_remb: tuple[int, list[int]] = (0, [])
 
