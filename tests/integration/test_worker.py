@@ -22,7 +22,7 @@ import psutil
 import pytest
 import zmq
 from tureen.shared.config import Config
-from tureen.shared.rtp.packet import RtpPacket
+from tureen.shared.rtp.packet import RtpPacket, is_rtcp_pt
 from tureen.workers.rtp import rtcp
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,7 +163,9 @@ def udp() -> Iterator[Callable[[], socket.socket]]:
 
 
 def receive(sock: socket.socket, count: int, timeout: float = 3.0) -> list[RtpPacket]:
-    """Exactly `count` packets (fails on fewer within timeout)."""
+    """Exactly `count` RTP packets (fails on fewer within timeout). RTCP on the same port
+    (the consumer's sender reports, sent on their own clock) is skipped: read as RTP, an SR's
+    length field looked like a stray sequence number 6."""
     out: list[RtpPacket] = []
     deadline = time.monotonic() + timeout
     while len(out) < count:
@@ -172,19 +174,26 @@ def receive(sock: socket.socket, count: int, timeout: float = 3.0) -> list[RtpPa
             raise AssertionError(f"got {len(out)} of {count} packets within {timeout} s")
         sock.settimeout(left)
         try:
-            out.append(RtpPacket.parse(sock.recv(65535)))
+            data = sock.recv(65535)
         except TimeoutError:
             continue
+        if len(data) > 1 and not is_rtcp_pt(data[1]):
+            out.append(RtpPacket.parse(data))
     return out
 
 
 def nothing_arrives(sock: socket.socket, wait: float = 0.3) -> bool:
-    sock.settimeout(wait)
-    try:
-        sock.recv(65535)
-    except TimeoutError:
-        return True
-    return False
+    """No RTP packet within `wait` seconds (RTCP is skipped, as in `receive`)."""
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            return True
+        if len(data) > 1 and not is_rtcp_pt(data[1]):
+            return False
+    return True
 
 
 def rtp(seq: int, ssrc: int = SOURCE_SSRC, pt: int = PRODUCER_PT, ext: list | None = None) -> bytes:
