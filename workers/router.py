@@ -212,6 +212,7 @@ class Producer:
         self.index_streams()
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
+        # RTCP that came through the pipe (piped producers only), see handle_rtcp.
         # Room PT -> how to find a start point in its codec's packets (None: every packet).
         self.key_checks: dict[int, StartCheck | None] = {}
         # Simulcast: the streams active at the last activity tick (None: not ticked yet).
