@@ -42,8 +42,9 @@ slice (and the pipe copy when piped), no dict other than the one SSRC lookup, no
 await, no exception except a send's OSError (counted). Everything else (pause, resync after
 a break, events) is decided on the control path and lands here as table contents; the rare
 calls back out are `ConsumerRewrite.resync()` for the first packet after a break and
-`on_switch` for a key frame that a simulcast switch waits for (only while `stream.waiting`),
-and `on_nack` when a stream's NACK generator finds packets missing.
+`on_switch` for a key frame that consumers wait for to start or switch on (checked only
+while `stream.waiting` is not empty: a consumer that has started costs nothing more), and
+`on_nack` when a stream's NACK generator finds packets missing.
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
@@ -279,8 +280,8 @@ class Forwarder:
                 nack.expected = (seq + 1) & 0xFFFF  # in order, nothing missing: all there is
             else:
                 self._nack_check(stream, nack, seq, b1, n, now)
-        if stream.waiting:  # a simulcast switch waits for this stream's key frame
-            self._maybe_switch(stream, n)
+        if stream.waiting:  # consumers start (or switch) on this stream at a key frame
+            self._maybe_switch(stream, n, seq, ts)
         view = self.mv[:n]
         store = stream.store
         if store is not None:  # video: kept for retransmission (rtp/retransmit.py)
@@ -325,20 +326,36 @@ class Forwarder:
                 except ValueError:  # pragma: no cover - validated on ingest already
                     start = n
                 end = n - buf[n - 1] if buf[0] & 0x20 else n
-                key = check(buf, start, end)
+                key = check.key_frame(buf, start, end)
         seqs = nack.on_packet(seq, key, now, bool(b1 & 0x80))
         if (seqs or nack.wants_key_frame) and self.on_nack is not None:
             self.on_nack(stream, seqs)
 
-    def _maybe_switch(self, stream, n: int) -> None:
+    def _maybe_switch(self, stream, n: int, seq: int, ts: int) -> None:
+        """Consumers wait to start on `stream`: if the packet in buf[:n] is where a decoder
+        can start (rtp/codecs.py), let them (`on_switch`) before it is fanned out."""
+        if seq != stream.max_seq:
+            return  # late or retransmitted: what came after it was not theirs
         buf = self.buf
-        try:
-            start = header_length(buf, n)
-        except ValueError:  # pragma: no cover - validated on ingest already
-            return
-        end = n - buf[n - 1] if buf[0] & 0x20 else n
+        if stream.wait_ts < 0:
+            stream.wait_ts = ts
         check = stream.producer.key_checks.get(buf[1] & 0x7F)
-        if (check is None or check(buf, start, end)) and self.on_switch is not None:
+        if check is not None:
+            try:
+                start = header_length(buf, n)
+            except ValueError:  # pragma: no cover - validated on ingest already
+                return
+            end = n - buf[n - 1] if buf[0] & 0x20 else n
+            if check.key_frame(buf, start, end):
+                stream.key_frame_seen = True
+            elif (
+                check.bare_key_frame is None
+                or stream.key_frame_seen  # the sender sends parameter sets in band
+                or ts == stream.wait_ts  # its access unit began before the wait: not seen whole
+                or not check.bare_key_frame(buf, start, end)
+            ):
+                return
+        if self.on_switch is not None:
             self.on_switch(stream)
 
     def _receive_rtx(self, source, n: int, rtx_ssrc: int) -> None:

@@ -13,18 +13,25 @@ so the data path never checks paused flags or transports per consumer.
 Which stream feeds a consumer: a single-stream producer's only stream. With several streams
 (simulcast) workers/simulcast.py decides (which streams are active, the target, whether to
 move now or at the target's next key frame) and the router applies its moves here.
+
+Where a consumer starts: a video consumer that is not in its stream's fan (new, resumed, its
+transport just ready, its producer resumed, moved to another stream) enters it only at a
+packet a decoder can start on (workers/rtp/codecs.py). Until then it sits in the stream's
+`waiting` list, which makes the forwarder check each packet of that stream; the first start
+point moves every waiting consumer into the fan before that packet is fanned out
+(`complete_switch`). Audio consumers enter at once: every audio packet decodes by itself.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from tureen.shared.logs import Subject
 from tureen.shared.rtp.capabilities import AUDIO_LEVEL_ID
-from tureen.workers.rtp.codecs import KeyFrameCheck
+from tureen.workers.rtp.codecs import StartCheck
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store
 from tureen.workers.simulcast import Action, active_streams, choose_stream, decide, next_activity
@@ -38,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tureen.workers.router")
 
 IDENTITY_PT = bytes(range(128))
+# s: how often consumers waiting for a start point ask for a key frame again (the sender may
+# have missed the first request, or ignore them: ffmpeg sends key frames on its own schedule).
+KEY_FRAME_ASK_AGAIN = 1.0
 
 
 class Stream:
@@ -72,6 +82,8 @@ class Stream:
         "activity",
         "seen_packets",
         "waiting",
+        "wait_ts",
+        "key_frame_seen",
         "fraction_lost",
         "nack_count",
         "pli_count",
@@ -119,7 +131,15 @@ class Stream:
         # packets for one only while this list is not empty).
         self.activity = 0
         self.seen_packets = 0
+        # Consumers that start on this stream at its next start point: simulcast switches
+        # (their `pending` is this stream) and consumers that start here (their `stream` is
+        # this one, not in `fan` yet). While the list is not empty the forwarder checks each
+        # packet (forward.py `_maybe_switch`): the RTP timestamp of the first packet it
+        # checked since the list was last empty (-1: none yet), and whether it ever saw a
+        # key frame here (an H264 SPS: the sender sends its parameter sets in band).
         self.waiting: list[Consumer] = []
+        self.wait_ts = -1
+        self.key_frame_seen = False
         # Stats (workers/stats.py), all written on the control path: the fraction lost of
         # the last RR we sent, NACK packets and PLIs we sent to the sender, packets its RTX
         # repaired, and the octet samples the bitrate comes from.
@@ -193,8 +213,8 @@ class Producer:
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
         # RTCP that came through the pipe (piped producers only), see handle_rtcp.
-        # Room PT -> key-frame check of its codec (None: switch streams at once).
-        self.key_checks: dict[int, KeyFrameCheck | None] = {}
+        # Room PT -> how to find a start point in its codec's packets (None: every packet).
+        self.key_checks: dict[int, StartCheck | None] = {}
         # Simulcast: the streams active at the last activity tick (None: not ticked yet).
         self.active_streams: list[Stream] | None = None
 
@@ -322,6 +342,11 @@ class Consumer:
         self.cname = ""
         self.rate = RateMeter()
 
+    @property
+    def fed(self) -> bool:
+        """Whether the consumer is in its stream's fan (it started and is fed)."""
+        return self.stream is not None and self.rewrite in self.stream.fan
+
     def wire_octets(self) -> int:
         """Bytes this consumer put on the wire: forwarded and retransmitted RTP, plus the
         SRTP trailer of each (derived here so the hot loop counts nothing extra)."""
@@ -339,7 +364,8 @@ class Consumer:
             "paused": self.paused,
             "preferredProfile": self.preferred_profile,
             "effectiveProfile": self.rewrite.reported_profile,
-            "forwarding": self.stream is not None and self.rewrite in self.stream.fan,
+            "forwarding": self.fed,
+            "waitingForKeyFrame": self.stream is not None and self in self.stream.waiting,
             "streamProfile": self.stream.profile if self.stream else None,
             "pendingProfile": self.pending.profile if self.pending else None,
             "nackServed": self.nack_served,
@@ -364,11 +390,21 @@ class Router:
 
     # -- simulcast ----------------------------------------------------------------------
 
-    def tick_activity(self) -> None:
+    def tick_activity(self, now: float = 0.0) -> None:
         """Every 250 ms: which streams of each simulcast producer still get packets, and
-        where its consumers should be (PROTOCOL.md, Profiles)."""
+        where its consumers should be (PROTOCOL.md, Profiles). Consumers that still wait for
+        a start point get their key frame asked for again once a second (`now`: the loop
+        time, the clock of `Stream.last_key_request`)."""
         for producer in self.producers.values():
             streams = producer.streams
+            for stream in streams:
+                if (
+                    stream.waiting
+                    and not stream.paused
+                    and now - stream.last_key_request >= KEY_FRAME_ASK_AGAIN
+                    and self.on_key_frame_needed is not None
+                ):
+                    self.on_key_frame_needed(stream.waiting[0], stream)
             if len(streams) < 2:
                 continue
             for stream in streams:
@@ -394,6 +430,9 @@ class Router:
             consumer.pending,
         )
         assert isinstance(target, Stream)
+        if action is Action.SWITCH_AT_KEY_FRAME and not consumer.fed:
+            # It waits to start on its stream: it shows nothing it would have to keep.
+            action = Action.SWITCH_NOW
         if action is Action.STAY:
             self._cancel_pending(consumer)
             return
@@ -412,7 +451,7 @@ class Router:
             return
         self._cancel_pending(consumer)  # Action.SWITCH_AT_KEY_FRAME
         consumer.pending = target
-        target.waiting.append(consumer)
+        self._wait(target, consumer)
         log.info(
             "consumer %d: switching %s -> %s at the next key frame",
             consumer.id,
@@ -429,15 +468,30 @@ class Router:
             if consumer in pending.waiting:
                 pending.waiting.remove(consumer)
 
+    def _wait(self, stream: Stream, consumer: Consumer) -> None:
+        """The consumer starts on `stream` at its next start point."""
+        if not stream.waiting:
+            stream.wait_ts = -1  # a new wait: its first packet may be the middle of a frame
+        stream.waiting.append(consumer)
+
     def complete_switch(self, stream: Stream) -> None:
-        """The forwarder saw a key frame on `stream`: its waiting consumers move onto it
-        (before this packet is fanned out, so it is their first)."""
+        """The forwarder saw a start point (a key frame) on `stream`: its waiting consumers
+        start on it, those switching from another stream move onto it (before this packet
+        is fanned out, so it is their first)."""
         waiting, stream.waiting = stream.waiting, []
+        admit: list[Consumer] = []
         for consumer in waiting:
-            if consumer.pending is stream and consumer.id in self.consumers:
+            if consumer.id not in self.consumers:
+                continue
+            if consumer.pending is stream:
                 consumer.pending = None
                 self._detach(consumer, rebase_ts=True)
-                self._attach(consumer, stream, key_frame=False)
+                consumer.stream = stream
+                consumer.rewrite.profile = stream.profile
+                stream.consumers[consumer.id] = consumer
+            if consumer.stream is stream:
+                admit.append(consumer)
+        self._refresh_fan(stream, admit)
 
     def consumer_by_ssrc(self, transport: Transport, ssrc: int) -> Consumer | None:
         """The consumer on `transport` sending with `ssrc` (RTCP feedback names it)."""
@@ -553,15 +607,21 @@ class Router:
         for stream in producer.streams:
             stream.paused = paused
             if paused:
-                for consumer in stream.consumers.values():
-                    consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
-
+                self._restart(stream)
 
     def interrupt_producer(self, producer: Producer) -> None:
         """The stream broke upstream (a pipe's discontinuity mark): consumers resync."""
         for stream in producer.streams:
-            for consumer in stream.consumers.values():
-                consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+            self._restart(stream)
+
+    def _restart(self, stream: Stream) -> None:
+        """Feeding of the stream broke (its producer paused): every consumer resyncs, and a
+        video one starts again at the next start point (what follows refers to frames it
+        never got)."""
+        for consumer in stream.consumers.values():
+            consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+        stream.fan = ()
+        self._refresh_fan(stream)
 
     # -- pipes --------------------------------------------------------------------------
 
@@ -606,11 +666,11 @@ class Router:
         consumer.preferred_profile = profile
         self.retarget(consumer)
 
-    def _attach(self, consumer: Consumer, stream: Stream, key_frame: bool = True) -> None:
+    def _attach(self, consumer: Consumer, stream: Stream) -> None:
         consumer.stream = stream
         consumer.rewrite.profile = stream.profile
         stream.consumers[consumer.id] = consumer
-        self._refresh_fan(stream, key_frame)
+        self._refresh_fan(stream)
 
     def _detach(self, consumer: Consumer, rebase_ts: bool = False) -> None:
         stream = consumer.stream
@@ -618,28 +678,41 @@ class Router:
             return
         consumer.rewrite.interrupt(stream.max_seq, stream.max_ts, rebase_ts=rebase_ts)
         del stream.consumers[consumer.id]
+        self._unwait(stream, consumer)
         consumer.stream = None
         self._refresh_fan(stream)
 
-    def _refresh_fan(self, stream: Stream, key_frame: bool = True) -> None:
+    @staticmethod
+    def _unwait(stream: Stream, consumer: Consumer) -> None:
+        """The consumer no longer starts on `stream` (unless it switches to it)."""
+        if consumer.pending is not stream and consumer in stream.waiting:
+            stream.waiting.remove(consumer)
+
+    def _refresh_fan(self, stream: Stream, admit: Collection[Consumer] = ()) -> None:
         """Rebuild stream.fan; a consumer left out stops being fed, so it must resync when
-        it is back (interrupt() is idempotent while it stays out)."""
+        it is back (interrupt() is idempotent while it stays out). A video consumer that was
+        not in the fan enters only through `admit` (complete_switch, at a start point);
+        until then it waits in `stream.waiting`, and the producer is asked for a key frame."""
         fan = []
         old = stream.fan
         started: list[Consumer] = []
         for consumer in stream.consumers.values():
+            rw = consumer.rewrite
             send = consumer.transport.sender()
             if send is None or consumer.paused:
-                consumer.rewrite.interrupt(stream.max_seq, stream.max_ts)
+                rw.interrupt(stream.max_seq, stream.max_ts)
+                self._unwait(stream, consumer)
                 continue
-            rw = consumer.rewrite
+            if consumer.kind == "video" and rw not in old and consumer not in admit:
+                if consumer not in stream.waiting:
+                    self._wait(stream, consumer)
+                    started.append(consumer)
+                continue
             rw.send = send
             rw.fd, srtp = consumer.transport.batch_target()
             rw.protect = None if srtp is None else srtp.protect_rtp_at
             rw.srtp_tx = 0 if srtp is None else srtp.tx_address
-            fan.append(consumer.rewrite)
-            if consumer.rewrite not in old and consumer.kind == "video":
-                started.append(consumer)
+            fan.append(rw)
         stream.fan = tuple(fan)
-        if started and key_frame and self.on_key_frame_needed is not None and not stream.paused:
+        if started and self.on_key_frame_needed is not None and not stream.paused:
             self.on_key_frame_needed(started[0], stream)

@@ -47,7 +47,7 @@ from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
 from tureen.workers.router import Consumer, Producer, Router, Stream
 from tureen.workers.rtp import rtcp
-from tureen.workers.rtp.codecs import KeyFrameCheck, key_frame_checker
+from tureen.workers.rtp.codecs import StartCheck, start_check
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.feedback import Action, Feedback, Resend, SendRtcp
 from tureen.workers.rtp.nack_generator import TIMER_INTERVAL as NACK_TIMER_INTERVAL
@@ -189,7 +189,7 @@ class Worker:
             self.stop(f"parent process {self._ppid} went away")
             return
         self._ticks += 1
-        self.router.tick_activity()
+        self.router.tick_activity(self.loop.time())
         stats.sample_rates(self.router, self.loop.time())
         if self._ticks % RTCP_EVERY == 0:
             reports = self.feedback.reports
@@ -619,13 +619,13 @@ class Worker:
         streams = self._streams(cmd, transport, updating)
         clock_rate = DEFAULT_CLOCK_RATE[cmd.kind]
         rtx_pairs: list[tuple[int, int]] = []
-        key_checks: dict[int, KeyFrameCheck | None] = {}
+        key_checks: dict[int, StartCheck | None] = {}
         for i, codec in enumerate(cmd.codecs):
             if i == 0:
                 clock_rate = codec.clockRate
             if codec.rtxPayloadType is not None:
                 rtx_pairs.append((codec.payloadType, codec.rtxPayloadType))
-            key_checks[codec.payloadType] = key_frame_checker(codec.mimeType)
+            key_checks[codec.payloadType] = start_check(codec.mimeType)
         self._key_checks = key_checks
         return streams, list(cmd.payloadTypes), list(cmd.headerExtensionIds), clock_rate, rtx_pairs
 
@@ -667,7 +667,7 @@ class Worker:
         elif producer.kind == "video" and producer.transport is not None:
             # What follows the pause refers to frames the consumers never got.
             for stream in producer.streams:
-                if stream.fan or stream.pipes:
+                if stream.fan or stream.pipes or stream.waiting:
                     self._request_key_frame(stream)
         log.info("%s %s", producer.subject, "paused" if paused else "resumed", extra=producer.subject.extra)
 

@@ -26,7 +26,9 @@
  * [index, counter] of the newest packet, so the harness can give the next run its BASE
  * (each run starts fresh libsrtp sessions; the SRTP index must carry over the ROC).
  *
- * Every payload starts with: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
+ * Every payload starts with two bytes that make it the first packet of a VP8 key frame
+ * (descriptor S=1, PID 0; payload header P=0: Tureen starts a video consumer only at a key
+ * frame, and here every packet is one), then: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
  * u32 stream index, u32 per-stream counter. A packet's latency ends at the kernel's receive
  * timestamp of its sink socket (SO_TIMESTAMPNS, taken when the forwarder's send delivers it
  * over loopback), not when this loop reads it: on a shared core the loop can be off its CPU
@@ -56,7 +58,9 @@
 #define MAX_PKT 1500
 #define HIST_US 100000 /* latency histogram: 1 us buckets up to 100 ms, then one overflow */
 #define HDR 12
+#define KEY 2    /* the VP8 key-frame bytes before our own payload header */
 #define STAMP 20 /* bytes of our own payload header */
+#define PAY (HDR + KEY) /* where it starts */
 
 typedef struct {
     int fd;
@@ -163,11 +167,11 @@ static void check(int fd, uint8_t *p, ssize_t n, uint64_t now, uint32_t nonce,
         if (sd_unprotect(e->rx, p, &len)) { e->srtp_errors++; srtp_errors++; return; }
         n = len;
     }
-    if (n < HDR + STAMP) { runts++; return; }
+    if (n < PAY + STAMP) { runts++; return; }
     uint64_t sent_at;
-    memcpy(&sent_at, p + HDR, 8);
-    if (get32(p + HDR + 8) != nonce) { stale++; return; }
-    uint32_t stream = get32(p + HDR + 12), counter = get32(p + HDR + 16);
+    memcpy(&sent_at, p + PAY, 8);
+    if (get32(p + PAY + 8) != nonce) { stale++; return; }
+    uint32_t stream = get32(p + PAY + 12), counter = get32(p + PAY + 16);
     if (!e) e = find_expect(fd, get32(p + 8));
     if (!e) { unexpected++; return; }
     if (e->stream != stream) { misrouted++; return; }
@@ -228,7 +232,7 @@ int main(int argc, char **argv) {
             unsigned port, pt, seq0;
             if (fscanf(cf, "%d %u %u %u %u %u %u %u %u", &s->fd, &port, &s->ssrc, &pt, &s->size, &s->pps,
                        &seq0, &s->ts0, &s->ts_step) != 9) goto bad;
-            if (s->size < HDR + STAMP || s->size > MAX_PKT || s->pps == 0) goto bad;
+            if (s->size < PAY + STAMP || s->size > MAX_PKT || s->pps == 0) goto bad;
             s->pt = (uint8_t)pt;
             s->seq0 = (uint16_t)seq0;
             s->dst.sin_family = AF_INET;
@@ -357,10 +361,12 @@ int main(int argc, char **argv) {
                     p[3] = (uint8_t)(s->seq0 + c);
                     put32(p + 4, s->ts0 + (uint32_t)c * s->ts_step);
                     put32(p + 8, s->ssrc);
-                    memcpy(p + HDR, &now, 8);
-                    put32(p + HDR + 8, nonce);
-                    put32(p + HDR + 12, (uint32_t)si);
-                    put32(p + HDR + 16, (uint32_t)c);
+                    p[HDR] = 0x10;     /* VP8 descriptor: S=1, PID 0 */
+                    p[HDR + 1] = 0x00; /* VP8 payload header: P=0, a key frame */
+                    memcpy(p + PAY, &now, 8);
+                    put32(p + PAY + 8, nonce);
+                    put32(p + PAY + 12, (uint32_t)si);
+                    put32(p + PAY + 16, (uint32_t)c);
                     siov[j].iov_base = p;
                     siov[j].iov_len = s->size;
                     if (s->tx) {

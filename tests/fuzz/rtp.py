@@ -25,7 +25,7 @@ from tureen.shared.rtp.packet import (
     parse_extensions,
     rewrite_extension_ids,
 )
-from tureen.workers.rtp.codecs import CHECKERS
+from tureen.workers.rtp.codecs import BARE_KEY_FRAME_CHECKERS, CHECKERS
 from tureen.workers.rtp.consumer import ConsumerRewrite
 from tureen.workers.rtp.retransmit import new_store, resend, rtx_packet, stored, unwrap_rtx
 
@@ -98,7 +98,7 @@ def _check_key_frames(data: bytes, offset: int) -> None:
     n = len(data)
     end = n - data[-1] if data[0] & 0x20 else n
     tight = data[:end]  # indexing past `end` raises here
-    for check in CHECKERS.values():
+    for check in (*CHECKERS.values(), *BARE_KEY_FRAME_CHECKERS.values()):
         got = check(data + b"\x01\xff" * 8, offset, end)
         assert isinstance(got, bool)
         assert check(tight, offset, end) is got

@@ -19,7 +19,7 @@ from typing import Any
 from tureen.workers import native
 from tureen.workers.forward import Forwarder
 from tureen.workers.router import Consumer, Producer, Router
-from tureen.workers.rtp.codecs import key_frame_checker
+from tureen.workers.rtp.codecs import start_check
 from tureen.workers.transport.plain import PlainRtpTransport
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "rtp"
@@ -142,7 +142,7 @@ class Rig:
             100 + len(self.router.producers), kind, None if piped else self.send_transport, paused,
             ssrcs or [(ssrc, None, "default")], pt_pairs, [], clock, [(room_pt, rtx[1])] if rtx else [],
         )  # fmt: skip
-        producer.key_checks = {room_pt: key_frame_checker(mime)}
+        producer.key_checks = {room_pt: start_check(mime)}
         self.router.add_producer(producer)
         return producer
 

@@ -1,4 +1,5 @@
-"""Key-frame detection against real encoder output (aiortc's VP8 and H264 encoders)."""
+"""Key-frame detection against real encoder output: aiortc's VP8 and H264 encoders, and RTP
+payloads recorded from ffmpeg 5.1 (libx264 and libvpx with their defaults, `-f rtp`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ import av
 import pytest
 from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from rtp_captures import (
+    VPX_INTER_START,
+    VPX_KEY_START,
+    VPX_KEY_TAIL,
+    X264_FU_IDR_END,
+    X264_FU_IDR_START,
+    X264_GLOBAL_FU_IDR_END,
+    X264_GLOBAL_FU_IDR_START,
+    X264_GLOBAL_SEI,
+    X264_P_SLICE,
+    X264_STAP_SPS_PPS,
+    X264_STAP_SPS_PPS_SEI,
+)
 from tureen.workers.rtp.codecs import (
+    StartCheck,
+    h264_idr_start,
     h264_key_frame,
     key_frame_checker,
+    start_check,
     vp8_key_frame,
     vp9_key_frame,
 )
@@ -55,8 +72,51 @@ def test_vp8_descriptor_variants() -> None:
 
 def test_vp9_and_h264_bits() -> None:
     assert vp9_key_frame(bytes([0x08]), 0, 1) and not vp9_key_frame(bytes([0x48]), 0, 1)
-    assert h264_key_frame(bytes([0x65]), 0, 1)  # IDR
+    assert h264_key_frame(bytes([0x67, 0x42]), 0, 2)  # SPS alone
     assert h264_key_frame(bytes([0x18, 0x00, 0x02, 0x67, 0x42]), 0, 5)  # STAP-A with SPS
-    assert h264_key_frame(bytes([0x7C, 0x85]), 0, 2)  # FU-A start of an IDR
-    assert not h264_key_frame(bytes([0x7C, 0x05]), 0, 2)  # FU-A middle
+    assert h264_key_frame(bytes([0x7C, 0x87]), 0, 2)  # FU-A start of an SPS
+    assert not h264_key_frame(bytes([0x68, 0xCE]), 0, 2)  # PPS alone: it names an SPS
+    assert not h264_key_frame(bytes([0x65]), 0, 1)  # an IDR slice: its SPS went by before
+    assert not h264_key_frame(bytes([0x7C, 0x85]), 0, 2)  # FU-A start of an IDR slice
+    assert h264_idr_start(bytes([0x65, 0x88]), 0, 2) and h264_idr_start(bytes([0x7C, 0x85]), 0, 2)
+    assert not h264_idr_start(bytes([0x7C, 0x05]), 0, 2)  # FU-A middle
+    assert h264_idr_start(bytes([0x18, 0x00, 0x01, 0x06, 0x00, 0x02, 0x65, 0x88]), 0, 8)  # STAP-A
+    assert not h264_key_frame(bytes([0x18, 0x00, 0x09, 0x67]), 0, 4)  # STAP-A size past the end
     assert key_frame_checker("video/rtx") is None and key_frame_checker("VIDEO/VP8") is vp8_key_frame
+    assert start_check("audio/opus") is None and start_check("video/rtx") is None
+    assert start_check("video/VP8") == StartCheck(vp8_key_frame, None)
+    assert start_check("Video/H264") == StartCheck(h264_key_frame, h264_idr_start)
+
+
+def check(fn, payload: bytes) -> bool:
+    return fn(payload, 0, len(payload))
+
+
+def test_libx264_defaults_start_on_the_stap_a_with_sps_and_pps() -> None:
+    """libx264 with its defaults over RTP: SPS and PPS (and on the first key frame x264's
+    SEI) in a STAP-A before each IDR, whose slice follows in FU-A fragments. Only the STAP-A
+    is a start; the IDR's FU-A start is not (a decoder fed from it has no parameter sets)."""
+    assert check(h264_key_frame, X264_STAP_SPS_PPS_SEI)
+    assert check(h264_key_frame, X264_STAP_SPS_PPS)
+    for payload in (X264_FU_IDR_START, X264_FU_IDR_END, X264_P_SLICE):
+        assert not check(h264_key_frame, payload)
+    assert check(h264_idr_start, X264_FU_IDR_START)
+    for payload in (X264_STAP_SPS_PPS_SEI, X264_FU_IDR_END, X264_P_SLICE):
+        assert not check(h264_idr_start, payload)
+
+
+def test_libx264_global_header_has_no_sps_in_band() -> None:
+    """-flags +global_header: the parameter sets live in the SDP only; no packet carries an
+    SPS, the IDR's FU-A start is the only candidate (the forwarder's bare key frame rule)."""
+    for payload in (X264_GLOBAL_SEI, X264_GLOBAL_FU_IDR_START, X264_GLOBAL_FU_IDR_END):
+        assert not check(h264_key_frame, payload)
+    assert check(h264_idr_start, X264_GLOBAL_FU_IDR_START)
+    assert not check(h264_idr_start, X264_GLOBAL_SEI) and not check(h264_idr_start, X264_GLOBAL_FU_IDR_END)
+
+
+def test_libvpx_key_frame_starts_only_at_its_first_packet() -> None:
+    """ffmpeg's VP8 packetizer: X=1, I=1 with a 15-bit picture id. The key frame's first
+    packet (S=1, PID 0, P=0) is the start; its tail (S=0) and an inter frame (P=1) are not."""
+    assert check(vp8_key_frame, VPX_KEY_START)
+    assert not check(vp8_key_frame, VPX_KEY_TAIL)
+    assert not check(vp8_key_frame, VPX_INTER_START)

@@ -74,6 +74,9 @@ class Setup:
         self.loop = asyncio.new_event_loop()
         self.fwd = Forwarder(batched=False)
         self.router = Router()
+        # As in the worker: video consumers start at a start point (here every packet: the
+        # producer has no codec checks), which the forwarder reports to the router.
+        self.fwd.on_switch = self.router.complete_switch
         listener = Listener(self.router)
         self.sockets: list[socket.socket] = []
         self.sender = self._socket()

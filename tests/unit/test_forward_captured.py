@@ -111,8 +111,10 @@ def test_a_paused_producer_drops_at_ingest_and_its_consumers_resync(rig: Rig) ->
     rig.feed(packets[5:15])
     assert rig.fwd.drop_paused == 10 and rig.nothing_for(consumer)
     rig.router.set_producer_paused(producer, False)
-    rig.feed(packets[15:20])
-    assert [Header.of(p).seq for p in rig.received(consumer, 5)] == [(last.seq + 1 + i) & 0xFFFF for i in range(5)]
+    rig.feed(packets[15:25])  # the consumer starts again at the next key frame (18)
+    got = rig.received(consumer, 7)
+    assert got[0][12:] == packets[18][12:] and rig.nothing_for(consumer)
+    assert [Header.of(p).seq for p in got] == [(last.seq + 1 + i) & 0xFFFF for i in range(7)]
 
 
 def test_each_drop_has_its_counter_and_sends_nothing(rig: Rig) -> None:
@@ -175,8 +177,9 @@ def test_a_consumer_without_a_sender_is_left_out_until_its_transport_is_ready(ri
     consumer.transport.connect(*rig.receivers[consumer.id].getsockname())
     rig.listener.transport_ready(consumer.transport)
     rig.feed(packets[10:])
-    out = [Header.of(p) for p in rig.received(consumer, 30)]
-    assert out[0].seq == Header.of(packets[10]).seq  # its first packet: offsets 0
+    out = [Header.of(p) for p in rig.received(consumer, 20)]
+    # Its first packet is the next key frame's (the STAP-A with SPS/PPS at 20), offsets 0.
+    assert out[0].seq == Header.of(packets[20]).seq and rig.nothing_for(consumer)
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,9 @@ async def test_a_discontinuity_mark_makes_the_destinations_consumers_resync(pair
         await asyncio.sleep(0.005)
     assert pair.consumer.rewrite.sync
     pair.origin.router.set_producer_paused(pair.producer, False)
-    pair.origin.feed(packets[30:])  # 20 packets later in the sender's numbering
+    # 8 packets later in the sender's numbering, from its next key frame (packet 18): the
+    # destination's consumer starts again only at one.
+    pair.origin.feed(packets[18:28])
     await pair.arrived(20)
     out = [Header.of(p).seq for p in pair.dest.received(pair.consumer, 10)]
     assert out == [(last + 1 + i) & 0xFFFF for i in range(10)]

@@ -86,8 +86,11 @@ def test_an_update_moves_the_consumers_to_the_new_ssrc_and_keeps_their_numbering
     renumbered = [with_header(p, ssrc=new, seq=7000 + i) for i, p in enumerate(packets[10:20])]
     rig.feed(packets[10:12])  # the old SSRC is unknown now
     assert rig.fwd.drop_unknown_ssrc == 2
-    rig.feed(renumbered)
-    out = [Header.of(p) for p in rig.received(consumer, 10)]
+    rig.feed(renumbered)  # the consumer moved to a new stream: it starts at its key frame (18)
+    out = [Header.of(p) for p in rig.received(consumer, 2)]
+    assert rig.nothing_for(consumer)
+    rig.feed([with_header(p, ssrc=new, seq=7010 + i) for i, p in enumerate(packets[20:28])])
+    out += [Header.of(p) for p in rig.received(consumer, 8)]
     assert [h.seq for h in out] == [(last.seq + 1 + i) & 0xFFFF for i in range(10)]
     assert {h.ssrc for h in out} == {0x61}
 
@@ -122,10 +125,11 @@ def test_simulcast_switches_up_only_at_a_captured_key_frame(rig: Rig) -> None:
     producer = rig.producer("vp8", [(low_ssrc, None, "low"), (high_ssrc, None, "high")])
     low, high = producer.streams
     # Both active in the last ticks (as workers/worker.py's housekeeping would find).
-    rig.feed([with_header(vp8[0], ssrc=low_ssrc)])
+    rig.feed([with_header(vp8[0], ssrc=low_ssrc, seq=Header.of(vp8[0]).seq - 1)])
     consumer = rig.consumer(producer, 0x91, profile="high")
-    rig.router.tick_activity()  # only low had packets: the consumer sits on low
-    assert consumer.stream is low
+    rig.router.tick_activity()  # only low had packets: the consumer moves to low ...
+    assert consumer.stream is low and low.waiting == [consumer]
+    rig.feed([with_header(vp8[0], ssrc=low_ssrc)])  # ... and starts at its next key frame
     both = [with_header(p, ssrc=x) for p in vp8[1:5] for x in (low_ssrc, high_ssrc)]
     rig.feed(both)
     rig.router.tick_activity()  # high is active now: switch at its next key frame
@@ -135,9 +139,9 @@ def test_simulcast_switches_up_only_at_a_captured_key_frame(rig: Rig) -> None:
     key = with_header(vp8[0], ssrc=high_ssrc, seq=Header.of(vp8[8]).seq)
     rig.feed([key])
     assert consumer.stream is high and consumer.pending is None and high.waiting == []
-    got = rig.received(consumer, 8)
-    assert [p[12:] for p in got[:7]] == [p[12:] for p in vp8[1:8]]  # low until the switch
+    got = rig.received(consumer, 9)
+    assert [p[12:] for p in got[:8]] == [p[12:] for p in vp8[0:8]]  # low until the switch
     assert got[-1][12:] == vp8[0][12:]  # the key frame is the first packet fed from high
     seqs = [Header.of(p).seq for p in got]
-    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(8)]  # continuous across the switch
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(9)]  # continuous across the switch
     assert consumer.rewrite.profile == "high" and rig.nothing_for(consumer)
