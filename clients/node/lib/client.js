@@ -56,6 +56,8 @@ class TureenClient extends EventEmitter {
     this._waiters = new Set();
     this._rooms = new Set(); // rooms whose events this connection receives (created or subscribed)
     this._handshakes = 0;
+    /** Frames read so far: the position of each reply and event in the stream (v2 layer). */
+    this.framesRead = 0;
   }
 
   /** Open the socket and connect (ZeroMQ connects in the background and reconnects by itself). */
@@ -146,6 +148,7 @@ class TureenClient extends EventEmitter {
   }
 
   _dispatch(frame) {
+    this.framesRead += 1;
     let message;
     try {
       message = JSON.parse(frame.toString('utf8'));
@@ -161,8 +164,13 @@ class TureenClient extends EventEmitter {
     if (pending === undefined) return; // a late reply to a request that timed out
     this._pending.delete(message.id);
     clearTimeout(pending.timer);
-    if (message.ok === true) pending.resolve(message.data === undefined ? null : message.data);
-    else pending.reject(TureenError.fromWire(message.error, pending.method));
+    const data = message.data === undefined ? null : message.data;
+    if (message.ok === true) pending.resolve(pending.withPosition ? { data, position: this.framesRead } : data);
+    else {
+      const err = TureenError.fromWire(message.error, pending.method);
+      err.position = this.framesRead;
+      pending.reject(err);
+    }
   }
 
   _event(event) {
@@ -200,7 +208,7 @@ class TureenClient extends EventEmitter {
    * Send one control request and resolve with its `data`; reject with TureenError (the reply's
    * code) or TureenTimeoutError. `params` are the envelope's other fields.
    */
-  request(method, params = {}, { timeout } = {}) {
+  request(method, params = {}, { timeout, withPosition = false } = {}) {
     if (typeof method !== 'string' || !method) return Promise.reject(new TypeError('method must be a non-empty string'));
     if (params === null || typeof params !== 'object' || Array.isArray(params)) {
       return Promise.reject(new TypeError(`params of ${method} must be an object`));
@@ -222,9 +230,11 @@ class TureenClient extends EventEmitter {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
-        reject(new TureenTimeoutError(this._timeoutMessage(method, ms), method, ms));
+        const err = new TureenTimeoutError(this._timeoutMessage(method, ms), method, ms);
+        err.position = this.framesRead;
+        reject(err);
       }, ms);
-      this._pending.set(id, { resolve, reject, timer, method });
+      this._pending.set(id, { resolve, reject, timer, method, withPosition });
       // zeromq allows one blocked send at a time: chain them.
       this._sending = this._sending.then(() => socket.send(frame)).catch((err) => {
         const pending = this._pending.get(id);
