@@ -1,0 +1,259 @@
+'use strict';
+// mediasoup v2's server API on a real `tureen serve`: the objects, their sync/async shapes and
+// the order of their events, as mediasoup 2.6.19 gives them. Peers use plain transports (the
+// browser test does WebRTC).
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const mediasoup = require('..');
+const { MEDIA_CODECS, Server, freePort, peerCapabilities, opusParameters, newId } = require('./support');
+
+let tureen;
+let server;
+
+before(async () => {
+  tureen = await new Server().start();
+  server = mediasoup.Server({ control: tureen.endpoint, timeout: 5000 });
+});
+
+after(async () => {
+  if (server) server.close();
+  await new Promise((r) => setTimeout(r, 100));
+  if (tureen) await tureen.stop();
+});
+
+/** Resolves with the arguments of the first `name` event of `emitter` (bounded). */
+function once(emitter, name, timeout = 5000, filter = () => true) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(name, listener);
+      reject(new Error(`no '${name}' within ${timeout} ms`));
+    }, timeout);
+    const listener = (...args) => {
+      if (!filter(...args)) return;
+      clearTimeout(timer);
+      emitter.off(name, listener);
+      resolve(args);
+    };
+    emitter.on(name, listener);
+  });
+}
+
+const notified = (peer, method, timeout) => once(peer, 'notify', timeout, (n) => n.method === method).then(([n]) => n);
+
+async function join(room, peerName) {
+  const caps = await room.receiveRequest({ method: 'queryRoom', target: 'room' });
+  const request = { method: 'join', target: 'room', peerName, rtpCapabilities: peerCapabilities(caps.rtpCapabilities), spy: false, appData: { peerName } };
+  const response = await room.receiveRequest(request);
+  return { response, peer: room.getPeerByName(peerName) };
+}
+
+async function plainTransport(peer, direction) {
+  const id = newId();
+  const data = await peer.receiveRequest({
+    method: 'createTransport', target: 'peer', id, direction, options: {}, appData: { direction },
+    plainRtpParameters: { ip: '127.0.0.1', port: await freePort() },
+  });
+  return { id, data, transport: peer.getTransportById(id) };
+}
+
+test('Server() without new; Room() returns the room at once with v2 capabilities; bad codecs throw', async () => {
+  const [room] = await Promise.all([
+    once(server, 'newroom').then(([r]) => r),
+    Promise.resolve().then(() => server.Room(MEDIA_CODECS)),
+  ]);
+  assert.ok(server instanceof mediasoup.Server);
+  assert.equal(typeof room.id, 'number');
+  assert.equal(room.closed, false);
+  assert.deepEqual(room.peers, []);
+  const local = room.rtpCapabilities;
+  assert.deepEqual(local.codecs.map((c) => [c.name, c.preferredPayloadType]), [['opus', 100], ['VP8', 101], ['rtx', 102], ['H264', 103], ['rtx', 104]]);
+  await room.ready();
+  assert.deepEqual(room.rtpCapabilities, local, 'the capabilities computed here are the server\'s');
+  const caps = await room.receiveRequest({ method: 'queryRoom', target: 'room' });
+  assert.deepEqual(caps.rtpCapabilities, local);
+  assert.throws(() => server.Room([{ kind: 'video', name: 'NOPE', clockRate: 90000 }]), /not supported/);
+  assert.throws(() => server.Room('opus'), TypeError);
+  await assert.rejects(room.receiveRequest({ method: 'join', notification: true }), /not a request/);
+  const closed = once(room, 'close');
+  room.close();
+  await closed;
+  assert.equal(room.closed, true);
+  await assert.rejects(room.receiveRequest({ method: 'queryRoom', target: 'room' }), (err) => err instanceof mediasoup.errors.InvalidStateError);
+});
+
+test('join, produce, consume: v2 objects, order of events and a consumer whose source is the Producer', async () => {
+  const room = server.Room(MEDIA_CODECS);
+  const newPeers = [];
+  room.on('newpeer', (peer) => newPeers.push(peer.name));
+
+  // The peer is there, and 'newpeer' was emitted, when the join resolves.
+  const { response: aliceJoin, peer: alice } = await join(room, 'alice');
+  assert.deepEqual(aliceJoin.peers, []);
+  assert.equal(alice.name, 'alice');
+  assert.deepEqual(alice.appData, { peerName: 'alice' });
+  assert.deepEqual(newPeers, ['alice']);
+  alice.appData = { writable: true };
+  assert.deepEqual(alice.appData, { writable: true });
+
+  const aliceNotes = [];
+  alice.on('notify', (n) => aliceNotes.push(n.method));
+  const { response: bobJoin, peer: bob } = await join(room, 'bob');
+  assert.deepEqual(bobJoin.peers.map((p) => p.name), ['alice']);
+  assert.deepEqual(room.peers.map((p) => p.name), ['alice', 'bob']);
+  assert.deepEqual(aliceNotes, ['newPeer'], 'alice was told before bob\'s join resolved');
+
+  // alice sends audio: bob's 'newconsumer' (its source the very Producer), then alice's
+  // 'newproducer', then the promise: v2's order.
+  const order = [];
+  const newTransport = once(alice, 'newtransport');
+  const send = await plainTransport(alice, 'send');
+  const [transport] = await newTransport;
+  assert.equal(transport, send.transport);
+  assert.equal(transport.direction, 'send');
+  assert.deepEqual(transport.appData, { direction: 'send' });
+  assert.equal(transport.localIP, send.data.plainRtpParameters.ip);
+  bob.on('newconsumer', (consumer) => order.push(['bob newconsumer', consumer]));
+  bob.on('notify', (n) => order.push([`bob notify ${n.method}`]));
+  alice.on('newproducer', (producer) => order.push(['alice newproducer', producer]));
+  const producerId = newId();
+  const result = await alice.receiveRequest({
+    method: 'createProducer', target: 'peer', id: producerId, kind: 'audio', transportId: send.id,
+    rtpParameters: opusParameters(newId()), paused: false, appData: { mic: true },
+  });
+  order.push(['resolved']);
+  assert.equal(result, undefined);
+  assert.deepEqual(order.map((o) => o[0]), ['bob newconsumer', 'bob notify newConsumer', 'alice newproducer', 'resolved']);
+  const producer = alice.getProducerById(producerId);
+  assert.equal(order[2][1], producer);
+  assert.deepEqual([producer.kind, producer.peer, producer.transport, producer.paused], ['audio', alice, transport, false]);
+  assert.deepEqual(producer.appData, { mic: true });
+  const consumer = order[0][1];
+  assert.equal(consumer.source, producer, 'the consumer\'s source is the Producer object');
+  assert.equal(consumer.peer, alice, 'a consumer\'s peer is its producer\'s peer (v2)');
+  assert.deepEqual(bob.consumers, [consumer]);
+  assert.equal(bob.getConsumerForSource(producer), consumer);
+  assert.deepEqual([consumer.kind, consumer.enabled, consumer.paused], ['audio', false, false]);
+
+  // carol joins later: her consumer of alice's producer is in her peer, with its source.
+  const { response: carolJoin, peer: carol } = await join(room, 'carol');
+  assert.deepEqual(carolJoin.peers.find((p) => p.name === 'alice').consumers.map((c) => c.kind), ['audio']);
+  assert.equal(carol.consumers.length, 1);
+  assert.equal(carol.consumers[0].source, producer);
+
+  // bob enables his consumer on a receiving transport.
+  const recv = await plainTransport(bob, 'recv');
+  const handled = once(consumer, 'handled');
+  const enabled = await bob.receiveRequest({ method: 'enableConsumer', target: 'peer', id: consumer.id, transportId: recv.id, paused: false });
+  await handled;
+  assert.equal(enabled.paused, false);
+  assert.equal(consumer.enabled, true);
+  assert.equal(consumer.transport, recv.transport);
+
+  // The app pauses the producer: at once locally ('pause' 'local'), then the consumers follow
+  // ('pause' 'source') and the clients are told.
+  const sourcePause = once(consumer, 'pause');
+  const bobPaused = notified(bob, 'consumerPaused');
+  const alicePaused = notified(alice, 'producerPaused');
+  const localPause = once(producer, 'pause');
+  assert.equal(producer.pause({ by: 'app' }), true);
+  assert.deepEqual(await localPause, ['local', { by: 'app' }]);
+  assert.deepEqual([producer.locallyPaused, producer.paused], [true, true]);
+  assert.deepEqual(await sourcePause, ['source']);
+  assert.equal(consumer.sourcePaused, true);
+  assert.equal((await alicePaused).id, producerId);
+  assert.equal((await bobPaused).id, consumer.id);
+  const sourceResume = once(consumer, 'resume');
+  assert.equal(producer.resume(), true);
+  assert.deepEqual(await sourceResume, ['source']);
+
+  // The client pauses its producer (a notification relayed): 'pause' 'remote'.
+  const remotePause = once(producer, 'pause');
+  await alice.receiveNotification({ method: 'pauseProducer', target: 'peer', notification: true, id: producerId, appData: 1 });
+  assert.deepEqual(await remotePause, ['remote', 1]);
+  assert.equal(producer.remotelyPaused, true);
+  await alice.receiveNotification({ method: 'resumeProducer', target: 'peer', notification: true, id: producerId });
+  assert.equal(producer.paused, false);
+
+  // The app pauses bob's consumer and sets its profile; bob's client is told.
+  const bobConsumerPaused = notified(bob, 'consumerPaused');
+  assert.equal(consumer.pause('app'), true);
+  assert.equal(consumer.locallyPaused, true);
+  assert.equal((await bobConsumerPaused).appData, 'app');
+  assert.equal(consumer.resume(), true);
+  const profileSet = notified(bob, 'consumerPreferredProfileSet');
+  consumer.setPreferredProfile('low');
+  assert.equal((await profileSet).profile, 'low');
+  assert.equal(consumer.preferredProfile, 'low');
+  // A client's own pause of its consumer: 'pause' 'remote'.
+  const consumerRemote = once(consumer, 'pause');
+  await bob.receiveNotification({ method: 'pauseConsumer', target: 'peer', notification: true, id: consumer.id });
+  assert.deepEqual(await consumerRemote, ['remote', undefined]);
+  // A refused notification resolves (v2 logs it) and changes nothing.
+  assert.equal(await bob.receiveNotification({ method: 'pauseConsumer', target: 'peer', notification: true, id: 1 }), undefined);
+
+  // alice's client closes its producer: 'close' 'remote'; the consumers close, bob is told.
+  const producerClosed = once(producer, 'close');
+  const consumerClosed = once(consumer, 'close');
+  const bobTold = notified(bob, 'consumerClosed');
+  await alice.receiveNotification({ method: 'closeProducer', target: 'peer', notification: true, id: producerId });
+  assert.deepEqual(await producerClosed, ['remote', undefined]);
+  await consumerClosed;
+  assert.equal((await bobTold).id, consumer.id);
+  assert.deepEqual([producer.closed, consumer.closed, alice.producers.length, bob.consumers.length], [true, true, 0, 0]);
+
+  // The app closes carol: 'close' 'local' at once; her client gets 'closed', the others 'peerClosed'.
+  const carolClosedNote = notified(carol, 'closed');
+  const alicePeerClosed = notified(alice, 'peerClosed');
+  const carolClose = once(carol, 'close');
+  carol.close({ kicked: true });
+  assert.deepEqual(await carolClose, ['local', { kicked: true }]);
+  assert.equal(carol.closed, true);
+  assert.equal(room.getPeerByName('carol'), undefined);
+  assert.deepEqual((await carolClosedNote).appData, { kicked: true });
+  assert.equal((await alicePeerClosed).name, 'carol');
+
+  // bob's client leaves: 'close' 'remote', its transports close too.
+  const bobClose = once(bob, 'close');
+  const recvClose = once(recv.transport, 'close');
+  await bob.receiveNotification({ method: 'leave', target: 'peer', notification: true, appData: 'bye' });
+  assert.deepEqual(await bobClose, ['remote', 'bye']);
+  assert.deepEqual(await recvClose, ['remote', undefined]);
+  assert.deepEqual(room.peers.map((p) => p.name), ['alice']);
+  await assert.rejects(bob.receiveRequest({ method: 'restartTransport', target: 'peer', id: recv.id }), (err) => err.name === 'InvalidStateError');
+
+  // The app closes alice's transport: 'close' 'local', her client gets transportClosed.
+  const transportClosedNote = notified(alice, 'transportClosed');
+  transport.close();
+  assert.equal(transport.closed, true);
+  assert.equal((await transportClosedNote).id, send.id);
+
+  // Closing the room closes its peers.
+  const aliceClose = once(alice, 'close');
+  const aliceClosedNote = notified(alice, 'closed');
+  room.close();
+  assert.deepEqual(await aliceClose, ['local', undefined]);
+  assert.equal(alice.closed, true);
+  await aliceClosedNote;
+});
+
+test('a failed request rejects with the server\'s message and changes nothing', async () => {
+  const room = server.Room(MEDIA_CODECS);
+  const { peer } = await join(room, 'dave');
+  await assert.rejects(
+    peer.receiveRequest({ method: 'createProducer', target: 'peer', id: newId(), kind: 'audio', transportId: 42, rtpParameters: opusParameters(newId()), paused: false }),
+    (err) => err.code === mediasoup.ErrorCode.NOT_FOUND && /42/.test(err.message),
+  );
+  assert.deepEqual(peer.producers, []);
+  await assert.rejects(room.receiveRequest({ method: 'join', target: 'room', peerName: 'dave', rtpCapabilities: peerCapabilities(room.rtpCapabilities) }), /dave/);
+  assert.deepEqual(room.peers.map((p) => p.name), ['dave']);
+  room.close();
+});
+
+const NEEDS = (method) => `needs ${method} on the server (brief new-api.md; not on main yet)`;
+
+test('setMaxBitrate on a send transport', { skip: NEEDS('transport.setMaxBitrate') }, async () => {});
+test('consumer.requestKeyFrame and getStats', { skip: NEEDS('consumer.requestKeyFrame, producer/consumer/transport.getStats') }, async () => {});
+test('room audio levels and the active speaker', { skip: NEEDS('room.setAudioLevels and room.audioLevels') }, async () => {});
+test('createRtpStreamer', { skip: NEEDS('rtpStreamer.create') }, async () => {});
+test('peer.dump', { skip: NEEDS('peer.dump') }, async () => {});
