@@ -187,8 +187,12 @@ class Peer extends SafeEmitter {
       default:
         break;
     }
+    // Applied here, as v2 applies it before anything else happens (its worker is told after):
+    // the events the notification causes in Tureen then come after these, in v2's order. An id
+    // the mirror does not know changes nothing, as in v2.
+    pre();
     return this._room
-      ._request('room.notify', this._ids({ notification }), { pre, post: () => undefined })
+      ._request('room.notify', this._ids({ notification }), { post: () => undefined })
       .catch((err) => log('receiveNotification() failed [method:%s]: %s', method, err.message));
   }
 
@@ -208,6 +212,11 @@ class Peer extends SafeEmitter {
     for (const producer of this.producers) producer._closeHere(originator, undefined);
     for (const consumer of this.consumers) consumer._closeHere();
     for (const transport of this.transports) transport._closeHere(originator, undefined);
+    for (const other of this._room.peers) {
+      for (const consumer of other.consumers) {
+        if (consumer.peer === this) consumer._closeHere();
+      }
+    }
   }
 
   _addConsumer(data, source, owner) {

@@ -147,6 +147,13 @@ class Producer extends SafeEmitter {
     this._closed = true;
     this.emit('@close');
     this.safeEmit('close', originator, appData);
+    // Its consumers close with it (v2: the worker closes them; Tureen tells their clients
+    // consumerClosed, except when the producer's peer is gone, as v2).
+    for (const peer of this._room().peers) {
+      for (const consumer of peer.consumers) {
+        if (consumer.source === this) consumer._closeHere();
+      }
+    }
   }
 }
 
