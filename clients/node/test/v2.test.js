@@ -250,6 +250,31 @@ test('a failed request rejects with the server\'s message and changes nothing', 
   room.close();
 });
 
+test('a peer that leaves takes the consumers of its producers with it; leave then close() stays remote', async () => {
+  const room = server.Room(MEDIA_CODECS);
+  const { peer: erin } = await join(room, 'erin');
+  const { peer: fred } = await join(room, 'fred');
+  const send = await plainTransport(erin, 'send');
+  await erin.receiveRequest({
+    method: 'createProducer', target: 'peer', id: newId(), kind: 'audio', transportId: send.id,
+    rtpParameters: opusParameters(newId()), paused: false,
+  });
+  const [consumer] = fred.consumers;
+  assert.equal(consumer.peer, erin);
+  const consumerClose = once(consumer, 'close');
+  const erinClose = once(erin, 'close');
+  const fredTold = notified(fred, 'peerClosed');
+  // What a socket's close handler does right after relaying the client's leave (the demo app).
+  const relayed = erin.receiveNotification({ method: 'leave', target: 'peer', notification: true });
+  if (!erin.closed) erin.close();
+  await relayed;
+  assert.deepEqual(await erinClose, ['remote', undefined]);
+  await consumerClose;
+  assert.deepEqual(fred.consumers, []);
+  assert.equal((await fredTold).name, 'erin');
+  room.close();
+});
+
 const NEEDS = (method) => `needs ${method} on the server (brief new-api.md; not on main yet)`;
 
 test('setMaxBitrate on a send transport', { skip: NEEDS('transport.setMaxBitrate') }, async () => {});
