@@ -34,6 +34,13 @@ class Room extends SafeEmitter {
       if (event.roomId === this._roomId) this._sequencer.event(event);
     };
     client.on('event', this._onEvent);
+    // After a reconnection to a restarted Tureen the room is gone: close it, as v2 closed the
+    // rooms of a worker that died.
+    this._onRoomLost = (roomId) => {
+      if (roomId === this._roomId) this.close(undefined, false);
+    };
+    client.on('roomLost', this._onRoomLost);
+    this._closing = Promise.resolve();
     this._created = client.createRoom(mediaCodecs, { roomId: this._roomId }).then(
       (data) => {
         this._rtpCapabilities = data.rtpCapabilities;
@@ -89,8 +96,9 @@ class Room extends SafeEmitter {
     }
     this._peers.clear();
     if (notifyServer) {
-      this._created.then(() => this._client.closeRoom(this._roomId)).catch(() => {});
+      this._closing = this._created.then(() => this._client.closeRoom(this._roomId)).catch(() => {});
     }
+    this._client.off('roomLost', this._onRoomLost);
     // Tureen's `closed` notifications and room.closed still come: keep listening a while.
     setTimeout(() => this._client.off('event', this._onEvent), 5000).unref();
   }

@@ -41,9 +41,9 @@ class Server extends SafeEmitter {
     this._closed = true;
     this.safeEmit('close');
     const closing = [];
-    for (const room of this._rooms) {
+    for (const room of [...this._rooms]) {
       room.close();
-      closing.push(room._created.then(() => this._client.closeRoom(room._roomId)).catch(() => {}));
+      closing.push(room._closing);
     }
     Promise.allSettled(closing).then(() => this._client.close());
   }
