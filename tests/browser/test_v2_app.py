@@ -184,3 +184,28 @@ def test_the_app_starts_from_the_package_named_mediasoup() -> None:
     assert "require('mediasoup')" in Path(APP).read_text()
     link = NODE_PACKAGE / "node_modules" / "mediasoup"
     assert link.resolve() == NODE_PACKAGE.resolve(), f"{link} should link to clients/node (npm ci there)"
+
+
+def test_a_simulcast_consumer_follows_the_profile_the_app_prefers(open_page, stack, room) -> None:
+    """mediasoup-demo v2 starts every video consumer at 'low': with a simulcast sender the app
+    sees the consumer's effective profile change to 'low' (effectiveprofilechange)."""
+    alice, bob = open_page("alice"), open_page("bob")
+    alice.join(width=640, height=480, frameRate=15, simulcast=True)
+    bob.join(video=False)
+    assert {e["kind"] for e in alice.wait_produced() if e["type"] == "producing"} == {"audio", "video"}
+    grows(bob, "alice", "video", "framesDecoded", 20)
+    changes = wait_until(
+        lambda: events(stack, room, "effectiveprofilechange", peer="bob", kind="video"),
+        lambda e: bool(e) and e[-1]["profile"] == "low",
+        15,
+        "the app to see bob's video consumer of alice at 'low'",
+    )
+    assert changes[-1]["from"] == "alice"
+    consumer = next(c for c in peer_state(stack, room, "bob")["consumers"] if c["kind"] == "video")
+    assert (consumer["preferredProfile"], consumer["effectiveProfile"]) == ("low", "low")
+    wait_until(
+        lambda: [e for e in bob.events("notification") if e["method"] == "consumerEffectiveProfileChanged"],
+        bool,
+        10,
+        "bob's page to be told the effective profile",
+    )
