@@ -25,7 +25,6 @@ pytestmark = pytest.mark.timeout(240)
 
 NODE_PACKAGE = ROOT / "clients" / "node"
 APP = NODE_PACKAGE / "test" / "app" / "server.js"
-NEEDS = "needs {} on the server (new-api.md), not on main yet"
 
 
 class V2AppStack(Stack):
@@ -172,7 +171,6 @@ KEY_FRAMES_JS = """(async () => {
 })()"""
 
 
-@pytest.mark.skip(reason=NEEDS.format("consumer.requestKeyFrame"))
 def test_a_key_frame_request_from_the_app_reaches_the_sender(open_page, stack, room) -> None:
     alice, bob = open_page("alice"), open_page("bob")
     join_all(alice, bob)
@@ -183,7 +181,6 @@ def test_a_key_frame_request_from_the_app_reaches_the_sender(open_page, stack, r
     grows(bob, "alice", "video", "framesDecoded", 20)
 
 
-@pytest.mark.skip(reason=NEEDS.format("room.setAudioLevels / room.audioLevels"))
 def test_the_active_speaker_gets_the_high_profile(open_page, stack, room) -> None:
     alice, bob = open_page("alice"), open_page("bob")
     join_all(alice, bob)

@@ -205,8 +205,6 @@ async def test_a_room_the_restarted_server_lacks_is_reported_lost(tmp_path: Path
             second.stop()
 
 
-@pytest.mark.skip(reason="needs transport.setMaxBitrate, consumer.requestKeyFrame, *.getStats, peer.dump, "
-                  "rtpStreamer.*, room.setAudioLevels on the server (new-api.md), not on main yet")
 async def test_helpers_of_the_newer_methods(client: TureenClient) -> None:
     created = await client.create_room(MEDIA_CODECS, room_id="newer")
     room = RoomDriver(client, "newer", created["rtpCapabilities"])
