@@ -400,9 +400,9 @@ class TureenClient:
         """peer.close: its client gets `closed {appData}`, the others `peerClosed`."""
         await self._action("peer.close", app_data, roomId=room_id, peerName=peer_name)
 
-    async def close_transport(self, room_id: str, peer_name: str, transport_id: int) -> None:
-        """transport.close: its client gets `transportClosed`."""
-        await self._action("transport.close", roomId=room_id, peerName=peer_name, transportId=transport_id)
+    async def close_transport(self, room_id: str, peer_name: str, transport_id: int, app_data: Any = None) -> None:
+        """transport.close: its client gets `transportClosed {id, appData}`."""
+        await self._action("transport.close", app_data, roomId=room_id, peerName=peer_name, transportId=transport_id)
 
     async def pause_producer(self, room_id: str, peer_name: str, producer_id: int, app_data: Any = None) -> None:
         """producer.pause (`peer_name`: the producer's peer)."""

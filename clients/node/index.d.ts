@@ -313,7 +313,7 @@ export declare class TureenClient extends EventEmitter {
   waitReady(options?: { timeout?: number; interval?: number }): Promise<ServerInfo>;
 
   closePeer(roomId: string, peerName: string, appData?: AppData): Promise<null>;
-  closeTransport(roomId: string, peerName: string, transportId: number): Promise<null>;
+  closeTransport(roomId: string, peerName: string, transportId: number, appData?: AppData): Promise<null>;
   pauseProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;
   resumeProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;
   closeProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;

@@ -114,8 +114,9 @@ async def test_server_app_helpers_tell_the_peers(client: TureenClient) -> None:
     with pytest.raises(ProtocolError) as refused:
         await client.set_consumer_preferred_profile("helpers", "bob", consumer["id"], "best")
     assert refused.value.code == "bad_request"
-    await client.close_transport("helpers", "bob", 12)
-    assert (await client.next_notification("bob", "transportClosed"))["id"] == 12
+    await client.close_transport("helpers", "bob", 12, app_data={"why": "app"})
+    closed = await client.next_notification("bob", "transportClosed")
+    assert (closed["id"], closed["appData"]) == (12, {"why": "app"})
     await client.close_producer("helpers", "alice", 21)
     await client.next_notification("alice", "producerClosed", id=21)
     await client.close_peer("helpers", "bob", app_data="kicked")

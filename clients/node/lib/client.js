@@ -381,8 +381,8 @@ class TureenClient extends EventEmitter {
     return this._action('peer.close', { roomId, peerName }, appData);
   }
 
-  closeTransport(roomId, peerName, transportId) {
-    return this._action('transport.close', { roomId, peerName, transportId });
+  closeTransport(roomId, peerName, transportId, appData) {
+    return this._action('transport.close', { roomId, peerName, transportId }, appData);
   }
 
   pauseProducer(roomId, peerName, producerId, appData) {

@@ -224,9 +224,10 @@ test('join, produce, consume: v2 objects, order of events and a consumer whose s
 
   // The app closes alice's transport: 'close' 'local', her client gets transportClosed.
   const transportClosedNote = notified(alice, 'transportClosed');
-  transport.close();
+  transport.close({ bye: 1 });
   assert.equal(transport.closed, true);
-  assert.equal((await transportClosedNote).id, send.id);
+  const transportNote = await transportClosedNote;
+  assert.deepEqual([transportNote.id, transportNote.appData], [send.id, { bye: 1 }]);
 
   // Closing the room closes its peers.
   const aliceClose = once(alice, 'close');

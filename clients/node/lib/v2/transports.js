@@ -40,7 +40,7 @@ class Transport extends SafeEmitter {
   close(appData) {
     if (this._closed) return;
     this._closeHere('local', appData);
-    this._peer._room._fireAndForget('transport.close', this._ids());
+    this._peer._room._fireAndForget('transport.close', this._ids(appData === undefined ? {} : { appData }));
   }
 
   dump() {
