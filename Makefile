@@ -39,9 +39,11 @@ serve: setup
 
 test: setup browser-deps
 	scripts/install-test-deps.sh
+	# clients/node's packages first: the browser tier runs its v2 app (ws, mediasoup -> .).
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
 	$(VENV)/bin/ruff check .
 	TUREEN_REQUIRE_NATIVE=1 TUREEN_REQUIRE_ATHERIS=1 $(VENV)/bin/pytest -n auto --dist loadfile
-	cd clients/node && npm ci --no-audit --no-fund --loglevel=error && TUREEN_PYTHON=$(abspath $(PY)) npm test --silent
+	cd clients/node && TUREEN_PYTHON=$(abspath $(PY)) npm test --silent
 
 # The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
 # Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.

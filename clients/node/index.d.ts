@@ -189,8 +189,40 @@ export interface RoomClosedEvent {
   event: 'room.closed';
   roomId: string;
 }
+export interface RoomCreatedEvent {
+  event: 'room.created';
+  roomId: string;
+  appData: AppData;
+}
+export interface AudioLevel {
+  peerName: string;
+  producerId: number;
+  /** dBov, 0 loudest, -127 silence. */
+  audioLevel: number;
+}
+export interface AudioLevelsEvent {
+  event: 'room.audioLevels';
+  roomId: string;
+  /** Loudest first; empty when nobody is above the threshold. */
+  levels: AudioLevel[];
+}
+export interface ActiveSpeakerEvent {
+  event: 'room.activeSpeaker';
+  roomId: string;
+  peerName: string | null;
+  producerId: number | null;
+}
+export interface RtpStreamerClosedEvent {
+  event: 'rtpStreamer.closed';
+  roomId: string;
+  streamerId: number;
+}
 export type TureenEvent =
   | NotificationEvent
+  | RoomCreatedEvent
+  | AudioLevelsEvent
+  | ActiveSpeakerEvent
+  | RtpStreamerClosedEvent
   | PeerJoinedEvent
   | PeerClosedEvent
   | TransportClosedEvent
@@ -212,6 +244,11 @@ export interface TureenClientEvents {
   'transport.iceState': [event: TransportStateEvent];
   'transport.dtlsState': [event: TransportStateEvent];
   'room.closed': [event: RoomClosedEvent];
+  /** Only on a server.subscribe'd connection. */
+  'room.created': [event: RoomCreatedEvent];
+  'room.audioLevels': [event: AudioLevelsEvent];
+  'room.activeSpeaker': [event: ActiveSpeakerEvent];
+  'rtpStreamer.closed': [event: RtpStreamerClosedEvent];
   /** A ZeroMQ connection came up (`reconnect`: not the first one). */
   connect: [info: ConnectionInfo & { reconnect: boolean }];
   disconnect: [info: ConnectionInfo];
@@ -219,8 +256,9 @@ export interface TureenClientEvents {
   handshakeError: [info: ConnectionInfo & { message: string }];
   /** A room of this client the server no longer has (it restarted): create it again. */
   roomLost: [roomId: string];
-  resubscribed: [roomId: string];
-  resubscribeError: [roomId: string, error: TureenError];
+  /** A room subscription renewed after a reconnection (null: the server-wide one). */
+  resubscribed: [roomId: string | null];
+  resubscribeError: [roomId: string | null, error: TureenError];
   /** The socket's reader failed (not on close()). */
   clientError: [error: Error];
   close: [];
@@ -253,6 +291,9 @@ export declare class TureenClient extends EventEmitter {
   dumpRoom(roomId: string): Promise<Record<string, unknown>>;
   subscribe(roomId: string): Promise<Subscription>;
   unsubscribe(roomId: string): Promise<Subscription>;
+  /** server.subscribe: every room's lifecycle events on this connection (renewed after a reconnection). */
+  subscribeServer(): Promise<{ subscribers: number }>;
+  unsubscribeServer(): Promise<{ subscribers: number }>;
 
   /** room.request: peerName null for queryRoom and join. Resolves with the protocol response. */
   peerRequest<T = any>(roomId: string, peerName: string | null, request: ProtocolMessage): Promise<T>;
@@ -263,11 +304,16 @@ export declare class TureenClient extends EventEmitter {
   ping(): Promise<{ pong: true }>;
   dumpWorker(index: number): Promise<Record<string, unknown>>;
   scaleWorkers(count: number, options?: RequestOptions): Promise<ScaleResult>;
+  /** server.setLogLevel, until restart; `logger` narrows it to one area (e.g. 'tureen.room'). */
+  setLogLevel(
+    level: 'debug' | 'info' | 'warning' | 'error',
+    logger?: string | null,
+  ): Promise<{ level: string; logger: string | null; workers: number[]; failed: number[] }>;
   /** Poll server.info until `ready` (default timeout 30000, interval 200). */
   waitReady(options?: { timeout?: number; interval?: number }): Promise<ServerInfo>;
 
   closePeer(roomId: string, peerName: string, appData?: AppData): Promise<null>;
-  closeTransport(roomId: string, peerName: string, transportId: number): Promise<null>;
+  closeTransport(roomId: string, peerName: string, transportId: number, appData?: AppData): Promise<null>;
   pauseProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;
   resumeProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;
   closeProducer(roomId: string, peerName: string, producerId: number, appData?: AppData): Promise<null>;
@@ -279,6 +325,20 @@ export declare class TureenClient extends EventEmitter {
     consumerId: number,
     profile: 'default' | 'low' | 'medium' | 'high',
   ): Promise<null>;
+
+  /** transport.setMaxBitrate (0: no cap). */
+  setTransportMaxBitrate(roomId: string, peerName: string, transportId: number, bitrate: number): Promise<{ bitrate: number }>;
+  /** consumer.requestKeyFrame. */
+  requestConsumerKeyFrame(roomId: string, peerName: string, consumerId: number): Promise<Record<string, never>>;
+  getProducerStats(roomId: string, peerName: string, producerId: number): Promise<Array<Record<string, unknown>>>;
+  getConsumerStats(roomId: string, peerName: string, consumerId: number): Promise<Array<Record<string, unknown>>>;
+  getTransportStats(roomId: string, peerName: string, transportId: number): Promise<Array<Record<string, unknown>>>;
+  /** peer.dump: the peer's part of room.dump. */
+  dumpPeer(roomId: string, peerName: string): Promise<Record<string, unknown>>;
+  createRtpStreamer(roomId: string, producerId: number, options: RtpStreamerOptions): Promise<CreatedRtpStreamer>;
+  closeRtpStreamer(roomId: string, streamerId: number): Promise<Record<string, never>>;
+  /** room.setAudioLevels: room.audioLevels events every `interval` ms (0: off). */
+  setAudioLevels(roomId: string, interval: number, threshold?: number): Promise<{ interval: number; threshold: number }>;
 
   /** The queued events, oldest first. */
   pendingEvents(): TureenEvent[];
@@ -295,4 +355,230 @@ export declare class TureenClient extends EventEmitter {
   once<K extends keyof TureenClientEvents>(name: K, listener: (...args: TureenClientEvents[K]) => void): this;
   off<K extends keyof TureenClientEvents>(name: K, listener: (...args: TureenClientEvents[K]) => void): this;
   emit<K extends keyof TureenClientEvents>(name: K, ...args: TureenClientEvents[K]): boolean;
+}
+
+export interface RtpStreamerOptions {
+  remoteIP: string;
+  remotePort: number;
+  localIP?: string;
+  appData?: AppData;
+}
+export interface CreatedRtpStreamer {
+  streamerId: number;
+  localIP: string;
+  localPort: number;
+  rtpParameters: Record<string, unknown>;
+  /** An SDP file ffmpeg or GStreamer can receive the stream with. */
+  sdp: string;
+}
+
+// ------------------------------------------------ mediasoup v2's server API (require('mediasoup'))
+
+/** v2's error for a closed object (`mediasoup.errors.InvalidStateError`). */
+export declare class InvalidStateError extends Error {
+  readonly name: 'InvalidStateError';
+}
+export declare const errors: { InvalidStateError: typeof InvalidStateError };
+
+export type Profile = 'default' | 'low' | 'medium' | 'high';
+/** Who closed or paused: the server app ('local'), the client ('remote'), a consumer's producer ('source'). */
+export type Originator = 'local' | 'remote';
+
+export interface ServerOptions {
+  /** Tureen's control endpoint (else TUREEN_CONTROL, else tcp://127.0.0.1:4477). */
+  control?: string;
+  /** CURVE keys of this app (docs/security.md). */
+  curve?: CurveCertOptions | CurveKeyOptions;
+  /** Timeout of each control request, ms. */
+  timeout?: number;
+  /** v2's worker options (numWorkers, logLevel, rtcIPv4, rtcMinPort, ...) are accepted and ignored: they are Tureen's configuration. */
+  [v2Option: string]: unknown;
+}
+
+declare class V2Emitter<Events extends Record<string, unknown[]>> extends EventEmitter {
+  on<K extends keyof Events & string>(name: K, listener: (...args: Events[K]) => void): this;
+  once<K extends keyof Events & string>(name: K, listener: (...args: Events[K]) => void): this;
+  off<K extends keyof Events & string>(name: K, listener: (...args: Events[K]) => void): this;
+  addListener<K extends keyof Events & string>(name: K, listener: (...args: Events[K]) => void): this;
+  removeListener<K extends keyof Events & string>(name: K, listener: (...args: Events[K]) => void): this;
+}
+
+export declare class MediaServer extends V2Emitter<{ newroom: [room: Room]; close: [] }> {
+  readonly closed: boolean;
+  /** The control client under it, for Tureen's own methods. */
+  readonly tureen: TureenClient;
+  close(): void;
+  dump(): Promise<ServerInfo>;
+  /** `logLevel`: 'debug', 'warn' or 'error' (server.setLogLevel). */
+  updateSettings(options: { logLevel?: 'debug' | 'warn' | 'error' | 'none'; [key: string]: unknown }): Promise<unknown[]>;
+  /** The room, at once; throws for codecs Tureen does not support. */
+  Room(mediaCodecs: MediaCodec[]): Room;
+}
+
+/** `mediasoup.Server(options)`, with or without `new`. */
+export declare const Server: {
+  (options?: ServerOptions): MediaServer;
+  new (options?: ServerOptions): MediaServer;
+  prototype: MediaServer;
+};
+
+export interface AudioLevelEntry {
+  producer: Producer;
+  audioLevel: number;
+}
+
+export declare class Room extends V2Emitter<{ newpeer: [peer: Peer]; audiolevels: [levels: AudioLevelEntry[]]; close: [appData?: AppData] }> {
+  readonly id: number;
+  /** The room's id in Tureen (its control API). */
+  readonly tureenRoomId: string;
+  readonly closed: boolean;
+  readonly rtpCapabilities: RtpCapabilities;
+  readonly peers: Peer[];
+  getPeerByName(name: string): Peer | undefined;
+  /** queryRoom and join (resolves with the protocol response). */
+  receiveRequest(request: ProtocolMessage): Promise<any>;
+  createActiveSpeakerDetector(): ActiveSpeakerDetector;
+  createRtpStreamer(producer: Producer, options: RtpStreamerOptions): Promise<RtpStreamer>;
+  dump(): Promise<Record<string, unknown>>;
+  /** Resolves once Tureen has the room (not in v2). */
+  ready(): Promise<this>;
+  close(appData?: AppData): void;
+}
+
+export declare class Peer extends V2Emitter<{
+  notify: [notification: ProtocolMessage];
+  newtransport: [transport: WebRtcTransport | PlainRtpTransport];
+  newproducer: [producer: Producer];
+  newconsumer: [consumer: Consumer];
+  close: [originator: Originator, appData?: AppData];
+}> {
+  readonly name: string;
+  readonly closed: boolean;
+  appData: AppData;
+  readonly rtpCapabilities: RtpCapabilities;
+  readonly spy: boolean;
+  readonly transports: Array<WebRtcTransport | PlainRtpTransport>;
+  readonly producers: Producer[];
+  readonly consumers: Consumer[];
+  getTransportById(id: number): WebRtcTransport | PlainRtpTransport | undefined;
+  getProducerById(id: number): Producer | undefined;
+  getConsumerById(id: number): Consumer | undefined;
+  getConsumerForSource(source: Producer): Consumer | undefined;
+  receiveRequest(request: ProtocolMessage): Promise<any>;
+  /** Never rejects for a refused notification (v2 logs it; NODE_DEBUG=tureen here). */
+  receiveNotification(notification: ProtocolMessage): Promise<void>;
+  dump(): Promise<Record<string, unknown>>;
+  toJson(): { name: string; appData: AppData };
+  close(appData?: AppData): void;
+}
+
+declare class Transport extends V2Emitter<{
+  close: [originator: Originator, appData?: AppData];
+  icestatechange: [state: string];
+  dtlsstatechange: [state: string];
+}> {
+  readonly id: number;
+  readonly closed: boolean;
+  appData: AppData;
+  readonly direction: 'send' | 'recv';
+  close(appData?: AppData): void;
+  dump(): Promise<Record<string, unknown> | undefined>;
+  getStats(): Promise<Array<Record<string, unknown>>>;
+}
+
+export declare class WebRtcTransport extends Transport {
+  readonly iceRole: 'controlled';
+  readonly iceLocalParameters: Record<string, unknown>;
+  readonly iceLocalCandidates: Array<Record<string, unknown>>;
+  readonly iceState: string;
+  readonly dtlsLocalParameters: Record<string, unknown>;
+  readonly dtlsState: string;
+  /** Send transports only; resolves with the transport. */
+  setMaxBitrate(bitrate: number): Promise<this>;
+}
+
+export declare class PlainRtpTransport extends Transport {
+  readonly localIP: string;
+  readonly localPort: number;
+  readonly tuple: { localIP: string; localPort: number; protocol: 'udp' };
+}
+
+export declare class Producer extends V2Emitter<{
+  close: [originator: Originator, appData?: AppData];
+  pause: [originator: Originator, appData?: AppData];
+  resume: [originator: Originator, appData?: AppData];
+}> {
+  readonly id: number;
+  readonly closed: boolean;
+  appData: AppData;
+  readonly kind: 'audio' | 'video';
+  readonly peer: Peer;
+  readonly transport: WebRtcTransport | PlainRtpTransport;
+  readonly rtpParameters: Record<string, unknown>;
+  readonly locallyPaused: boolean;
+  readonly remotelyPaused: boolean;
+  readonly paused: boolean;
+  readonly preferredProfile: Profile;
+  /** Returns whether it is paused now. */
+  pause(appData?: AppData): boolean;
+  /** Returns whether it is not paused now. */
+  resume(appData?: AppData): boolean;
+  setPreferredProfile(profile: Profile): void;
+  close(appData?: AppData): void;
+  dump(): Promise<Record<string, unknown> | undefined>;
+  getStats(): Promise<Array<Record<string, unknown>>>;
+}
+
+export declare class Consumer extends V2Emitter<{
+  close: [];
+  pause: [originator: Originator | 'source', appData?: AppData];
+  resume: [originator: Originator | 'source', appData?: AppData];
+  effectiveprofilechange: [profile: Profile | null];
+  handled: [];
+  unhandled: [];
+}> {
+  readonly id: number;
+  readonly closed: boolean;
+  appData: AppData;
+  readonly kind: 'audio' | 'video';
+  /** The producer's peer (v2). */
+  readonly peer: Peer | undefined;
+  /** The very Producer object it receives. */
+  readonly source: Producer | undefined;
+  readonly transport: WebRtcTransport | PlainRtpTransport | undefined;
+  readonly rtpParameters: Record<string, unknown>;
+  readonly enabled: boolean;
+  readonly locallyPaused: boolean;
+  readonly remotelyPaused: boolean;
+  readonly sourcePaused: boolean;
+  readonly paused: boolean;
+  readonly preferredProfile: Profile;
+  readonly effectiveProfile: Profile | null;
+  hasPeer(): boolean;
+  toJson(): Record<string, unknown>;
+  pause(appData?: AppData): boolean;
+  resume(appData?: AppData): boolean;
+  setPreferredProfile(profile: Profile): void;
+  requestKeyFrame(): void;
+  close(): void;
+  dump(): Promise<Record<string, unknown> | undefined>;
+  getStats(): Promise<Array<Record<string, unknown>>>;
+}
+
+export declare class ActiveSpeakerDetector extends V2Emitter<{
+  activespeakerchange: [peer: Peer | undefined, producer: Producer | undefined];
+  close: [];
+}> {
+  readonly closed: boolean;
+  close(): void;
+}
+
+export declare class RtpStreamer extends V2Emitter<{ close: [] }> {
+  readonly id: number;
+  readonly closed: boolean;
+  readonly consumer: { id: number; kind: string; source: Producer; rtpParameters: Record<string, unknown>; closed: boolean };
+  readonly transport: { id: number; localIP: string; localPort: number; closed: boolean };
+  /** An SDP file for ffmpeg or GStreamer (not in v2). */
+  readonly sdp: string;
+  close(): void;
 }

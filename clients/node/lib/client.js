@@ -12,9 +12,12 @@ const { resolveClientKeys } = require('./curve');
 const DEFAULT_ENDPOINT = 'tcp://127.0.0.1:4477';
 const DEFAULT_TIMEOUT_MS = 15000;
 const SCALE_TIMEOUT_MS = 60000; // workers.scale waits for new workers to start
+// Events emitted under their own name (besides 'event'; 'notification' has its own arguments).
 const LIFECYCLE_EVENTS = new Set([
-  'peer.joined', 'peer.closed', 'transport.closed', 'transport.iceState', 'transport.dtlsState', 'room.closed',
+  'room.created', 'peer.joined', 'peer.closed', 'transport.closed', 'transport.iceState', 'transport.dtlsState', 'room.closed',
+  'room.audioLevels', 'room.activeSpeaker', 'rtpStreamer.closed',
 ]);
+const LOG_LEVELS = new Set(['debug', 'info', 'warning', 'error']);
 
 function handshakeProblem(event, curve) {
   if (event.type === 'handshake:error:auth') {
@@ -55,7 +58,10 @@ class TureenClient extends EventEmitter {
     this._queue = [];
     this._waiters = new Set();
     this._rooms = new Set(); // rooms whose events this connection receives (created or subscribed)
+    this._serverSubscribed = false; // server.subscribe sent (and not undone): renewed on reconnection
     this._handshakes = 0;
+    /** Frames read so far: the position of each reply and event in the stream (v2 layer). */
+    this.framesRead = 0;
   }
 
   /** Open the socket and connect (ZeroMQ connects in the background and reconnects by itself). */
@@ -119,6 +125,12 @@ class TureenClient extends EventEmitter {
   // the events of this client's rooms to the old one. Subscribe again; a room the server no
   // longer has (it restarted) is reported with 'roomLost' and must be created again.
   _resubscribe() {
+    if (this._serverSubscribed) {
+      this.request('server.subscribe').then(
+        () => this.emit('resubscribed', null),
+        (err) => this.emit('resubscribeError', null, err),
+      );
+    }
     for (const roomId of [...this._rooms]) {
       this.request('room.subscribe', { roomId }).then(
         () => this.emit('resubscribed', roomId),
@@ -146,6 +158,7 @@ class TureenClient extends EventEmitter {
   }
 
   _dispatch(frame) {
+    this.framesRead += 1;
     let message;
     try {
       message = JSON.parse(frame.toString('utf8'));
@@ -161,8 +174,13 @@ class TureenClient extends EventEmitter {
     if (pending === undefined) return; // a late reply to a request that timed out
     this._pending.delete(message.id);
     clearTimeout(pending.timer);
-    if (message.ok === true) pending.resolve(message.data === undefined ? null : message.data);
-    else pending.reject(TureenError.fromWire(message.error, pending.method));
+    const data = message.data === undefined ? null : message.data;
+    if (message.ok === true) pending.resolve(pending.withPosition ? { data, position: this.framesRead } : data);
+    else {
+      const err = TureenError.fromWire(message.error, pending.method);
+      err.position = this.framesRead;
+      pending.reject(err);
+    }
   }
 
   _event(event) {
@@ -200,7 +218,7 @@ class TureenClient extends EventEmitter {
    * Send one control request and resolve with its `data`; reject with TureenError (the reply's
    * code) or TureenTimeoutError. `params` are the envelope's other fields.
    */
-  request(method, params = {}, { timeout } = {}) {
+  request(method, params = {}, { timeout, withPosition = false } = {}) {
     if (typeof method !== 'string' || !method) return Promise.reject(new TypeError('method must be a non-empty string'));
     if (params === null || typeof params !== 'object' || Array.isArray(params)) {
       return Promise.reject(new TypeError(`params of ${method} must be an object`));
@@ -222,9 +240,11 @@ class TureenClient extends EventEmitter {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
-        reject(new TureenTimeoutError(this._timeoutMessage(method, ms), method, ms));
+        const err = new TureenTimeoutError(this._timeoutMessage(method, ms), method, ms);
+        err.position = this.framesRead;
+        reject(err);
       }, ms);
-      this._pending.set(id, { resolve, reject, timer, method });
+      this._pending.set(id, { resolve, reject, timer, method, withPosition });
       // zeromq allows one blocked send at a time: chain them.
       this._sending = this._sending.then(() => socket.send(frame)).catch((err) => {
         const pending = this._pending.get(id);
@@ -281,6 +301,20 @@ class TureenClient extends EventEmitter {
     return data;
   }
 
+  /** Receive every room's lifecycle events on this connection (not `notification`s). */
+  async subscribeServer() {
+    const data = await this.request('server.subscribe');
+    this._serverSubscribed = true;
+    return data;
+  }
+
+  /** Stop receiving every room's lifecycle events. */
+  async unsubscribeServer() {
+    const data = await this.request('server.unsubscribe');
+    this._serverSubscribed = false;
+    return data;
+  }
+
   /** Hand over a client->server protocol request (peerName null for queryRoom and join). */
   peerRequest(roomId, peerName, request) {
     const params = { roomId, request };
@@ -304,6 +338,14 @@ class TureenClient extends EventEmitter {
 
   dumpWorker(index) {
     return this.request('worker.dump', { index });
+  }
+
+  /** Set the log level of the supervisor and its workers until restart (`logger`: one area). */
+  setLogLevel(level, logger) {
+    if (!LOG_LEVELS.has(level)) return Promise.reject(new TypeError(`level must be one of ${[...LOG_LEVELS].join(', ')}, not ${JSON.stringify(level)}`));
+    const params = { level };
+    if (logger !== undefined && logger !== null) params.logger = logger;
+    return this.request('server.setLogLevel', params);
   }
 
   scaleWorkers(count, { timeout = SCALE_TIMEOUT_MS } = {}) {
@@ -339,8 +381,8 @@ class TureenClient extends EventEmitter {
     return this._action('peer.close', { roomId, peerName }, appData);
   }
 
-  closeTransport(roomId, peerName, transportId) {
-    return this._action('transport.close', { roomId, peerName, transportId });
+  closeTransport(roomId, peerName, transportId, appData) {
+    return this._action('transport.close', { roomId, peerName, transportId }, appData);
   }
 
   pauseProducer(roomId, peerName, producerId, appData) {
@@ -365,6 +407,55 @@ class TureenClient extends EventEmitter {
 
   setConsumerPreferredProfile(roomId, peerName, consumerId, profile) {
     return this._action('consumer.setPreferredProfile', { roomId, peerName, consumerId, profile });
+  }
+
+  /** Cap what Tureen's REMB asks a send transport's sender for, in bit/s (0: no cap). */
+  setTransportMaxBitrate(roomId, peerName, transportId, bitrate) {
+    return this.request('transport.setMaxBitrate', { roomId, peerName, transportId, bitrate });
+  }
+
+  /** Ask the sender of a consumer's producer for a key frame (PLI). */
+  requestConsumerKeyFrame(roomId, peerName, consumerId) {
+    return this.request('consumer.requestKeyFrame', { roomId, peerName, consumerId });
+  }
+
+  /** Stats entries in the shape of the producerStats notification. */
+  getProducerStats(roomId, peerName, producerId) {
+    return this.request('producer.getStats', { roomId, peerName, producerId });
+  }
+
+  /** Stats entries in the shape of the consumerStats notification. */
+  getConsumerStats(roomId, peerName, consumerId) {
+    return this.request('consumer.getStats', { roomId, peerName, consumerId });
+  }
+
+  /** Stats entries in the shape of the transportStats notification. */
+  getTransportStats(roomId, peerName, transportId) {
+    return this.request('transport.getStats', { roomId, peerName, transportId });
+  }
+
+  /** One peer's part of room.dump. */
+  dumpPeer(roomId, peerName) {
+    return this.request('peer.dump', { roomId, peerName });
+  }
+
+  /** Plain RTP of a producer to remoteIP:remotePort: `{streamerId, localIP, localPort, rtpParameters, sdp}`. */
+  createRtpStreamer(roomId, producerId, { remoteIP, remotePort, localIP, appData } = {}) {
+    const params = { roomId, producerId, remoteIP, remotePort };
+    if (localIP !== undefined) params.localIP = localIP;
+    if (appData !== undefined) params.appData = appData;
+    return this.request('rtpStreamer.create', params);
+  }
+
+  closeRtpStreamer(roomId, streamerId) {
+    return this.request('rtpStreamer.close', { roomId, streamerId });
+  }
+
+  /** room.audioLevels events every `interval` ms (0: off), producers above `threshold` dBov. */
+  setAudioLevels(roomId, interval, threshold) {
+    const params = { roomId, interval };
+    if (threshold !== undefined && threshold !== null) params.threshold = threshold;
+    return this.request('room.setAudioLevels', params);
   }
 
   _action(method, params, appData) {

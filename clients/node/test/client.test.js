@@ -203,3 +203,23 @@ test('bad options are refused in the constructor', () => {
   assert.throws(() => new TureenClient(''), /endpoint/);
   assert.throws(() => new TureenClient('tcp://127.0.0.1:1', { curve: { cert: '/nonexistent.key_secret', serverKey: 'x' } }), /server key/);
 });
+
+test('server.subscribe: a watcher gets every room\'s lifecycle events; setLogLevel', async () => {
+  const watcher = new TureenClient(server.endpoint, { timeout: 5000 });
+  await watcher.connect();
+  try {
+    assert.deepEqual(await watcher.subscribeServer(), { subscribers: 1 });
+    const created = new Promise((resolve) => watcher.once('room.created', resolve));
+    await client.createRoom(MEDIA_CODECS, { roomId: 'watched', appData: 'w' });
+    assert.deepEqual([(await created).roomId, (await created).appData], ['watched', 'w']);
+    await client.closeRoom('watched');
+    assert.equal((await watcher.nextEvent((e) => e.event === 'room.closed')).roomId, 'watched');
+    assert.deepEqual(await watcher.unsubscribeServer(), { subscribers: 0 });
+    await rejectsWith(watcher.unsubscribeServer(), ErrorCode.NOT_FOUND);
+    const level = await client.setLogLevel('info', 'tureen.room');
+    assert.deepEqual([level.level, level.logger], ['info', 'tureen.room']);
+    await assert.rejects(client.setLogLevel('loud'), TypeError);
+  } finally {
+    await watcher.close();
+  }
+});

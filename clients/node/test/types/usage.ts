@@ -22,6 +22,15 @@ async function main(): Promise<void> {
   const sub = await client.subscribe('r');
   const subscribers: number = sub.subscribers;
   await client.unsubscribe('r');
+  const watched: number = (await client.subscribeServer()).subscribers;
+  client.on('room.created', (event) => void event.roomId.length);
+  client.on('room.audioLevels', (event) => void event.levels.map((l) => l.audioLevel + l.producerId));
+  const streamer = await client.createRtpStreamer('r', 2, { remoteIP: '127.0.0.1', remotePort: 5004 });
+  const sdp: string = streamer.sdp;
+  await client.setLogLevel('debug');
+  // @ts-expect-error: not a level
+  await client.setLogLevel('verbose');
+  void [watched, sdp];
   await client.setConsumerPreferredProfile('r', 'bob', 1, 'low');
   // @ts-expect-error: not a profile
   await client.setConsumerPreferredProfile('r', 'bob', 1, 'best');
