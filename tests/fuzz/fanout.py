@@ -140,8 +140,9 @@ def fuzz_one(data: bytes) -> None:
                 # sendmmsg reports the refusal on its next call: other copies fail, but each
                 # copy is still counted once, as sent or as an error.
                 if key != "returns":
-                    p_packets, _, p_errors, *p_rest = python[key]
-                    o_packets, _, o_errors, *o_rest = other[key]
+                    # (packets, octets, payload octets, send errors, offsets..., sync)
+                    p_packets, _, _, p_errors, *p_rest = python[key]
+                    o_packets, _, _, o_errors, *o_rest = other[key]
                     assert o_packets + o_errors == p_packets + p_errors and o_rest == p_rest, key
                 continue
             assert other[key] == python[key], f"{core} differs from python at {key!r}"
