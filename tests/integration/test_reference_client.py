@@ -61,13 +61,17 @@ class App:
         if "event" in message:
             assert not CHECK.errors("control", "event", message)
             event_def = f"event.{message['event']}"
-            assert not CHECK.errors("control", event_def, message), CHECK.errors("control", event_def, message)
+            assert not CHECK.errors("control", event_def, message), CHECK.errors(
+                "control", event_def, message
+            )
             if message["event"] == "notification":
                 inner = message["notification"]
                 assert not CHECK.errors("protocol", f"{inner['method']}.notification", inner)
             self.log.append(("event", None, message))
         else:
-            assert not CHECK.errors("control", "reply", message), CHECK.errors("control", "reply", message)
+            assert not CHECK.errors("control", "reply", message), CHECK.errors(
+                "control", "reply", message
+            )
             self.log.append(("reply", message["id"], message))
         return message
 
@@ -98,10 +102,14 @@ class App:
         assert reply["ok"], reply
         definition = f"{method}.data"
         if CHECK.has("control", definition):
-            assert not CHECK.errors("control", definition, reply["data"]), CHECK.errors("control", definition, reply["data"])
+            assert not CHECK.errors("control", definition, reply["data"]), CHECK.errors(
+                "control", definition, reply["data"]
+            )
         if method == "room.request":
             inner = f"{params['request']['method']}.response"
-            assert not CHECK.errors("protocol", inner, reply["data"]), CHECK.errors("protocol", inner, reply["data"])
+            assert not CHECK.errors("protocol", inner, reply["data"]), CHECK.errors(
+                "protocol", inner, reply["data"]
+            )
         return reply["data"]
 
     def error(self, method: str, **params: Any) -> dict[str, Any]:
@@ -110,7 +118,9 @@ class App:
         return reply["error"]
 
     def index_of_reply(self, request_id: Any) -> int:
-        return next(i for i, (kind, rid, _) in enumerate(self.log) if kind == "reply" and rid == request_id)
+        return next(
+            i for i, (kind, rid, _) in enumerate(self.log) if kind == "reply" and rid == request_id
+        )
 
     def events_between(self, start: int, end: int) -> list[dict[str, Any]]:
         return [m for kind, _, m in self.log[start:end] if kind == "event"]
@@ -135,17 +145,35 @@ class App:
 
 
 def notifications(events: list[dict[str, Any]], peer: str) -> list[dict[str, Any]]:
-    return [e["notification"] for e in events if e["event"] == "notification" and e["peerName"] == peer]
+    return [
+        e["notification"] for e in events if e["event"] == "notification" and e["peerName"] == peer
+    ]
 
 
 def client_capabilities(room_caps: dict[str, Any]) -> dict[str, Any]:
     """join's rtpCapabilities: the room's codecs with the room's payload types (the reference:
     'the room codecs the client can receive, with the room's payload types and extension ids')."""
     codecs = [
-        {k: codec[k] for k in ("kind", "name", "mimeType", "clockRate", "preferredPayloadType", "parameters", "channels", "rtcpFeedback") if k in codec}
+        {
+            k: codec[k]
+            for k in (
+                "kind",
+                "name",
+                "mimeType",
+                "clockRate",
+                "preferredPayloadType",
+                "parameters",
+                "channels",
+                "rtcpFeedback",
+            )
+            if k in codec
+        }
         for codec in room_caps["codecs"]
     ]
-    extensions = [{"kind": e["kind"], "uri": e["uri"], "preferredId": e["preferredId"]} for e in room_caps["headerExtensions"]]
+    extensions = [
+        {"kind": e["kind"], "uri": e["uri"], "preferredId": e["preferredId"]}
+        for e in room_caps["headerExtensions"]
+    ]
     return {"codecs": codecs, "headerExtensions": extensions, "fecMechanisms": []}
 
 
@@ -213,65 +241,152 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         assert monitor.ok("room.subscribe", roomId=ROOM)["subscribers"] == 2
 
         # --- two peers join ----------------------------------------------------------------
-        query = app.ok("room.request", roomId=ROOM, request={"method": "queryRoom", "target": "room"})
+        query = app.ok(
+            "room.request", roomId=ROOM, request={"method": "queryRoom", "target": "room"}
+        )
         assert query["rtpCapabilities"] == caps
-        join_alice = {"method": "join", "target": "room", "peerName": "alice", "rtpCapabilities": client_capabilities(caps)}
-        assert app.ok("room.request", roomId=ROOM, peerName="alice", request=join_alice) == {"peers": []}
+        join_alice = {
+            "method": "join",
+            "target": "room",
+            "peerName": "alice",
+            "rtpCapabilities": client_capabilities(caps),
+        }
+        assert app.ok("room.request", roomId=ROOM, peerName="alice", request=join_alice) == {
+            "peers": []
+        }
         start = len(app.log)
-        join_bob = {"method": "join", "target": "room", "peerName": "bob", "rtpCapabilities": client_capabilities(caps), "appData": {"seat": 2}}
+        join_bob = {
+            "method": "join",
+            "target": "room",
+            "peerName": "bob",
+            "rtpCapabilities": client_capabilities(caps),
+            "appData": {"seat": 2},
+        }
         bob_join_id = app.send("room.request", roomId=ROOM, request=join_bob)
         bob_joined = app.wait_reply(bob_join_id)
         assert bob_joined["ok"], bob_joined
-        assert bob_joined["data"] == {"peers": [{"name": "alice", "consumers": []}]}  # no appData: absent
+        assert bob_joined["data"] == {
+            "peers": [{"name": "alice", "consumers": []}]
+        }  # no appData: absent
         # Events a request causes arrive before its reply: alice's newPeer, the peer.joined.
         before = app.events_between(start, app.index_of_reply(bob_join_id))
         assert notifications(before, "alice") == [
-            {"method": "newPeer", "target": "peer", "notification": True, "name": "bob", "appData": {"seat": 2}, "consumers": []}
+            {
+                "method": "newPeer",
+                "target": "peer",
+                "notification": True,
+                "name": "bob",
+                "appData": {"seat": 2},
+                "consumers": [],
+            }
         ]
-        assert {"event": "peer.joined", "roomId": ROOM, "peerName": "bob", "spy": False, "appData": {"seat": 2}} in before
+        assert {
+            "event": "peer.joined",
+            "roomId": ROOM,
+            "peerName": "bob",
+            "spy": False,
+            "appData": {"seat": 2},
+        } in before
 
         # --- plain transports: the sender latches (comedia), the receiver names its address -
         send_transport_id, recv_transport_id, producer_id = 11111112, 22222223, 33333334
-        sent = app.ok("room.request", roomId=ROOM, peerName="alice", request={
-            "method": "createTransport", "target": "peer", "id": send_transport_id, "direction": "send",
-            "options": {}, "plainRtpParameters": {"comedia": True},
-        })
+        sent = app.ok(
+            "room.request",
+            roomId=ROOM,
+            peerName="alice",
+            request={
+                "method": "createTransport",
+                "target": "peer",
+                "id": send_transport_id,
+                "direction": "send",
+                "options": {},
+                "plainRtpParameters": {"comedia": True},
+            },
+        )
         tureen_send_addr = (sent["plainRtpParameters"]["ip"], sent["plainRtpParameters"]["port"])
         receiver_addr = receiver.getsockname()
-        received = app.ok("room.request", roomId=ROOM, peerName="bob", request={
-            "method": "createTransport", "target": "peer", "id": recv_transport_id, "direction": "recv",
-            "options": {}, "plainRtpParameters": {"ip": receiver_addr[0], "port": receiver_addr[1]},
-        })
+        received = app.ok(
+            "room.request",
+            roomId=ROOM,
+            peerName="bob",
+            request={
+                "method": "createTransport",
+                "target": "peer",
+                "id": recv_transport_id,
+                "direction": "recv",
+                "options": {},
+                "plainRtpParameters": {"ip": receiver_addr[0], "port": receiver_addr[1]},
+            },
+        )
         assert set(received) == {"plainRtpParameters"}
 
         # --- producer: bob's newConsumer comes before the reply ----------------------------
         start = len(app.log)
-        produce_id = app.send("room.request", roomId=ROOM, peerName="alice", request={
-            "method": "createProducer", "target": "peer", "id": producer_id, "kind": "video",
-            "transportId": send_transport_id, "paused": False, "appData": {"source": "camera"},
-            "rtpParameters": {
-                "codecs": [{"name": "VP8", "mimeType": "video/VP8", "clockRate": 90000, "payloadType": VP8_PT,
-                            "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}], "parameters": {}}],
-                "encodings": [{"ssrc": SENDER_SSRC}],
-                "rtcp": {"cname": "reference-client", "reducedSize": True, "mux": True},
+        produce_id = app.send(
+            "room.request",
+            roomId=ROOM,
+            peerName="alice",
+            request={
+                "method": "createProducer",
+                "target": "peer",
+                "id": producer_id,
+                "kind": "video",
+                "transportId": send_transport_id,
+                "paused": False,
+                "appData": {"source": "camera"},
+                "rtpParameters": {
+                    "codecs": [
+                        {
+                            "name": "VP8",
+                            "mimeType": "video/VP8",
+                            "clockRate": 90000,
+                            "payloadType": VP8_PT,
+                            "rtcpFeedback": [
+                                {"type": "nack"},
+                                {"type": "nack", "parameter": "pli"},
+                            ],
+                            "parameters": {},
+                        }
+                    ],
+                    "encodings": [{"ssrc": SENDER_SSRC}],
+                    "rtcp": {"cname": "reference-client", "reducedSize": True, "mux": True},
+                },
             },
-        })
+        )
         produced = app.wait_reply(produce_id)
         assert produced == {"id": produce_id, "ok": True, "data": {}}
-        new_consumers = [n for n in notifications(app.events_between(start, app.index_of_reply(produce_id)), "bob")
-                         if n["method"] == "newConsumer"]
+        new_consumers = [
+            n
+            for n in notifications(app.events_between(start, app.index_of_reply(produce_id)), "bob")
+            if n["method"] == "newConsumer"
+        ]
         assert len(new_consumers) == 1, app.log[start:]
         consumer = new_consumers[0]
-        assert (consumer["kind"], consumer["peerName"], consumer["appData"]) == ("video", "alice", {"source": "camera"})
+        assert (consumer["kind"], consumer["peerName"], consumer["appData"]) == (
+            "video",
+            "alice",
+            {"source": "camera"},
+        )
         consumer_id = consumer["id"]
         assert 10_000_000 <= consumer_id <= 99_999_999
         consumer_ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
         consumer_pt = consumer["rtpParameters"]["codecs"][0]["payloadType"]
-        assert consumer_pt == vp8["preferredPayloadType"]  # the room's payload type, not the sender's
+        assert (
+            consumer_pt == vp8["preferredPayloadType"]
+        )  # the room's payload type, not the sender's
 
-        enabled = app.ok("room.request", roomId=ROOM, peerName="bob", request={
-            "method": "enableConsumer", "target": "peer", "id": consumer_id, "transportId": recv_transport_id, "paused": False,
-        })
+        enabled = app.ok(
+            "room.request",
+            roomId=ROOM,
+            peerName="bob",
+            request={
+                "method": "enableConsumer",
+                "target": "peer",
+                "id": consumer_id,
+                "transportId": recv_transport_id,
+                "paused": False,
+            },
+        )
         assert enabled["paused"] is False
 
         # --- media: 40 VP8 key-frame packets in, the same 40 out at bob's address ----------
@@ -299,45 +414,112 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         assert out_seqs == [(out_seq + i) & 0xFFFF for i in range(40)]
         assert all(p[12:] == vp8_key_frame_packet(0, 0)[12:] for p in rtp)  # payload untouched
         # Caused by media, not by a request: "the first one, `default`, when media starts".
-        effective = app.next_event(lambda e: e["event"] == "notification"
-                                   and e["notification"]["method"] == "consumerEffectiveProfileChanged")
-        assert (effective["peerName"], effective["notification"]["id"], effective["notification"]["profile"]) == ("bob", consumer_id, "default")
+        effective = app.next_event(
+            lambda e: (
+                e["event"] == "notification"
+                and e["notification"]["method"] == "consumerEffectiveProfileChanged"
+            )
+        )
+        assert (
+            effective["peerName"],
+            effective["notification"]["id"],
+            effective["notification"]["profile"],
+        ) == ("bob", consumer_id, "default")
 
         # --- pause and resume: consumerPaused before the reply, nothing while paused -------
         start = len(app.log)
-        pause_id = app.send("room.notify", roomId=ROOM, peerName="alice",
-                            notification={"method": "pauseProducer", "target": "peer", "notification": True, "id": producer_id})
+        pause_id = app.send(
+            "room.notify",
+            roomId=ROOM,
+            peerName="alice",
+            notification={
+                "method": "pauseProducer",
+                "target": "peer",
+                "notification": True,
+                "id": producer_id,
+            },
+        )
         assert app.wait_reply(pause_id) == {"id": pause_id, "ok": True, "data": None}
         paused = notifications(app.events_between(start, app.index_of_reply(pause_id)), "bob")
-        assert paused == [{"method": "consumerPaused", "target": "peer", "notification": True, "id": consumer_id, "peerName": "alice"}]
+        assert paused == [
+            {
+                "method": "consumerPaused",
+                "target": "peer",
+                "notification": True,
+                "id": consumer_id,
+                "peerName": "alice",
+            }
+        ]
         send_frames(10)
         rtp_paused, _ = receive_rtp(receiver, 0.5)
         assert rtp_paused == []
 
         start = len(app.log)
-        resume_id = app.send("room.notify", roomId=ROOM, peerName="alice",
-                             notification={"method": "resumeProducer", "target": "peer", "notification": True, "id": producer_id})
+        resume_id = app.send(
+            "room.notify",
+            roomId=ROOM,
+            peerName="alice",
+            notification={
+                "method": "resumeProducer",
+                "target": "peer",
+                "notification": True,
+                "id": producer_id,
+            },
+        )
         assert app.wait_reply(resume_id)["ok"]
         resumed = notifications(app.events_between(start, app.index_of_reply(resume_id)), "bob")
         assert [n["method"] for n in resumed] == ["consumerResumed"]
         send_frames(10)
         rtp_resumed, _ = receive_rtp(receiver, 1.5)
         assert len(rtp_resumed) == 10
+        # RTCP on the same port both ways: the consumer's address got sender reports (PT 200)
+        # about the consumer's SSRC, the comedia sender got Tureen's RTCP (receiver reports,
+        # REMB) from the very port it sends to.
+        send_frames(5)
+        rtcp_out = [d for d in receive_rtp(receiver, 2.5)[1] if d[1] == 200]
+        assert rtcp_out and struct.unpack("!I", rtcp_out[0][4:8])[0] == consumer_ssrc
+        sender.settimeout(2.0)
+        data, source = sender.recvfrom(2048)
+        assert is_rtcp(data) and source == tureen_send_addr
         # media-quality.md: "resume: the next packet it gets is one after the last it got".
         assert struct.unpack("!H", rtp_resumed[0][2:4])[0] == (out_seqs[-1] + 1) & 0xFFFF
 
         # --- documented errors: each changes nothing -----------------------------------------
         duplicate = app.error("room.request", roomId=ROOM, request=join_alice)
         assert duplicate["code"] == "duplicate" and duplicate["message"]
-        missing = app.error("room.request", roomId=ROOM, peerName="alice", request={
-            "method": "createProducer", "target": "peer", "id": 44444445, "kind": "audio", "transportId": 99999999,
-            "rtpParameters": {"codecs": [{"name": "opus", "mimeType": "audio/opus", "clockRate": 48000, "payloadType": 111, "channels": 2}],
-                              "encodings": [{"ssrc": 5555}]},
-        })
+        missing = app.error(
+            "room.request",
+            roomId=ROOM,
+            peerName="alice",
+            request={
+                "method": "createProducer",
+                "target": "peer",
+                "id": 44444445,
+                "kind": "audio",
+                "transportId": 99999999,
+                "rtpParameters": {
+                    "codecs": [
+                        {
+                            "name": "opus",
+                            "mimeType": "audio/opus",
+                            "clockRate": 48000,
+                            "payloadType": 111,
+                            "channels": 2,
+                        }
+                    ],
+                    "encodings": [{"ssrc": 5555}],
+                },
+            },
+        )
         assert missing["code"] == "not_found"
         unknown_room = app.error("room.dump", roomId="no-such-room")
         assert unknown_room["code"] == "not_found"
-        wrong_class = app.error("room.notify", roomId=ROOM, peerName="alice", notification={"method": "queryRoom", "target": "room"})
+        wrong_class = app.error(
+            "room.notify",
+            roomId=ROOM,
+            peerName="alice",
+            notification={"method": "queryRoom", "target": "room"},
+        )
         assert wrong_class["code"] == "bad_request"
         bad_id = app.sock.send(orjson.dumps({"id": 1.5, "method": "server.ping"}))
         del bad_id
@@ -348,13 +530,30 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
 
         # --- alice leaves: bob hears of it before the (null) reply -------------------------
         start = len(app.log)
-        leave_id = app.send("room.notify", roomId=ROOM, peerName="alice",
-                            notification={"method": "leave", "target": "peer", "notification": True, "appData": {"why": "done"}})
+        leave_id = app.send(
+            "room.notify",
+            roomId=ROOM,
+            peerName="alice",
+            notification={
+                "method": "leave",
+                "target": "peer",
+                "notification": True,
+                "appData": {"why": "done"},
+            },
+        )
         assert app.wait_reply(leave_id)["data"] is None
         left = app.events_between(start, app.index_of_reply(leave_id))
         bob_heard = notifications(left, "bob")
         # Only peerClosed, as v2: the client closes that peer's consumers itself (no consumerClosed).
-        assert bob_heard == [{"method": "peerClosed", "target": "peer", "notification": True, "name": "alice", "appData": {"why": "done"}}]
+        assert bob_heard == [
+            {
+                "method": "peerClosed",
+                "target": "peer",
+                "notification": True,
+                "name": "alice",
+                "appData": {"why": "done"},
+            }
+        ]
         assert {"event": "peer.closed", "roomId": ROOM, "peerName": "alice"} in left
         send_frames(5)
         assert receive_rtp(receiver, 0.5)[0] == []
@@ -364,8 +563,14 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         close_id = app.send("room.close", roomId=ROOM)
         assert app.wait_reply(close_id) == {"id": close_id, "ok": True, "data": None}
         closing = app.events_between(start, app.index_of_reply(close_id))
-        closed_index = closing.index({"event": "notification", "roomId": ROOM, "peerName": "bob",
-                                      "notification": {"method": "closed", "target": "peer", "notification": True}})
+        closed_index = closing.index(
+            {
+                "event": "notification",
+                "roomId": ROOM,
+                "peerName": "bob",
+                "notification": {"method": "closed", "target": "peer", "notification": True},
+            }
+        )
         assert closing.index({"event": "room.closed", "roomId": ROOM}) > closed_index
         assert app.ok("room.list") == []
 
