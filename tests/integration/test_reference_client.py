@@ -228,7 +228,7 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
     server = ServerProcess(tmp_path, workers=2)
     app = App(server.endpoint)
     monitor = App(server.endpoint)
-    sender, receiver = udp(), udp()
+    sender, receiver, carol_sock = udp(), udp(), udp()
     try:
         assert app.ok("server.ping") == {"pong": True}
         wait_ready(app)
@@ -288,6 +288,17 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
             "appData": {"seat": 2},
         } in before
 
+        join_carol = {
+            "method": "join",
+            "target": "room",
+            "peerName": "carol",
+            "rtpCapabilities": client_capabilities(caps),
+        }
+        assert (
+            len(app.ok("room.request", roomId=ROOM, peerName="carol", request=join_carol)["peers"])
+            == 2
+        )
+
         # --- plain transports: the sender latches (comedia), the receiver names its address -
         send_transport_id, recv_transport_id, producer_id = 11111112, 22222223, 33333334
         sent = app.ok(
@@ -319,6 +330,21 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
             },
         )
         assert set(received) == {"plainRtpParameters"}
+        # carol receives through a comedia recv transport: nothing until she sends a datagram.
+        carol_transport_id = 22222224
+        carol_plain = app.ok(
+            "room.request",
+            roomId=ROOM,
+            peerName="carol",
+            request={
+                "method": "createTransport",
+                "target": "peer",
+                "id": carol_transport_id,
+                "direction": "recv",
+                "options": {},
+                "plainRtpParameters": {"comedia": True},
+            },
+        )["plainRtpParameters"]
 
         # --- producer: bob's newConsumer comes before the reply ----------------------------
         start = len(app.log)
@@ -361,6 +387,26 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
             if n["method"] == "newConsumer"
         ]
         assert len(new_consumers) == 1, app.log[start:]
+        carol_consumers = [
+            n
+            for n in notifications(
+                app.events_between(start, app.index_of_reply(produce_id)), "carol"
+            )
+            if n["method"] == "newConsumer"
+        ]
+        assert len(carol_consumers) == 1
+        carol_consumer = carol_consumers[0]
+        app.ok(
+            "room.request",
+            roomId=ROOM,
+            peerName="carol",
+            request={
+                "method": "enableConsumer",
+                "target": "peer",
+                "id": carol_consumer["id"],
+                "transportId": carol_transport_id,
+            },
+        )
         consumer = new_consumers[0]
         assert (consumer["kind"], consumer["peerName"], consumer["appData"]) == (
             "video",
@@ -417,6 +463,7 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         effective = app.next_event(
             lambda e: (
                 e["event"] == "notification"
+                and e["peerName"] == "bob"
                 and e["notification"]["method"] == "consumerEffectiveProfileChanged"
             )
         )
@@ -481,6 +528,25 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         sender.settimeout(2.0)
         data, source = sender.recvfrom(2048)
         assert is_rtcp(data) and source == tureen_send_addr
+
+        # carol's comedia transport got nothing so far; one RTCP receiver report from her
+        # socket latches it, and her consumer's packets come there from then on.
+        assert receive_rtp(carol_sock, 0.3) == ([], [])
+        carol_sock.sendto(
+            struct.pack("!BBHI", 0x80, 201, 1, 0xCA201), (carol_plain["ip"], carol_plain["port"])
+        )
+        carol_rtp: list[bytes] = []
+        for _ in range(10):  # bounded: until her first packets arrive
+            send_frames(5)
+            carol_rtp += receive_rtp(carol_sock, 0.3)[0]
+            if carol_rtp:
+                break
+        assert carol_rtp, "the comedia recv transport never sent after the receiver's datagram"
+        assert (
+            struct.unpack("!I", carol_rtp[0][8:12])[0]
+            == carol_consumer["rtpParameters"]["encodings"][0]["ssrc"]
+        )
+        receive_rtp(receiver, 0.5)  # bob got those frames too: not counted further
         # media-quality.md: "resume: the next packet it gets is one after the last it got".
         assert struct.unpack("!H", rtp_resumed[0][2:4])[0] == (out_seqs[-1] + 1) & 0xFFFF
 
@@ -526,7 +592,7 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         reply_null = app.wait_reply(None)
         assert reply_null["ok"] is False and reply_null["error"]["code"] == "bad_request"
         dump = app.ok("room.dump", roomId=ROOM)
-        assert sorted(p["name"] for p in dump["peers"]) == ["alice", "bob"]
+        assert sorted(p["name"] for p in dump["peers"]) == ["alice", "bob", "carol"]
 
         # --- alice leaves: bob hears of it before the (null) reply -------------------------
         start = len(app.log)
@@ -580,7 +646,7 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         monitor_events = [m for kind, _, m in monitor.log if kind == "event"]
         assert monitor_events == app_events
     finally:
-        for sock in (sender, receiver):
+        for sock in (sender, receiver, carol_sock):
             sock.close()
         app.close()
         monitor.close()
