@@ -192,6 +192,15 @@ def is_rtcp(datagram: bytes) -> bool:
     return len(datagram) >= 2 and 192 <= datagram[1] <= 223
 
 
+def rtcp_types(datagram: bytes) -> list[int]:
+    """The packet types of a compound RTCP datagram, in order (RFC 3550 6.1)."""
+    types, offset = [], 0
+    while offset + 4 <= len(datagram):
+        types.append(datagram[offset + 1])
+        offset += 4 * (struct.unpack("!H", datagram[offset + 2 : offset + 4])[0] + 1)
+    return types
+
+
 def receive_rtp(sock: socket.socket, duration: float) -> tuple[list[bytes], list[bytes]]:
     """What arrives at a socket within `duration` s: (RTP packets, RTCP packets)."""
     rtp: list[bytes] = []
@@ -528,6 +537,19 @@ def test_a_client_written_from_the_reference_alone_runs_a_plain_rtp_session(tmp_
         sender.settimeout(2.0)
         data, source = sender.recvfrom(2048)
         assert is_rtcp(data) and source == tureen_send_addr
+        # A gap in the sender's numbering: Tureen NACKs it (RTPFB, PT 205) within a second,
+        # and every compound RTCP packet it sends carries an SDES CNAME (PT 202), the
+        # consumer's SRs included (issue 11 items 2 and 3, seen by a plain client).
+        seq += 1  # this number is never sent
+        send_frames(3)
+        to_sender: list[bytes] = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not any(205 in rtcp_types(d) for d in to_sender):
+            to_sender += receive_rtp(sender, 0.2)[1]
+        assert any(205 in rtcp_types(d) for d in to_sender), [rtcp_types(d) for d in to_sender]
+        assert all(202 in rtcp_types(d) for d in to_sender + rtcp_out), [
+            rtcp_types(d) for d in to_sender
+        ]
 
         # carol's comedia transport got nothing so far; one RTCP receiver report from her
         # socket latches it, and her consumer's packets come there from then on.
