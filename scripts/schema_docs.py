@@ -88,6 +88,42 @@ def _json(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
+def inline_object(schema: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The object with listed fields that a field holds inline (not a `$ref`: those have a
+    section of their own), directly, as array items or as the non-null choice: ("", obj)
+    or ("[]", obj), else None."""
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            found = [inline_object(s) for s in schema[key] if s.get("type") != "null"]
+            found = [f for f in found if f is not None]
+            return found[0] if len(found) == 1 else None
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        inner = inline_object(schema["items"])
+        return ("[]" + inner[0], inner[1]) if inner else None
+    if schema.get("type") == "object" and schema.get("properties"):
+        return ("", schema)
+    return None
+
+
+def nested_rows(path: str, schema: dict[str, Any], document: str, depth: int = 0) -> list[str]:
+    """Rows for the fields of an object a field holds inline, named by their path
+    (`codecs[].mimeType`, `plainRtpParameters.ip`), so no field of a message goes
+    undocumented behind an "array of object". "yes" means required in each such object."""
+    found = inline_object(schema)
+    if found is None or depth > 3:
+        return []
+    suffix, obj = found
+    required = set(obj.get("required", ()))
+    rows = []
+    for field, sub in obj["properties"].items():
+        full = f"{path}{suffix}.{field}"
+        needed = "yes" if field in required else "optional"
+        cell = sub.get("description", "").replace("|", "\\|")
+        rows.append(f"| `{full}` | {type_of(sub, document)} | {needed} | {cell} |")
+        rows += nested_rows(full, sub, document, depth + 1)
+    return rows
+
+
 def table(document: str, name: str) -> str:
     schema = schemas.load(document)["$defs"][name]
     lines: list[str] = []
@@ -100,6 +136,9 @@ def table(document: str, name: str) -> str:
         properties = variant.get("properties")
         if variant.get("type") != "object" or not properties:
             lines += [f"Type: {type_of(variant, document)}.", ""]
+            rows = nested_rows("", variant, document)
+            if rows:  # a list of objects: the fields of each entry
+                lines += ["| field | type | required | meaning |", "|---|---|---|---|", *rows, ""]
             continue
         required = set(variant.get("required", ()))
         lines += ["| field | type | required | meaning |", "|---|---|---|---|"]
@@ -112,6 +151,7 @@ def table(document: str, name: str) -> str:
             needed = "yes" if field in required else "optional"
             cell = text.replace("|", "\\|")
             lines.append(f"| `{field}` | {type_of(sub, document)} | {needed} | {cell} |")
+            lines += nested_rows(field, sub, document)
         extra = "other keys are ignored" if variant.get("additionalProperties", True) else "no other keys"
         lines += ["", f"({extra})", ""]
     return "\n".join(lines).rstrip() + "\n"

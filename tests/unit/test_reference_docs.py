@@ -65,3 +65,39 @@ def test_every_example_matches_its_schema() -> None:
 def test_the_control_api_page_links_the_reference() -> None:
     text = (ROOT / "docs" / "control-api.md").read_text()
     assert "protocol/control.md" in text and "protocol/messages.md" in text
+
+
+def _inline_field_paths(schema: dict, path: str = "") -> list[str]:
+    """The paths (`codecs[].mimeType`) of the fields of objects a schema holds inline, at any
+    depth (a `$ref` has a section of its own and stops the walk)."""
+    if "$ref" in schema:
+        return []
+    for key in ("anyOf", "oneOf"):
+        if key in schema and path:
+            return [p for s in schema[key] for p in _inline_field_paths(s, path)]
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        return _inline_field_paths(schema["items"], path + "[]")
+    paths = []
+    for field, sub in (schema.get("properties") or {}).items():
+        full = f"{path}.{field}" if path else field
+        if path:
+            paths.append(full)
+        paths += _inline_field_paths(sub, full)
+    return paths
+
+
+def test_fields_nested_inside_a_field_have_rows_too() -> None:
+    """A developer writing a client needs the keys of every codec, encoding and header
+    extension entry, and of a plain transport's answer: an "array of object" row alone
+    hid them (`codecs[].preferredPayloadType` of join's rtpCapabilities is required)."""
+    missing = []
+    for document, page in PAGES.items():
+        text = page.read_text()
+        for name in re.findall(rf"<!-- fields: {document} (\S+) -->", text):
+            schema = schemas.load(document)["$defs"][name]
+            for variant in schema.get("oneOf") or [schema]:
+                for path in _inline_field_paths(variant):
+                    if f"| `{path}` |" not in text:
+                        missing.append(f"{document} {name}: {path}")
+    assert "protocol clientRtpCapabilities: codecs[].preferredPayloadType" not in missing
+    assert missing == []

@@ -121,3 +121,34 @@ def test_the_suite_hook_flags_a_reply_that_does_not_match() -> None:
     assert "server.ping.data" in found[0]
     assert "accepted a room.close request that the schema refuses" in found[1]
     assert "event.room.closed" in found[2]
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda p: p["encodings"][0].pop("ssrc"), "an encoding without its ssrc"),
+        (lambda p: p["encodings"][0].update(ssrc=0), "ssrc 0"),
+        (lambda p: p["codecs"][0].pop("name"), "a codec without its name"),
+        (lambda p: p["codecs"][0].update(payloadType=128), "payload type 128"),
+        (lambda p: None, "nothing changed"),
+    ],
+)
+def test_producer_rtp_parameters_the_schema_accepts_are_what_the_server_accepts(change, where: str) -> None:
+    """The reference's table of producerRtpParameters comes from the schema: a key the server
+    requires must not read "optional" there (`encodings[].ssrc`, `codecs[].name` did)."""
+    from tureen.shared.errors import ProtocolError
+    from tureen.shared.rtp.capabilities import producer_mapping, room_rtp_capabilities
+
+    room = room_rtp_capabilities([{"kind": "video", "name": "VP8", "clockRate": 90000}])
+    params = {
+        "codecs": [{"name": "VP8", "mimeType": "video/VP8", "clockRate": 90000, "payloadType": 96}],
+        "encodings": [{"ssrc": 1111}],
+    }
+    change(params)
+    schema_ok = MessageChecker().errors("protocol", "producerRtpParameters", params) == []
+    try:
+        producer_mapping(room, "video", params)
+        server_ok = True
+    except ProtocolError:
+        server_ok = False
+    assert schema_ok == server_ok, f"{where}: schema {'accepts' if schema_ok else 'refuses'}, server does not agree"
