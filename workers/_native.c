@@ -42,6 +42,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #if defined(__linux__) && __has_include(<linux/io_uring.h>)
@@ -523,32 +524,16 @@ PyDoc_STRVAR(fanout_doc,
 "Queue one rewritten copy of the RTP packet in buf[:n] per consumer of `fan` (a tuple of\n"
 "RewriteCore); return how many were queued or sent. seq/ts are the packet's.");
 
-static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "fanout() takes (fan, buf, view, seq, ts, n)");
-        return NULL;
-    }
+/* The fan-out of the packet in buf[:n] (validated by the caller) to every consumer of the
+ * tuple `fan`: returns the copies queued or sent, -1 with an exception set. args holds the
+ * Python objects (fan, buf, view, seq, ts, n) for the callbacks (resync, send_one); view may
+ * be NULL when no consumer of `fan` has fd < 0 (the native receive checks that). */
+static long fan_core(FanOut *self, PyObject *const *args, unsigned long seq, unsigned long ts,
+                     Py_ssize_t n) {
     PyObject *fan = args[0];
     PyObject *buf = args[1];
-    if (!PyTuple_Check(fan) || !PyByteArray_Check(buf)) {
-        PyErr_SetString(PyExc_TypeError, "fanout() needs a tuple fan and a bytearray buf");
-        return NULL;
-    }
-    unsigned long seq = PyLong_AsUnsignedLong(args[3]);
-    unsigned long ts = PyLong_AsUnsignedLong(args[4]);
-    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
-    if (n < 12 || n > PyByteArray_GET_SIZE(buf)) {
-        PyErr_SetString(PyExc_ValueError, "fanout(): n must be 12..len(buf)");
-        return NULL;
-    }
     const char *pkt = PyByteArray_AS_STRING(buf);
     size_t plen = (size_t)n - 12;
-    if (plen > RING) {
-        PyErr_SetString(PyExc_ValueError, "fanout(): packet larger than the ring");
-        return NULL;
-    }
     unsigned char b0 = (unsigned char)pkt[0], b1 = (unsigned char)pkt[1];
     /* The payload's length (the forwarder validated the header): n minus the header with
      * its CSRCs and extension, minus the padding. What RFC 3550's SR octet count counts. */
@@ -567,29 +552,33 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
         if (!PyObject_TypeCheck(o, &RewriteCoreType)) {
             PyErr_Format(PyExc_TypeError, "fan[%zd] is %.80s, not a RewriteCore", i,
                          Py_TYPE(o)->tp_name);
-            return NULL;
+            return -1;
         }
         RewriteCore *c = (RewriteCore *)o;
         if (c->nq && c->owner != (void *)self) {
             PyErr_SetString(PyExc_RuntimeError,
                             "a consumer is queued in another FanOut (one FanOut per worker)");
-            return NULL;
+            return -1;
         }
         if (c->sync) {
             PyObject *r = PyObject_CallMethodObjArgs(o, self->resync, args[3], args[4], NULL);
             if (r == NULL)
-                return NULL;
+                return -1;
             Py_DECREF(r);
         }
         if (c->fd < 0) {
+            if (args[2] == NULL) {
+                PyErr_SetString(PyExc_RuntimeError, "fan_core: a per-copy consumer without a view");
+                return -1;
+            }
             PyObject *call[6] = {o, buf, args[2], args[3], args[4], args[5]};
             PyObject *r = PyObject_Vectorcall(self->send_one, call, 6, NULL);
             if (r == NULL)
-                return NULL;
+                return -1;
             sent += PyLong_AsLong(r);
             Py_DECREF(r);
             if (PyErr_Occurred())
-                return NULL;
+                return -1;
             pkt = PyByteArray_AS_STRING(buf);
             continue;
         }
@@ -621,7 +610,7 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
             }
             self->sring_next++;
             if ((e = queue(self, c)) < 0)
-                return NULL;
+                return -1;
             en = &self->entries[e];
             en->whole = 1;
             en->data = slot;
@@ -632,7 +621,7 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
                 gen = self->gen;
             }
             if ((e = queue(self, c)) < 0)
-                return NULL;
+                return -1;
             en = &self->entries[e];
             put_header(en->hdr, b0, b1, out_seq, out_ts, c->ssrc);
             en->whole = 0;
@@ -647,6 +636,36 @@ static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t n
         c->payload_octets += (unsigned long long)pl;
         sent++;
     }
+    return sent;
+}
+
+static PyObject *fanout_fanout(FanOut *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fanout() takes (fan, buf, view, seq, ts, n)");
+        return NULL;
+    }
+    PyObject *fan = args[0];
+    PyObject *buf = args[1];
+    if (!PyTuple_Check(fan) || !PyByteArray_Check(buf)) {
+        PyErr_SetString(PyExc_TypeError, "fanout() needs a tuple fan and a bytearray buf");
+        return NULL;
+    }
+    unsigned long seq = PyLong_AsUnsignedLong(args[3]);
+    unsigned long ts = PyLong_AsUnsignedLong(args[4]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (n < 12 || n > PyByteArray_GET_SIZE(buf)) {
+        PyErr_SetString(PyExc_ValueError, "fanout(): n must be 12..len(buf)");
+        return NULL;
+    }
+    if ((size_t)n - 12 > RING) {
+        PyErr_SetString(PyExc_ValueError, "fanout(): packet larger than the ring");
+        return NULL;
+    }
+    long sent = fan_core(self, args, seq, ts, n);
+    if (sent < 0)
+        return NULL;
     return PyLong_FromLong(sent);
 }
 
@@ -716,6 +735,373 @@ static PyTypeObject FanOutType = {
     .tp_methods = fanout_methods,
 };
 
+/* ---------------------------------------------------------------- Receiver
+ *
+ * The common case of Forwarder.receive (workers/forward.py) in C: one call per datagram
+ * instead of the interpreter's ~70 lines. It decides from the packet and the stream's table
+ * contents, *before changing anything*, whether the packet is the common case:
+ *
+ *   RTP (not RTCP), no CSRC, no header extension, no padding; an SSRC of `source.ssrc_table`
+ *   (so not RTX, not unknown); producer not paused; payload type mapped; not late (the
+ *   stream's newest or newer); no consumer waiting for a start point (`stream.waiting`), no
+ *   pipe (`stream.pipes`); the NACK generator, if any, in order with nothing pending; every
+ *   consumer of the fan with a batchable socket (fd >= 0).
+ *
+ * Anything else goes to `fallback` (Forwarder.receive_python), which then does all of it: so
+ * the results are the Python path's by construction. The common case does exactly what the
+ * Python path does for it, on the same objects: the payload-type rewrite, the reception
+ * statistics (RFC 3550 A.1/A.8: max_seq, cycles, transit, jitter, max_at from
+ * CLOCK_MONOTONIC, which is time.monotonic's clock), stream packets/octets, the NACK
+ * generator's `expected`, the retransmission store (a `bytes` copy, video), `rtp_in`, the
+ * fan-out (fan_core above) and `rtp_out` / `send_errors`. tests/unit/test_native_rx.py runs
+ * both on the same captured packets and compares bytes and counters. */
+
+enum {
+    A_SSRC_TABLE, A_PAUSED, A_PT_MAP, A_NACK, A_EXPECTED, A_PENDING, A_WAITING, A_PIPES,
+    A_STORE, A_FAN, A_MAX_SEQ, A_MAX_TS, A_MAX_AT, A_PACKETS, A_OCTETS, A_CLOCK_RATE,
+    A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ, A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS, A_COUNT
+};
+static const char *attr_names[A_COUNT] = {
+    "ssrc_table", "paused", "pt_map", "nack", "expected", "pending", "waiting", "pipes",
+    "store", "fan", "max_seq", "max_ts", "max_at", "packets", "octets", "clock_rate",
+    "transit", "jitter", "cycles", "base_seq", "rtp_in", "rtp_out", "send_errors",
+};
+static PyObject *attr[A_COUNT];
+
+typedef struct {
+    PyObject_HEAD
+    FanOut *fo;
+    PyObject *fwd;
+    PyObject *fallback;
+    PyObject *buf;             /* fwd.buf: the worker's receive buffer (bytearray) */
+    unsigned long store_mask;
+    unsigned long long fast;   /* packets the native path took */
+    unsigned long long slow;   /* packets handed to the fallback */
+} Receiver;
+
+static int rx_init(Receiver *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fanout", "forwarder", "fallback", "store_mask", NULL};
+    PyObject *fo, *fwd, *fallback;
+    unsigned long mask;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOk", kwlist, &FanOutType, &fo, &fwd,
+                                     &fallback, &mask))
+        return -1;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return -1;
+    }
+    PyObject *buf = PyObject_GetAttrString(fwd, "buf");
+    if (buf == NULL)
+        return -1;
+    if (!PyByteArray_Check(buf)) {
+        Py_DECREF(buf);
+        PyErr_SetString(PyExc_TypeError, "forwarder.buf must be a bytearray");
+        return -1;
+    }
+    Py_INCREF(fo);
+    Py_INCREF(fwd);
+    Py_INCREF(fallback);
+    Py_XSETREF(self->fo, (FanOut *)fo);
+    Py_XSETREF(self->fwd, fwd);
+    Py_XSETREF(self->fallback, fallback);
+    Py_XSETREF(self->buf, buf);
+    self->store_mask = mask;
+    return 0;
+}
+
+static void rx_dealloc(Receiver *self) {
+    Py_XDECREF(self->fo);
+    Py_XDECREF(self->fwd);
+    Py_XDECREF(self->fallback);
+    Py_XDECREF(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* obj.<attr> as an int (0 and an exception on failure). */
+static long long get_ll(PyObject *o, int a, int *err) {
+    PyObject *v = PyObject_GetAttr(o, attr[a]);
+    if (v == NULL) {
+        *err = 1;
+        return 0;
+    }
+    long long r = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (r == -1 && PyErr_Occurred())
+        *err = 1;
+    return r;
+}
+
+static int set_obj(PyObject *o, int a, PyObject *v) {
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(o, attr[a], v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int set_ll(PyObject *o, int a, long long v) { return set_obj(o, a, PyLong_FromLongLong(v)); }
+
+static int add_ll(PyObject *o, int a, long long d) {
+    int err = 0;
+    long long v = get_ll(o, a, &err);
+    return err ? -1 : set_ll(o, a, v + d);
+}
+
+/* 1: the common case, forwarded; 0: not the common case, nothing changed; -1: error. */
+static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
+    PyObject *buf = self->buf;
+    if (n < 12 || n > PyByteArray_GET_SIZE(buf) || (size_t)n - 12 > RING)
+        return 0;
+    unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf);
+    unsigned char b0 = p[0], b1 = p[1];
+    if (b0 < 128 || b0 > 191 || (b0 & 0x3F) || (b1 >= 192 && b1 <= 223))
+        return 0;  /* not RTP, CSRC/extension/padding, or RTCP */
+    unsigned long seq = ((unsigned long)p[2] << 8) | p[3];
+    unsigned long ts = ((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
+                       ((unsigned long)p[6] << 8) | p[7];
+    unsigned long ssrc = ((unsigned long)p[8] << 24) | ((unsigned long)p[9] << 16) |
+                         ((unsigned long)p[10] << 8) | p[11];
+    int rc = -1, err = 0;
+    PyObject *table = NULL, *key = NULL, *stream = NULL, *o = NULL, *nack = NULL;
+    PyObject *store = NULL, *fan = NULL, *seqo = NULL, *tso = NULL, *no = NULL;
+    if (source == Py_None)
+        return 0;  /* a piped packet's source (scripts/bench_pipe.py) */
+    table = PyObject_GetAttr(source, attr[A_SSRC_TABLE]);
+    if (table == NULL)
+        goto done;
+    if (!PyDict_Check(table)) {
+        rc = 0;
+        goto done;
+    }
+    key = PyLong_FromUnsignedLong(ssrc);
+    if (key == NULL)
+        goto done;
+    stream = PyDict_GetItemWithError(table, key);
+    if (stream == NULL) {
+        rc = PyErr_Occurred() ? -1 : 0;  /* RTX or unknown: the Python path */
+        goto done;
+    }
+    Py_INCREF(stream);
+    /* -- the checks: nothing is changed before all of them pass -- */
+    if ((o = PyObject_GetAttr(stream, attr[A_PAUSED])) == NULL)
+        goto done;
+    int t = PyObject_IsTrue(o);
+    Py_CLEAR(o);
+    if (t != 0) {
+        rc = t < 0 ? -1 : 0;
+        goto done;
+    }
+    if ((o = PyObject_GetAttr(stream, attr[A_PT_MAP])) == NULL)
+        goto done;
+    int pt;
+    if (PyByteArray_Check(o) && PyByteArray_GET_SIZE(o) >= 128)
+        pt = (unsigned char)PyByteArray_AS_STRING(o)[b1 & 0x7F];
+    else if (PyBytes_Check(o) && PyBytes_GET_SIZE(o) >= 128)
+        pt = (unsigned char)PyBytes_AS_STRING(o)[b1 & 0x7F];
+    else
+        pt = 0xFF;
+    Py_CLEAR(o);
+    if (pt == 0xFF) {
+        rc = 0;  /* unmapped: the Python path counts the drop */
+        goto done;
+    }
+    if ((nack = PyObject_GetAttr(stream, attr[A_NACK])) == NULL)
+        goto done;
+    if (nack != Py_None) {
+        long long expected = get_ll(nack, A_EXPECTED, &err);
+        if (err)
+            goto done;
+        if ((o = PyObject_GetAttr(nack, attr[A_PENDING])) == NULL)
+            goto done;
+        t = PyObject_IsTrue(o);
+        Py_CLEAR(o);
+        if (t != 0 || expected != (long long)seq) {
+            rc = t < 0 ? -1 : 0;
+            goto done;
+        }
+    }
+    if ((o = PyObject_GetAttr(stream, attr[A_WAITING])) == NULL)
+        goto done;
+    t = PyObject_IsTrue(o);
+    Py_CLEAR(o);
+    if (t != 0) {
+        rc = t < 0 ? -1 : 0;
+        goto done;
+    }
+    if ((o = PyObject_GetAttr(stream, attr[A_PIPES])) == NULL)
+        goto done;
+    t = PyObject_IsTrue(o);
+    Py_CLEAR(o);
+    if (t != 0) {
+        rc = t < 0 ? -1 : 0;
+        goto done;
+    }
+    long long packets = get_ll(stream, A_PACKETS, &err);
+    long long max_seq = get_ll(stream, A_MAX_SEQ, &err);
+    if (err)
+        goto done;
+    int newer = ((seq - (unsigned long)max_seq) & 0xFFFF) < 0x8000;
+    if (packets != 0 && !newer) {
+        rc = 0;  /* late (a repair, or reordered): the Python path picks its consumers */
+        goto done;
+    }
+    if ((store = PyObject_GetAttr(stream, attr[A_STORE])) == NULL)
+        goto done;
+    if (store != Py_None && !(PyList_Check(store) &&
+                              PyList_GET_SIZE(store) > (Py_ssize_t)self->store_mask)) {
+        rc = 0;
+        goto done;
+    }
+    if ((fan = PyObject_GetAttr(stream, attr[A_FAN])) == NULL)
+        goto done;
+    if (!PyTuple_Check(fan)) {
+        rc = 0;
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fan); i++) {
+        PyObject *c = PyTuple_GET_ITEM(fan, i);
+        if (!PyObject_TypeCheck(c, &RewriteCoreType) || ((RewriteCore *)c)->fd < 0 ||
+            (((RewriteCore *)c)->nq && ((RewriteCore *)c)->owner != (void *)self->fo)) {
+            rc = 0;  /* an ICE-TCP consumer (send_one), or not this worker's: Python */
+            goto done;
+        }
+    }
+    long long clock_rate = get_ll(stream, A_CLOCK_RATE, &err);
+    if (err)
+        goto done;
+    /* -- the common case: from here on the packet is forwarded -- */
+    p[1] = (unsigned char)((b1 & 0x80) | pt);
+    struct timespec tsp;
+    clock_gettime(CLOCK_MONOTONIC, &tsp);
+    /* time.monotonic(): the nanoseconds as one integer, divided as a double (_PyTime). */
+    long long ns = (long long)tsp.tv_sec * 1000000000LL + tsp.tv_nsec;
+    double now = (double)ns / 1e9;
+    long long transit = (long long)(now * (double)clock_rate) - (long long)ts;
+    if (packets == 0) {
+        if (set_ll(stream, A_BASE_SEQ, (long long)seq) < 0 ||
+            set_ll(stream, A_MAX_SEQ, (long long)seq) < 0 ||
+            set_ll(stream, A_MAX_TS, (long long)ts) < 0 ||
+            set_obj(stream, A_MAX_AT, PyFloat_FromDouble(now)) < 0)
+            goto done;
+    } else {
+        /* newer (or the same): the Python path's in-window branch */
+        if ((long long)seq < max_seq && add_ll(stream, A_CYCLES, 0x10000) < 0)
+            goto done;
+        if (set_ll(stream, A_MAX_SEQ, (long long)seq) < 0 ||
+            set_ll(stream, A_MAX_TS, (long long)ts) < 0 ||
+            set_obj(stream, A_MAX_AT, PyFloat_FromDouble(now)) < 0)
+            goto done;
+        long long last = get_ll(stream, A_TRANSIT, &err);
+        if (err)
+            goto done;
+        long long d = transit - last;
+        if (-0x80000000LL < d && d < 0x80000000LL) {
+            if ((o = PyObject_GetAttr(stream, attr[A_JITTER])) == NULL)
+                goto done;
+            double jitter = PyFloat_AsDouble(o);
+            Py_CLEAR(o);
+            if (jitter == -1.0 && PyErr_Occurred())
+                goto done;
+            jitter += ((double)(d >= 0 ? d : -d) - jitter) * 0.0625;
+            if (set_obj(stream, A_JITTER, PyFloat_FromDouble(jitter)) < 0)
+                goto done;
+        }
+    }
+    if (set_ll(stream, A_TRANSIT, transit) < 0 || set_ll(stream, A_PACKETS, packets + 1) < 0 ||
+        add_ll(stream, A_OCTETS, (long long)n) < 0 || add_ll(self->fwd, A_RTP_IN, 1) < 0)
+        goto done;
+    if (nack != Py_None && set_ll(nack, A_EXPECTED, (long long)((seq + 1) & 0xFFFF)) < 0)
+        goto done;
+    if (store != Py_None) {
+        PyObject *copy = PyBytes_FromStringAndSize((const char *)p, n);
+        if (copy == NULL || PyList_SetItem(store, (Py_ssize_t)(seq & self->store_mask), copy) < 0)
+            goto done;  /* PyList_SetItem took the reference, even on failure */
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(fan);
+    if (count) {
+        seqo = PyLong_FromUnsignedLong(seq);
+        tso = PyLong_FromUnsignedLong(ts);
+        no = PyLong_FromSsize_t(n);
+        if (seqo == NULL || tso == NULL || no == NULL)
+            goto done;
+        PyObject *args[6] = {fan, buf, NULL, seqo, tso, no};
+        long sent = fan_core(self->fo, args, seq, ts, n);
+        if (sent < 0)
+            goto done;
+        if (add_ll(self->fwd, A_RTP_OUT, sent) < 0)
+            goto done;
+        if (sent != count && add_ll(self->fwd, A_SEND_ERRORS, count - sent) < 0)
+            goto done;
+    }
+    rc = 1;
+done:
+    Py_XDECREF(table);
+    Py_XDECREF(key);
+    Py_XDECREF(stream);
+    Py_XDECREF(o);
+    Py_XDECREF(nack);
+    Py_XDECREF(store);
+    Py_XDECREF(fan);
+    Py_XDECREF(seqo);
+    Py_XDECREF(tso);
+    Py_XDECREF(no);
+    return rc;
+}
+
+PyDoc_STRVAR(rx_receive_doc,
+"receive(source, n) -> None\n\n"
+"Forwarder.receive for the packet in forwarder.buf[:n] from `source`: the common case in C,\n"
+"anything else through `fallback(source, n)` (the Python path).");
+
+static PyObject *rx_receive(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "receive() takes (source, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    int r = rx_fast(self, args[0], n);
+    if (r < 0)
+        return NULL;
+    if (r > 0) {
+        self->fast++;
+        Py_RETURN_NONE;
+    }
+    self->slow++;
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+static PyObject *rx_dump(Receiver *self, PyObject *unused) {
+    return Py_BuildValue("{s:K,s:K}", "nativeRx", self->fast, "pythonRx", self->slow);
+}
+
+static PyMethodDef rx_methods[] = {
+    {"receive", (PyCFunction)(void (*)(void))rx_receive, METH_FASTCALL, rx_receive_doc},
+    {"dump", (PyCFunction)rx_dump, METH_NOARGS, "Packets taken by each path."},
+    {NULL},
+};
+
+static PyMemberDef rx_members[] = {
+    {"fast", T_ULONGLONG, offsetof(Receiver, fast), READONLY, "packets the native path took"},
+    {"slow", T_ULONGLONG, offsetof(Receiver, slow), READONLY, "packets handed to fallback"},
+    {NULL},
+};
+
+static PyTypeObject ReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tureen.workers._native.Receiver",
+    .tp_doc = "Receiver(fanout, forwarder, fallback, store_mask): Forwarder.receive's common "
+              "case in C.",
+    .tp_basicsize = sizeof(Receiver),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)rx_init,
+    .tp_dealloc = (destructor)rx_dealloc,
+    .tp_methods = rx_methods,
+    .tp_members = rx_members,
+};
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tureen.workers._native",
@@ -724,15 +1110,21 @@ static struct PyModuleDef native_module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&RewriteCoreType) < 0 || PyType_Ready(&FanOutType) < 0)
+    if (PyType_Ready(&RewriteCoreType) < 0 || PyType_Ready(&FanOutType) < 0 ||
+        PyType_Ready(&ReceiverType) < 0)
         return NULL;
+    for (int a = 0; a < A_COUNT; a++)
+        if ((attr[a] = PyUnicode_InternFromString(attr_names[a])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
     Py_INCREF(&RewriteCoreType);
     Py_INCREF(&FanOutType);
+    Py_INCREF(&ReceiverType);
     if (PyModule_AddObject(m, "RewriteCore", (PyObject *)&RewriteCoreType) < 0 ||
         PyModule_AddObject(m, "FanOut", (PyObject *)&FanOutType) < 0 ||
+        PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0 ||
         PyModule_AddIntConstant(m, "LANE", LANE) < 0 ||
         PyModule_AddIntConstant(m, "SRING_SLOTS", SSLOTS) < 0) {
         Py_DECREF(m);

@@ -1,0 +1,207 @@
+"""The native receive (workers/_native.c, Receiver) against the Python receive path on the same
+captured packets (tests/vectors/rtp): the same datagrams out to every consumer, byte for byte
+and in order, and the same counters (the forwarder's, each stream's reception statistics,
+retransmission store and NACK generator state, each consumer's rewrite), in the common case
+the native path takes and in every case it hands to the Python path (drops, RTCP, RTX, late
+and reordered packets, a gap with NACKs pending, consumers waiting for a key frame, a paused
+producer, header extensions). Only the time-derived statistics (jitter, transit, max_at)
+are left out of the comparison: the two runs happen at different times."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from captured import Header, Rig, load, with_header
+from tureen.workers import native
+from tureen.workers.rtp.nack_generator import NackGenerator
+from tureen.workers.rtp.retransmit import rtx_packet
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not native.available(), reason="the native core is not built"),
+]
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram queued at a receiver (bounded: stops at the first 0.2 s of silence)."""
+    got = []
+    sock.settimeout(0.2)
+    try:
+        while len(got) < 10_000:
+            got.append(sock.recv(4096))
+    except TimeoutError:
+        pass
+    finally:
+        sock.settimeout(2.0)
+    return got
+
+
+def snapshot(rig: Rig) -> dict[str, Any]:
+    """What the data path did: datagrams out, and every counter it keeps."""
+    streams = {}
+    for producer in rig.router.producers.values():
+        for stream in producer.streams:
+            nack = stream.nack
+            streams[stream.ssrc] = {
+                "fields": {
+                    name: getattr(stream, name)
+                    for name in ("packets", "octets", "max_seq", "max_ts", "base_seq", "cycles", "repaired", "paused")
+                },
+                "expected": stream.expected(),
+                "store": list(stream.store) if stream.store is not None else None,
+                "nack": None if nack is None else (nack.expected, sorted(nack.pending)),
+            }
+    consumers = {
+        c.id: {
+            "rewrite": {
+                name: getattr(c.rewrite, name)
+                for name in ("packets", "octets", "payload_octets", "send_errors", "seq_offset", "ts_offset", "sync")
+            },
+            "out": drain(rig.receivers[c.id]),
+        }
+        for c in rig.router.consumers.values()
+    }
+    return {"forwarder": rig.fwd.counters(), "streams": streams, "consumers": consumers}
+
+
+def both(scenario: Callable[[Rig], None]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Run `scenario` with the Python receive path and with the native one; their snapshots
+    and the native receive's (packets taken natively, handed on)."""
+    results = []
+    for core in ("native-pyrx", "native"):
+        rig = Rig(core)
+        try:
+            assert (rig.fwd.rx is None) == (core == "native-pyrx")
+            scenario(rig)
+            results.append(snapshot(rig))
+            rx = rig.fwd.rx
+            counts = (rx.fast, rx.slow) if rx is not None else None
+        finally:
+            rig.close()
+    return results[0], results[1], counts
+
+
+def test_the_common_case_is_native_and_forwards_what_python_does() -> None:
+    """Opus (no start point to wait for) to three consumers, in order, two drains; then the
+    sequence numbers across the 16-bit wrap (cycles counted)."""
+    opus = load("opus")
+    span = Header.of(opus[-1]).ts - Header.of(opus[0]).ts + 960
+    # Twice the capture, renumbered from 0xFFD0: the sequence numbers wrap after 48 packets.
+    packets = [with_header(p, seq=0xFFD0 + i) for i, p in enumerate(opus)]
+    packets += [with_header(p, seq=0xFFD0 + 40 + i, ts=Header.of(p).ts + span) for i, p in enumerate(opus)]
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        for ssrc in (0xA1, 0xA2, 0xA3):
+            rig.consumer(producer, ssrc)
+        rig.feed(packets[:20])
+        rig.feed(packets[20:])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert nat["forwarder"]["rtpIn"] == 80 and nat["forwarder"]["rtpOut"] == 240
+    assert all(len(c["out"]) == 80 for c in nat["consumers"].values())
+    assert next(iter(nat["streams"].values()))["fields"]["cycles"] == 0x10000
+    assert (fast, slow) == (80, 0)
+
+
+def test_video_with_nacks_start_points_and_every_fallback_matches_python() -> None:
+    """VP8 with a NACK generator: consumers that wait for the key frame (fallback until they
+    start), a lost packet (NACK pending: fallback until repaired by RTX), a reordered pair, a
+    duplicate, a paused and resumed producer, a late joiner, the drops and RTCP; the store
+    of retransmittable packets must hold the same bytes."""
+    packets = load("vp8")
+    good = packets[1]
+    drops = [
+        good[:11],  # truncated
+        b"\x16\xfe\xfd" + good[3:],  # DTLS: not RTP
+        with_header(good, ssrc=0x12345678),  # unknown SSRC
+        bytes([good[0], (good[1] & 0x80) | 98]) + good[2:],  # unmapped PT (97 is the RTX's)
+        bytes([good[0] | 0x10]) + good[1:15],  # X bit without an extension block
+        struct.pack("!BBHI", 0x80, 201, 1, Header.of(good).ssrc),  # RTCP RR
+    ]
+
+    def scenario(rig: Rig) -> None:
+        ssrc, rtx_ssrc = Header.of(packets[0]).ssrc, 0x7777
+        producer = rig.producer("vp8", [(ssrc, rtx_ssrc, "default")], rtx=(97, 102))
+        stream = producer.streams[0]
+        stream.nack = NackGenerator()
+        rig.consumer(producer, 0xB1)
+        rig.consumer(producer, 0xB2)
+        rig.feed(packets[:5] + packets[6:10])  # packet 5 lost: NACK pending
+        lost = Header.of(packets[5])
+        rig.feed([bytes(rtx_packet(packets[5], lost.seq, lost.ts, rtx_ssrc, 97, 900))])
+        rig.feed([packets[11], packets[10], packets[11]])  # reordered, then a duplicate
+        rig.feed(packets[12:16] + drops)
+        rig.router.set_producer_paused(producer, True)
+        rig.feed(packets[16:18])
+        rig.router.set_producer_paused(producer, False)
+        rig.consumer(producer, 0xB3)  # joins: waits for the next start point with the others
+        rig.feed(packets[18:40])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    counters = nat["forwarder"]
+    assert counters["rtxIn"] == 1 and counters["dropProducerPaused"] == 2 and counters["rtcpIn"] == 1
+    assert all(counters[k] == 1 for k in ("dropTruncated", "dropNotRtp", "dropUnknownSsrc", "dropUnknownPt", "dropMalformed"))
+    assert fast > 0 and slow > 0, (fast, slow)
+    assert fast + slow == 5 + 4 + 1 + 3 + 4 + len(drops) + 2 + 22 + 1  # the RTX's unwrapped packet too
+
+
+def test_header_extensions_and_audio_levels_take_the_python_path() -> None:
+    """A packet with a header extension (remapped ids, an audio level): the Python path's."""
+    opus = load("opus")
+    ext = bytes([0x10, 0x80 | 40, 0x32, 0x00])  # id 1: level 40 (RFC 6464), id 3: 1 byte
+    with_ext = [bytes([p[0] | 0x10]) + p[1:12] + struct.pack("!HH", 0xBEDE, 1) + ext + p[12:] for p in opus[:10]]
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        producer.ext_map = bytes([0, 5, 0, 3] + [0] * 252)
+        for stream in producer.streams:
+            stream.ext_map = producer.ext_map
+            stream.level_id = 1
+        rig.consumer(producer, 0xC1)
+        rig.feed(with_ext + opus[10:20])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert (fast, slow) == (10, 10)
+
+
+def test_a_consumer_without_a_batchable_socket_takes_the_python_path() -> None:
+    """fd < 0 (an ICE-TCP consumer sends per copy through Python): the whole packet goes the
+    Python way, with the same results."""
+    packets = load("opus")
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        rig.consumer(producer, 0xD1)
+        rig.feed(packets[:5])
+        rig.consumer(producer, 0xD2).rewrite.fd = -1  # sends with rewrite.send (its socket)
+        rig.feed(packets[5:10])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert (fast, slow) == (5, 5)
+
+
+def test_native_rx_false_keeps_the_python_receive_and_the_dump_counts_both_paths() -> None:
+    from tureen.workers.forward import Forwarder
+
+    assert Forwarder(core="native", native_rx=False).rx is None
+    assert "nativeRx" not in Forwarder(core="native", native_rx=False).dump_fanout()
+    assert Forwarder(core="python").rx is None
+    rig = Rig("native")
+    try:
+        producer = rig.producer("opus")
+        rig.consumer(producer, 0xE1)
+        rig.feed(load("opus")[:3] + [b"\x00" * 20])
+        dump = rig.fwd.dump_fanout()
+        assert (dump["nativeRx"], dump["pythonRx"]) == (3, 1)
+    finally:
+        rig.close()
+
