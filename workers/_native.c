@@ -759,12 +759,14 @@ static PyTypeObject FanOutType = {
 enum {
     A_SSRC_TABLE, A_PAUSED, A_PT_MAP, A_NACK, A_EXPECTED, A_PENDING, A_WAITING, A_PIPES,
     A_STORE, A_FAN, A_MAX_SEQ, A_MAX_TS, A_MAX_AT, A_PACKETS, A_OCTETS, A_CLOCK_RATE,
-    A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ, A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS, A_COUNT
+    A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ, A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS, A_EXT_MAP,
+    A_LEVEL_ID, A_COUNT
 };
 static const char *attr_names[A_COUNT] = {
     "ssrc_table", "paused", "pt_map", "nack", "expected", "pending", "waiting", "pipes",
     "store", "fan", "max_seq", "max_ts", "max_at", "packets", "octets", "clock_rate",
-    "transit", "jitter", "cycles", "base_seq", "rtp_in", "rtp_out", "send_errors",
+    "transit", "jitter", "cycles", "base_seq", "rtp_in", "rtp_out", "send_errors", "ext_map",
+    "level_id",
 };
 static PyObject *attr[A_COUNT];
 
@@ -797,6 +799,7 @@ static int resolve_slots(Slots *sl, PyTypeObject *tp, const int *names, int coun
 static const int stream_names[] = {
     A_PAUSED, A_PT_MAP, A_NACK, A_WAITING, A_PIPES, A_STORE, A_FAN, A_MAX_SEQ, A_MAX_TS,
     A_MAX_AT, A_PACKETS, A_OCTETS, A_CLOCK_RATE, A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ,
+    A_EXT_MAP, A_LEVEL_ID,
 };
 static const int nack_names[] = {A_EXPECTED, A_PENDING};
 static const int fwd_names[] = {A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS};
@@ -827,6 +830,81 @@ static long long slot_ll(PyObject *o, const Slots *sl, int a, int *err) {
     if (overflow)
         *err = 1;
     return r;
+}
+
+/* shared/rtp/packet.header_length: the payload offset of the RTP header in p[:n], -1 when
+ * it is malformed (the Python path then counts the drop). */
+static Py_ssize_t rtp_header_length(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t offset = 12 + ((p[0] & 0x0F) << 2);
+    if (p[0] & 0x10) {
+        if (offset + 4 > n)
+            return -1;
+        offset += 4 + ((((Py_ssize_t)p[offset + 2] << 8) | p[offset + 3]) << 2);
+    }
+    if (offset > n)
+        return -1;
+    if (p[0] & 0x20) {
+        unsigned char pad = p[n - 1];
+        if (pad == 0 || offset + pad > n)
+            return -1;
+    }
+    return offset;
+}
+
+/* shared/rtp/packet.rewrite_extension_ids on the extension block ending at `end`: with
+ * apply = 0 only whether it is well formed (0) or not (-1), changing nothing; with apply = 1
+ * the ids remapped through map[256] (0, or > 14 in the one-byte form: overwritten with
+ * padding). The walk does not depend on what it overwrites, so a block that checked out
+ * rewrites without an error. */
+static int ext_ids(unsigned char *p, Py_ssize_t end, const unsigned char *map, int apply) {
+    Py_ssize_t start = 12 + ((p[0] & 0x0F) << 2);
+    unsigned int profile = ((unsigned int)p[start] << 8) | p[start + 1];
+    Py_ssize_t i = start + 4;
+    if (profile == 0xBEDE) {
+        while (i < end) {
+            unsigned char b = p[i];
+            if (b == 0) {
+                i++;
+                continue;
+            }
+            unsigned char id = b >> 4;
+            if (id == 15)
+                break;
+            Py_ssize_t size = (b & 0x0F) + 1;
+            if (i + 1 + size > end)
+                return -1;
+            if (apply) {
+                unsigned char to = map[id];
+                if (to == 0 || to > 14)
+                    memset(p + i, 0, (size_t)(1 + size));
+                else if (to != id)
+                    p[i] = (unsigned char)((to << 4) | (b & 0x0F));
+            }
+            i += 1 + size;
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (i < end) {
+            unsigned char id = p[i];
+            if (id == 0) {
+                i++;
+                continue;
+            }
+            if (i + 2 > end)
+                return -1;
+            Py_ssize_t size = p[i + 1];
+            if (i + 2 + size > end)
+                return -1;
+            if (apply) {
+                unsigned char to = map[id];
+                if (to == 0)
+                    memset(p + i, 0, (size_t)(2 + size));
+                else if (to != id)
+                    p[i] = to;
+            }
+            i += 2 + size;
+        }
+    }
+    return 0;
 }
 
 typedef struct {
@@ -895,8 +973,11 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
         return 0;
     unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf);
     unsigned char b0 = p[0], b1 = p[1];
-    if (b0 < 128 || b0 > 191 || (b0 & 0x3F) || (b1 >= 192 && b1 <= 223))
-        return 0;  /* not RTP, CSRC/extension/padding, or RTCP */
+    if (b0 < 128 || b0 > 191 || (b1 >= 192 && b1 <= 223))
+        return 0;  /* not RTP, or RTCP */
+    Py_ssize_t hlen = 12;
+    if ((b0 & 0x3F) && (hlen = rtp_header_length(p, n)) < 0)
+        return 0;  /* malformed CSRC/extension/padding: the Python path counts the drop */
     if (source == Py_None)
         return 0;  /* a piped packet's source (scripts/bench_pipe.py) */
     unsigned long seq = ((unsigned long)p[2] << 8) | p[3];
@@ -946,6 +1027,28 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
     if (pt == 0xFF) {
         rc = 0;  /* unmapped: the Python path counts the drop */
         goto done;
+    }
+    /* A header extension: its ids are remapped (stream.ext_map); one with an audio level to
+     * read (stream.level_id) takes the Python path. */
+    const unsigned char *ext_map = NULL;
+    if (b0 & 0x10) {
+        o = SLOT(stream, ss, A_EXT_MAP);
+        if (o == NULL) {
+            rc = 0;
+            goto done;
+        }
+        if (o != Py_None) {
+            if (PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) == 256)
+                ext_map = (const unsigned char *)PyBytes_AS_STRING(o);
+            else if (PyByteArray_CheckExact(o) && PyByteArray_GET_SIZE(o) == 256)
+                ext_map = (const unsigned char *)PyByteArray_AS_STRING(o);
+            PyObject *lv = SLOT(stream, ss, A_LEVEL_ID);
+            if (ext_map == NULL || lv == NULL || !PyLong_CheckExact(lv) || PyLong_AsLong(lv) != 0 ||
+                ext_ids(p, hlen, ext_map, 0) < 0) {
+                rc = 0;  /* an audio level to read, or a malformed block: the Python path */
+                goto done;
+            }
+        }
     }
     PyObject *nack = SLOT(stream, ss, A_NACK);
     Slots *ns = &self->nack_slots;
@@ -1023,6 +1126,8 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
     }
     /* -- the common case: from here on the packet is forwarded -- */
     Py_INCREF(fan);  /* held across the fan-out's callbacks (resync) */
+    if (ext_map != NULL)
+        ext_ids(p, hlen, ext_map, 1);
     p[1] = (unsigned char)((b1 & 0x80) | pt);
     struct timespec tsp;
     clock_gettime(CLOCK_MONOTONIC, &tsp);

@@ -152,24 +152,41 @@ def test_video_with_nacks_start_points_and_every_fallback_matches_python() -> No
     assert fast + slow == 5 + 4 + 1 + 3 + 4 + len(drops) + 2 + 22 + 1  # the RTX's unwrapped packet too
 
 
-def test_header_extensions_and_audio_levels_take_the_python_path() -> None:
-    """A packet with a header extension (remapped ids, an audio level): the Python path's."""
+def with_extension(packet: bytes, block: bytes, profile: int = 0xBEDE, padded: bool = False) -> bytes:
+    """The captured packet given an extension block (RFC 8285) of `profile` holding `block`
+    (padded to 32-bit words), and RTP padding of 4 bytes if `padded`."""
+    block += bytes(-len(block) % 4)
+    out = bytes([packet[0] | 0x10 | (0x20 if padded else 0)]) + packet[1:12]
+    out += struct.pack("!HH", profile, len(block) // 4) + block + packet[12:]
+    return out + bytes([0, 0, 0, 4]) if padded else out
+
+
+@pytest.mark.parametrize("level_id", [0, 1])
+def test_header_extensions_are_remapped_natively_unless_an_audio_level_is_read(level_id: int) -> None:
+    """One-byte (ids 1 -> 5, 3 -> 3, 2 unmapped: padded) and two-byte blocks (RFC 8285),
+    CSRCs and RTP padding: native; with an audio level to read (level_id), and a block whose
+    element overruns it (dropped as malformed), the Python path."""
     opus = load("opus")
-    ext = bytes([0x10, 0x80 | 40, 0x32, 0x00])  # id 1: level 40 (RFC 6464), id 3: 1 byte
-    with_ext = [bytes([p[0] | 0x10]) + p[1:12] + struct.pack("!HH", 0xBEDE, 1) + ext + p[12:] for p in opus[:10]]
+    one = [with_extension(p, bytes([0x10, 0x80 | 40, 0x21, 1, 2, 0x30, 9])) for p in opus[:10]]
+    two = [with_extension(p, bytes([1, 1, 40, 2, 2, 7, 7, 0, 3, 0]), profile=0x1000, padded=True) for p in opus[10:20]]
+    csrc = [bytes([p[0] | 2]) + p[1:12] + struct.pack("!II", 7, 8) + p[12:] for p in opus[20:30]]
+    overrun = [with_extension(opus[30], bytes([0x13, 1, 2]))[:-len(opus[30]) + 12]]  # element of 4 in 3 bytes
 
     def scenario(rig: Rig) -> None:
         producer = rig.producer("opus")
         producer.ext_map = bytes([0, 5, 0, 3] + [0] * 252)
         for stream in producer.streams:
             stream.ext_map = producer.ext_map
-            stream.level_id = 1
+            stream.level_id = level_id
         rig.consumer(producer, 0xC1)
-        rig.feed(with_ext + opus[10:20])
+        rig.feed(one + two + csrc + overrun + opus[31:40])
 
     python, nat, (fast, slow) = both(scenario)
     assert python == nat
-    assert (fast, slow) == (10, 10)
+    assert nat["forwarder"]["dropMalformed"] == 1 and nat["forwarder"]["rtpIn"] == 39
+    out = next(iter(nat["consumers"].values()))["out"]
+    assert out[0][16:24] == bytes([0x50, 0x80 | 40, 0, 0, 0, 0x30, 9, 0])  # 1 -> 5, 2 padded, 3 kept
+    assert (fast, slow) == ((39, 1) if level_id == 0 else (19, 21))  # 20 with extensions
 
 
 def test_a_consumer_without_a_batchable_socket_takes_the_python_path() -> None:
