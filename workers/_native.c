@@ -958,11 +958,28 @@ static int rx_init(Receiver *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+/* The forwarder holds its Receiver (fwd.rx, fwd.receive) and the Receiver its forwarder: a
+ * cycle the garbage collector must be able to break, or every Forwarder (its buffers, its
+ * FanOut's rings and io_uring) would live forever. */
+static int rx_traverse(Receiver *self, visitproc visit, void *arg) {
+    Py_VISIT(self->fo);
+    Py_VISIT(self->fwd);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->buf);
+    return 0;
+}
+
+static int rx_clear(Receiver *self) {
+    Py_CLEAR(self->fo);
+    Py_CLEAR(self->fwd);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->buf);
+    return 0;
+}
+
 static void rx_dealloc(Receiver *self) {
-    Py_XDECREF(self->fo);
-    Py_XDECREF(self->fwd);
-    Py_XDECREF(self->fallback);
-    Py_XDECREF(self->buf);
+    PyObject_GC_UnTrack(self);
+    rx_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1217,6 +1234,10 @@ static PyObject *rx_receive(Receiver *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "receive() takes (source, n)");
         return NULL;
     }
+    if (self->fo == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
+        return NULL;
+    }
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if (n == -1 && PyErr_Occurred())
         return NULL;
@@ -1253,7 +1274,9 @@ static PyTypeObject ReceiverType = {
     .tp_doc = "Receiver(fanout, forwarder, fallback, store_mask): Forwarder.receive's common "
               "case in C.",
     .tp_basicsize = sizeof(Receiver),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)rx_traverse,
+    .tp_clear = (inquiry)rx_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)rx_init,
     .tp_dealloc = (destructor)rx_dealloc,

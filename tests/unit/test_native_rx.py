@@ -222,3 +222,24 @@ def test_native_rx_false_keeps_the_python_receive_and_the_dump_counts_both_paths
     finally:
         rig.close()
 
+
+
+def test_a_forwarder_with_the_native_receive_is_freed() -> None:
+    """The forwarder and its Receiver refer to each other: the garbage collector must free
+    both (with the FanOut's io_uring and rings), or every worker restart and test leaks them."""
+    import gc
+    import os
+
+    from tureen.workers.forward import Forwarder
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = fds()
+    for _ in range(5):
+        fwd = Forwarder(core="native", io_uring=True)
+        assert fwd.rx is not None
+        del fwd
+    gc.collect()
+    assert fds() <= before  # the io_uring fds of the five are closed
