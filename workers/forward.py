@@ -46,6 +46,12 @@ calls back out are `ConsumerRewrite.resync()` for the first packet after a break
 while `stream.waiting` is not empty: a consumer that has started costs nothing more), and
 `on_nack` when a stream's NACK generator finds packets missing.
 
+With the native core, `Forwarder.receive` is the native receive (workers/_native.c,
+"Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
+SSRC in order, nothing waited for, no pipe, no audio level to read, no ICE-TCP consumer) in
+C, on the same objects; every other packet goes to `receive_python` below, unchanged. Change
+what a step does here and the C must follow (tests/unit/test_native_rx.py compares both).
+
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
 
