@@ -49,7 +49,10 @@ def snapshot(rig: Rig) -> dict[str, Any]:
             streams[stream.ssrc] = {
                 "fields": {
                     name: getattr(stream, name)
-                    for name in ("packets", "octets", "max_seq", "max_ts", "base_seq", "cycles", "repaired", "paused")
+                    for name in (
+                        "packets", "octets", "max_seq", "max_ts", "base_seq", "cycles", "repaired", "paused",
+                        "level_sum", "level_count",
+                    )  # fmt: skip
                 },
                 "expected": stream.expected(),
                 "store": list(stream.store) if stream.store is not None else None,
