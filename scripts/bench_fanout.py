@@ -1,7 +1,7 @@
 """Micro-benchmark: the worker's fan-out cores in one process, without the network harness.
 
     .venv/bin/python scripts/bench_fanout.py [--n 10,100,500] [--srtp none,gcm,cm]
-        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0] [--audio]
+        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0] [--audio | --rx]
 
 Builds N consumers exactly as the worker does (a ConsumerRewrite per consumer, each with its
 own UDP socket connected to a sink, and for SRTP its own outbound libsrtp session), then feeds
@@ -23,6 +23,11 @@ ingest rewrite of two header extensions, the RFC 6464 level read for room.audioL
 plus its fan-out to N plain consumers with the native core, per input packet, with the
 level read on (the producer has ssrc-audio-level) and off (the same packets, level_id 0);
 on a tree without audio levels (before they existed) only the `off` column is measured.
+
+`--rx` measures the receive path of a plain 1200-byte video packet (no header extension):
+`Forwarder.receive` + its fan-out to N plain consumers + flush, per input packet, with the
+native receive (workers/_native.c, Receiver) and with the Python receive path
+(`native_rx = false`), both on the native fan-out core, alternated within each rep.
 
 Unlike `make bench` it measures no input side (no recvmmsg, demux, SRTP unprotect, event
 loop), so it isolates what the fan-out core changes; `make bench` gives the whole worker.
@@ -161,6 +166,56 @@ def run_audio(n: int, level: bool, packets: int) -> float:
         setup.close()
 
 
+def run_rx(n: int, native_rx: bool, packets: int, per_drain: int) -> float:
+    """CPU µs of this thread per input video packet (receive + fan-out to n + flush)."""
+    from tureen.workers.forward import Forwarder
+    from tureen.workers.router import Producer
+
+    setup = Setup(n, "none")
+    try:
+        producer = Producer(1, "video", object(), False, [(0x5EED, None, "default")], [(96, 101)], [], 90000)
+        stream = producer.streams[0]
+        stream.fan = setup.fan
+        forwarder = Forwarder(core="native", native_rx=native_rx)
+        source = _Source(stream)
+        datagram = struct.pack("!BBHII", 0x80, 96, 0, 0, 0x5EED) + bytes(1188)
+        size = len(datagram)
+        pack = struct.Struct("!HI").pack_into  # in order: seq + 1, ts + 3000 per packet
+        buf = forwarder.buf
+        receive, after = forwarder.receive, forwarder.after_drain
+        start = time.thread_time_ns()
+        for i in range(packets):
+            buf[:size] = datagram
+            pack(buf, 2, i & 0xFFFF, (i * 3000) & 0xFFFFFFFF)
+            receive(source, size)
+            if i % per_drain == per_drain - 1:
+                after()
+        after()
+        spent = time.thread_time_ns() - start
+        assert forwarder.rtp_in == packets and forwarder.rtp_out == packets * n, "not every packet was forwarded"
+        if native_rx:
+            assert forwarder.rx.fast == packets, "the native receive handed packets on"
+        return spent / 1000 / packets
+    finally:
+        setup.close()
+
+
+def main_rx(args: argparse.Namespace) -> int:
+    packets = min(args.copies, MAX_COPIES) // 4
+    print(f"{'N':>4} {'per drain':>9} | {'python rx µs/pkt':>16} {'native rx µs/pkt':>16} | python/native")
+    for n in (int(x) for x in args.n.split(",")):
+        for per_drain in (int(x) for x in args.per_drain.split(",")):
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for native_rx in (False, True):
+                run_rx(n, native_rx, packets // 10, per_drain)  # warm-up
+            for _ in range(args.reps):
+                for native_rx in (False, True):
+                    times[native_rx].append(run_rx(n, native_rx, packets, per_drain))
+            py, nat = min(times[False]), min(times[True])
+            print(f"{n:>4} {per_drain:>9} | {py:>16.2f} {nat:>16.2f} | {py / nat:.2f}x", flush=True)
+    return 0
+
+
 def main_audio(args: argparse.Namespace) -> int:
     packets = min(args.copies, MAX_COPIES) // 4
     print(f"{'N':>4} | {'level off µs/pkt':>16} {'level on µs/pkt':>15} | on - off")
@@ -182,14 +237,15 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU")
     parser.add_argument("--audio", action="store_true", help="the input side of an audio packet (audio levels)")
+    parser.add_argument("--rx", action="store_true", help="the receive path: native receive against Python's")
     args = parser.parse_args()
     if not native.available():
         print(f"native core missing: {native.WHY_NOT}", file=sys.stderr)
         return 2
-    if args.audio:
+    if args.audio or args.rx:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        return main_audio(args)
+        return main_rx(args) if args.rx else main_audio(args)
     copies = min(args.copies, MAX_COPIES)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})

@@ -76,6 +76,10 @@ class Config:
     # Whether the native core sends with io_uring where the kernel allows it (one system
     # call per flush for all consumers); false: one sendmmsg per consumer.
     io_uring: bool = True
+    # Whether the native core also takes the common case of the receive path (a known SSRC,
+    # plain header, in order, no start point awaited: workers/_native.c "Receiver"); false:
+    # every packet through the Python receive path (docs/internals.md).
+    native_rx: bool = True
     # How long the supervisor waits for a worker's reply before failing the request (s).
     worker_timeout: float = 10.0
     # Faults (docs/operations.md): a worker that answers no heartbeat (one a second) for

@@ -125,6 +125,7 @@ SERVE_FLAGS = {
     "log_format": "log_format",
     "fanout": "fanout",
     "io_uring": "io_uring",
+    "native_rx": "native_rx",
     "curve_server_cert": "curve_server_cert",
     "curve_clients": "curve_clients_dir",
     "insecure": "insecure",
@@ -172,6 +173,10 @@ def serve(
     fanout: Annotated[str | None, _setting("fanout", help="Workers' fan-out core: auto, native or python.")] = None,
     io_uring: Annotated[
         bool | None, _setting("io_uring", "--io-uring/--no-io-uring", help="Native core: send with io_uring.")
+    ] = None,
+    native_rx: Annotated[
+        bool | None,
+        _setting("native_rx", "--native-rx/--no-native-rx", help="Native core: take the common receive path in C."),
     ] = None,
     curve_server_cert: Annotated[
         str | None,

@@ -46,6 +46,12 @@ calls back out are `ConsumerRewrite.resync()` for the first packet after a break
 while `stream.waiting` is not empty: a consumer that has started costs nothing more), and
 `on_nack` when a stream's NACK generator finds packets missing.
 
+With the native core, `Forwarder.receive` is the native receive (workers/_native.c,
+"Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
+SSRC in order, nothing waited for, no pipe, no audio level to read, no ICE-TCP consumer) in
+C, on the same objects; every other packet goes to `receive_python` below, unchanged. Change
+what a step does here and the C must follow (tests/unit/test_native_rx.py compares both).
+
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
 
@@ -65,7 +71,7 @@ from tureen.shared.rtp.packet import (
     read_audio_level,
     rewrite_extension_ids,
 )
-from tureen.workers.native import make_fanout
+from tureen.workers.native import make_fanout, make_receiver
 from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
 from tureen.workers.sendbatch import available as sendbatch_available
@@ -171,9 +177,9 @@ _INPUT_COUNTERS = (
 
 
 class Forwarder:
-    __slots__ = ("buf", "mv", "dirty", "on_switch", "on_nack", "batch", "fanout", "recv_batch", *COUNTERS)
+    __slots__ = ("buf", "mv", "dirty", "on_switch", "on_nack", "batch", "fanout", "recv_batch", "receive", "rx", *COUNTERS)
 
-    def __init__(self, batched: bool = True, core: str = "auto", io_uring: bool = True) -> None:
+    def __init__(self, batched: bool = True, core: str = "auto", io_uring: bool = True, native_rx: bool = True) -> None:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.mv = memoryview(self.buf)
         # Pipe batches that got packets during the current drain (see pipe.PipeBatch).
@@ -197,10 +203,19 @@ class Forwarder:
         self.recv_batch: RecvBatch | None = RecvBatch(DRAIN) if batched and recv_available() else None
         for name in COUNTERS:
             setattr(self, name, 0)
+        # `receive(source, n)`: with the native fan-out core (and `native_rx`), the native
+        # receive (workers/_native.c, Receiver): the common case of `receive_python` in C,
+        # anything else handed to `receive_python` untouched; otherwise `receive_python`.
+        self.rx: Any = None
+        if native_rx and self.batch is not None and self.batch.dump()["core"] == "native":
+            self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK)
+        self.receive = self.rx.receive if self.rx is not None else self.receive_python
 
-    def receive(self, source, n: int) -> None:
+    def receive_python(self, source, n: int) -> None:
         """Forward the packet in buf[:n] that arrived on `source` (a transport, or a piped
-        producer), which provides `ssrc_table` and `rtx_ssrcs`."""
+        producer), which provides `ssrc_table` and `rtx_ssrcs`. The whole receive path in
+        Python (`receive` is this, or the native receive that hands all but the common case
+        to this)."""
         buf = self.buf
         if n < 12:
             if n >= 8 and 128 <= buf[0] <= 191 and 192 <= buf[1] <= 223:
@@ -399,7 +414,12 @@ class Forwarder:
         return "per-copy" if self.batch is None else self.batch.dump()["core"]
 
     def dump_fanout(self) -> dict[str, Any]:
-        return {"core": "per-copy"} if self.batch is None else self.batch.dump()
+        if self.batch is None:
+            return {"core": "per-copy"}
+        dump = self.batch.dump()
+        if self.rx is not None:  # packets the native receive took, and those it handed on
+            dump.update(self.rx.dump())
+        return dump
 
     def packets_in(self) -> int:
         """Every packet the forwarder looked at, forwarded or dropped."""

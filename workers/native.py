@@ -90,3 +90,12 @@ def make_fanout(mode: str, uring: bool = True) -> Any | None:
         log.warning("pylibsrtp's srtp_protect is not libsrtp 2's: the Python fan-out core runs")
         return None
     return _native.FanOut(protect, send_one, uring=uring)
+
+
+def make_receiver(fanout: Any, forwarder: Any, fallback: Any, store_mask: int) -> Any:
+    """The native receive of `forwarder` (workers/_native.c, Receiver) around the native
+    `fanout`: its `receive(source, n)` forwards the common case in C and hands every other
+    packet to `fallback(source, n)` (Forwarder.receive_python)."""
+    if _native is None:  # pragma: no cover - the caller checks the core first
+        raise RuntimeError(WHY_NOT)
+    return _native.Receiver(fanout, forwarder, fallback, store_mask)

@@ -94,7 +94,7 @@ class Worker:
             if ip
         ]
         self._ticks = 0
-        self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring)
+        self.forwarder = Forwarder(core=config.fanout, io_uring=config.io_uring, native_rx=config.native_rx)
         self.forwarder.on_switch = self.router.complete_switch
         # NACKs towards senders: the forwarder reports gaps (_on_nack); a timer runs only
         # while some stream has packets missing (_nack_tick), so no loss costs nothing.

@@ -31,8 +31,10 @@ CODECS = {
 }
 # The room's payload types the rig maps them to (the ingest rewrite changes the PT).
 ROOM_PT = {"vp8": 101, "h264": 107, "opus": 100}
-# The forwarder's fan-out cores this machine has (docs/internals.md "The fan-out cores").
-CORES = ["per-copy", "python"] + (["native"] if native.available() else [])
+# The forwarder's fan-out cores this machine has (docs/internals.md "The fan-out cores"):
+# "native" also takes the common receive path in C (the native receive), "native-pyrx" is the
+# native fan-out behind the Python receive path (`native_rx = false`).
+CORES = ["per-copy", "python"] + (["native", "native-pyrx"] if native.available() else [])
 
 
 def load(codec: str) -> list[bytes]:
@@ -94,6 +96,8 @@ class Rig:
         self.loop = loop or asyncio.new_event_loop()
         if core == "per-copy":
             self.fwd = Forwarder(batched=False)
+        elif core == "native-pyrx":
+            self.fwd = Forwarder(core="native", native_rx=False)
         else:
             self.fwd = Forwarder(core=core)
         self.key_frames_asked: list[tuple[int, int]] = []

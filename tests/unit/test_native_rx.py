@@ -1,0 +1,310 @@
+"""The native receive (workers/_native.c, Receiver) against the Python receive path on the same
+captured packets (tests/vectors/rtp): the same datagrams out to every consumer, byte for byte
+and in order, and the same counters (the forwarder's, each stream's reception statistics,
+retransmission store and NACK generator state, each consumer's rewrite), in the common case
+the native path takes and in every case it hands to the Python path (drops, RTCP, RTX, late
+and reordered packets, a gap with NACKs pending, consumers waiting for a key frame, a paused
+producer, header extensions). Only the time-derived statistics (jitter, transit, max_at)
+are left out of the comparison: the two runs happen at different times."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from captured import Header, Rig, load, with_header
+from tureen.workers import native
+from tureen.workers.rtp.nack_generator import NackGenerator
+from tureen.workers.rtp.retransmit import rtx_packet
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not native.available(), reason="the native core is not built"),
+]
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram queued at a receiver (bounded: stops at the first 0.2 s of silence)."""
+    got = []
+    sock.settimeout(0.2)
+    try:
+        while len(got) < 10_000:
+            got.append(sock.recv(4096))
+    except TimeoutError:
+        pass
+    finally:
+        sock.settimeout(2.0)
+    return got
+
+
+def snapshot(rig: Rig) -> dict[str, Any]:
+    """What the data path did: datagrams out, and every counter it keeps."""
+    streams = {}
+    for producer in rig.router.producers.values():
+        for stream in producer.streams:
+            nack = stream.nack
+            streams[stream.ssrc] = {
+                "fields": {
+                    name: getattr(stream, name)
+                    for name in (
+                        "packets", "octets", "max_seq", "max_ts", "base_seq", "cycles", "repaired", "paused",
+                        "level_sum", "level_count",
+                    )  # fmt: skip
+                },
+                "expected": stream.expected(),
+                "store": list(stream.store) if stream.store is not None else None,
+                "nack": None if nack is None else (nack.expected, sorted(nack.pending)),
+            }
+    consumers = {
+        c.id: {
+            "rewrite": {
+                name: getattr(c.rewrite, name)
+                for name in ("packets", "octets", "payload_octets", "send_errors", "seq_offset", "ts_offset", "sync")
+            },
+            "out": drain(rig.receivers[c.id]),
+        }
+        for c in rig.router.consumers.values()
+    }
+    return {"forwarder": rig.fwd.counters(), "streams": streams, "consumers": consumers}
+
+
+def both(scenario: Callable[[Rig], None]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Run `scenario` with the Python receive path and with the native one; their snapshots
+    and the native receive's (packets taken natively, handed on)."""
+    results = []
+    for core in ("native-pyrx", "native"):
+        rig = Rig(core)
+        try:
+            assert (rig.fwd.rx is None) == (core == "native-pyrx")
+            scenario(rig)
+            results.append(snapshot(rig))
+            rx = rig.fwd.rx
+            counts = (rx.fast, rx.slow) if rx is not None else None
+        finally:
+            rig.close()
+    return results[0], results[1], counts
+
+
+def test_the_common_case_is_native_and_forwards_what_python_does() -> None:
+    """Opus (no start point to wait for) to three consumers, in order, two drains; then the
+    sequence numbers across the 16-bit wrap (cycles counted)."""
+    opus = load("opus")
+    span = Header.of(opus[-1]).ts - Header.of(opus[0]).ts + 960
+    # Twice the capture, renumbered from 0xFFD0: the sequence numbers wrap after 48 packets.
+    packets = [with_header(p, seq=0xFFD0 + i) for i, p in enumerate(opus)]
+    packets += [with_header(p, seq=0xFFD0 + 40 + i, ts=Header.of(p).ts + span) for i, p in enumerate(opus)]
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        for ssrc in (0xA1, 0xA2, 0xA3):
+            rig.consumer(producer, ssrc)
+        rig.feed(packets[:20])
+        rig.feed(packets[20:])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert nat["forwarder"]["rtpIn"] == 80 and nat["forwarder"]["rtpOut"] == 240
+    assert all(len(c["out"]) == 80 for c in nat["consumers"].values())
+    assert next(iter(nat["streams"].values()))["fields"]["cycles"] == 0x10000
+    assert (fast, slow) == (80, 0)
+
+
+def test_video_with_nacks_start_points_and_every_fallback_matches_python() -> None:
+    """VP8 with a NACK generator: consumers that wait for the key frame (fallback until they
+    start), a lost packet (NACK pending: fallback until repaired by RTX), a reordered pair, a
+    duplicate, a paused and resumed producer, a late joiner, the drops and RTCP; the store
+    of retransmittable packets must hold the same bytes."""
+    packets = load("vp8")
+    good = packets[1]
+    drops = [
+        good[:11],  # truncated
+        b"\x16\xfe\xfd" + good[3:],  # DTLS: not RTP
+        with_header(good, ssrc=0x12345678),  # unknown SSRC
+        bytes([good[0], (good[1] & 0x80) | 98]) + good[2:],  # unmapped PT (97 is the RTX's)
+        bytes([good[0] | 0x10]) + good[1:15],  # X bit without an extension block
+        struct.pack("!BBHI", 0x80, 201, 1, Header.of(good).ssrc),  # RTCP RR
+    ]
+
+    def scenario(rig: Rig) -> None:
+        ssrc, rtx_ssrc = Header.of(packets[0]).ssrc, 0x7777
+        producer = rig.producer("vp8", [(ssrc, rtx_ssrc, "default")], rtx=(97, 102))
+        stream = producer.streams[0]
+        stream.nack = NackGenerator()
+        rig.consumer(producer, 0xB1)
+        rig.consumer(producer, 0xB2)
+        rig.feed(packets[:5] + packets[6:10])  # packet 5 lost: NACK pending
+        lost = Header.of(packets[5])
+        rig.feed([bytes(rtx_packet(packets[5], lost.seq, lost.ts, rtx_ssrc, 97, 900))])
+        rig.feed([packets[11], packets[10], packets[11]])  # reordered, then a duplicate
+        rig.feed(packets[12:16] + drops)
+        rig.router.set_producer_paused(producer, True)
+        rig.feed(packets[16:18])
+        rig.router.set_producer_paused(producer, False)
+        rig.consumer(producer, 0xB3)  # joins: waits for the next start point with the others
+        rig.feed(packets[18:40])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    counters = nat["forwarder"]
+    assert counters["rtxIn"] == 1 and counters["dropProducerPaused"] == 2 and counters["rtcpIn"] == 1
+    assert all(counters[k] == 1 for k in ("dropTruncated", "dropNotRtp", "dropUnknownSsrc", "dropUnknownPt", "dropMalformed"))
+    assert fast > 0 and slow > 0, (fast, slow)
+    assert fast + slow == 5 + 4 + 1 + 3 + 4 + len(drops) + 2 + 22 + 1  # the RTX's unwrapped packet too
+
+
+def with_extension(packet: bytes, block: bytes, profile: int = 0xBEDE, padded: bool = False) -> bytes:
+    """The captured packet given an extension block (RFC 8285) of `profile` holding `block`
+    (padded to 32-bit words), and RTP padding of 4 bytes if `padded`."""
+    block += bytes(-len(block) % 4)
+    out = bytes([packet[0] | 0x10 | (0x20 if padded else 0)]) + packet[1:12]
+    out += struct.pack("!HH", profile, len(block) // 4) + block + packet[12:]
+    return out + bytes([0, 0, 0, 4]) if padded else out
+
+
+@pytest.mark.parametrize("level_id", [0, 1])
+def test_header_extensions_are_remapped_natively_unless_an_audio_level_is_read(level_id: int) -> None:
+    """One-byte (ids 1 -> 5, 3 -> 3, 2 unmapped: padded) and two-byte blocks (RFC 8285),
+    CSRCs and RTP padding: native; with an audio level to read (level_id), and a block whose
+    element overruns it (dropped as malformed), the Python path."""
+    opus = load("opus")
+    one = [with_extension(p, bytes([0x10, 0x80 | 40, 0x21, 1, 2, 0x30, 9])) for p in opus[:10]]
+    two = [with_extension(p, bytes([1, 1, 40, 2, 2, 7, 7, 0, 3, 0]), profile=0x1000, padded=True) for p in opus[10:20]]
+    csrc = [bytes([p[0] | 2]) + p[1:12] + struct.pack("!II", 7, 8) + p[12:] for p in opus[20:30]]
+    overrun = [with_extension(opus[30], bytes([0x13, 1, 2]))[:-len(opus[30]) + 12]]  # element of 4 in 3 bytes
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        producer.ext_map = bytes([0, 5, 0, 3] + [0] * 252)
+        for stream in producer.streams:
+            stream.ext_map = producer.ext_map
+            stream.level_id = level_id
+        rig.consumer(producer, 0xC1)
+        rig.feed(one + two + csrc + overrun + opus[31:40])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert nat["forwarder"]["dropMalformed"] == 1 and nat["forwarder"]["rtpIn"] == 39
+    out = next(iter(nat["consumers"].values()))["out"]
+    assert out[0][16:24] == bytes([0x50, 0x80 | 40, 0, 0, 0, 0x30, 9, 0])  # 1 -> 5, 2 padded, 3 kept
+    assert (fast, slow) == ((39, 1) if level_id == 0 else (19, 21))  # 20 with extensions
+
+
+def test_a_consumer_without_a_batchable_socket_takes_the_python_path() -> None:
+    """fd < 0 (an ICE-TCP consumer sends per copy through Python): the whole packet goes the
+    Python way, with the same results."""
+    packets = load("opus")
+
+    def scenario(rig: Rig) -> None:
+        producer = rig.producer("opus")
+        rig.consumer(producer, 0xD1)
+        rig.feed(packets[:5])
+        rig.consumer(producer, 0xD2).rewrite.fd = -1  # sends with rewrite.send (its socket)
+        rig.feed(packets[5:10])
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert (fast, slow) == (5, 5)
+
+
+def test_native_rx_false_keeps_the_python_receive_and_the_dump_counts_both_paths() -> None:
+    from tureen.workers.forward import Forwarder
+
+    assert Forwarder(core="native", native_rx=False).rx is None
+    assert "nativeRx" not in Forwarder(core="native", native_rx=False).dump_fanout()
+    assert Forwarder(core="python").rx is None
+    rig = Rig("native")
+    try:
+        producer = rig.producer("opus")
+        rig.consumer(producer, 0xE1)
+        rig.feed(load("opus")[:3] + [b"\x00" * 20])
+        dump = rig.fwd.dump_fanout()
+        assert (dump["nativeRx"], dump["pythonRx"]) == (3, 1)
+    finally:
+        rig.close()
+
+
+
+def test_a_forwarder_with_the_native_receive_is_freed() -> None:
+    """The forwarder and its Receiver refer to each other: the garbage collector must free
+    both (with the FanOut's io_uring and rings), or every worker restart and test leaks them."""
+    import gc
+    import os
+
+    from tureen.workers.forward import Forwarder
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = fds()
+    for _ in range(5):
+        fwd = Forwarder(core="native", io_uring=True)
+        assert fwd.rx is not None
+        del fwd
+    gc.collect()
+    assert fds() <= before  # the io_uring fds of the five are closed
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_streams_of_mutated_packets_give_the_same_results(seed: int) -> None:
+    """Seeded random drains of captured VP8 and opus packets, mutated the ways a network and
+    a sender do (reordered, duplicated, lost, sequence jumps, unknown SSRCs, odd flags,
+    extension blocks, truncation), with the producer paused and resumed and consumers added
+    on the way: both paths send the same datagrams and keep the same counters."""
+    import random
+
+    vp8, opus = load("vp8"), load("opus")
+    block = bytes([0x10, 0x80 | 40, 0x21, 1, 2, 0x30, 9])
+
+    def mutate(rnd: random.Random, packet: bytes) -> bytes:
+        roll = rnd.random()
+        if roll < 0.05:
+            return with_header(packet, seq=rnd.randrange(0x10000))
+        if roll < 0.08:
+            return with_header(packet, ssrc=rnd.randrange(1 << 32))
+        if roll < 0.14:
+            return with_extension(packet, block)
+        if roll < 0.16:
+            return packet[: rnd.randrange(1, len(packet))]
+        if roll < 0.18:
+            return bytes([packet[0] ^ (1 << rnd.randrange(8))]) + packet[1:]
+        return packet
+
+    def scenario(rig: Rig) -> None:
+        rnd = random.Random(seed)
+        video = rig.producer("vp8")
+        video.streams[0].nack = NackGenerator()
+        audio = rig.producer("opus")
+        audio.ext_map = bytes([0, 5, 0, 3] + [0] * 252)
+        for stream in audio.streams:
+            stream.ext_map = audio.ext_map
+        rig.consumer(video, 0xF1)
+        rig.consumer(audio, 0xF2)
+        at = {"vp8": 0, "opus": 0}  # each capture in order, but for the mutations
+        for step in range(8):
+            drain = []
+            for _ in range(rnd.randrange(1, 12)):
+                codec = "vp8" if rnd.random() < 0.6 else "opus"
+                capture = vp8 if codec == "vp8" else opus
+                if rnd.random() < 0.1:
+                    at[codec] += 1  # lost
+                packet = mutate(rnd, capture[at[codec] % 40])
+                at[codec] += 1
+                drain.append(packet)
+                if rnd.random() < 0.1:
+                    drain.append(packet)  # a duplicate
+            rnd.shuffle(drain) if rnd.random() < 0.3 else None
+            rig.feed(drain)
+            if step == 4:
+                rig.router.set_producer_paused(audio, True)
+            if step == 6:
+                rig.router.set_producer_paused(audio, False)
+                rig.consumer(audio, 0xF3)
+                rig.consumer(video, 0xF4)
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    assert fast > 0 and slow > 0, (fast, slow)
