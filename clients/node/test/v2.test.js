@@ -287,7 +287,9 @@ async function udpSocket() {
   return socket;
 }
 
-/** An RTP packet; `level` (dBov, 0..-127) adds the ssrc-audio-level extension (id 1). */
+/** An RTP packet; `level` (dBov, 0..-127) adds the ssrc-audio-level extension (id 1). Its
+ * payload begins as a VP8 key frame does (descriptor S=1, partition 0; payload header P=0):
+ * a video consumer starts only at one (docs/media-quality.md), and opus ignores it. */
 function rtpPacket(seq, ssrc, pt, level) {
   const ext = level === undefined ? Buffer.alloc(0) : Buffer.from([0xbe, 0xde, 0x00, 0x01, 0x10, 0x80 | -level, 0, 0]);
   const header = Buffer.alloc(12);
@@ -296,7 +298,7 @@ function rtpPacket(seq, ssrc, pt, level) {
   header.writeUInt16BE(seq & 0xffff, 2);
   header.writeUInt32BE((seq * 960) >>> 0, 4);
   header.writeUInt32BE(ssrc >>> 0, 8);
-  return Buffer.concat([header, ext, Buffer.alloc(60, 0xab)]);
+  return Buffer.concat([header, ext, Buffer.from([0x10, 0x00]), Buffer.alloc(58, 0xab)]);
 }
 
 /** [packetType, fmt] of each packet of a compound RTCP datagram (RTP: none). */
