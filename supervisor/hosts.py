@@ -273,7 +273,7 @@ class HostListener:
             now = time.monotonic()
             for identity, session in list(self.sessions.items()):
                 if session.lost:
-                    if not any(link.index in self.pool.links for link in session.links.values()):
+                    if not any(self.pool.links.get(link.index) is link for link in session.links.values()):
                         del self.sessions[identity]  # the pool has forgotten its workers
                     continue
                 if now - session.last_seen > HOST_TIMEOUT:

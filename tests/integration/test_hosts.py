@@ -252,6 +252,30 @@ async def test_a_killed_host_is_detected_and_its_peers_told(cluster: Cluster) ->
         await until(lambda: _gone(worker_pid), f"the host's worker (pid {worker_pid}) to exit", 15)
 
 
+async def test_a_worker_that_dies_on_a_host_is_replaced_there(cluster: Cluster) -> None:
+    cluster.start_host("h1")
+    async with cluster.client() as client:
+        entry = await until(lambda: host_entry(client, "h1"), "host h1 to register")
+        [remote] = entry["workers"]
+        created = await client.create_room(MEDIA_CODECS, room_id="r4")
+        caps = peer_capabilities(created["rtpCapabilities"])
+        await client.peer_request("r4", None, {"method": "join", "target": "room", "peerName": "alice", "rtpCapabilities": caps})
+        await client.place_peer("r4", "alice", remote)
+        await client.peer_request("r4", "alice", {"method": "createTransport", "target": "peer", "id": 11, "direction": "send",
+                                                  "options": {}, "plainRtpParameters": {"ip": "198.51.100.250", "port": 9}})
+        old_pid = await _worker_pid(client, remote)
+        os.kill(old_pid, signal.SIGKILL)  # the host's child; this runner can signal it (shared pid namespace)
+        note = await client.next_notification("alice", "transportClosed", timeout=15)
+        assert note["id"] == 11
+
+        async def replaced() -> bool:
+            entry = await host_entry(client, "h1")
+            return bool(entry) and await _worker_pid(client, entry["workers"][0]) != old_pid
+
+        await until(replaced, "h1 to register a new worker", 30)
+        assert (await host_entry(client, "h1"))["state"] == "up"  # the host itself stayed
+
+
 async def _not_up(client: TureenClient, name: str) -> bool:
     listing = await client.list_hosts()
     return all(h["state"] == "lost" for h in listing["hosts"] if h["name"] == name)
