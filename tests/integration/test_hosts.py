@@ -26,6 +26,7 @@ from netns import Host, Network, netns_unavailable
 from support import MEDIA_CODECS, opus_parameters, peer_capabilities
 from tureen.shared.client import TureenClient
 from tureen.shared.curve import generate_keys
+from tureen.shared.errors import ProtocolError
 
 pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
@@ -217,6 +218,26 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         assert {p[2] for p in got} == {ssrc}
         seqs = [p[1] for p in got]
         assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        # Placement keeps the room on the host that serves it: carol, not pinned, lands on
+        # h1's worker although the supervisor's own worker is idler.
+        caps = peer_capabilities((await client.create_room(MEDIA_CODECS, room_id="probe"))["rtpCapabilities"])
+        await client.peer_request("r1", None, {"method": "join", "target": "room", "peerName": "carol", "rtpCapabilities": caps})
+        await client.peer_request("r1", "carol", {"method": "createTransport", "target": "peer", "id": 44, "direction": "recv",
+                                                  "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
+        assert (await client.dump_peer("r1", "carol"))["worker"] == remote
+        # Media between hosts is not there yet: a consumer on the supervisor's worker of a
+        # producer on h1 is refused with a clear error, and nothing is half made.
+        joined = await client.peer_request(
+            "r1", None, {"method": "join", "target": "room", "peerName": "dave", "rtpCapabilities": caps}
+        )
+        [offered] = next(p for p in joined["peers"] if p["name"] == "alice")["consumers"]
+        await client.place_peer("r1", "dave", 0)
+        await client.peer_request("r1", "dave", {"method": "createTransport", "target": "peer", "id": 55, "direction": "recv",
+                                                 "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
+        with pytest.raises(ProtocolError) as err:
+            await client.peer_request("r1", "dave", {"method": "enableConsumer", "target": "peer", "id": offered["id"],
+                                                     "transportId": 55, "paused": False, "preferredProfile": "default"})
+        assert err.value.code == "unsupported" and "different hosts" in err.value.message
         # The load the remote worker reports reaches the supervisor (placement uses it).
         loaded = await until(lambda: host_entry_transports(client, "h1"), "h1's load report")
         assert loaded >= 2
