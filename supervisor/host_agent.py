@@ -64,6 +64,9 @@ class HostAgent:
             while not stop.is_set():
                 await self._session(stop)
         finally:
+            for task in list(self._tasks):  # requests in flight, worker restarts
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._stop_workers()
             self._close_socket()
             self._ctx.destroy(linger=0)
