@@ -241,6 +241,16 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         # The load the remote worker reports reaches the supervisor (placement uses it).
         loaded = await until(lambda: host_entry_transports(client, "h1"), "h1's load report")
         assert loaded >= 2
+        # The operator's view.
+        table = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tureen.supervisor.cli", "hosts", "--control", cluster.control,
+             "--curve-cert", str(cluster.keys / "app.key_secret"), "--curve-server-key", str(cluster.keys / "server.key")],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert table.returncode == 0, table.stderr
+        row = next(line.split() for line in table.stdout.splitlines() if line.strip().startswith("h1"))
+        assert row[:3] == ["h1", "up", str(remote)]
 
 
 async def host_entry_transports(client: TureenClient, name: str) -> int:

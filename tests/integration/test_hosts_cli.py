@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import running_server
 from tureen.shared.curve import generate_keys
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,3 +45,13 @@ def test_host_refuses_bad_options(tmp_path: Path) -> None:
         result = tureen("host", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_hosts_on_a_server_without_a_host_link(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1) as server:
+        table = tureen("hosts", "--control", server.endpoint)
+        assert table.returncode == 0, table.stderr
+        assert "accepts no hosts" in table.stdout
+        listing = tureen("hosts", "--json", "--control", server.endpoint)
+        assert listing.returncode == 0, listing.stderr
+        assert '"hosts": []' in listing.stdout and '"listening": null' in listing.stdout
