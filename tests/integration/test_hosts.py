@@ -96,7 +96,7 @@ class Cluster:
         out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp
         return where.popen([sys.executable, "-m", "tureen.supervisor.cli", *args], stdout=out, stderr=subprocess.STDOUT)
 
-    def start_host(self, name: str, *, allowed: bool = True) -> tuple[Host, subprocess.Popen[bytes]]:
+    def start_host(self, name: str, *, allowed: bool = True, workers: int = 1) -> tuple[Host, subprocess.Popen[bytes]]:
         where = self.net.hosts.get(name) or self.net.add_host(name)
         if not (self.keys / f"{name}.key").exists():
             generate_keys(self.keys, name)
@@ -104,7 +104,7 @@ class Cluster:
             shutil.copy(self.keys / f"{name}.key", self.tmp / "hosts" / f"{name}.key")
         process = self._start(
             where, f"host-{name}",
-            ["host", "--connect", self.hosts_endpoint, "--name", name, "--workers", "1",
+            ["host", "--connect", self.hosts_endpoint, "--name", name, "--workers", str(workers),
              "--rtc-ipv4", where.address, "--curve-cert", str(self.keys / f"{name}.key_secret"),
              "--curve-server-key", str(self.keys / "server.key"), "--run-dir", str(self.tmp / f"run-{name}"),
              "--no-pin", "--log-level", "debug"],
@@ -159,9 +159,9 @@ async def host_entry(client: TureenClient, name: str, state: str = "up") -> dict
 
 
 async def plain_pair(
-    client: TureenClient, room: str, worker: int, clients: Host, ports: tuple[int, int]
+    client: TureenClient, room: str, workers: tuple[int, int], clients: Host, ports: tuple[int, int]
 ) -> dict[str, Any]:
-    """alice sends opus, bob receives it, both pinned to `worker`; the send transport's answer."""
+    """alice sends opus, bob receives it, pinned to `workers`; the send transport's answer."""
 
     async def req(peer: str | None, method: str, **data: Any) -> Any:
         target = "room" if method in ("queryRoom", "join") else "peer"
@@ -169,7 +169,7 @@ async def plain_pair(
 
     created = await client.create_room(MEDIA_CODECS, room_id=room)
     caps = peer_capabilities(created["rtpCapabilities"])
-    for name in ("alice", "bob"):
+    for name, worker in zip(("alice", "bob"), workers, strict=True):
         await req(None, "join", peerName=name, rtpCapabilities=caps, spy=False)
         assert await client.place_peer(room, name, worker) == {"worker": worker}
     sent = await req("alice", "createTransport", id=11, direction="send", options={},
@@ -184,14 +184,15 @@ async def plain_pair(
 
 
 async def media_through(
-    clients: Host, room: str, client: TureenClient, worker: int, count: int = 50
+    clients: Host, room: str, client: TureenClient, workers: tuple[int, int], count: int = 50
 ) -> tuple[dict[str, Any], list[list[int]]]:
-    """A plain-RTP session pinned to `worker`, its endpoints in `clients`: what bob got."""
+    """A plain-RTP session, alice and bob pinned to `workers`, its endpoints in `clients`:
+    what bob got."""
     endpoints = clients.popen([sys.executable, "-c", ENDPOINTS, clients.address, str(count), "10", str(PRODUCER_SSRC)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert endpoints.stdout is not None and endpoints.stdin is not None
     alice_port, bob_port = map(int, (await asyncio.to_thread(endpoints.stdout.readline)).split())
-    session = await plain_pair(client, room, worker, clients, (alice_port, bob_port))
+    session = await plain_pair(client, room, workers, clients, (alice_port, bob_port))
     answer = session["answer"]
     out, _ = await asyncio.to_thread(endpoints.communicate, f"{answer['ip']} {answer['port']}\n", 30)
     return session, orjson.loads(out.strip().splitlines()[-1])
@@ -208,7 +209,7 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         assert workers[remote]["host"] == "h1" and workers[remote]["alive"]
         assert "host" not in workers[0]  # the supervisor's own
 
-        session, got = await media_through(clients, "r1", client, remote)
+        session, got = await media_through(clients, "r1", client, (remote, remote))
         # The transport is on the remote host: its media socket has h1's address.
         assert session["answer"]["ip"] == h1.address
         assert (await client.dump_peer("r1", "bob"))["worker"] == remote
@@ -251,6 +252,21 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         assert table.returncode == 0, table.stderr
         row = next(line.split() for line in table.stdout.splitlines() if line.strip().startswith("h1"))
         assert row[:3] == ["h1", "up", str(remote)]
+
+
+async def test_media_between_two_workers_of_a_remote_host_goes_through_their_pipe(cluster: Cluster) -> None:
+    h1, _ = cluster.start_host("h1", workers=2)
+    clients = cluster.net.add_host("c")
+    async with cluster.client() as client:
+        entry = await until(lambda: host_entry(client, "h1"), "host h1 to register")
+        assert len(entry["workers"]) == 2
+        first, second = entry["workers"]
+        session, got = await media_through(clients, "r5", client, (first, second))
+        assert session["answer"]["ip"] == h1.address
+        assert (await client.dump_peer("r5", "bob"))["worker"] == second
+        ssrc = session["consumer"]["rtpParameters"]["encodings"][0]["ssrc"]
+        assert len(got) == 50, f"bob received {len(got)} of 50 packets"
+        assert {p[2] for p in got} == {ssrc}
 
 
 async def host_entry_transports(client: TureenClient, name: str) -> int:
