@@ -6,6 +6,7 @@
 #   the tools run on files only.
 # - ffmpeg (with libx264, libvpx, libopus) for tests/integration/test_late_joiner.py: real
 #   encoders send into Tureen and a real decoder receives.
+# - ip (`iproute2`) for tests/netns.py: hosts as network namespaces (tests/integration/test_netns.py).
 # Installs with apt what is missing when possible; otherwise says so and exits 0 (those tests
 # then skip, naming this script).
 set -uo pipefail
@@ -17,6 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 missing=()
 { command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null; } || missing+=(systemd)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v ip >/dev/null || missing+=(iproute2)
 [[ ${#missing[@]} == 0 ]] && exit 0
 
 if command -v apt-get >/dev/null && { [[ -z $SUDO ]] || sudo -n true 2>/dev/null; }; then
@@ -24,5 +26,5 @@ if command -v apt-get >/dev/null && { [[ -z $SUDO ]] || sudo -n true 2>/dev/null
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null && exit 0
 fi
 echo "install-test-deps: cannot install ${missing[*]} (apt); test_systemd.py's unit checks and" \
-    "test_late_joiner.py skip without them" >&2
+    "test_late_joiner.py and the network-namespace tests (tests/netns.py) skip without them" >&2
 exit 0

@@ -466,6 +466,14 @@ class TureenClient:
         """transport.getStats: entries in the shape of the transportStats notification."""
         return await self.request("transport.getStats", roomId=room_id, peerName=peer_name, transportId=transport_id)
 
+    async def list_hosts(self) -> dict[str, Any]:
+        """hosts.list: {listening, hosts: [{name, state, workers, transports, cpuPercent}]}."""
+        return await self.request("hosts.list")
+
+    async def place_peer(self, room_id: str, peer_name: str, worker: int) -> dict[str, Any]:
+        """peer.place: the peer's transports go to worker `worker` (before its first one)."""
+        return await self.request("peer.place", roomId=room_id, peerName=peer_name, worker=worker)
+
     async def dump_peer(self, room_id: str, peer_name: str) -> dict[str, Any]:
         """peer.dump: the peer's part of room.dump."""
         return await self.request("peer.dump", roomId=room_id, peerName=peer_name)

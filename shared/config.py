@@ -113,6 +113,11 @@ class Config:
     curve_server_cert: str = ""
     curve_clients_dir: str = ""
     insecure: bool = False
+    # Remote hosts (docs/operations.md, "Hosts"): the tcp:// endpoint `tureen host` processes
+    # connect to ("" = none), always with CURVE: the server's key pair is curve_server_cert,
+    # and curve_hosts_dir the folder of the public certificates (*.key) of the hosts accepted.
+    hosts_listen: str = ""
+    curve_hosts_dir: str = ""
     # Extra, free-form settings for later features (kept so old files keep loading).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -180,6 +185,11 @@ class Config:
             parse_listen(self.metrics_listen)
         except ValueError as exc:
             errors.append(str(exc))
+        if self.hosts_listen:
+            try:
+                parse_endpoint(self.hosts_listen, "hosts_listen", schemes=("tcp",))
+            except ValueError as exc:
+                errors.append(str(exc))
         return errors
 
     def validate(self) -> None:
@@ -197,6 +207,12 @@ class Config:
             raise ValueError(
                 "CURVE needs both curve_server_cert (--curve-server-cert) and curve_clients_dir "
                 "(--curve-clients), or neither"
+            )
+        if self.hosts_listen and not (self.curve_server_cert and self.curve_hosts_dir):
+            raise ValueError(
+                "hosts_listen (--hosts-listen) needs CURVE: the server's key pair in curve_server_cert "
+                "(--curve-server-cert) and the hosts' public keys in curve_hosts_dir (--curve-hosts); "
+                "docs/security.md, \"The host link\""
             )
         if not self.curve_server_cert and not self.insecure and not endpoint_is_local(self.control_endpoint):
             raise ValueError(

@@ -130,6 +130,8 @@ SERVE_FLAGS = {
     "curve_clients": "curve_clients_dir",
     "insecure": "insecure",
     "metrics_listen": "metrics_listen",
+    "hosts_listen": "hosts_listen",
+    "curve_hosts": "curve_hosts_dir",
 }
 
 
@@ -196,6 +198,14 @@ def serve(
         str | None,
         _setting("metrics_listen", help="HOST:PORT of the Prometheus /metrics endpoint, or off."),
     ] = None,
+    hosts_listen: Annotated[
+        str | None,
+        _setting("hosts_listen", help="tcp://ADDR:PORT remote hosts (`tureen host`) connect to (CURVE)."),
+    ] = None,
+    curve_hosts: Annotated[
+        str | None,
+        _setting("curve_hosts_dir", "--curve-hosts", help="Folder of the allowed hosts' public certificates (*.key)."),
+    ] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""
     params = locals()
@@ -207,6 +217,8 @@ def serve(
 
             load_key_pair(config.curve_server_cert)
             check_clients_dir(config.curve_clients_dir)
+            if config.curve_hosts_dir:
+                check_clients_dir(config.curve_hosts_dir)
         configure(config.log_level, "supervisor", config.log_format)
     except (ValueError, OSError) as exc:
         _config_errors(exc, "tureen: configuration error")
@@ -281,6 +293,66 @@ def config_show(
 
 
 # --- end of the configuration block ----------------------------------------------------
+
+
+@app.command()
+def host(
+    connect: Annotated[str, typer.Option(help="The supervisor's hosts endpoint, tcp://ADDR:PORT (its --hosts-listen).")],
+    name: Annotated[str, typer.Option(help="This host's name (unique among the supervisor's hosts).")],
+    curve_cert: Annotated[
+        str, typer.Option(help="This host's secret certificate (NAME.key_secret; its .key is in the supervisor's --curve-hosts).")
+    ],
+    curve_server_key: Annotated[
+        str, typer.Option(help="The supervisor's public key: its certificate file or the 40 Z85 characters.")
+    ],
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = one per CPU).")] = 0,
+    rtc_ipv4: Annotated[str, typer.Option("--rtc-ipv4", help="IPv4 address this host's media sockets bind to.")] = "127.0.0.1",
+    rtc_announced_ipv4: Annotated[
+        str | None, typer.Option("--rtc-announced-ipv4", help="IPv4 address announced to clients (NAT).")
+    ] = None,
+    min_port: Annotated[int | None, typer.Option(help="Lowest media port.")] = None,
+    max_port: Annotated[int | None, typer.Option(help="Highest media port.")] = None,
+    run_dir: Annotated[str | None, typer.Option(help="Folder for this host's worker ipc sockets.")] = None,
+    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="Pin workers to CPUs.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a remote host: start pinned workers here and put them at the disposal of the
+    supervisor at --connect, over a CURVE link (docs/operations.md, "Hosts"). Runs until
+    SIGINT/SIGTERM; a lost supervisor stops the workers, and the host registers afresh."""
+    from tureen.shared.endpoint import parse_endpoint
+
+    try:
+        parse_endpoint(connect, "--connect", schemes=("tcp",))
+        if not name or len(name) > 64:
+            raise ValueError(f"--name must be 1..64 characters, got {name!r}")
+        keys = load_client_keys(curve_cert, curve_server_key)
+        assert keys is not None  # both given
+        config = Config().updated(
+            workers=workers, rtc_ipv4=rtc_ipv4, rtc_announced_ipv4=rtc_announced_ipv4, rtc_min_port=min_port,
+            rtc_max_port=max_port, run_dir=run_dir, pin_workers=pin, log_level=log_level,
+        )
+        config.validate()
+        configure(config.log_level, f"host[{name}]", config.log_format)
+    except (ValueError, OSError) as exc:
+        _config_errors(exc, "tureen host")
+
+    async def run() -> None:
+        from tureen.supervisor.host_agent import HostAgent
+
+        agent = HostAgent(config, connect, name, config.resolved_workers(), keys)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("host %s: %d workers, supervisor at %s", name, config.resolved_workers(), connect)
+        await agent.run(stop)
+        log.info("host %s stopped", name)
+
+    try:
+        asyncio.run(run())
+    except RuntimeError as exc:
+        typer.echo(f"tureen host: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("generate")

@@ -490,9 +490,36 @@ def workers_dump(
     print_json(call(target, "worker.dump", index=index))
 
 
+# ---------------------------------------------------------------------- hosts
+
+
+def hosts(
+    control: ControlOpt = None,
+    config_file: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
+    """A table of the remote hosts (`tureen host`): state, their workers, load."""
+    result = call(Target.resolve(control, config_file, curve_cert, curve_server_key), "hosts.list")
+    if as_json:
+        print_json(result)
+        return
+    if not result["listening"]:
+        typer.echo("this server accepts no hosts (no hosts_listen / --hosts-listen)")
+        return
+    rows = [
+        [h["name"], h["state"], " ".join(map(str, h["workers"])) or "-", h["transports"], h["cpuPercent"]]
+        for h in result["hosts"]
+    ]
+    columns = ["host", "state", "workers", "transports", "cpu%"]
+    console().print(table(f"{len(rows)} hosts (listening on {result['listening']})", columns, rows))
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `tureen` app."""
     app.command()(status)
+    app.command()(hosts)
     app.command()(rooms)
     app.command(context_settings={"allow_interspersed_args": True})(room)
     app.add_typer(peer_app, name="peer")

@@ -103,7 +103,15 @@ class ControlAuthenticator(AsyncioAuthenticator):
     rejected clients logged (address and key prefix, rate limited). Never raises into libzmq:
     an unexpected error refuses the client."""
 
-    def __init__(self, context: zmq.asyncio.Context, clients_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        clients_dir: str | os.PathLike[str],
+        domain: str = ZAP_DOMAIN.decode(),
+        what: str = "client",
+    ) -> None:
+        """`domain`: the ZAP domain of the sockets it answers for (make_curve_server's);
+        `what`: who connects, for the log ("client" of the control API, "host")."""
         # pyzmq logs every ZAP request at debug level, unthrottled and with the whole key: a
         # stranger could fill the log. Our own lines (below) say what matters, rate limited.
         zap_log = logging.getLogger("tureen.auth.zap")
@@ -115,7 +123,8 @@ class ControlAuthenticator(AsyncioAuthenticator):
         self._address = ""
         self._monitor: zmq.asyncio.Socket | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self.configure_curve_callback(ZAP_DOMAIN.decode(), self)
+        self.what = what
+        self.configure_curve_callback(domain, self)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         # The address is the 4th frame of a ZAP request; remember it for the log of callback().
@@ -168,15 +177,15 @@ class ControlAuthenticator(AsyncioAuthenticator):
         if not allowed:
             self.rejected += 1
             self.rejections.warning(
-                key_prefix(key), "CURVE: refused a client from %s with unknown key %s... (not in %s)",
-                self._address, key_prefix(key), self.allowed.directory,
+                key_prefix(key), "CURVE: refused a %s from %s with unknown key %s... (not in %s)",
+                self.what, self._address, key_prefix(key), self.allowed.directory,
             )
         return allowed
 
 
-def make_curve_server(sock: zmq.Socket, server_cert: str) -> bytes:  # type: ignore[type-arg]
-    """Turn `sock` (not yet bound) into a CURVE server with the key pair in `server_cert`.
-    Returns the server's public key."""
+def make_curve_server(sock: zmq.Socket, server_cert: str, domain: bytes = ZAP_DOMAIN) -> bytes:  # type: ignore[type-arg]
+    """Turn `sock` (not yet bound) into a CURVE server with the key pair in `server_cert`,
+    checked by the ZAP handler of `domain`. Returns the server's public key."""
     public, secret = load_key_pair(server_cert)
     mode = os.stat(server_cert).st_mode
     if mode & 0o077:
@@ -187,7 +196,7 @@ def make_curve_server(sock: zmq.Socket, server_cert: str) -> bytes:  # type: ign
     sock.curve_server = True
     sock.curve_publickey = public
     sock.curve_secretkey = secret
-    sock.zap_domain = ZAP_DOMAIN
+    sock.zap_domain = domain
     return public
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 from tureen.shared import contract
@@ -109,7 +109,7 @@ class RoomServices(Protocol):
     def new_gid(self) -> int: ...
     def register(self, gid: int, room: Room) -> None: ...
     def unregister(self, gid: int) -> None: ...
-    def pick_worker(self) -> int | None: ...
+    def pick_worker(self, near: Collection[int] = ()) -> int | None: ...
     def worker_changed(self) -> asyncio.Future[None]: ...
     @property
     def worker_wait(self) -> float: ...
@@ -459,7 +459,7 @@ class Room:
         while True:
             self._death_signal.clear()
             await self._run_deaths()
-            index = self.services.pick_worker()
+            index = self.services.pick_worker([p.worker for p in self.peers.values() if p.worker is not None])
             if index is not None:
                 return index
             remaining = deadline - loop.time()

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import psutil
@@ -76,6 +76,8 @@ class Server:
         # (server.subscribe), in addition to, never instead of, each room's subscribers.
         self.server_subscribers: list[bytes] = []
         self.started_at = time.monotonic()
+        # Remote hosts' link (hosts_listen), started with the pool.
+        self.hosts: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,6 +88,13 @@ class Server:
         count = self.config.resolved_workers()
         log.info("starting %d workers (run dir %s)", count, self.run_dir)
         await self.pool.start(count)
+        if self.config.hosts_listen:
+            from tureen.supervisor.hosts import HostListener
+
+            self.hosts = HostListener(
+                self.pool, self.config.hosts_listen, self.config.curve_server_cert, self.config.curve_hosts_dir
+            )
+            self.hosts.start()
 
     async def close_rooms(self, timeout: float = 10.0) -> None:
         """Shutdown, first step: refuse new work, close every room (each peer gets `closed`,
@@ -106,6 +115,8 @@ class Server:
 
     async def stop(self) -> None:
         await self.close_rooms()
+        if self.hosts is not None:
+            await self.hosts.stop()
         await self.pool.stop()
         self._run_dir.release()
 
@@ -120,12 +131,13 @@ class Server:
     def unregister(self, gid: int) -> None:
         self._owners.pop(gid, None)
 
-    def pick_worker(self) -> int | None:
+    def pick_worker(self, near: Collection[int] = ()) -> int | None:
         """The worker for a peer's next objects, or None while none is ready (the pool is
-        starting, or every worker is being replaced): the room then waits (worker_changed)."""
+        starting, or every worker is being replaced): the room then waits (worker_changed).
+        `near`: the workers of the room's other peers (WorkerPool.pick)."""
         if self.closing or self.pool.draining:
             raise ProtocolError(UNAVAILABLE, "the server is shutting down; retry on its successor")
-        return self.pool.pick() if self.pool.ready else None
+        return self.pool.pick(near) if self.pool.ready else None
 
     def worker_changed(self) -> asyncio.Future[None]:
         return self.pool.changed()
@@ -351,6 +363,10 @@ class Server:
             raise ProtocolError("not_found", f"worker {index} does not exist; server.info lists them")
         return asyncio.ensure_future(self.pool.request(index, WorkerDump()))
 
+    def _hosts_list(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        """The remote hosts: name, state, their workers' indexes and load (docs/operations.md)."""
+        return _done({"listening": self.config.hosts_listen or None, "hosts": self.hosts.describe() if self.hosts else []})
+
     def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done({"pong": True})
 
@@ -397,6 +413,7 @@ class Server:
         "server.setLogLevel": _server_set_log_level,
         "workers.scale": _workers_scale,
         "worker.dump": _worker_dump,
+        "hosts.list": _hosts_list,
     }
 
 

@@ -53,6 +53,9 @@ MAX_EXPIRED = 10_000  # timed-out creates remembered per worker (oldest forgotte
 
 
 class WorkerLink:
+    # A worker of this machine; hosts.py's RemoteWorkerLink says otherwise.
+    remote = False
+    host: str | None = None  # the remote host's name; None: the supervisor's own
     def __init__(
         self,
         index: int,
@@ -86,6 +89,10 @@ class WorkerLink:
         self.started_at = 0.0
         self.info: dict[str, Any] = {}
         self.placed_since_report = 0
+
+    def activate(self) -> None:
+        """For links whose worker is started elsewhere (RemoteWorkerLink)."""
+        raise NotImplementedError("a local worker is started with start()")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,34 +155,39 @@ class WorkerLink:
                 frames = await self._socket.recv_multipart()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
-            self._last_seen = time.monotonic()
             try:
                 message = wire.decode(frames[-1])
             except ProtocolError as exc:
+                self._last_seen = time.monotonic()
                 log.error("worker %d sent an unreadable message: %s", self.index, exc.message)
                 continue
-            if "event" in message:
-                try:
-                    event = decode_event(message)
-                except ProtocolError as exc:
-                    log.error("worker %d sent an event that is not in the contract: %s", self.index, exc.message)
-                    continue
-                if isinstance(event, WorkerReady) and self._ready and not self._ready.done():
-                    self._ready.set_result(event)
-                    continue
-                try:
-                    self._on_event(self.index, event)
-                except Exception:
-                    log.exception("worker %d: event handler failed for %r", self.index, event)
-                continue
-            future = self._pending.pop(message.get("id"), None)
-            if future is None or future.done():
-                self._late_reply(message)
-                continue
-            if message.get("ok"):
-                future.set_result(message.get("data"))
-            else:
-                future.set_exception(ProtocolError.from_wire(message.get("error")))
+            self.handle(message)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """One decoded message of the worker: an event, or the reply to a request."""
+        self._last_seen = time.monotonic()
+        if "event" in message:
+            try:
+                event = decode_event(message)
+            except ProtocolError as exc:
+                log.error("worker %d sent an event that is not in the contract: %s", self.index, exc.message)
+                return
+            if isinstance(event, WorkerReady) and self._ready and not self._ready.done():
+                self._ready.set_result(event)
+                return
+            try:
+                self._on_event(self.index, event)
+            except Exception:
+                log.exception("worker %d: event handler failed for %r", self.index, event)
+            return
+        future = self._pending.pop(message.get("id"), None)
+        if future is None or future.done():
+            self._late_reply(message)
+            return
+        if message.get("ok"):
+            future.set_result(message.get("data"))
+        else:
+            future.set_exception(ProtocolError.from_wire(message.get("error")))
 
     async def _watch(self) -> None:
         assert self._process is not None
@@ -275,7 +287,7 @@ class WorkerLink:
     async def request(self, command: Command, timeout: float | None = None) -> Any:
         """Send `command`, return the reply's data; ProtocolError for an error reply, and
         `unavailable` when the worker is gone or does not answer within the timeout."""
-        if not self.alive or self._socket is None:
+        if not self.alive or not self._connected():
             raise ProtocolError(UNAVAILABLE, f"worker {self.index} is not running")
         budget = timeout or self.config.worker_timeout
         request_id = next(self._ids)
@@ -290,10 +302,7 @@ class WorkerLink:
             # together, and the supervisor asks them to close before it notices they are gone).
             # encode_request: parameters orjson cannot write are a ProtocolError, which the
             # callers' undo paths handle (a TypeError would leave half-made objects behind).
-            params = command.to_wire()
-            method = params.pop("method")
-            frame = wire.encode_request(request_id, method, {"deadline": deadline, **params})
-            send = asyncio.ensure_future(self._socket.send(frame))
+            send = asyncio.ensure_future(self._send(request_id, command, deadline, budget))
             # A death noticed meanwhile fails `future` (_fail_pending): stop waiting for the
             # send then, or a request to a killed worker would hold its room for `budget`.
             await asyncio.wait((send, future), timeout=budget, return_when=asyncio.FIRST_COMPLETED)
@@ -313,6 +322,17 @@ class WorkerLink:
             ) from None
         finally:
             self._pending.pop(request_id, None)
+
+    def _connected(self) -> bool:
+        return self._socket is not None
+
+    async def _send(self, request_id: int, command: Command, deadline: float, budget: float) -> None:
+        """Put one request on the channel. A local worker gets the absolute `deadline`:
+        CLOCK_MONOTONIC is one clock for every process of this machine."""
+        assert self._socket is not None
+        params = command.to_wire()
+        method = params.pop("method")
+        await self._socket.send(wire.encode_request(request_id, method, {"deadline": deadline, **params}))
 
     async def refresh_info(self) -> None:
         info = await self.request(WorkerInfo(), timeout=5.0)

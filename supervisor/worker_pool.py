@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import zmq.asyncio
 from tureen.shared.config import Config
-from tureen.shared.contract import Command, Event, PipeCloseTo
-from tureen.shared.errors import UNAVAILABLE, ProtocolError
+from tureen.shared.contract import Command, Event, PipeCloseTo, PipeOpen
+from tureen.shared.errors import UNAVAILABLE, UNSUPPORTED, ProtocolError
 from tureen.supervisor.placement import WorkerLoad, choose_worker
 from tureen.supervisor.worker_link import WorkerLink
 
@@ -104,11 +104,36 @@ class WorkerPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def add_remote(self, make: Callable[[int], WorkerLink]) -> WorkerLink:
+        """Add a worker of a remote host (supervisor/hosts.py) under a fresh index: `make`
+        builds its link for that index. It is placed on like any worker from now on."""
+        index = max(self.links, default=-1) + 1
+        link = make(index)
+        self.links[index] = link
+        link.activate()
+        self._pulse()
+        # Its first load report (placement weighs it by its figures from then on).
+        task = asyncio.get_running_loop().create_task(self._first_info(link), name=f"worker {index} info")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return link
+
+    @staticmethod
+    async def _first_info(link: WorkerLink) -> None:
+        with contextlib.suppress(ProtocolError):
+            await link.refresh_info()
+
     async def _recover(self, index: int) -> None:
         """Tear down what touched the dead worker (pipes towards it on the others, the
-        rooms' objects on it), then start a fresh worker at the same index."""
+        rooms' objects on it), then start a fresh worker at the same index. A remote
+        host's worker is only forgotten: its host starts and registers a new one."""
         old = self.links.get(index)
         await self._forget(index)
+        if old is not None and old.remote:
+            if self.links.get(index) is old:
+                del self.links[index]
+            self._pulse()
+            return
         if old is not None:
             await old.stop(timeout=1.0)
         failures = self._failures.get(index, 0)
@@ -135,7 +160,11 @@ class WorkerPool:
             await self._on_death(index)
         except Exception:
             log.exception("cleaning up after worker %d failed", index)
-        survivors = [link for link in self.links.values() if link.index != index and link.alive]
+        # Pipes run between the workers of one host only (hosts.py): the others have none to it.
+        dead_host = self.links[index].host if index in self.links else None
+        survivors = [
+            link for link in self.links.values() if link.index != index and link.alive and link.host == dead_host
+        ]
         results = await asyncio.gather(
             *(link.request(PipeCloseTo(workerIndex=index)) for link in survivors),
             return_exceptions=True,
@@ -163,7 +192,14 @@ class WorkerPool:
         link = self.links.get(index)
         return link is not None and link.alive and not link.stopping and not self.draining
 
-    def pick(self) -> int:
+    def pick(self, near: Collection[int] = ()) -> int:
+        """The least loaded live worker. `near`: workers of the room's peers; while a host of
+        theirs has a live worker the choice stays on those hosts (pipes do not cross hosts
+        yet: supervisor/hosts.py)."""
+        live = [link for link in self.links.values() if link.alive and not link.stopping]
+        hosts = {self.links[i].host for i in near if i in self.links}
+        if any(link.host in hosts for link in live):
+            live = [link for link in live if link.host in hosts]
         loads = [
             WorkerLoad(
                 index=link.index,
@@ -171,8 +207,7 @@ class WorkerPool:
                 transports=int(link.info.get("transports", 0) or 0),
                 placed_since_report=link.placed_since_report,
             )
-            for link in self.links.values()
-            if link.alive and not link.stopping
+            for link in live
         ]
         if not loads:
             raise ProtocolError(UNAVAILABLE, "no worker is running; check the supervisor log")
@@ -184,6 +219,15 @@ class WorkerPool:
         link = self.links.get(index)
         if link is None:
             raise ProtocolError(UNAVAILABLE, f"worker {index} does not exist")
+        if isinstance(command, PipeOpen):
+            target = self.links.get(command.workerIndex)
+            if target is not None and target.host != link.host:
+                raise ProtocolError(
+                    UNSUPPORTED,
+                    f"worker {index} ({link.host or 'the supervisor'}'s) and worker {command.workerIndex} "
+                    f"({target.host or 'the supervisor'}'s) are on different hosts: media between hosts is not "
+                    "supported yet; place the room's peers on one host (peer.place)",
+                )
         return await link.request(command)
 
     async def scale(self, count: int) -> list[int]:
@@ -194,10 +238,11 @@ class WorkerPool:
         """
         if count < 1:
             raise ProtocolError("bad_request", "the pool needs at least one worker")
-        current = sorted(self.links)
+        # The supervisor's own workers: remote hosts size their pools themselves.
+        current = sorted(i for i, link in self.links.items() if not link.remote)
         retired: list[int] = []
         if count > len(current):
-            start = (max(current) + 1) if current else 0
+            start = max(self.links, default=-1) + 1
             await asyncio.gather(*(self._start_one(i) for i in range(start, start + count - len(current))))
         else:
             for index in current[count:]:

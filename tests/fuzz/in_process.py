@@ -56,7 +56,7 @@ class InProcessWorker:
     # Its one worker is always there: no request ever waits for one.
     worker_wait = 1.0
 
-    def pick_worker(self) -> int:
+    def pick_worker(self, near: Any = ()) -> int:
         return 0
 
     def worker_changed(self) -> asyncio.Future[None]:

@@ -543,7 +543,7 @@ class FakeWorkers:
     def unregister(self, gid: int) -> None:
         self.owners.pop(gid, None)
 
-    def pick_worker(self) -> int | None:
+    def pick_worker(self, near: Any = ()) -> int | None:
         if self.no_worker or not self.alive:
             return None
         if self.placement is not None:

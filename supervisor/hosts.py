@@ -1,0 +1,303 @@
+"""Remote hosts, supervisor side: the CURVE-protected link that hosts register their workers on.
+
+`tureen serve --hosts-listen tcp://ADDR:PORT` binds a ROUTER (a CURVE server with the
+supervisor's key pair; ZAP admits only the public keys in the hosts folder). A `tureen host`
+(supervisor/host_agent.py) connects a DEALER, starts its own workers and registers them; each
+becomes a `RemoteWorkerLink` in the pool under a fresh global index, so placement, requests
+and events treat it as any worker. The host proxies its workers' channels over its one link
+(docs/internals.md, "The host link"):
+
+    host -> supervisor   {"type": "register", "name": N, "workers": [{"local": i, "pid": P, "cpu": C}]}
+                         {"type": "reply" | "event", "worker": i, "message": {...worker's message...}}
+                         {"type": "exited", "worker": i}          a worker of the host died
+                         {"type": "ping"} / {"type": "pong"}
+    supervisor -> host   {"type": "registered", "indexes": {"i": GLOBAL}}
+                         {"type": "request", "worker": i, "id": R, "budget": S, "command": {...}}
+                         {"type": "ping"} / {"type": "pong"}
+
+A request carries a relative `budget` (seconds left) instead of the local workers' absolute
+CLOCK_MONOTONIC deadline, which means nothing on another machine; the host turns it into its
+own monotonic deadline when the request arrives. Both sides ping every HOST_PING s; a side
+that hears nothing for HOST_TIMEOUT s declares the other gone: here every worker of the host
+dies as a crashed worker does (its peers are told), there the host stops its workers and
+registers afresh with new ones once a supervisor answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import zmq
+import zmq.asyncio
+from tureen.shared.contract import Command, WorkerInfo
+from tureen.supervisor.curve_auth import ControlAuthenticator, make_curve_server
+from tureen.supervisor.worker_link import WorkerLink
+
+if TYPE_CHECKING:
+    from tureen.supervisor.worker_pool import WorkerPool
+
+log = logging.getLogger("tureen.hosts")
+
+HOST_PING = 0.25  # s between two pings, each way
+HOST_TIMEOUT = 1.5  # s of silence after which the other side is gone (detected within 2 s)
+HOSTS_ZAP_DOMAIN = b"tureen-hosts"
+MAX_HOST_NAME = 64
+MAX_HOST_WORKERS = 1024
+
+
+def drop_error(sent: asyncio.Future[Any]) -> None:
+    """Done-callback of a non-blocking send: a message the link could not take is dropped
+    (zmq.Again), not an error to log."""
+    if not sent.cancelled():
+        sent.exception()
+
+
+@dataclass
+class HostSession:
+    """One registered host: its link identity, name, workers and liveness."""
+
+    name: str
+    identity: bytes
+    send: Callable[[bytes, dict[str, Any]], None]
+    last_seen: float = field(default_factory=time.monotonic)
+    lost: bool = False
+    # local worker index on the host -> its link here
+    links: dict[int, RemoteWorkerLink] = field(default_factory=dict)
+
+    def post(self, message: dict[str, Any]) -> None:
+        if not self.lost:
+            self.send(self.identity, message)
+
+    def describe(self) -> dict[str, Any]:
+        live = [link for link in self.links.values() if link.alive]
+        return {
+            "name": self.name,
+            "state": "lost" if self.lost else "up",
+            "workers": sorted(link.index for link in live),
+            "transports": sum(int(link.info.get("transports", 0) or 0) for link in live),
+            "cpuPercent": round(sum(float(link.info.get("cpuPercent", 0.0) or 0.0) for link in live), 1),
+        }
+
+
+class RemoteWorkerLink(WorkerLink):
+    """A worker of a remote host, driven through that host's link. The host owns the
+    process; this side only sends requests and hears replies and events (`handle`)."""
+
+    def __init__(self, index: int, pool: WorkerPool, session: HostSession, local: int, pid: int | None, cpu: int | None) -> None:
+        super().__init__(index, pool.config, pool.run_dir, pool._ctx, pool._on_event, pool._exited)
+        self.session = session
+        self.local = local
+        self.pid = pid
+        self.cpu = cpu
+        self.endpoint = f"host {session.name} worker {local}"
+
+    remote = True
+
+    @property  # type: ignore[override]
+    def host(self) -> str:
+        return self.session.name
+
+    def activate(self) -> None:
+        # Registered means ready: the host reported the worker after its `worker.ready`.
+        self.alive = True
+        self.started_at = self._last_seen = time.monotonic()
+        log.info("worker %d is worker %d of host %s (pid %s there)", self.index, self.local, self.host, self.pid)
+
+    def _connected(self) -> bool:
+        return not self.session.lost
+
+    async def _send(self, request_id: int, command: Command, deadline: float, budget: float) -> None:
+        self.session.post(
+            {
+                "type": "request",
+                "worker": self.local,
+                "id": request_id,
+                # What is left of the budget: the host's clock is not ours.
+                "budget": round(max(0.0, deadline - time.monotonic()), 3),
+                "command": command.to_wire(),
+            }
+        )
+
+    async def refresh_info(self) -> None:
+        info = await self.request(WorkerInfo(), timeout=5.0)
+        if isinstance(info, dict):
+            self.info = info  # the host added the worker's cpuPercent
+            self.placed_since_report = 0
+
+    def lost(self, reason: str) -> None:
+        """The worker or its whole host is gone: pending requests fail, the pool is told."""
+        self._declare_dead(reason, None)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Forget the worker here; its host stops it (when the host goes or the link does)."""
+        self.stopping = True
+        self.alive = False
+        self._fail_pending(f"worker {self.index} (host {self.host}) stopped")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "host": self.host}
+
+
+class HostListener:
+    """The supervisor's end of every host link (one ROUTER socket)."""
+
+    def __init__(self, pool: WorkerPool, endpoint: str, server_cert: str, hosts_dir: str) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self._server_cert = server_cert
+        self._hosts_dir = hosts_dir
+        self.sessions: dict[bytes, HostSession] = {}
+        self._socket: zmq.asyncio.Socket | None = None
+        self._auth: ControlAuthenticator | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        # A context of its own: a context has one ZAP handler (inproc://zeromq.zap.01), and
+        # the control API's may be there already, with other keys.
+        self._ctx = ctx = zmq.asyncio.Context()
+        self._auth = ControlAuthenticator(ctx, self._hosts_dir, domain=HOSTS_ZAP_DOMAIN.decode(), what="host")
+        self._auth.start()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        make_curve_server(sock, self._server_cert, domain=HOSTS_ZAP_DOMAIN)
+        sock.bind(self.endpoint)
+        self._auth.watch(sock)
+        self._socket = sock
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read(), name="hosts reader"),
+            loop.create_task(self._beat(), name="hosts heartbeat"),
+        ]
+        log.info("accepting hosts on %s (CURVE, keys in %s)", self.endpoint, self._hosts_dir)
+
+    def _send(self, identity: bytes, message: dict[str, Any]) -> None:
+        if self._socket is None:
+            return
+        # Never waits: ROUTER drops what is for an unknown or gone identity, and a full
+        # queue (a stalled host) drops too; the heartbeat tells a gone host.
+        sent = self._socket.send_multipart([identity, orjson.dumps(message)], flags=zmq.NOBLOCK)
+        sent.add_done_callback(drop_error)
+
+    async def _read(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                identity, payload = await self._socket.recv_multipart()
+            except ValueError:
+                continue  # not [identity, message]: not one of our hosts
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            try:
+                message = orjson.loads(payload)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+                self._handle(identity, message)
+            except Exception as exc:  # a bad message must not end the link
+                log.warning("host link: dropped a bad message (%s)", exc)
+
+    def _handle(self, identity: bytes, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        session = self.sessions.get(identity)
+        if kind == "register":
+            self._register(identity, message)
+            return
+        if session is None or session.lost:
+            if kind != "pong":
+                # Unknown (e.g. registered with our predecessor): ask it to register afresh.
+                self._send(identity, {"type": "unknown"})
+            return
+        session.last_seen = time.monotonic()
+        if kind == "ping":
+            session.post({"type": "pong"})
+        elif kind in ("reply", "event"):
+            link = session.links.get(message.get("worker"))  # type: ignore[arg-type]
+            if link is not None and isinstance(message.get("message"), dict):
+                link.handle(message["message"])
+        elif kind == "exited":
+            link = session.links.get(message.get("worker"))  # type: ignore[arg-type]
+            if link is not None:
+                log.error("host %s: its worker %d (our %d) exited", session.name, link.local, link.index)
+                link.lost(f"worker {link.index} of host {session.name} exited")
+
+    def _register(self, identity: bytes, message: dict[str, Any]) -> None:
+        name = message.get("name")
+        workers = message.get("workers")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_HOST_NAME or not isinstance(workers, list) or not workers or len(workers) > MAX_HOST_WORKERS:
+            self._send(identity, {"type": "refused", "reason": "register needs a name (1..64 chars) and 1..1024 workers"})
+            return
+        session = self.sessions.get(identity)
+        if session is None or session.lost or session.name != name:
+            # A host that comes back (new link, same name) replaces its old session.
+            for old in [s for s in self.sessions.values() if s.name == name and not s.lost]:
+                self._lose(old, f"host {name} registered again")
+            session = HostSession(name=name, identity=identity, send=self._send)
+            self.sessions[identity] = session
+        session.last_seen = time.monotonic()
+        indexes: dict[str, int] = {}
+        for entry in workers:
+            local, pid, cpu = entry.get("local"), entry.get("pid"), entry.get("cpu")
+            if not isinstance(local, int) or isinstance(local, bool):
+                continue
+            old_link = session.links.get(local)
+            if old_link is not None and old_link.alive:
+                old_link.lost(f"worker {old_link.index} of host {name} was replaced")
+            link = self.pool.add_remote(
+                lambda index, local=local, pid=pid, cpu=cpu: RemoteWorkerLink(  # type: ignore[misc]
+                    index, self.pool, session, local, pid if isinstance(pid, int) else None, cpu if isinstance(cpu, int) else None
+                )
+            )
+            session.links[local] = link  # type: ignore[assignment]
+            indexes[str(local)] = link.index
+        log.info("host %s registered %d workers: %s", name, len(indexes), sorted(indexes.values()))
+        session.post({"type": "registered", "indexes": indexes})
+
+    def _lose(self, session: HostSession, reason: str) -> None:
+        if session.lost:
+            return
+        log.error("host %s lost (%s): its peers are told as for a crashed worker", session.name, reason)
+        session.lost = True
+        for link in session.links.values():
+            link.lost(f"worker {link.index} of host {session.name}: {reason}")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HOST_PING)
+            now = time.monotonic()
+            for identity, session in list(self.sessions.items()):
+                if session.lost:
+                    if not any(self.pool.links.get(link.index) is link for link in session.links.values()):
+                        del self.sessions[identity]  # the pool has forgotten its workers
+                    continue
+                if now - session.last_seen > HOST_TIMEOUT:
+                    self._lose(session, f"no message for {HOST_TIMEOUT:g} s")
+                else:
+                    session.post({"type": "ping"})
+
+    def describe(self) -> list[dict[str, Any]]:
+        """hosts.list: every host the supervisor knows, by name."""
+        return sorted((s.describe() for s in self.sessions.values()), key=lambda d: d["name"])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
