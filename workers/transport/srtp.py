@@ -6,8 +6,8 @@ section 4.2). Unprotect failures (bad tag, replay, garbage) raise ValueError: ca
 and drop, as mediasoup `RTC/SrtpSession.cpp` does.
 
 Why the `*_into` methods: pylibsrtp's `Session.protect()` takes `bytes`, copies them into a
-cffi buffer and slices the result back out as new `bytes`; PERF.md measured that binding
-overhead at ~1.8 us of a ~2.4 us protect. libsrtp 2's `srtp_protect(ctx, buf, &len)` works in
+cffi buffer and slices the result back out as new `bytes`; that binding overhead was
+measured at ~1.8 us of a ~2.4 us protect. libsrtp 2's `srtp_protect(ctx, buf, &len)` works in
 place, so `protect_rtp_into()` calls it through pylibsrtp's own cffi module on an
 `ffi.from_buffer()` view of the caller's bytearray: no copy in, no bytes out.
 `scripts/bench_srtp.py` measures both ways.
