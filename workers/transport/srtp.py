@@ -112,31 +112,19 @@ class SrtpContext:
 
     def protect_rtp(self, packet: bytes) -> bytes:
         """SRTP-protect one RTP packet (ValueError if it cannot be protected)."""
-        try:
-            return self._tx.protect(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_protect failed: {exc}") from None
+        return _checked(self._tx.protect, packet, "srtp_protect")
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         """Check and decrypt one SRTP packet; ValueError on any failure (count and drop)."""
-        try:
-            return self._rx.unprotect(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_unprotect failed: {exc}") from None
+        return _checked(self._rx.unprotect, packet, "srtp_unprotect")
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         """SRTCP-protect one (compound) RTCP packet."""
-        try:
-            return self._tx.protect_rtcp(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_protect_rtcp failed: {exc}") from None
+        return _checked(self._tx.protect_rtcp, packet, "srtp_protect_rtcp")
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         """Check and decrypt one SRTCP packet; ValueError on any failure."""
-        try:
-            return self._rx.unprotect_rtcp(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_unprotect_rtcp failed: {exc}") from None
+        return _checked(self._rx.unprotect_rtcp, packet, "srtp_unprotect_rtcp")
 
     # -- in place (the data path) -------------------------------------------------------
 
@@ -194,3 +182,12 @@ class SrtpContext:
         if rc:
             raise ValueError(f"srtp_unprotect failed: {_ERRORS[rc]}")
         return len_p[0]
+
+
+def _checked(call: Any, packet: bytes, what: str) -> bytes:
+    """`call(packet)` (a pylibsrtp Session method), its errors as the ValueError callers
+    count and drop on."""
+    try:
+        return call(bytes(packet))
+    except pylibsrtp.Error as exc:
+        raise ValueError(f"{what} failed: {exc}") from None
