@@ -9,7 +9,8 @@ Prints us/packet (best of --reps runs, CPU time of this process) for each profil
 - `copy + protect_rtp_into`: the fan-out case, plaintext copied into a scratch buffer first;
 - the same two ways for unprotect (the in-place one includes the copy of the packet into
   the receive buffer, which recv_into does in the real path).
-Pin it (`taskset -c 1`) for steadier figures; PERF.md explains why they matter.
+Pin it (`taskset -c 1`) for steadier figures: unpinned, the scheduler's moves between cores
+show up as noise of the same size as the differences measured.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The control API for applications: a ZeroMQ ROUTER speaking the envelope of shared/wire.py.
 
-This is the one boundary where ProtocolError becomes `{ok: false, error}` (STYLE.md §8). Any
+This is the one boundary where ProtocolError becomes `{ok: false, error}` (errors are
+mapped at one boundary, nowhere else). Any
 garbage on the socket gets an error reply when it can be answered (it has an identity and a
 frame), or is dropped and logged; the server keeps serving everyone else. Specified in
 docs/control-api.md.

@@ -104,7 +104,8 @@ ROOM_TARGET = frozenset(ROOM_HANDLERS)
 
 
 class RoomServices(Protocol):
-    """What a room needs from the server around it (narrow on purpose: STYLE.md §10)."""
+    """What a room needs from the server around it (narrow on purpose: a room
+    reaches workers and subscribers only through these)."""
 
     def new_gid(self) -> int: ...
     def register(self, gid: int, room: Room) -> None: ...
@@ -137,7 +138,8 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self.closed = False
         self.services = services
-        # Room-wide id sets (duplicates are rejected room-wide, PROTOCOL.md).
+        # Room-wide id sets (duplicates are rejected room-wide: `duplicate`,
+        # docs/protocol/messages.md).
         self.transports: dict[int, Transport] = {}
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, Consumer] = {}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tureen.shared import contract
 from tureen.shared.errors import UNAVAILABLE, ProtocolError, bad_request, invalid_state, not_found
 from tureen.shared.protocol.validate import get_int
-from tureen.supervisor.stats import consumer_entries, producer_entries, transport_entry
+from tureen.supervisor.stats import consumer_report, producer_report, transport_entry
 
 if TYPE_CHECKING:
     from tureen.supervisor.room import Room
@@ -85,14 +85,7 @@ async def producer_stats(room: Room, msg: dict[str, Any]) -> Any:
     data = await _stats(room, producer.worker, contract.StatsGet(producerIds=[producer.gid]))
     if producer.closed or not data.get("producers"):
         return []
-    return producer_entries(
-        data["producers"][0],
-        stats_ids=producer.stats_ids,
-        kind=producer.kind,
-        mime_type=producer.mime_type,
-        timestamp=data["timestamp"],
-        transport_id=producer.transport.id,
-    )
+    return producer_report(producer, data)
 
 
 async def consumer_stats(room: Room, msg: dict[str, Any]) -> Any:
@@ -104,17 +97,7 @@ async def consumer_stats(room: Room, msg: dict[str, Any]) -> Any:
     data = await _stats(room, transport.worker, contract.StatsGet(consumerIds=[consumer.gid]))
     if consumer.closed or consumer.transport is not transport or not data.get("consumers"):
         return []
-    producer = consumer.producer
-    return consumer_entries(
-        data["consumers"][0],
-        stats_id=consumer.stats_id,
-        producer_stats_ids=producer.stats_ids,
-        kind=consumer.kind,
-        mime_type=consumer.mime_type,
-        producer_mime_type=producer.mime_type,
-        timestamp=data["timestamp"],
-        transport_id=transport.id,
-    )
+    return consumer_report(consumer, transport, data)
 
 
 async def transport_stats(room: Room, msg: dict[str, Any]) -> Any:

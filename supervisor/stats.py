@@ -259,6 +259,35 @@ class StatsTimers:
 # -------------------------------------------------------------------- switches and reports
 
 
+def producer_report(producer: Producer, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """`producer_entries` of `producer` from a worker's `stats.get` answer `data` that has
+    its figures (producerStats and producer.getStats)."""
+    return producer_entries(
+        data["producers"][0],
+        stats_ids=producer.stats_ids,
+        kind=producer.kind,
+        mime_type=producer.mime_type,
+        timestamp=data["timestamp"],
+        transport_id=producer.transport.id,
+    )
+
+
+def consumer_report(consumer: Consumer, transport: Transport, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """`consumer_entries` of `consumer` (sent on `transport`) from a worker's `stats.get`
+    answer `data` that has its figures (consumerStats and consumer.getStats)."""
+    producer = consumer.producer
+    return consumer_entries(
+        data["consumers"][0],
+        stats_id=consumer.stats_id,
+        producer_stats_ids=producer.stats_ids,
+        kind=consumer.kind,
+        mime_type=consumer.mime_type,
+        producer_mime_type=producer.mime_type,
+        timestamp=data["timestamp"],
+        transport_id=transport.id,
+    )
+
+
 def switch(
     lookup: Callable[[Room, Peer, dict[str, Any]], Transport | Producer | Consumer], *, enable: bool
 ) -> Callable[[Room, Peer, dict[str, Any]], Awaitable[None]]:
@@ -319,15 +348,7 @@ async def _report_producer(room: Room, producer: Producer) -> None:
     peer = room.peers.get(producer.peer_name)
     if producer.closed or producer.paused or peer is None or not data or not data.get("producers"):
         return
-    stats = producer_entries(
-        data["producers"][0],
-        stats_ids=producer.stats_ids,
-        kind=producer.kind,
-        mime_type=producer.mime_type,
-        timestamp=data["timestamp"],
-        transport_id=producer.transport.id,
-    )
-    room.notify(peer, "producerStats", id=producer.id, stats=stats)
+    room.notify(peer, "producerStats", id=producer.id, stats=producer_report(producer, data))
 
 
 async def _report_consumer(room: Room, consumer: Consumer) -> None:
@@ -345,15 +366,5 @@ async def _report_consumer(room: Room, consumer: Consumer) -> None:
         or not data.get("consumers")
     ):
         return
-    producer = consumer.producer
-    stats = consumer_entries(
-        data["consumers"][0],
-        stats_id=consumer.stats_id,
-        producer_stats_ids=producer.stats_ids,
-        kind=consumer.kind,
-        mime_type=consumer.mime_type,
-        producer_mime_type=producer.mime_type,
-        timestamp=data["timestamp"],
-        transport_id=transport.id,
-    )
-    room.notify(receiver, "consumerStats", id=consumer.id, peerName=producer.peer_name, stats=stats)
+    stats = consumer_report(consumer, transport, data)
+    room.notify(receiver, "consumerStats", id=consumer.id, peerName=consumer.producer.peer_name, stats=stats)

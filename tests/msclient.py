@@ -1,7 +1,7 @@
 """A mediasoup-client v2 look-alike on aiortc, to drive Tureen over the control API in tests.
 
 `MsPeer` behaves on the wire like mediasoup-client 2.4.12 with its Chrome70 (Unified Plan)
-handler, as /work/shared/BROWSER.md describes it: the same messages, in the same order, with
+handler, as docs/browser.md describes the browser tier: the same messages, in the same order, with
 the same shapes, and the same SDP built locally from the server's answers. Only the browser
 is replaced: aiortc's RTCPeerConnection encodes, packetizes, does ICE, DTLS and SRTP.
 

@@ -1,4 +1,4 @@
-"""Checkers of the stats entries PROTOCOL.md documents (mediasoup v2's worker shapes).
+"""Checkers of the stats entries docs/protocol/messages.md documents (mediasoup v2's worker shapes).
 
 Each returns nothing and asserts every field: the exact key set, and each value's type and
 range. Used by the protocol and integration tests of enable{Transport,Producer,Consumer}Stats.

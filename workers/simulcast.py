@@ -4,7 +4,7 @@ Pure policy, no I/O and no tables: given the streams (anything with a `profile`:
 'medium', 'high' or 'default'), which of them are active, a consumer's preferred profile
 and where it is now, these functions say what should happen; workers/router.py applies the
 answer to its tables (attach, detach, the forwarder's `waiting` list) and asks for key
-frames. The rules are PROTOCOL.md's "Profiles":
+frames. The rules (mediasoup v2's, docs/internals.md "Simulcast in the worker"):
 
 - a stream is active while packets arrived in the last second (four 250 ms activity ticks,
   `next_activity`); a simulcast producer whose streams all stop keeps the ones it had
@@ -49,7 +49,7 @@ def active_streams(streams: Sequence[S], activity: Sequence[int], previous: list
 
 
 def choose_stream(streams: Sequence[S], preferred: str, active: Sequence[S] | None = None) -> S:
-    """The stream a consumer preferring `preferred` should get (PROTOCOL.md, Profiles).
+    """The stream a consumer preferring `preferred` should get (the rules above).
 
     Among the active streams (all, before activity is known or when none is active):
     'default' -> the highest; X -> X, else the highest below X, else the lowest.

@@ -15,6 +15,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tureen.workers.router import Consumer, Producer, Router, Stream
     from tureen.workers.transport.base import Transport
 
@@ -142,27 +144,21 @@ def collect(
     """The answer of `stats.get`: figures of each object found here; ids not found (closed
     meanwhile: the supervisor's timers race with closes) are listed, not an error."""
     missing: list[int] = []
-    transports = []
-    for tid in transport_ids:
-        transport = router.transports.get(tid)
-        if transport is None:
-            missing.append(tid)
-        else:
-            transports.append(transport_figures(transport, now, max_bitrate))
-    producers = []
-    for pid in producer_ids:
-        producer = router.producers.get(pid)
-        if producer is None:
-            missing.append(pid)
-        else:
-            producers.append(producer_figures(producer, now))
-    consumers = []
-    for cid in consumer_ids:
-        consumer = router.consumers.get(cid)
-        if consumer is None:
-            missing.append(cid)
-        else:
-            consumers.append(consumer_figures(consumer, now))
+
+    def found(ids: list[int], table: dict[int, Any], figures: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+        """`figures` of each object of `ids` in `table`; the others go to `missing`."""
+        out = []
+        for oid in ids:
+            obj = table.get(oid)
+            if obj is None:
+                missing.append(oid)
+            else:
+                out.append(figures(obj))
+        return out
+
+    transports = found(transport_ids, router.transports, lambda t: transport_figures(t, now, max_bitrate))
+    producers = found(producer_ids, router.producers, lambda p: producer_figures(p, now))
+    consumers = found(consumer_ids, router.consumers, lambda c: consumer_figures(c, now))
     return {
         "timestamp": int(now * 1000),
         "transports": transports,

@@ -10,10 +10,17 @@ each transport's sockets are readers on it; no request handler awaits.
 
 What to do about RTCP (NACK service, key-frame requests and their throttling, SR/RR, REMB)
 is decided in workers/rtp/feedback.py and simulcast moves in workers/simulcast.py; this
-module performs their answers (`_act`). Why it is still about 700 lines: it is one handler
-per command of the contract (shared/contract.py, 26 of them), each a short check-then-apply
-on the router's tables, in the order of the contract; they share the lookups and the
-life cycle here, and splitting them by object would only add a hop per request.
+module performs their answers (`_act`).
+
+Why one module over 600 lines (about 840): half of it is one handler per command of
+the contract (shared/contract.py), each a short check-then-apply on the router's tables, in
+the order of the contract; the rest is the life cycle, the channel's decode and the
+transports' callbacks (ready, RTCP, failure) that those handlers wire up. They share the
+lookups (`_transport`, `_producer`, `_consumer`) and the rule that this is the one writer
+of the router's tables, which is checkable only while the writes are in one file; split by
+object, each request would cross one more module and the tables would have several
+writers. The seam if it grows: the `transport.*` handlers (with `_webrtc`), which share
+the least with the rest.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from tureen.workers.transport.webrtc import WebRtcTransport
 log = logging.getLogger("tureen.workers.worker")
 
 DEFAULT_CLOCK_RATE = {"audio": 48000, "video": 90000}
-# s: parent check, reader safety poke, simulcast activity (PROTOCOL.md: every 250 ms).
+# s: parent check, reader safety poke, simulcast activity (every 250 ms: workers/simulcast.py).
 HOUSEKEEPING_INTERVAL = 0.25
 # Receiver reports (and REMB) every RTCP_EVERY housekeeping ticks: once a second, as
 # browsers send theirs (RFC 3550's 5% rule gives about that at video rates).

@@ -1,5 +1,5 @@
 /* cforward: the C baseline. What the machine allows for Tureen's job, done the cheapest way
- * we know (PERF.md's candidate "c"): recvmmsg 32 packets, then for each packet and each
+ * we know: recvmmsg 32 packets, then for each packet and each
  * consumer a fresh 12-byte header (consumer's PT, SSRC, seq + offset, ts + offset; marker and
  * first byte kept) and an iovec pointing at the shared payload, sent with sendmmsg 64 at a
  * time from one unconnected socket.

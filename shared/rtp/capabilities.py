@@ -3,8 +3,8 @@
 Per room room_rtp_capabilities(); per join check_peer_capabilities(); per producer
 producer_mapping() (what a worker needs to rewrite PTs and extension ids into the room's); per
 (producer, receiving peer) consumer_rtp_parameters(). Facts from mediasoup 2.6.19 (lib/ortc.js,
-supportedRtpCapabilities.js, worker RtpDictionaries) and mediasoup-client 2.4.12, as summed up
-in PROTOCOL.md; each docstring says where we are stricter than v2.
+supportedRtpCapabilities.js, worker RtpDictionaries) and mediasoup-client 2.4.12 (the
+messages are docs/protocol/messages.md); each docstring says where we are stricter than v2.
 
 Why one module over 600 lines: it is one negotiation in four stages (room, join, producer,
 consumer), each reading what the stage before produced, and all four share the private

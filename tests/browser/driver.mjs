@@ -23,7 +23,7 @@ const executablePath = option('--executable', '/usr/bin/chromium');
 const t0 = Date.now();
 const note = (page, text) => consoleLog.write(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${page}: ${text}\n`);
 
-// Flags per shared BROWSER.md (plus autoplay for remote <audio> without a click).
+// Flags for headless Chromium with fake media devices and no permission prompts (plus autoplay for remote <audio> without a click).
 const ARGS = [
 	'--no-sandbox',
 	'--use-fake-device-for-media-stream',

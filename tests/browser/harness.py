@@ -3,7 +3,7 @@
 - `Stack`: `tureen serve` (tests/support.ServerProcess) plus the demo's signaling app as a child
   `tureen demo --connect ...`, each logging to a file.
 - `Browser`: tests/browser/driver.mjs (playwright-core driving Debian's /usr/bin/chromium with
-  the flags of shared/BROWSER.md), one JSON command per line; every console line of every page
+  the flags for fake media devices, driver.mjs's ARGS), one JSON command per line; every console line of every page
   goes to a file. Every call is bounded by a timeout.
 - `wait_until`: polls a page expression until a Python predicate holds, bounded.
 

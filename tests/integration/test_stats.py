@@ -1,6 +1,6 @@
 """enable/disable{Transport,Producer,Consumer}Stats with real WebRTC peers (aiortc driven as
 mediasoup-client v2 drives Chrome) through a real `tureen serve`: the periodic notifications
-come with PROTOCOL.md's shapes, their counters grow, and disabling stops them.
+come with the shapes of docs/protocol/messages.md, their counters grow, and disabling stops them.
 """
 
 from __future__ import annotations

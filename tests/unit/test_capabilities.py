@@ -1,6 +1,6 @@
 """Unit tests of tureen.shared.rtp.capabilities against the shapes real clients send.
 
-The browser shapes are those of /work/shared/BROWSER.md (Chromium, mediasoup-client 2.4.12,
+The browser shapes are those Chromium sends (mediasoup-client 2.4.12,
 Chrome70 handler); the join rtpCapabilities are what that client's ortc.js
 (getExtendedRtpCapabilities + getRtpCapabilities) makes of the room below and Chrome's own
 capabilities: room PTs and ids, rtcpFeedback intersected in Chrome's order, rtx where both
@@ -570,7 +570,7 @@ def test_browser_simulcast_producer_mapping(room):
 
 
 def test_simulcast_ssrcs_past_2_32_are_refused(room):
-    # mediasoup-client computes S+1, S+2 without wrapping (BROWSER.md); such SSRCs cannot
+    # mediasoup-client computes S+1, S+2 without wrapping (its simulcast code); such SSRCs cannot
     # be on the wire, so the producer is refused rather than half-forwarded.
     params = copy.deepcopy(SIMULCAST_PRODUCER)
     for index, encoding in enumerate(params["encodings"]):

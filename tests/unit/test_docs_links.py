@@ -97,3 +97,42 @@ def test_slug_matches_github() -> None:
     assert _slug("RTCP in the worker") == "rtcp-in-the-worker"
     assert _slug("Run with CURVE") == "run-with-curve"
     assert _slug("`tureen demo`: options & flags") == "tureen-demo-options--flags"
+
+
+# The code's comments and docstrings follow the same rule: a design note a user of the
+# repository does not have (a .md outside it, a path on the machine it was written on) is
+# no explanation. Sources: every Python, C, JavaScript and TypeScript file of the repository
+# but installed packages (.venv, node_modules) and this file, which names the patterns.
+SOURCE_SUFFIXES = {".py", ".c", ".h", ".js", ".ts", ".mjs"}
+SKIP_PARTS = {".venv", "node_modules", ".git", "__pycache__", "out"}
+OUTSIDE = re.compile(r"/work/|\.\./shared/|\bbriefs/")
+
+
+def _sources() -> list[Path]:
+    return sorted(
+        p
+        for p in ROOT.rglob("*")
+        if p.suffix in SOURCE_SUFFIXES
+        and p.is_file()
+        and not SKIP_PARTS.intersection(p.relative_to(ROOT).parts)
+        and p != Path(__file__).resolve()
+        and not p.name.endswith(".min.js")
+        and p.name != "bundle.js"
+    )
+
+
+def test_code_names_only_files_of_the_repository() -> None:
+    """A `.md` file a comment or docstring names exists (next to the file, at the root or in
+    docs/), and no comment points at a path outside the repository."""
+    wrong = []
+    for path in _sources():
+        text = path.read_text(errors="replace")
+        label = str(path.relative_to(ROOT))
+        for m in OUTSIDE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            wrong.append(f"{label}:{line}: {m.group(0)!r} is outside the repository")
+        for m in MD_NAME.finditer(URL.sub("", text)):
+            name = m.group(1)
+            if not any((base / name).exists() for base in (path.parent, ROOT, ROOT / "docs", ROOT / "docs/protocol")):
+                wrong.append(f"{label}: names {name}, which the repository does not have")
+    assert not wrong, "\n".join(wrong)

@@ -1,4 +1,4 @@
-"""IceLiteServer against real aioice-encoded STUN, shaped like Chromium's checks (BROWSER.md)."""
+"""IceLiteServer against real aioice-encoded STUN, shaped like Chromium's checks."""
 
 from __future__ import annotations
 

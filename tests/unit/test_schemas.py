@@ -16,14 +16,14 @@ from tureen.supervisor.room import NOTIFICATIONS, REQUESTS
 from tureen.supervisor.server import APP_ACTIONS, Server
 
 RECORDED = Path(__file__).parents[1] / "protocol" / "v2_recorded" / "session.json"
-# The server->client notifications: the seed list's 15 and consumerClosed (PROTOCOL.md).
+# The server->client notifications: the seed list's 15 and consumerClosed (docs/protocol/messages.md).
 SERVER_NOTIFICATIONS = {
     "closed", "transportClosed", "transportStats", "producerPaused", "producerResumed",
     "producerClosed", "producerStats", "newPeer", "peerClosed", "newConsumer", "consumerPaused",
     "consumerResumed", "consumerPreferredProfileSet", "consumerEffectiveProfileChanged",
     "consumerStats", "consumerClosed",
 }  # fmt: skip
-# Agreed for this session (briefs/new-api.md): schema'd before the server has them all.
+# The newer server-app methods (docs/protocol/control.md): schema'd before the server has them all.
 NEW_API = {
     "transport.setMaxBitrate", "consumer.requestKeyFrame", "producer.getStats", "consumer.getStats",
     "transport.getStats", "peer.dump", "rtpStreamer.create", "rtpStreamer.close", "room.setAudioLevels",

@@ -1,4 +1,5 @@
-"""workers/simulcast.py: the pure simulcast policy the router applies (PROTOCOL.md, Profiles).
+"""workers/simulcast.py: the pure simulcast policy the router applies (docs/internals.md,
+"Simulcast in the worker").
 
 Streams here are plain records with a profile, as the policy sees the router's Streams.
 """

@@ -20,7 +20,7 @@ key frame".
   the SDP's sprop-parameter-sets) never sends an SPS: `h264_idr_start` finds its IDRs, which
   the forwarder accepts only under the conditions of `BARE_KEY_FRAME_CHECKERS`.
 Other codecs have no checker: every packet is a start (audio: each packet decodes by itself;
-PROTOCOL.md: "others at once").
+other video codecs switch at once, docs/internals.md "Simulcast in the worker").
 """
 
 from __future__ import annotations

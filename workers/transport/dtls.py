@@ -10,7 +10,7 @@ How the worker drives one endpoint:
 1. `DtlsEndpoint()`; `local_parameters()` goes into the createTransport response (role
    'auto' until the remote parameters are known).
 2. `set_remote(dtlsParameters)` (createTransport or updateTransport) resolves the local role
-   (PROTOCOL.md: remote 'client' -> 'server'; 'server', 'auto' or none -> 'client').
+   (as mediasoup v2: remote 'client' -> 'server'; 'server', 'auto' or none -> 'client').
 3. `start(now)` once the role is known AND ICE has a selected tuple (as mediasoup's
    MayRunDtlsTransport): a client returns its ClientHello to send there.
    DTLS datagrams that arrive before `start` are kept (a few) and replayed: on a recv
@@ -50,7 +50,8 @@ from tureen.workers.transport.srtp import (
 
 logger = logging.getLogger(__name__)
 
-# Fingerprint algorithms in the order createTransport lists them (PROTOCOL.md).
+# Fingerprint algorithms in the order createTransport lists them
+# (docs/protocol/messages.md, createTransport).
 FINGERPRINT_ALGORITHMS: dict[str, hashes.HashAlgorithm] = {
     "sha-1": hashes.SHA1(),
     "sha-224": hashes.SHA224(),
@@ -59,7 +60,7 @@ FINGERPRINT_ALGORITHMS: dict[str, hashes.HashAlgorithm] = {
     "sha-512": hashes.SHA512(),
 }
 # Offered in preference order; as DTLS server OpenSSL picks its own first match. GCM is the
-# cheapest per packet (PERF.md); v2 offered the two AES-CM ones only.
+# cheapest per packet (scripts/bench_srtp.py measures it); v2 offered the two AES-CM ones only.
 SRTP_PROFILES = (AEAD_AES_128_GCM, AES128_CM_SHA1_80, AES128_CM_SHA1_32)
 # ECDSA certificate (aiortc makes P-256 keys): ECDHE-ECDSA suites only, as aiortc offers.
 _CIPHERS = (

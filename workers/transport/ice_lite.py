@@ -16,7 +16,7 @@ What the server answers follows mediasoup 2.6.19 `RTC/IceServer.cpp`:
   a bad FINGERPRINT (no transaction id can be trusted then) or a method aioice does not
   know (mediasoup would answer that one 400; no browser sends it).
 
-Tuples (BROWSER.md: Chromium uses regular nomination, a check without USE-CANDIDATE then one
+Tuples (Chromium uses regular nomination, a check without USE-CANDIDATE then one
 with it ~50 ms later, and checks from new ports after an ICE restart):
 - a valid check from a new address stores it as a valid tuple; if none is selected it is
   selected at once ('connected', or 'completed' when it carries USE-CANDIDATE);
@@ -290,7 +290,8 @@ class LocalSocket(NamedTuple):
 
 
 def ice_candidate_priority(*, preferred_family: bool, preferred_protocol: bool) -> int:
-    """2^24 * 64 + 2^8 * localPreference + (256 - 1), per PROTOCOL.md createTransport."""
+    """2^24 * 64 + 2^8 * localPreference + (256 - 1), as mediasoup v2's createTransport
+    candidates carry it."""
     local_preference = _DEFAULT_LOCAL_PREFERENCE
     if preferred_family:
         local_preference += _PREFER_FAMILY_INCREMENT

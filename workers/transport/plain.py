@@ -4,7 +4,7 @@ For ffmpeg, GStreamer and recorders. The remote address comes from the superviso
 (`transport.createPlain` / `transport.connectPlain`), or with `comedia` from the first
 RTP/RTCP datagram received (for senders that cannot choose their port). Datagrams from any
 other source are dropped and counted (`strangers`); v2 took any source, Tureen filters as
-mediasoup v3 does (PROTOCOL.md, "Where Tureen deliberately differs").
+mediasoup v3 does (docs/control-api.md, "Where Tureen differs from mediasoup v2").
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ section 4.2). Unprotect failures (bad tag, replay, garbage) raise ValueError: ca
 and drop, as mediasoup `RTC/SrtpSession.cpp` does.
 
 Why the `*_into` methods: pylibsrtp's `Session.protect()` takes `bytes`, copies them into a
-cffi buffer and slices the result back out as new `bytes`; PERF.md measured that binding
-overhead at ~1.8 us of a ~2.4 us protect. libsrtp 2's `srtp_protect(ctx, buf, &len)` works in
+cffi buffer and slices the result back out as new `bytes`; that binding overhead was
+measured at ~1.8 us of a ~2.4 us protect. libsrtp 2's `srtp_protect(ctx, buf, &len)` works in
 place, so `protect_rtp_into()` calls it through pylibsrtp's own cffi module on an
 `ffi.from_buffer()` view of the caller's bytearray: no copy in, no bytes out.
 `scripts/bench_srtp.py` measures both ways.
@@ -112,31 +112,19 @@ class SrtpContext:
 
     def protect_rtp(self, packet: bytes) -> bytes:
         """SRTP-protect one RTP packet (ValueError if it cannot be protected)."""
-        try:
-            return self._tx.protect(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_protect failed: {exc}") from None
+        return _checked(self._tx.protect, packet, "srtp_protect")
 
     def unprotect_rtp(self, packet: bytes) -> bytes:
         """Check and decrypt one SRTP packet; ValueError on any failure (count and drop)."""
-        try:
-            return self._rx.unprotect(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_unprotect failed: {exc}") from None
+        return _checked(self._rx.unprotect, packet, "srtp_unprotect")
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         """SRTCP-protect one (compound) RTCP packet."""
-        try:
-            return self._tx.protect_rtcp(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_protect_rtcp failed: {exc}") from None
+        return _checked(self._tx.protect_rtcp, packet, "srtp_protect_rtcp")
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         """Check and decrypt one SRTCP packet; ValueError on any failure."""
-        try:
-            return self._rx.unprotect_rtcp(bytes(packet))
-        except pylibsrtp.Error as exc:
-            raise ValueError(f"srtp_unprotect_rtcp failed: {exc}") from None
+        return _checked(self._rx.unprotect_rtcp, packet, "srtp_unprotect_rtcp")
 
     # -- in place (the data path) -------------------------------------------------------
 
@@ -194,3 +182,12 @@ class SrtpContext:
         if rc:
             raise ValueError(f"srtp_unprotect failed: {_ERRORS[rc]}")
         return len_p[0]
+
+
+def _checked(call: Any, packet: bytes, what: str) -> bytes:
+    """`call(packet)` (a pylibsrtp Session method), its errors as the ValueError callers
+    count and drop on."""
+    try:
+        return call(bytes(packet))
+    except pylibsrtp.Error as exc:
+        raise ValueError(f"{what} failed: {exc}") from None

@@ -1,4 +1,6 @@
-"""UdpEndpoint: the only owner of a media socket. Readers, not DatagramProtocol (PERF.md).
+"""UdpEndpoint: the only owner of a media socket. Readers, not DatagramProtocol: a protocol
+gets a new bytes object and an address tuple per datagram; a reader drains many datagrams into
+one reused buffer per wake-up, and a connected socket needs no address at all.
 
 One local port, up to two sockets on it:
 
