@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import zmq
 import zmq.asyncio
+from tureen.shared import wire
 from tureen.shared.contract import Command, WorkerInfo
 from tureen.supervisor.curve_auth import ControlAuthenticator, make_curve_server
 from tureen.supervisor.worker_link import WorkerLink
@@ -114,6 +115,10 @@ class RemoteWorkerLink(WorkerLink):
         return not self.session.lost
 
     async def _send(self, request_id: int, command: Command, deadline: float, budget: float) -> None:
+        params = command.to_wire()
+        # Parameters orjson cannot write are refused here as on a local link (bad_request,
+        # which the callers' undo paths handle), not as a TypeError deep in the host link.
+        wire.encode_request(request_id, params["method"], params)
         self.session.post(
             {
                 "type": "request",
@@ -121,7 +126,7 @@ class RemoteWorkerLink(WorkerLink):
                 "id": request_id,
                 # What is left of the budget: the host's clock is not ours.
                 "budget": round(max(0.0, deadline - time.monotonic()), 3),
-                "command": command.to_wire(),
+                "command": params,
             }
         )
 

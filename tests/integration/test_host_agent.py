@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import zmq.asyncio
 from tureen.shared.config import Config
-from tureen.shared.contract import PipeCloseTo, PipeOpen, WorkerPing
+from tureen.shared.contract import PipeCloseTo, PipeOpen, TransportSetRemoteDtls, WorkerPing
 from tureen.shared.curve import ClientKeys
 from tureen.shared.errors import ProtocolError
 from tureen.supervisor.host_agent import HostAgent
@@ -53,6 +53,22 @@ async def test_a_remote_request_carries_the_budget_left_not_a_deadline(tmp_path:
     assert request["worker"] == 0
     link.handle({"id": request["id"], "ok": True, "data": {"pong": 1}})
     assert await reply == {"pong": 1}
+    await pool.stop()
+
+
+async def test_a_remote_request_it_cannot_encode_is_refused_at_once_and_not_sent(tmp_path: Path) -> None:
+    """As on a local link (tests/fuzz/test_regressions.py): bad_request for the callers' undo
+    paths, not a request that waits out its budget and says `unavailable`."""
+    pool = make_pool(tmp_path)
+    sent: list[dict[str, Any]] = []
+    link = remote(pool, "h1", sent)
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(ProtocolError) as err:
+        await link.request(TransportSetRemoteDtls(transportId=1, dtlsParameters={"role": "client", "x": deep}), timeout=2.0)
+    assert err.value.code == "bad_request" and "nested" in err.value.message
+    assert not [m for m in sent if m.get("type") == "request" and m["command"]["method"] == "transport.setRemoteDtls"]
     await pool.stop()
 
 
