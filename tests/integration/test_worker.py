@@ -326,24 +326,6 @@ def test_consumer_pause_resume_keeps_its_sequence_continuous(spawn, udp) -> None
     assert s.w.events == []
 
 
-def rtp_only(sock: socket.socket, count: int, timeout: float = 3.0) -> list[RtpPacket]:
-    """Exactly `count` RTP packets, skipping the RTCP (SRs) that comes to a receiver too."""
-    out: list[RtpPacket] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"got {len(out)} of {count} RTP packets within {timeout} s")
-        sock.settimeout(left)
-        try:
-            data = sock.recv(65535)
-        except TimeoutError:
-            continue
-        if not 192 <= data[1] <= 223:
-            out.append(RtpPacket.parse(data))
-    return out
-
-
 def no_rtp(sock: socket.socket, wait: float = 0.3) -> bool:
     """No RTP packet (RTCP may come) within `wait` s."""
     deadline = time.monotonic() + wait
@@ -364,23 +346,23 @@ def test_a_late_packet_lands_in_place_and_never_reuses_a_number_after_a_resume(s
     was already given to another packet before the pause), nor one that starts on it."""
     s = Session(spawn(0), udp)
     s.send(range(100, 110))
-    before_a = rtp_only(s.rx_a, 10)
-    rtp_only(s.rx_b, 10)
+    before_a = receive(s.rx_a, 10)
+    receive(s.rx_b, 10)
     s.w.ok("consumer.pause", consumerId=20)
     s.send(range(110, 120))
     s.send(range(121, 130))  # 120 is late
-    b = rtp_only(s.rx_b, 19)
+    b = receive(s.rx_b, 19)
     s.w.ok("consumer.resume", consumerId=20)
     s.send(range(130, 135))
-    after_a = rtp_only(s.rx_a, 5)
+    after_a = receive(s.rx_a, 5)
     assert_continuous(before_a + after_a)
-    b += rtp_only(s.rx_b, 5)
+    b += receive(s.rx_b, 5)
     s.send(range(120, 121))  # 120 arrives
     s.send(range(132, 133))  # and a late copy of a packet A got after its resume
-    late_b = rtp_only(s.rx_b, 2)
+    late_b = receive(s.rx_b, 2)
     offset_b = (b[0].sequence_number - 110) & 0xFFFF
     assert [p.sequence_number for p in late_b] == [(120 + offset_b) & 0xFFFF, (132 + offset_b) & 0xFFFF]
-    late_a = rtp_only(s.rx_a, 1)  # 132 again, in its place; 120 not at all
+    late_a = receive(s.rx_a, 1)  # 132 again, in its place; 120 not at all
     assert late_a[0].sequence_number == after_a[2].sequence_number
     assert no_rtp(s.rx_a)
     # A consumer that starts now does not start on a late packet.
@@ -393,14 +375,14 @@ def test_a_late_packet_lands_in_place_and_never_reuses_a_number_after_a_resume(s
     key = RtpPacket(payload_type=PRODUCER_PT, sequence_number=135, timestamp=135 * 3000, ssrc=SOURCE_SSRC,
                     payload=b"\x10\x00" + b"\x9d\x01\x2a" * 30)  # VP8: a key frame begins here
     s.sender.sendto(key.serialize(), s.dest)
-    assert [p.sequence_number for p in rtp_only(rx_c, 1)] == [135]  # it started here, offset 0
-    rtp_only(s.rx_a, 1)
-    rtp_only(s.rx_b, 1)
+    assert [p.sequence_number for p in receive(rx_c, 1)] == [135]  # it started here, offset 0
+    receive(s.rx_a, 1)
+    receive(s.rx_b, 1)
     # A sender that jumps far back (it restarted its numbering) sends no late packet: all
     # get it, the consumer that just started too.
     s.send(range(40135, 40136))
     for rx in (s.rx_a, s.rx_b, rx_c):
-        assert len(rtp_only(rx, 1)) == 1
+        assert len(receive(rx, 1)) == 1
 
 
 def test_producer_pause_stops_all_and_resume_restarts_continuously(spawn, udp) -> None:
