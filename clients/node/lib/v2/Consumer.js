@@ -3,12 +3,10 @@
 // `source` the very Producer object of the other peer and its `peer` that producer's peer, as
 // in v2. The app's pause, resume and profile go to Tureen (consumer.*).
 
-const { SafeEmitter } = require('./emitter');
+const { MediaObject, PROFILES } = require('./media');
 const { InvalidStateError } = require('./errors');
 
-const PROFILES = new Set(['default', 'low', 'medium', 'high']);
-
-class Consumer extends SafeEmitter {
+class Consumer extends MediaObject {
   constructor(receiver, data, source, owner) {
     super();
     this._receiver = receiver; // the peer that receives it (v2 keeps it private)
@@ -27,39 +25,6 @@ class Consumer extends SafeEmitter {
     this._closed = false;
   }
 
-  get id() {
-    return this._id;
-  }
-
-  get closed() {
-    return this._closed;
-  }
-
-  get appData() {
-    return this._appData;
-  }
-
-  set appData(appData) {
-    this._appData = appData;
-  }
-
-  get kind() {
-    return this._kind;
-  }
-
-  /** The peer of the producer (v2). */
-  get peer() {
-    return this._peer;
-  }
-
-  get transport() {
-    return this._transport;
-  }
-
-  get rtpParameters() {
-    return this._rtpParameters;
-  }
-
   /** The Producer it receives. */
   get source() {
     return this._source;
@@ -69,24 +34,12 @@ class Consumer extends SafeEmitter {
     return Boolean(this._transport);
   }
 
-  get locallyPaused() {
-    return this._locallyPaused;
-  }
-
-  get remotelyPaused() {
-    return this._remotelyPaused;
-  }
-
   get sourcePaused() {
     return this._sourcePaused;
   }
 
   get paused() {
     return this._locallyPaused || this._remotelyPaused || this._sourcePaused;
-  }
-
-  get preferredProfile() {
-    return this._preferredProfile;
   }
 
   get effectiveProfile() {

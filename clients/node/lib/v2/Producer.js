@@ -2,12 +2,10 @@
 // mediasoup v2's Producer, mirrored from a peer's createProducer; the app's pause, resume and
 // close go to Tureen (producer.*), the client's come through Peer.receiveNotification.
 
-const { SafeEmitter } = require('./emitter');
+const { MediaObject, PROFILES } = require('./media');
 const { InvalidStateError } = require('./errors');
 
-const PROFILES = new Set(['default', 'low', 'medium', 'high']);
-
-class Producer extends SafeEmitter {
+class Producer extends MediaObject {
   constructor(peer, request, transport) {
     super();
     this._peer = peer;
@@ -20,54 +18,6 @@ class Producer extends SafeEmitter {
     this._remotelyPaused = Boolean(request.paused);
     this._preferredProfile = 'default';
     this._closed = false;
-  }
-
-  get id() {
-    return this._id;
-  }
-
-  get closed() {
-    return this._closed;
-  }
-
-  get appData() {
-    return this._appData;
-  }
-
-  set appData(appData) {
-    this._appData = appData;
-  }
-
-  get kind() {
-    return this._kind;
-  }
-
-  get peer() {
-    return this._peer;
-  }
-
-  get transport() {
-    return this._transport;
-  }
-
-  get rtpParameters() {
-    return this._rtpParameters;
-  }
-
-  get locallyPaused() {
-    return this._locallyPaused;
-  }
-
-  get remotelyPaused() {
-    return this._remotelyPaused;
-  }
-
-  get paused() {
-    return this._locallyPaused || this._remotelyPaused;
-  }
-
-  get preferredProfile() {
-    return this._preferredProfile;
   }
 
   close(appData) {
