@@ -56,10 +56,15 @@ def encode_request(request_id: Any, method: str, params: dict[str, Any]) -> byte
     try:
         return orjson.dumps({"id": request_id, "method": method, **params})
     except orjson.JSONEncodeError as exc:
-        raise bad_request(
-            f"{method}: the parameters cannot be encoded ({exc}): a value is nested more than "
-            f"{ENCODE_DEPTH} levels deep or a number does not fit 64 bits; send a shallower value"
-        ) from None
+        raise cannot_encode(method, exc) from None
+
+
+def cannot_encode(method: str, exc: orjson.JSONEncodeError) -> ProtocolError:
+    """The bad_request for parameters of `method` that orjson refused to write."""
+    return bad_request(
+        f"{method}: the parameters cannot be encoded ({exc}): a value is nested more than "
+        f"{ENCODE_DEPTH} levels deep or a number does not fit 64 bits; send a shallower value"
+    )
 
 
 def decode(frame: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:

@@ -116,19 +116,21 @@ class RemoteWorkerLink(WorkerLink):
 
     async def _send(self, request_id: int, command: Command, deadline: float, budget: float) -> None:
         params = command.to_wire()
-        # Parameters orjson cannot write are refused here as on a local link (bad_request,
-        # which the callers' undo paths handle), not as a TypeError deep in the host link.
-        wire.encode_request(request_id, params["method"], params)
-        self.session.post(
-            {
-                "type": "request",
-                "worker": self.local,
-                "id": request_id,
-                # What is left of the budget: the host's clock is not ours.
-                "budget": round(max(0.0, deadline - time.monotonic()), 3),
-                "command": params,
-            }
-        )
+        try:
+            self.session.post(
+                {
+                    "type": "request",
+                    "worker": self.local,
+                    "id": request_id,
+                    # What is left of the budget: the host's clock is not ours.
+                    "budget": round(max(0.0, deadline - time.monotonic()), 3),
+                    "command": params,
+                }
+            )
+        except orjson.JSONEncodeError as exc:
+            # Refused as on a local link (bad_request, which the callers' undo paths
+            # handle), not as a TypeError out of the host link.
+            raise wire.cannot_encode(params["method"], exc) from None
 
     async def refresh_info(self) -> None:
         info = await self.request(WorkerInfo(), timeout=5.0)

@@ -310,8 +310,8 @@ class WorkerLink:
                 send.cancel()
                 if not future.done():
                     raise TimeoutError
-            elif not send.cancelled() and isinstance(send.exception(), ProtocolError) and not future.done():
-                raise send.exception()  # type: ignore[misc]  # unencodable: nothing was sent
+            elif not future.done() and isinstance(refused := send.exception(), ProtocolError):
+                raise refused  # unencodable parameters: nothing was sent
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             if command.undo() is not None and self.alive:

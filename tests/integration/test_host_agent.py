@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import zmq.asyncio
 from tureen.shared.config import Config
@@ -31,7 +32,10 @@ def make_pool(tmp: Path) -> WorkerPool:
 
 
 def remote(pool: WorkerPool, name: str, sent: list[dict[str, Any]]) -> RemoteWorkerLink:
-    session = HostSession(name=name, identity=name.encode(), send=lambda identity, message: sent.append(message))
+    # Encoded as HostsServer._send does, so what it cannot write fails here as there.
+    session = HostSession(
+        name=name, identity=name.encode(), send=lambda identity, message: sent.append(orjson.loads(orjson.dumps(message)))
+    )
     link = pool.add_remote(lambda index: RemoteWorkerLink(index, pool, session, 0, None, None))
     assert isinstance(link, RemoteWorkerLink)
     session.links[0] = link
