@@ -267,9 +267,16 @@ class TureenClient:
         frame = wire.encode_request(request_id, method, params)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        socket = self._socket
+
+        async def exchange() -> Any:
+            # The send is inside the bound too: a DEALER with no live connection (its CURVE
+            # handshake failing and reconnecting) waits to send, and did so past any timeout.
+            await socket.send(frame)
+            return await future
+
         try:
-            await self._socket.send(frame)
-            return await asyncio.wait_for(future, timeout or self.timeout)
+            return await asyncio.wait_for(exchange(), timeout or self.timeout)
         except TimeoutError:
             if self.handshake_error is not None:
                 hint = self.handshake_error
