@@ -91,7 +91,7 @@ class LegOut(_End):
     """The origin's end: a pipe batch to the forwarder (`out` starts with the 4-byte header,
     records are appended inline, `flush` after the drain), one datagram per packet."""
 
-    __slots__ = ("hub", "header", "out", "count", "_buf", "_view", "_pkt", "dropped", "nacks", "resent", "missed")
+    __slots__ = ("hub", "header", "out", "count", "_pkt", "_parts", "dropped", "nacks", "resent", "missed")
 
     def __init__(self, hub: LegHub, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
         super().__init__(leg_id, producer, key, addr)
@@ -99,10 +99,9 @@ class LegOut(_End):
         self.header = leg_id.to_bytes(HEADER, "big")
         self.out = bytearray(self.header)
         self.count = 0
-        # The datagram is built here: the header, then the packet protected in place.
-        self._buf = bytearray(self.header) + bytearray(MAX_PACKET_SIZE + TRAILER)
-        self._view = memoryview(self._buf)
-        self._pkt = self._view[HEADER:]  # one object: SrtpContext caches its cffi view
+        # The packet is protected in place here and sent after the header (one sendmsg).
+        # A bytearray, not a memoryview slice: SrtpContext keeps a cffi view of it.
+        self._pkt = bytearray(MAX_PACKET_SIZE + TRAILER)
         self.dropped = 0  # packets not sent (socket full, too big to protect)
         self.nacks = 0  # NACK packets from the gateway
         self.resent = 0  # packets sent again from the store
@@ -131,15 +130,17 @@ class LegOut(_End):
         if n > MAX_PACKET_SIZE or n < 12:
             self.dropped += 1
             return False
-        self._pkt[:n] = memoryview(data)[off : off + n]
+        pkt = self._pkt
+        pkt[:n] = memoryview(data)[off : off + n]
         try:
-            size = self.srtp.protect_rtp_into(self._pkt, n) + HEADER
-            self.hub.sock.sendto(self._view[:size], self.addr)  # type: ignore[union-attr]
+            size = self.srtp.protect_rtp_into(pkt, n)
+            with memoryview(pkt) as view:
+                self.hub.sock.sendmsg((self.header, view[:size]), (), 0, self.addr)  # type: ignore[union-attr]
         except (ValueError, OSError):  # full socket buffer, unreachable: the gateway NACKs
             self.dropped += 1
             return False
         self.packets += 1
-        self.octets += size
+        self.octets += size + HEADER
         return True
 
     def mark_discontinuity(self, fwd: Forwarder) -> None:
@@ -207,9 +208,11 @@ class LegHub:
         self._rtcp_ssrc = rtcp_ssrc
         self.sock: socket.socket | None = None
         self.legs: dict[int, LegOut | LegIn] = {}
-        self._rbuf = bytearray(MAX_PACKET_SIZE + TRAILER + HEADER + 64)
-        self._rview = memoryview(self._rbuf)
-        self._rpkt = self._rview[HEADER:]  # one object per context's cache: see LegOut
+        # A datagram is read scattered: the leg id, then the packet (a bytearray of its own,
+        # which SRTP unprotects in place; anything longer than both is cut: MSG_TRUNC).
+        self._rhead = bytearray(HEADER)
+        self._rpkt = bytearray(MAX_PACKET_SIZE + 64)
+        self._rbufs = (self._rhead, self._rpkt)
         # Refusals (the module docstring) and totals.
         self.bad_datagrams = 0
         self.unknown_leg = 0
@@ -268,25 +271,29 @@ class LegHub:
         sock = self.sock
         if sock is None:
             return
-        rbuf, size = self._rbuf, len(self._rbuf)
+        bufs = self._rbufs
         try:
             for _ in range(DRAIN):
                 try:
-                    n, addr = sock.recvfrom_into(rbuf, size)
+                    n, _, flags, addr = sock.recvmsg_into(bufs)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:  # an ICMP error of an earlier send (ECONNREFUSED): go on
+                    continue
+                if flags & socket.MSG_TRUNC:
+                    self.bad_datagrams += 1
                     continue
                 self.on_datagram(n, addr)
         finally:
             self._fwd.after_drain()
 
     def on_datagram(self, n: int, addr: tuple[str, int]) -> None:
-        """One datagram in `_rbuf[:n]` from `addr`: refused and counted, or taken."""
+        """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in
+        `_rpkt`): refused and counted, or taken."""
         if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:
             self.bad_datagrams += 1
             return
-        leg = self.legs.get(_unpack_id(self._rbuf)[0])
+        leg = self.legs.get(_unpack_id(self._rhead)[0])
         if leg is None:
             self.unknown_leg += 1
             return
@@ -307,13 +314,14 @@ class LegHub:
         leg.packets += 1
         leg.octets += n + HEADER
         fwd = self._fwd
-        fwd.buf[:m] = self._rpkt[:m]
+        with memoryview(self._rpkt) as view:
+            fwd.buf[:m] = view[:m]
         fwd.pipe_packets_in += 1
         fwd.receive(leg.producer, m)
 
     def _take_rtcp(self, leg: LegOut, n: int) -> None:
         try:
-            packet = leg.srtp.unprotect_rtcp(self._rpkt[:n])
+            packet = leg.srtp.unprotect_rtcp(bytes(self._rpkt[:n]))
         except ValueError:
             self.srtp_failed += 1
             return
