@@ -150,6 +150,11 @@ class Server:
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
 
+    def worker_host(self, index: int) -> str | None:
+        """The remote host of worker `index`; None: the supervisor's own (or gone)."""
+        link = self.pool.links.get(index)
+        return link.host if link is not None else None
+
     async def worker_request(self, index: int, command: Command) -> Any:
         return await self.pool.request(index, command)
 

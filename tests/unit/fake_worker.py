@@ -586,6 +586,7 @@ class FakeWorkers:
         self.workers = {i: FakeWorker(i) for i in range(count)}
         self.alive = set(self.workers)
         self.placement: int | None = None
+        self.hosts: dict[int, str] = {}  # worker -> its remote host (absent: the supervisor's)
         self.no_worker = False
         self.worker_wait = worker_wait
         self._gids = itertools.count(1)
@@ -617,6 +618,9 @@ class FakeWorkers:
 
     def worker_alive(self, index: int) -> bool:
         return index in self.alive
+
+    def worker_host(self, index: int) -> str | None:
+        return self.hosts.get(index)
 
     async def worker_request(self, index: int, command: c.Command) -> Any:
         self.commands.append((index, command))
