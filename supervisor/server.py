@@ -397,13 +397,13 @@ class Server:
         """Stop (drain: true) or allow again (false) new peers on host `name`; its peers
         stay. By name: a drained host that registers again stays drained."""
         name = get_str(msg, "name", max_length=64)
+        assert name is not None  # required
         drain = msg.get("drain")
         if not isinstance(drain, bool):
             raise bad_request(f"'drain' must be true (no new peers there) or false (undrain), got {drain!r}")
         if name not in self.host_states():
             known = ", ".join(sorted(self.host_states()))
             raise not_found(f"no host named {name!r}; the hosts are: {known} (`tureen hosts`)")
-        assert name is not None
         if drain and name not in self.pool.drained:
             log.warning("host %s is draining: no new peers go there; its peers stay", name)
         elif not drain and name in self.pool.drained:
