@@ -440,6 +440,8 @@ class Worker:
             "pipeMessagesOut": fwd.pipe_messages_out,
             "pipeDropped": fwd.pipe_dropped,
             "pipePacketsIn": fwd.pipe_packets_in,
+            # Host legs (packets and bytes that crossed between hosts here, both ways).
+            "legs": self.legs.totals(),
             "fanout": fwd.core(),
             "cpuPercent": self._process.cpu_percent(None),
             # For the supervisor's Prometheus endpoint (supervisor/metrics.py): totals since

@@ -142,6 +142,12 @@ async def test_a_producer_crosses_the_leg_to_the_consumer_on_the_gateway(pair: P
     assert origin_leg["octets"] == 10 * (len(rtp(0)) + OVERHEAD) == gateway_leg["octets"]
     producer = next(p for p in pair.dump(pair.origin)["producers"] if p["producerId"] == 20)
     assert producer["legs"] == [LEG]
+    # worker.info's totals outlive the legs.
+    await pair.o(c.LegClose(legId=LEG))
+    await pair.g(c.LegClose(legId=LEG))
+    sent = (await pair.o(c.WorkerInfo()))["legs"]
+    taken = (await pair.g(c.WorkerInfo()))["legs"]
+    assert (sent["packetsOut"], sent["octetsOut"]) == (10, origin_leg["octets"]) == (taken["packetsIn"], taken["octetsIn"])
 
 
 async def test_refusals_are_counted_and_touch_nothing(pair: Pair) -> None:

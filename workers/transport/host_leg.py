@@ -225,6 +225,8 @@ class LegHub:
         self.strangers = 0
         self.srtp_failed = 0
         self.rtcp_malformed = 0
+        # What the legs closed so far carried (`totals` adds the open ones).
+        self._closed = {"packetsOut": 0, "octetsOut": 0, "packetsIn": 0, "octetsIn": 0}
 
     # -- the socket ---------------------------------------------------------------------
 
@@ -259,7 +261,21 @@ class LegHub:
         if isinstance(leg, LegOut) and leg.count:
             leg.flush(self._fwd)
             self._fwd.dirty.remove(leg)
+        if leg is not None:
+            way = "Out" if isinstance(leg, LegOut) else "In"
+            self._closed["packets" + way] += leg.packets
+            self._closed["octets" + way] += leg.octets
         return leg
+
+    def totals(self) -> dict[str, int]:
+        """RTP packets and their bytes on the wire sent and taken over this worker's legs
+        since it started (worker.info: what crossed between hosts here)."""
+        out = dict(self._closed)
+        for leg in self.legs.values():
+            way = "Out" if isinstance(leg, LegOut) else "In"
+            out["packets" + way] += leg.packets
+            out["octets" + way] += leg.octets
+        return out
 
     def send_nack(self, leg: LegIn, ssrc: int, seqs: list[int]) -> None:
         """An SRTCP NACK for `seqs` of stream `ssrc` to the leg's origin."""
@@ -340,6 +356,7 @@ class LegHub:
         return {
             "local": f"{local[0]}:{local[1]}" if local else None,
             "legs": [leg.dump() for leg in self.legs.values()],
+            "totals": self.totals(),
             "badDatagrams": self.bad_datagrams,
             "unknownLeg": self.unknown_leg,
             "strangers": self.strangers,
