@@ -133,7 +133,9 @@ class Producer(Stateful):
             "rtpParameters": self.rtp_parameters,
             "consumers": sorted(self.consumers),
             "pipedTo": sorted(self.piped_to),
-            # Host legs: gateway worker -> leg id (the media crossing to another host).
+            # What feeds each copy (worker -> the producer's worker or its host's gateway),
+            # and the host legs (gateway worker -> leg id): supervisor/pipes.py.
+            "fedBy": {str(index): source for index, source in sorted(self.fed_by.items())},
             "legs": {str(index): leg for index, leg in sorted(self.legs.items())},
             "statsInterval": self.stats_interval,
             "appData": self.app_data,

@@ -56,6 +56,7 @@ async def test_a_consumer_on_another_host_is_fed_over_a_leg_and_the_host_fans_ou
     dump = mem.dump()["peers"]
     producer = next(p for p in dump if p["name"] == "alice")["producers"][0]
     assert producer["pipedTo"] == [1, 2] and producer["legs"] == {"1": send.legId}
+    assert producer["fedBy"] == {"1": 0, "2": 1}  # the origin feeds the gateway, which feeds worker 2
     # bob goes: worker 1 stays the gateway while it feeds carol's worker.
     mark = mem.mark()
     await mem.notify("bob", "closeTransport", id=recv["bob"])
