@@ -350,3 +350,19 @@ async def test_a_dead_gateway_worker_is_replaced_by_another_worker_of_its_host(c
 async def _new_leg(client: TureenClient, old: int) -> list[dict[str, Any]] | None:
     legs = (await legs_of(client, 0))["legs"]
     return legs if len(legs) == 1 and legs[0]["legId"] != old else None
+
+
+async def test_a_producer_on_a_remote_host_reaches_the_supervisors_worker(cluster: Cluster) -> None:
+    h1, _ = cluster.start_host("h1")
+    clients = cluster.net.add_host("c")
+    async with cluster.client() as client:
+        [w1] = (await until(lambda: host_entry(client, "h1"), "host h1 to register"))["workers"]
+        media = Media(clients, receivers=1)
+        await call(client, "r6", media, {"alice": w1, "bob": 0})
+        got = (await media.send(700, 40, 40))["got"][0]
+        every_packet_once([(s - got[0]) & 0xFFFF for s in got], 0, 40)
+        [leg] = (await legs_of(client, w1))["legs"]  # the origin is h1's worker now
+        assert leg["end"] == "origin" and leg["remote"].startswith(f"{cluster.sup.address}:")
+        [gateway] = (await legs_of(client, 0))["legs"]
+        assert gateway["end"] == "gateway" and gateway["remote"].startswith(f"{h1.address}:")
+        media.tell("quit")
