@@ -28,7 +28,7 @@ producers (160-byte packets) on one plain transport, and each spy consuming all 
 one plain recv transport (N / CHECK_PRODUCERS transports: two sockets each once connected,
 so N = 10,000 needs ~10,000 descriptors of the worker's 20,000). The C load tool
 (benchmarks/ctools/rtpload.c) sends `--rate` packets/s per producer for `--seconds` and checks
-every copy at one sink socket per room; the worker's RSS is read after each step. Prints the
+every copy at one sink socket per CHECK_PEERS_PER_SINK spies; the worker's RSS is read after each step. Prints the
 loss (target < 0.1 %) and KiB per consumer (with its share of a transport). Quotas raised for
 this server only (peers per room, the control connection's request rate), and its media ports
 moved below the ephemeral range, away from other servers on the machine.
@@ -52,6 +52,7 @@ from tureen.shared.client import TureenClient
 from . import cpus
 from .ctools import build_tools
 from .load import AUDIO_SIZE, Expect, Stream, Timing, Topology, run_load, udp_socket
+from .netstat import udp_drops
 from .scenarios import (
     AUDIO_PT,
     RoomDriver,
@@ -70,6 +71,9 @@ PEERS_PER_ROOM = 250
 MAX_CONSUMERS = 10_000  # two sockets per plain transport: the worker's descriptor limit
 CHECK_PEERS = 1000  # spy peers per room in the consumers check (BENCH_MAX_PEERS allows 2000)
 CHECK_PRODUCERS = 2  # producers per room: consumers per spy's transport
+# Spies per sink socket: an input packet's copies to one room leave the worker in one burst;
+# 1,000 of them into one socket would test the sink's buffer, not the worker.
+CHECK_PEERS_PER_SINK = 50
 LOSS_TARGET = 0.001
 # The check's server: what it needs above the defaults (docs/configuration.md), this server only.
 CHECK_ENV = {
@@ -264,16 +268,14 @@ async def consumers_check(client: TureenClient, pid: int, n: int, rate: int, sec
     the memory steps under "steps"."""
     rooms = [RoomDriver(client, f"mem-check{i}") for i in range(-(-n // (CHECK_PEERS * CHECK_PRODUCERS)))]
     sockets = []
-    sinks = []
     streams: list[Stream] = []
     expects: list[Expect] = []
     try:
         for i, room in enumerate(rooms):
             await room.create()
             await room.join("src")
-            source, sink = udp_socket(), udp_socket()
-            sockets += [source, sink]
-            sinks.append(sink)
+            source = udp_socket()
+            sockets.append(source)
             send_tid, server_port = await room.plain_transport("src", "send", port_of(source))
             for k in range(CHECK_PRODUCERS):
                 ssrc = 0x2000_0000 + i * 16 + k
@@ -291,12 +293,18 @@ async def consumers_check(client: TureenClient, pid: int, n: int, rate: int, sec
             names = [f"s{j}" for j in range(peers)]
             joined.append((names, await _gather_chunked([room.join(name, spy=True) for name in names])))
         await steps.mark("check join")
-        tids = [await _gather_chunked([room.plain_transport(name, "recv", port_of(sink)) for name in names])
-                for room, sink, (names, _) in zip(rooms, sinks, joined, strict=True)]
+        sinks = []
+        for _, (names, _) in zip(rooms, joined, strict=True):
+            room_sinks = [udp_socket() for _ in range(0, len(names), CHECK_PEERS_PER_SINK)]
+            sockets += room_sinks
+            sinks.append([room_sinks[j // CHECK_PEERS_PER_SINK] for j in range(len(names))])
+        tids = [await _gather_chunked([room.plain_transport(name, "recv", port_of(sink))
+                                       for name, sink in zip(names, room_sinks, strict=True)])
+                for room, room_sinks, (names, _) in zip(rooms, sinks, joined, strict=True)]
         await steps.mark("check transports")
-        for room, sink, (names, answers), room_tids in zip(rooms, sinks, joined, tids, strict=True):
+        for room, room_sinks, (names, answers), room_tids in zip(rooms, sinks, joined, tids, strict=True):
             enables = []
-            for name, answer, (tid, _) in zip(names, answers, room_tids, strict=True):
+            for name, sink, answer, (tid, _) in zip(names, room_sinks, answers, room_tids, strict=True):
                 for consumer in answer["peers"][0]["consumers"]:
                     if len(expects) < n:
                         cid, cssrc, cpt = _consumer_keys(consumer)
@@ -304,8 +312,21 @@ async def consumers_check(client: TureenClient, pid: int, n: int, rate: int, sec
                         expects.append(Expect(sink, cssrc, cpt, consumer["appData"]["stream"]))
             await _gather_chunked(enables)
         await steps.mark("check consumers")
+        sink_ports = sorted({port_of(e.sink) for e in expects})
+        input_ports = sorted({s.dst_port for s in streams})
+        drops = udp_drops(sink_ports), udp_drops(input_ports)
+        worker = psutil.Process(pid)
+        cpu: list[float] = []
+
+        def sample() -> None:
+            times = worker.cpu_times()
+            cpu.append(times.user + times.system)
+
         report = await run_load(rtpload, Topology(streams, expects), rate, Timing(2.0, seconds, 0.5), tools_cpu,
-                                lambda: None, lambda: None)
+                                sample, sample)
+        report["sink_drops"] = udp_drops(sink_ports) - drops[0]
+        report["input_drops"] = udp_drops(input_ports) - drops[1]
+        report["worker_cpu"] = (cpu[1] - cpu[0]) / report["window_s"] if len(cpu) == 2 else float("nan")
         await steps.mark("check after load")
         report["steps"] = steps.rows
         return report
@@ -345,6 +366,8 @@ async def run_check(n: int, rate: int, seconds: float, out: Path) -> None:
           f"{'met' if loss < LOSS_TARGET else 'MISSED'}); silent consumers {report['silent_consumers']}, "
           f"seq errors {report['seq_errors']}, latency p50/p99 {report['latency_us_p50']:.0f}/"
           f"{report['latency_us_p99']:.0f} us")
+    print(f"  where: dropped at the sinks' sockets {report['sink_drops']:,}, at the worker's input "
+          f"{report['input_drops']:,}; worker CPU {100 * report['worker_cpu']:.0f} % of a core in the window")
     print(f"  RSS per consumer with its share of a transport {per:.1f} KiB (target <= 8 KiB: "
           f"{'met' if per <= 8 else 'MISSED'})", flush=True)
 
