@@ -62,6 +62,8 @@ worker; docs/benchmarks.md has the results.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -208,8 +210,20 @@ class Forwarder:
         # anything else handed to `receive_python` untouched; otherwise `receive_python`.
         self.rx: Any = None
         if native_rx and self.batch is not None and self.batch.dump()["core"] == "native":
-            self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK)
+            self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK, DRAIN)
         self.receive = self.rx.receive if self.rx is not None else self.receive_python
+
+    def native_drain(self, source: Any, secure: bool) -> Callable[[int, Callable[[int], None]], tuple[int, int, int]] | None:
+        """The native drain of a connected socket of `source` (a transport) for udp.py, or
+        None without the native receive: `drain(fd, handler)` reads up to DRAIN datagrams with
+        one recvmmsg and takes each in order, the common case in C and any other through
+        `handler(n)` (the packet in buf[:n]); returns (datagrams, octets, errors). `secure`
+        (WebRTC): SRTP packets are unprotected in C with `source.srtp`'s inbound session
+        (failures counted in `source.srtp_errors`); not secure, `handler(n)` must be
+        `self.receive(source, n)` for RTP (a plain transport's)."""
+        if self.rx is None:
+            return None
+        return partial(self.rx.drain, source, secure)
 
     def receive_python(self, source, n: int) -> None:
         """Forward the packet in buf[:n] that arrived on `source` (a transport, or a piped
