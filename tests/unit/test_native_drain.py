@@ -48,10 +48,16 @@ def pump(endpoint: UdpEndpoint, sender: socket.socket, datagrams: list[bytes]) -
 
 
 def endpoint_counts(endpoint: UdpEndpoint) -> dict[str, int]:
-    return {"in": endpoint.datagrams_in, "octets": endpoint.octets_in, "errors": endpoint.recv_errors}
+    return {
+        "in": endpoint.datagrams_in,
+        "octets": endpoint.octets_in,
+        "errors": endpoint.recv_errors,
+    }
 
 
-def both(scenario: Callable[[Rig], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], tuple[int, int]]:
+def both(
+    scenario: Callable[[Rig], dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], tuple[int, int]]:
     """`scenario` with the Python drain and receive, then with the native drain: the data
     path's snapshot plus what the scenario adds, each; and the native (fast, slow) counts."""
     results = []
@@ -59,7 +65,9 @@ def both(scenario: Callable[[Rig], dict[str, Any]]) -> tuple[dict[str, Any], dic
     for core in ("native-pyrx", "native"):
         rig = Rig(core)
         try:
-            assert (rig.fwd.native_drain(rig.send_transport, False) is None) == (core == "native-pyrx")
+            assert (rig.fwd.native_drain(rig.send_transport, False) is None) == (
+                core == "native-pyrx"
+            )
             extra = scenario(rig)
             results.append({**snapshot(rig), **extra})
             if rig.fwd.rx is not None:
@@ -114,7 +122,9 @@ def test_a_refused_send_is_one_receive_error_on_both_drains() -> None:
         transport = rig.transport(gone)
         gone.close()
         endpoint = transport.endpoint
-        endpoint.send(b"\x80" * 20)  # answered by ICMP (on loopback within the send): a socket error
+        endpoint.send(
+            b"\x80" * 20
+        )  # answered by ICMP (on loopback within the send): a socket error
         ready, _, _ = select.select([endpoint._conn], [], [], 2.0)  # a pending error is readable
         assert ready
         endpoint._drain_connected()
@@ -136,7 +146,14 @@ def webrtc_sender(rig: Rig, remote: socket.socket) -> WebRtcTransport:
     (the connected socket), without keys yet (set `srtp` for the DTLS handshake's end)."""
     tid = len(rig.transports) + 1
     transport = WebRtcTransport(
-        tid, rig.listener, rig.loop, rig.fwd, [("127.0.0.1", None)], 20000, 59999, {"udp": True, "tcp": False}
+        tid,
+        rig.listener,
+        rig.loop,
+        rig.fwd,
+        [("127.0.0.1", None)],
+        20000,
+        59999,
+        {"udp": True, "tcp": False},
     )
     transport.endpoint.connect(remote.getsockname())
     rig.router.add_transport(transport)
@@ -184,15 +201,27 @@ def test_webrtc_drain_unprotects_and_forwards_what_the_python_path_does(profile:
             return unprotect(buf, n)
 
         srtp.unprotect_rtp_into = counted  # type: ignore[method-assign]
-        mixed = [p for pair in zip(protected_vp8[:28], protected_opus[2:30], strict=True) for p in pair]
+        mixed = [
+            p for pair in zip(protected_vp8[:28], protected_opus[2:30], strict=True) for p in pair
+        ]
         pump(endpoint, browser, mixed[:10])
-        pump(endpoint, browser, [mixed[3], bytes(tampered), srtcp, b"\x01" + bytes(19), b"\x50" * 20, too_large])
+        pump(
+            endpoint,
+            browser,
+            [mixed[3], bytes(tampered), srtcp, b"\x01" + bytes(19), b"\x50" * 20, too_large],
+        )
         pump(endpoint, browser, mixed[10:] + protected_vp8[28:40] + protected_opus[30:40])
         return {
             "endpoint": endpoint_counts(endpoint),
             "transport": {
                 name: getattr(transport, name)
-                for name in ("srtp_errors", "srtcp_in", "media_before_srtp", "not_demuxed", "strangers")
+                for name in (
+                    "srtp_errors",
+                    "srtcp_in",
+                    "media_before_srtp",
+                    "not_demuxed",
+                    "strangers",
+                )
             },
             "rtcp": list(rig.listener.rtcp),
             "python unprotects": len(calls),
@@ -203,7 +232,13 @@ def test_webrtc_drain_unprotects_and_forwards_what_the_python_path_does(profile:
     # and the too large one); the native drain none.
     assert (python.pop("python unprotects"), nat.pop("python unprotects")) == (81, 0)
     assert python == nat
-    assert nat["transport"] == {"srtp_errors": 3, "srtcp_in": 1, "media_before_srtp": 2, "not_demuxed": 1, "strangers": 0}
+    assert nat["transport"] == {
+        "srtp_errors": 3,
+        "srtcp_in": 1,
+        "media_before_srtp": 2,
+        "not_demuxed": 1,
+        "strangers": 0,
+    }
     assert nat["forwarder"]["rtpIn"] == 78 and nat["forwarder"]["rtpOut"] == 40 + 2 * 38
     assert len(nat["rtcp"]) == 1
     assert sorted(len(c["out"]) for c in nat["consumers"].values()) == [38, 38, 40]
