@@ -35,15 +35,21 @@
  * Compiled at install time when a C compiler is there (setup.py, optional); without it the
  * worker runs SendBatch, same behaviour. No Python object is made per copy.
  *
- * Why one file over 600 lines (about 1,300): a CPython extension module is one translation
+ * The Receiver (below FanOut) is the common case of Forwarder.receive in C, and its drain()
+ * one transport socket's whole drain: recvmmsg into its own slots, then per datagram SRTP
+ * unprotect (libsrtp's srtp_unprotect, reached as srtp_protect is) and the receive, handing
+ * anything else to Python in order (docs/internals.md "The native receive").
+ *
+ * Why one file over 600 lines (about 1,600): a CPython extension module is one translation
  * unit, and it holds parts that only make sense together: the boilerplate of its types
  * (RewriteCore's members, FanOut's methods, the type objects, the module init), the
  * io_uring ring (setup by raw system calls, no liburing, and its send path: about 250
  * lines), the fanout()/flush() loop with the sendmmsg path, all sharing the queue and the
- * rings, and the Receiver (the common receive case, about 550 lines) that calls the fan-out
- * core directly. Split into several .c files they would need a private header and a
- * multi-file build for one extension that only forward.py calls; if the Receiver grows
- * (recvmmsg drain, SRTP unprotect), it is the part to move into a file of its own.
+ * rings, and the Receiver (the common receive case and the drain, about 800 lines) that
+ * calls the fan-out core directly. Split into several .c files they would need a private
+ * header and a multi-file build for one extension that only forward.py calls; the Receiver
+ * is the part to move into a file of its own when that pays (left for a change that does
+ * only that, so it can be reviewed as a move).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -753,7 +759,8 @@ static PyTypeObject FanOutType = {
  * instead of the interpreter's ~70 lines. It decides from the packet and the stream's table
  * contents, *before changing anything*, whether the packet is the common case:
  *
- *   RTP (not RTCP), no CSRC, no header extension, no padding; an SSRC of `source.ssrc_table`
+ *   RTP (not RTCP) with a well-formed header (CSRCs, padding, header extensions: their ids
+ *   remapped, an audio level read); an SSRC of `source.ssrc_table`
  *   (so not RTX, not unknown); producer not paused; payload type mapped; not late (the
  *   stream's newest or newer); no consumer waiting for a start point (`stream.waiting`), no
  *   pipe (`stream.pipes`); the NACK generator, if any, in order with nothing pending; every
@@ -763,7 +770,8 @@ static PyTypeObject FanOutType = {
  * the results are the Python path's by construction. The common case does exactly what the
  * Python path does for it, on the same objects: the payload-type rewrite, the reception
  * statistics (RFC 3550 A.1/A.8: max_seq, cycles, transit, jitter, max_at from
- * CLOCK_MONOTONIC, which is time.monotonic's clock), stream packets/octets, the NACK
+ * CLOCK_MONOTONIC, which is time.monotonic's clock), stream packets/octets, the audio level
+ * (level_sum, level_count), the NACK
  * generator's `expected`, the retransmission store (a `bytes` copy, video), `rtp_in`, the
  * fan-out (fan_core above) and `rtp_out` / `send_errors`. tests/unit/test_native_rx.py runs
  * both on the same captured packets and compares bytes and counters. */
@@ -1133,8 +1141,8 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
         rc = 0;  /* unmapped: the Python path counts the drop */
         goto done;
     }
-    /* A header extension: its ids are remapped (stream.ext_map); one with an audio level to
-     * read (stream.level_id) takes the Python path. */
+    /* A header extension: its ids are remapped (stream.ext_map), and an audio stream's
+     * level (stream.level_id) read after the remap, as receive_python does. */
     const unsigned char *ext_map = NULL;
     long level_id = 0;
     long long level_sum = 0, level_count = 0;

@@ -48,9 +48,11 @@ while `stream.waiting` is not empty: a consumer that has started costs nothing m
 
 With the native core, `Forwarder.receive` is the native receive (workers/_native.c,
 "Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
-SSRC in order, nothing waited for, no pipe, no audio level to read, no ICE-TCP consumer) in
-C, on the same objects; every other packet goes to `receive_python` below, unchanged. Change
-what a step does here and the C must follow (tests/unit/test_native_rx.py compares both).
+SSRC in order, nothing waited for, no pipe, no ICE-TCP consumer; audio levels included) in
+C, on the same objects; every other packet goes to `receive_python` below, unchanged. The
+transports' connected sockets are then drained natively too (`native_drain`: recvmmsg and,
+for WebRTC, SRTP unprotect in the same C call). Change what a step does here and the C must
+follow (tests/unit/test_native_rx.py and test_native_drain.py compare both).
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
