@@ -975,6 +975,7 @@ typedef struct {
     unsigned long store_mask;
     unsigned long long fast;   /* packets the native path took */
     unsigned long long slow;   /* packets handed to the fallback */
+    unsigned long long unprotected; /* SRTP packets drain() unprotected */
     Slots fwd_slots;
     Slots stream_slots;
     Slots nack_slots;
@@ -1533,6 +1534,7 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
                 continue;
             }
             n = len;
+            self->unprotected++;
             int fast = rx_fast(self, source, n);
             if (fast < 0)
                 goto error;
@@ -1560,7 +1562,10 @@ error:
 }
 
 static PyObject *rx_dump(Receiver *self, PyObject *unused) {
-    return Py_BuildValue("{s:K,s:K}", "nativeRx", self->fast, "pythonRx", self->slow);
+    /* nativeRx / pythonRx: packets each receive path took; nativeSrtp: SRTP packets the
+     * drain unprotected (the rest of a WebRTC transport's went through pylibsrtp). */
+    return Py_BuildValue("{s:K,s:K,s:K}", "nativeRx", self->fast, "pythonRx", self->slow,
+                         "nativeSrtp", self->unprotected);
 }
 
 static PyMethodDef rx_methods[] = {
@@ -1573,6 +1578,8 @@ static PyMethodDef rx_methods[] = {
 static PyMemberDef rx_members[] = {
     {"fast", T_ULONGLONG, offsetof(Receiver, fast), READONLY, "packets the native path took"},
     {"slow", T_ULONGLONG, offsetof(Receiver, slow), READONLY, "packets handed to fallback"},
+    {"unprotected", T_ULONGLONG, offsetof(Receiver, unprotected), READONLY,
+     "SRTP packets drain() unprotected"},
     {NULL},
 };
 
