@@ -27,7 +27,7 @@ from tureen.shared.config import Config
 from tureen.shared.contract import Event, WorkerInfo, decode_command
 from tureen.shared.curve import ClientKeys
 from tureen.shared.errors import UNAVAILABLE, ProtocolError
-from tureen.supervisor import run_dir
+from tureen.supervisor import run_dir, sd_notify
 from tureen.supervisor.hosts import HOST_PING, HOST_TIMEOUT, drop_error
 from tureen.supervisor.worker_link import WorkerLink
 from tureen.supervisor.worker_pool import RESTART_BACKOFF
@@ -35,6 +35,24 @@ from tureen.supervisor.worker_pool import RESTART_BACKOFF
 log = logging.getLogger("tureen.host")
 
 REGISTER_EVERY = 1.0  # s between two registrations while the supervisor does not answer
+
+
+def check_registered(message: dict[str, Any]) -> dict[int, int]:
+    """A `registered`'s indexes as {our local index: the supervisor's index}, all checked
+    before any is used; ValueError saying what is wrong otherwise."""
+    indexes = message.get("indexes")
+    if not isinstance(indexes, dict):
+        raise ValueError(f"'indexes' must be an object, got {type(indexes).__name__}")
+    out: dict[int, int] = {}
+    for local, index in indexes.items():
+        if not (isinstance(local, str) and local.isascii() and local.isdigit() and len(local) <= 10):
+            raise ValueError(f"local index {local!r} is not a decimal integer")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1 << 31:
+            raise ValueError(f"index of local worker {local} must be an integer 0..2**31-1, got {index!r}")
+        out[int(local)] = index
+    if len(set(out.values())) != len(out):
+        raise ValueError("two local workers have the same index")
+    return out
 
 
 class HostAgent:
@@ -77,6 +95,8 @@ class HostAgent:
         self._lost.clear()
         self.local_of.clear()
         await asyncio.gather(*(self._start_worker(i) for i in range(self.count)))
+        # systemd (Type=notify): up once the workers are; STATUS tells whether registered.
+        sd_notify.notify(f"READY=1\nSTATUS={len(self.links)} workers; registering with the supervisor at {self.connect}")
         self._open_socket()
         session = [
             self._spawn(self._read(), "host link reader"),
@@ -99,6 +119,7 @@ class HostAgent:
             await self._stop_workers()
         if not stop.is_set():
             log.warning("supervisor lost; workers stopped, registering afresh")
+            sd_notify.notify(f"STATUS=supervisor at {self.connect} lost; workers stopped, starting afresh")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -179,31 +200,50 @@ class HostAgent:
                 log.warning("host link: dropped a bad message (%s)", exc)
                 continue
             self._heard = time.monotonic()
-            kind = message.get("type")
-            if kind == "ping":
-                self._post({"type": "pong"})
-            elif kind == "registered":
-                indexes = message.get("indexes") or {}
-                for local, index in indexes.items():
-                    self.local_of[int(index)] = int(local)
-                log.info("registered with the supervisor as host %s: workers %s", self.name, indexes)
-                self._registered.set()
-            elif kind == "request":
-                self._spawn(self._serve(message), "host request")
-            elif kind == "unknown" and self._registered.is_set():
-                log.warning("the supervisor does not know this host (it restarted)")
-                self._lost.set()
-            elif kind == "refused":
-                log.error("the supervisor refused the registration: %s", message.get("reason"))
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """One message of the supervisor; a bad one is logged and changes nothing."""
+        kind = message.get("type")
+        if kind == "ping":
+            self._post({"type": "pong"})
+        elif kind == "registered":
+            try:
+                indexes = check_registered(message)
+            except ValueError as exc:
+                log.warning("host link: dropped a bad 'registered' (%s); registering again", exc)
+                return
+            for local, index in indexes.items():
+                self.local_of[index] = local
+            log.info("registered with the supervisor as host %s: workers %s", self.name, indexes)
+            if not self._registered.is_set():
+                sd_notify.notify(f"STATUS=registered as host {self.name} with the supervisor at {self.connect}: workers {sorted(indexes.values())}")
+            self._registered.set()
+        elif kind == "request":
+            self._spawn(self._serve(message), "host request")
+        elif kind == "unknown" and self._registered.is_set():
+            log.warning("the supervisor does not know this host (it restarted)")
+            self._lost.set()
+        elif kind == "refused":
+            reason = message.get("reason")
+            log.error("the supervisor refused the registration: %s", reason)
+            sd_notify.notify(f"STATUS=the supervisor refused the registration: {str(reason)[:200]}")
 
     async def _serve(self, message: dict[str, Any]) -> None:
         local = message.get("worker")
         request_id = message.get("id")
+        if not isinstance(request_id, int) or isinstance(request_id, bool) or not isinstance(local, int) or isinstance(local, bool):
+            # No reply can find its request: the supervisor's requests always carry both.
+            log.warning("host link: dropped a request without an integer id and worker (%r, %r)", request_id, local)
+            return
         try:
             data = await self._execute(local, message)
             reply: dict[str, Any] = {"id": request_id, "ok": True, "data": data}
         except ProtocolError as exc:
             reply = {"id": request_id, "ok": False, "error": exc.to_wire()}
+        except Exception as exc:  # a malformed request is refused, never unanswered
+            log.warning("host link: refused a malformed request %d: %r", request_id, exc)
+            reply = {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": f"malformed host request: {exc}"}}
         self._post({"type": "reply", "worker": local, "message": reply})
 
     async def _execute(self, local: Any, message: dict[str, Any]) -> Any:
@@ -219,7 +259,7 @@ class HostAgent:
         if "workerIndex" in wire:
             # Pipes join workers of this host; the supervisor names them by its indexes.
             index = wire["workerIndex"]
-            if index not in self.local_of:
+            if not isinstance(index, int) or isinstance(index, bool) or index not in self.local_of:
                 raise ProtocolError(UNAVAILABLE, f"worker {index!r} is not a worker of host {self.name}")
             wire = {**wire, "workerIndex": self.local_of[index]}
         command = decode_command(wire)
