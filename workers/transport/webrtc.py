@@ -114,6 +114,8 @@ class WebRtcTransport(Transport):
                         after_drain=forwarder.after_drain,
                         name=f"transport {transport_id}",
                         recv_batch=forwarder.recv_batch,
+                        # SRTP unprotected in C, then the native receive; else _on_selected
+                        native_drain=forwarder.native_drain(self, secure=True),
                     )
                     self.endpoints.append(endpoint)
                     local_ip, udp_port = endpoint.local
