@@ -9,17 +9,29 @@ connected WebRtcTransport per room of 250 peers (the server's quota is 500 per r
   transports       one WebRtcTransport each, created, not reached: UDP socket, ICE-lite
                    state, the DTLS endpoint (an OpenSSL SSL object before its handshake)
   connected        ICE + the DTLS handshake on each (the harness is the browser, as in the
-                   SRTP rows of benchmarks.run): the finished SSL object and two libsrtp
-                   sessions per transport
+                   SRTP rows of benchmarks.run): two libsrtp sessions per transport, the
+                   DTLS record keys (the SSL object is freed after the handshake), the
+                   connected socket
   consumers        one enabled consumer each of the producer's video: the consumer's state
                    in the worker (rewrite, retransmission buffer, counters)
 
 and the same with plain RTP transports in a second server (`plain transports`, `plain
 consumers`). Prints KiB per item for each step. Then, in this process (`--items`, on by
 default), the two big parts of a connected WebRTC transport alone, COUNT of each, RSS delta:
-a DtlsEndpoint pair through a full handshake in memory (÷ 2: OpenSSL's SSL object, client and
-server alike) and an SrtpContext (its two libsrtp sessions) per profile. Bounded: COUNT <= 2000, every handshake
-15 s, only 127.0.0.1.
+a DtlsEndpoint pair through a full handshake in memory (÷ 2: what an endpoint keeps once
+connected, client and server alike) and an SrtpContext (its two libsrtp sessions) per profile.
+Bounded: COUNT <= 2000, every handshake 15 s, only 127.0.0.1.
+
+`--consumers N` (the 10,000-consumer check, issue 17; N <= 10,000) runs instead: one worker,
+rooms of CHECK_PEERS spy peers, each room with one source peer sending CHECK_PRODUCERS audio
+producers (160-byte packets) on one plain transport, and each spy consuming all of them on
+one plain recv transport (N / CHECK_PRODUCERS transports: two sockets each once connected,
+so N = 10,000 needs ~10,000 descriptors of the worker's 20,000). The C load tool
+(benchmarks/ctools/rtpload.c) sends `--rate` packets/s per producer for `--seconds` and checks
+every copy at one sink socket per CHECK_PEERS_PER_SINK spies; the worker's RSS is read after each step. Prints the
+loss (target < 0.1 %) and KiB per consumer (with its share of a transport). Quotas raised for
+this server only (peers per room, the control connection's request rate), and its media ports
+moved below the ephemeral range, away from other servers on the machine.
 """
 
 from __future__ import annotations
@@ -38,8 +50,17 @@ import psutil
 from tureen.shared.client import TureenClient
 
 from . import cpus
-from .load import udp_socket
-from .scenarios import RoomDriver, _consumer_keys, _gather_chunked, port_of
+from .ctools import build_tools
+from .load import AUDIO_SIZE, Expect, Stream, Timing, Topology, run_load, udp_socket
+from .netstat import udp_drops
+from .scenarios import (
+    AUDIO_PT,
+    RoomDriver,
+    _consumer_keys,
+    _gather_chunked,
+    _rtp_parameters,
+    port_of,
+)
 from .srtp import PROFILE_NAMES
 from .tureen_server import TureenServer
 from .webrtc import HANDSHAKES_AT_ONCE, Browser, WebRtcRoom, _keepalive
@@ -47,6 +68,26 @@ from .webrtc import HANDSHAKES_AT_ONCE, Browser, WebRtcRoom, _keepalive
 MAX_COUNT = 2000
 SETTLE_S = 0.5
 PEERS_PER_ROOM = 250
+MAX_CONSUMERS = 10_000  # two sockets per plain transport: the worker's descriptor limit
+CHECK_PEERS = 1000  # spy peers per room in the consumers check (BENCH_MAX_PEERS allows 2000)
+CHECK_PRODUCERS = 2  # producers per room: consumers per spy's transport
+# Spies per sink socket: an input packet's copies to one room leave the worker in one burst;
+# 1,000 of them into one socket would test the sink's buffer, not the worker.
+CHECK_PEERS_PER_SINK = 50
+LOSS_TARGET = 0.001
+# After the window: copies of the window's last packets still in flight count when they arrive
+# within this (a worker on a shared core can run a burst of 1,000 copies late).
+CHECK_DRAIN = 2.0
+CHECK_IDLE_S = 3.0  # the worker's CPU with its consumers and no media, measured over this
+# The check's server: what it needs above the defaults (docs/configuration.md), this server only.
+CHECK_ENV = {
+    "TUREEN_MAX_REQUESTS_PER_SECOND": "20000",
+    "TUREEN_MAX_REQUESTS_BURST": "20000",
+    # 12,000 ports for 5,000 transports, below the ephemeral range (32768-) and away from the
+    # default 40000-49999 that other servers on the machine use.
+    "TUREEN_RTC_MIN_PORT": "20000",
+    "TUREEN_RTC_MAX_PORT": "32000",
+}
 
 
 def memory(pid: int) -> tuple[int, int]:
@@ -221,8 +262,128 @@ def items(count: int) -> None:
     done = memory(me)[0]
     print(f"  DtlsEndpoint created (before its handshake)  +{(created - before) / 2048 / count:7.1f} KiB each")
     print(f"  DtlsEndpoint handshake done ({connected}/{count} pairs) +{(done - created) / 2048 / count:7.1f} KiB each "
-          "(OpenSSL's SSL object after a full handshake, MODE_RELEASE_BUFFERS on)", flush=True)
+          "(the record keys and final flight; OpenSSL's SSL object is freed)", flush=True)
     keep.clear()
+
+
+async def consumers_check(client: TureenClient, pid: int, n: int, rate: int, seconds: float, rtpload: Path,
+                          tools_cpu: int) -> dict[str, Any]:
+    """N plain consumers (see the module's docstring); returns the load tool's report, with
+    the memory steps under "steps"."""
+    rooms = [RoomDriver(client, f"mem-check{i}") for i in range(-(-n // (CHECK_PEERS * CHECK_PRODUCERS)))]
+    sockets = []
+    streams: list[Stream] = []
+    expects: list[Expect] = []
+    try:
+        for i, room in enumerate(rooms):
+            await room.create()
+            await room.join("src")
+            source = udp_socket()
+            sockets.append(source)
+            send_tid, server_port = await room.plain_transport("src", "send", port_of(source))
+            for k in range(CHECK_PRODUCERS):
+                ssrc = 0x2000_0000 + i * 16 + k
+                # A consumer carries its producer's appData (as in v2): how a copy finds its stream.
+                await room.req("src", "createProducer", id=900_000 + i * 16 + k, kind="audio", transportId=send_tid,
+                               rtpParameters=_rtp_parameters("audio", ssrc), paused=False,
+                               appData={"stream": len(streams)})
+                streams.append(Stream(source, server_port, ssrc, AUDIO_PT, AUDIO_SIZE, ts_step=960))
+        steps = Steps(pid, n)
+        left = n
+        joined = []
+        for room in rooms:
+            peers = min(CHECK_PEERS, -(-left // CHECK_PRODUCERS))
+            left -= peers * CHECK_PRODUCERS
+            names = [f"s{j}" for j in range(peers)]
+            joined.append((names, await _gather_chunked([room.join(name, spy=True) for name in names])))
+        await steps.mark("check join")
+        sinks = []
+        for _, (names, _) in zip(rooms, joined, strict=True):
+            room_sinks = [udp_socket() for _ in range(0, len(names), CHECK_PEERS_PER_SINK)]
+            sockets += room_sinks
+            sinks.append([room_sinks[j // CHECK_PEERS_PER_SINK] for j in range(len(names))])
+        tids = [await _gather_chunked([room.plain_transport(name, "recv", port_of(sink))
+                                       for name, sink in zip(names, room_sinks, strict=True)])
+                for room, room_sinks, (names, _) in zip(rooms, sinks, joined, strict=True)]
+        await steps.mark("check transports")
+        for room, room_sinks, (names, answers), room_tids in zip(rooms, sinks, joined, tids, strict=True):
+            enables = []
+            for name, sink, answer, (tid, _) in zip(names, room_sinks, answers, room_tids, strict=True):
+                for consumer in answer["peers"][0]["consumers"]:
+                    if len(expects) < n:
+                        cid, cssrc, cpt = _consumer_keys(consumer)
+                        enables.append(room.enable(name, cid, tid))
+                        expects.append(Expect(sink, cssrc, cpt, consumer["appData"]["stream"]))
+            await _gather_chunked(enables)
+        await steps.mark("check consumers")
+        sink_ports = sorted({port_of(e.sink) for e in expects})
+        input_ports = sorted({s.dst_port for s in streams})
+        drops = udp_drops(sink_ports), udp_drops(input_ports)
+        worker = psutil.Process(pid)
+        cpu: list[float] = []
+
+        def sample() -> None:
+            times = worker.cpu_times()
+            cpu.append(times.user + times.system)
+
+        # What N consumers cost the worker with no media: housekeeping (rate samples, RTCP).
+        sample()
+        await asyncio.sleep(CHECK_IDLE_S)
+        sample()
+        idle = (cpu[1] - cpu[0]) / CHECK_IDLE_S
+        cpu.clear()
+        report = await run_load(rtpload, Topology(streams, expects), rate, Timing(2.0, seconds, CHECK_DRAIN), tools_cpu,
+                                sample, sample)
+        report["worker_idle_cpu"] = idle
+        report["sink_drops"] = udp_drops(sink_ports) - drops[0]
+        report["input_drops"] = udp_drops(input_ports) - drops[1]
+        report["worker_cpu"] = (cpu[1] - cpu[0]) / report["window_s"] if len(cpu) == 2 else float("nan")
+        await steps.mark("check after load")
+        report["steps"] = steps.rows
+        return report
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def run_check(n: int, rate: int, seconds: float, out: Path) -> None:
+    """The N-consumer check on its own server; prints the figures and the targets."""
+    forwarder_cpu, tools_cpu = cpus.layout()
+    rtpload = build_tools(out / "bin").rtpload
+    saved = {k: os.environ.get(k) for k in CHECK_ENV}
+    os.environ.update(CHECK_ENV)  # TureenServer passes this process's environment on
+    try:
+        server = TureenServer(1, out, forwarder_cpu, tools_cpu)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        async with TureenClient(server.endpoint, timeout=60.0) as client:
+            await server.wait_ready(client)
+            pid = server.worker_pids[0]
+            print(f"consumers check: {n} plain consumers, {CHECK_PRODUCERS} per transport, "
+                  f"{rate} packets/s per producer for {seconds:g} s, worker pid {pid}", flush=True)
+            report = await consumers_check(client, pid, n, rate, seconds, rtpload, tools_cpu)
+    finally:
+        server.stop()
+    expected, received = report["expected_window"], report["received_window"]
+    loss = 1 - received / expected if expected else 1.0
+    per = sum(row[1] for row in report["steps"] if row[0] in ("check transports", "check consumers")) / n / 1024
+    print(f"  output {expected / report['window_s']:,.0f} packets/s; {received:,} of {expected:,} copies "
+          f"received in the window: loss {100 * loss:.3f} % (target < {100 * LOSS_TARGET:.1f} %: "
+          f"{'met' if loss < LOSS_TARGET else 'MISSED'}); silent consumers {report['silent_consumers']}, "
+          f"seq errors {report['seq_errors']}, latency p50/p99 {report['latency_us_p50']:.0f}/"
+          f"{report['latency_us_p99']:.0f} us")
+    print(f"  where: dropped at the sinks' sockets {report['sink_drops']:,}, at the worker's input "
+          f"{report['input_drops']:,}; whole run {report['received_total']:,} of {report['expected_total']:,}, "
+          f"unexpected {report['unexpected']}, not media (the worker's RTCP) {report['stale']}; worker CPU "
+          f"{100 * report['worker_cpu']:.0f} % of a core in the window, {100 * report['worker_idle_cpu']:.0f} % "
+          "with no media")
+    print(f"  RSS per consumer with its share of a transport {per:.1f} KiB (target <= 8 KiB: "
+          f"{'met' if per <= 8 else 'MISSED'})", flush=True)
 
 
 async def run(count: int, profile: str, out: Path) -> None:
@@ -251,7 +412,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the in-process DTLS / SRTP measurement")
     parser.add_argument("--no-servers", dest="servers", action="store_false",
                         help="skip the server runs (items only)")
+    parser.add_argument("--consumers", type=int, default=0,
+                        help=f"run the N-consumer check instead (N <= {MAX_CONSUMERS})")
+    parser.add_argument("--rate", type=int, default=5, help="consumers check: packets/s per producer (1..50)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="consumers check: measured seconds (1..60)")
     args = parser.parse_args(argv)
+    if args.consumers:
+        if not 1 <= args.consumers <= MAX_CONSUMERS:
+            raise SystemExit(f"--consumers must be 1..{MAX_CONSUMERS}")
+        if not (1 <= args.rate <= 50 and 1 <= args.seconds <= 60):
+            raise SystemExit("--rate must be 1..50 packets/s and --seconds 1..60")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="bench-memory-") as logs:
+            asyncio.run(run_check(args.consumers, args.rate, args.seconds, Path(logs)))
+        print(f"{time.monotonic() - started:.0f} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 0
     if not 1 <= args.count <= MAX_COUNT:
         raise SystemExit(f"--count must be 1..{MAX_COUNT}")
     started = time.monotonic()

@@ -1,7 +1,7 @@
 """Micro-benchmark: the worker's fan-out cores in one process, without the network harness.
 
     .venv/bin/python scripts/bench_fanout.py [--n 10,100,500] [--srtp none,gcm,cm]
-        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0] [--audio | --rx]
+        [--per-drain 1,8] [--copies 200000] [--reps 3] [--cpu 0] [--audio | --rx | --drain]
 
 Builds N consumers exactly as the worker does (a ConsumerRewrite per consumer, each with its
 own UDP socket connected to a sink, and for SRTP its own outbound libsrtp session), then feeds
@@ -29,7 +29,15 @@ on a tree without audio levels (before they existed) only the `off` column is me
 native receive (workers/_native.c, Receiver) and with the Python receive path
 (`native_rx = false`), both on the native fan-out core, alternated within each rep.
 
-Unlike `make bench` it measures no input side (no recvmmsg, demux, SRTP unprotect, event
+`--drain` measures a real transport's connected-socket drain (udp.py), per input packet:
+1200-byte video packets sent from a loopback socket to a plain transport (`--srtp none`) or
+a WebRTC transport with SRTP (`gcm`, `cm`), `per-drain` at a time, then one drain (recvmmsg,
+SRTP unprotect, receive, fan-out to N plain consumers, flush), timed alone (the sends are
+not). Three ways, alternated within each rep: `python` (`native_rx = false`), `native-rx`
+(the native receive behind udp.py's Python drain and pylibsrtp's unprotect: before the
+native drain) and `native-drain` (Receiver.drain: all of it in one C call).
+
+Except for --drain it measures no input side (no recvmmsg, demux, SRTP unprotect, event
 loop), so it isolates what the fan-out core changes; `make bench` gives the whole worker.
 Bounded: at most --copies output copies per measurement (<= 2,000,000), loopback only.
 """
@@ -132,6 +140,9 @@ def audio_packet(seq: int) -> bytes:
     return header + ext + b"\x00" * 80
 
 
+_AUDIO_PATHS: dict[bool, tuple[int, int]] = {}
+
+
 def run_audio(n: int, level: bool, packets: int) -> float:
     """CPU µs of this thread per input audio packet (receive + fan-out to n + flush)."""
     from tureen.workers.forward import Forwarder
@@ -150,17 +161,24 @@ def run_audio(n: int, level: bool, packets: int) -> float:
         forwarder = Forwarder(core="native")
         source = _Source(stream)
         datagrams = [audio_packet(i) for i in range(256)]
+        # In order: seq + 1 and ts + 960 per packet (the 256 datagrams repeated as they were
+        # made would be late packets after the first 256, which take the Python path).
+        pack = struct.Struct("!HI").pack_into
         buf = forwarder.buf
         receive, after = forwarder.receive, forwarder.after_drain
         start = time.thread_time_ns()
         for i in range(packets):
             d = datagrams[i & 255]
             buf[: len(d)] = d
+            pack(buf, 2, i & 0xFFFF, (i * 960) & 0xFFFFFFFF)
             receive(source, len(d))
             after()
         spent = time.thread_time_ns() - start
         if level:
             assert stream.level_count == packets, "the level was not read"
+        rx = getattr(forwarder, "rx", None)
+        if rx is not None:  # which path took them: printed with the figures (main_audio)
+            _AUDIO_PATHS[level] = (rx.fast, rx.slow)
         return spent / 1000 / packets
     finally:
         setup.close()
@@ -216,6 +234,119 @@ def main_rx(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Listener:
+    """The worker's side of a transport, as far as a drain reaches it (nothing happens)."""
+
+    def transport_ready(self, transport) -> None:
+        pass
+
+    def transport_rtcp(self, transport, packet: bytes) -> None:  # pragma: no cover - none sent
+        pass
+
+    def transport_event(self, transport, event) -> None:  # pragma: no cover
+        pass
+
+    def transport_failed(self, transport, reason: str) -> None:  # pragma: no cover
+        pass
+
+
+DRAIN_MODES = ("python", "native-rx", "native-drain")
+
+
+def drain_datagrams(srtp: str, packets: int) -> tuple[list[bytes], bytes]:
+    """`packets` in-order 1200-byte video packets as a sender puts them on the wire (SRTP:
+    protected with a fixed key, whose receiving key it returns; b"" for plain)."""
+    plain = [struct.pack("!BBHII", 0x80, 96, i & 0xFFFF, (i * 3000) & 0xFFFFFFFF, 0x5EED) + bytes(1188) for i in range(packets)]
+    if srtp == "none":
+        return plain, b""
+    profile, size = PROFILES[srtp]
+    key, peer_key = bytes(range(size)), bytes(range(100, 100 + size))
+    peer = SrtpContext(profile, peer_key, key)
+    out = []
+    buf = bytearray(1600)
+    for p in plain:
+        buf[: len(p)] = p
+        out.append(bytes(buf[: peer.protect_rtp_into(buf, len(p))]))
+    return out, peer_key
+
+
+def run_drain(n: int, mode: str, srtp: str, datagrams: list[bytes], peer_key: bytes, per_drain: int) -> float:
+    """CPU µs of this thread per input packet in the connected socket's drain of a real
+    transport (plain, or WebRTC with SRTP): recvmmsg, unprotect, receive, fan-out to n, flush.
+    `mode`: "python" (`native_rx` false), "native-rx" (the native receive behind udp.py's
+    Python drain and pylibsrtp's unprotect: before the native drain), "native-drain"."""
+    import asyncio
+
+    from tureen.workers.forward import Forwarder
+    from tureen.workers.router import Producer, Router
+    from tureen.workers.transport.plain import PlainRtpTransport
+    from tureen.workers.transport.webrtc import WebRtcTransport
+
+    setup = Setup(n, "none")
+    loop = asyncio.new_event_loop()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    transport = None
+    try:
+        forwarder = Forwarder(core="native", native_rx=mode != "python")
+        router = Router(on_key_frame_needed=lambda c, s: None)
+        if srtp == "none":
+            transport = PlainRtpTransport(1, _Listener(), loop, forwarder, "127.0.0.1", 20000, 59999)
+            transport.connect(*sender.getsockname())
+        else:
+            transport = WebRtcTransport(1, _Listener(), loop, forwarder, [("127.0.0.1", None)], 20000, 59999, {"tcp": False})
+            transport.endpoint.connect(sender.getsockname())
+            profile, size = PROFILES[srtp]
+            transport.srtp = SrtpContext(profile, bytes(range(size)), peer_key)
+        router.add_transport(transport)
+        producer = Producer(1, "video", transport, False, [(0x5EED, None, "default")], [(96, 101)], [], 90000)
+        router.add_producer(producer)
+        producer.streams[0].fan = setup.fan
+        endpoint = transport.endpoint
+        if mode == "native-rx":
+            endpoint._native_drain = None
+        assert (endpoint._native_drain is not None) == (mode == "native-drain")
+        drain, sendto, to = endpoint._drain_connected, sender.sendto, endpoint.local
+        spent = 0
+        for at in range(0, len(datagrams), per_drain):
+            for d in datagrams[at : at + per_drain]:
+                sendto(d, to)  # on loopback queued at the endpoint within this call
+            start = time.thread_time_ns()
+            drain()
+            spent += time.thread_time_ns() - start
+        packets = len(datagrams)
+        assert forwarder.rtp_in == packets and forwarder.rtp_out == packets * n, "not every packet was forwarded"
+        if mode == "native-drain":
+            assert forwarder.rx.fast == packets, "the native drain handed packets on"
+        return spent / 1000 / packets
+    finally:
+        if transport is not None:
+            transport.close()
+        sender.close()
+        loop.close()
+        setup.close()
+
+
+def main_drain(args: argparse.Namespace) -> int:
+    packets = min(args.copies, MAX_COPIES) // 10
+    print(f"{'N':>4} {'srtp':>5} {'per drain':>9} | " + " ".join(f"{m + ' µs/pkt':>19}" for m in DRAIN_MODES) + " | python/drain  rx/drain")
+    for srtp in args.srtp.split(","):
+        datagrams, peer_key = drain_datagrams(srtp, packets)
+        for n in (int(x) for x in args.n.split(",")):
+            for per_drain in (int(x) for x in args.per_drain.split(",")):
+                times: dict[str, list[float]] = {m: [] for m in DRAIN_MODES}
+                for mode in DRAIN_MODES:
+                    run_drain(n, mode, srtp, datagrams[: packets // 10], peer_key, per_drain)  # warm-up
+                for _ in range(args.reps):
+                    for mode in DRAIN_MODES:
+                        times[mode].append(run_drain(n, mode, srtp, datagrams, peer_key, per_drain))
+                best = {m: min(t) for m, t in times.items()}
+                cols = " ".join(f"{best[m]:>19.2f}" for m in DRAIN_MODES)
+                d = best["native-drain"]
+                print(f"{n:>4} {srtp:>5} {per_drain:>9} | {cols} | {best['python'] / d:>11.2f}x {best['native-rx'] / d:>8.2f}x", flush=True)
+    return 0
+
+
 def main_audio(args: argparse.Namespace) -> int:
     packets = min(args.copies, MAX_COPIES) // 4
     print(f"{'N':>4} | {'level off µs/pkt':>16} {'level on µs/pkt':>15} | on - off")
@@ -224,7 +355,8 @@ def main_audio(args: argparse.Namespace) -> int:
         for level in (False, True):
             run_audio(n, level, packets // 10)  # warm-up
             best[level] = min(run_audio(n, level, packets) for _ in range(args.reps))
-        print(f"{n:>4} | {best[False]:>16.2f} {best[True]:>15.2f} | {best[True] - best[False]:+.2f}", flush=True)
+        paths = "  ".join(f"level {'on' if k else 'off'}: {v[0]} native, {v[1]} python" for k, v in sorted(_AUDIO_PATHS.items()))
+        print(f"{n:>4} | {best[False]:>16.2f} {best[True]:>15.2f} | {best[True] - best[False]:+.2f}   ({paths})", flush=True)
     return 0
 
 
@@ -238,13 +370,17 @@ def main() -> int:
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU")
     parser.add_argument("--audio", action="store_true", help="the input side of an audio packet (audio levels)")
     parser.add_argument("--rx", action="store_true", help="the receive path: native receive against Python's")
+    parser.add_argument("--drain", action="store_true", help="a transport's socket drain: Python, native receive, native drain")
     args = parser.parse_args()
     if not native.available():
         print(f"native core missing: {native.WHY_NOT}", file=sys.stderr)
         return 2
-    if args.audio or args.rx:
+    if args.audio or args.rx or args.drain:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
+        print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        if args.drain:
+            return main_drain(args)
         return main_rx(args) if args.rx else main_audio(args)
     copies = min(args.copies, MAX_COPIES)
     if args.cpu is not None:

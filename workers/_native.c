@@ -35,21 +35,28 @@
  * Compiled at install time when a C compiler is there (setup.py, optional); without it the
  * worker runs SendBatch, same behaviour. No Python object is made per copy.
  *
- * Why one file over 600 lines (about 1,300): a CPython extension module is one translation
+ * The Receiver (below FanOut) is the common case of Forwarder.receive in C, and its drain()
+ * one transport socket's whole drain: recvmmsg into its own slots, then per datagram SRTP
+ * unprotect (libsrtp's srtp_unprotect, reached as srtp_protect is) and the receive, handing
+ * anything else to Python in order (docs/internals.md "The native receive").
+ *
+ * Why one file over 600 lines (about 1,600): a CPython extension module is one translation
  * unit, and it holds parts that only make sense together: the boilerplate of its types
  * (RewriteCore's members, FanOut's methods, the type objects, the module init), the
  * io_uring ring (setup by raw system calls, no liburing, and its send path: about 250
  * lines), the fanout()/flush() loop with the sendmmsg path, all sharing the queue and the
- * rings, and the Receiver (the common receive case, about 550 lines) that calls the fan-out
- * core directly. Split into several .c files they would need a private header and a
- * multi-file build for one extension that only forward.py calls; if the Receiver grows
- * (recvmmsg drain, SRTP unprotect), it is the part to move into a file of its own.
+ * rings, and the Receiver (the common receive case and the drain, about 800 lines) that
+ * calls the fan-out core directly. Split into several .c files they would need a private
+ * header and a multi-file build for one extension that only forward.py calls; the Receiver
+ * is the part to move into a file of its own when that pays (left for a change that does
+ * only that, so it can be reviewed as a move).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -69,6 +76,7 @@
 #define SSLOTS 1024            /* protected copies between two flushes */
 #define MAX_SRTP 1500          /* srtp.MAX_PACKET_SIZE: what the Python path takes too */
 #define START_ENTRIES 4096
+#define RECV_SLOT 4096         /* sendbatch.RECV_SLOT: a larger datagram is cut (MSG_TRUNC), counted */
 
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp, int *len);
 
@@ -751,7 +759,8 @@ static PyTypeObject FanOutType = {
  * instead of the interpreter's ~70 lines. It decides from the packet and the stream's table
  * contents, *before changing anything*, whether the packet is the common case:
  *
- *   RTP (not RTCP), no CSRC, no header extension, no padding; an SSRC of `source.ssrc_table`
+ *   RTP (not RTCP) with a well-formed header (CSRCs, padding, header extensions: their ids
+ *   remapped, an audio level read); an SSRC of `source.ssrc_table`
  *   (so not RTX, not unknown); producer not paused; payload type mapped; not late (the
  *   stream's newest or newer); no consumer waiting for a start point (`stream.waiting`), no
  *   pipe (`stream.pipes`); the NACK generator, if any, in order with nothing pending; every
@@ -761,7 +770,8 @@ static PyTypeObject FanOutType = {
  * the results are the Python path's by construction. The common case does exactly what the
  * Python path does for it, on the same objects: the payload-type rewrite, the reception
  * statistics (RFC 3550 A.1/A.8: max_seq, cycles, transit, jitter, max_at from
- * CLOCK_MONOTONIC, which is time.monotonic's clock), stream packets/octets, the NACK
+ * CLOCK_MONOTONIC, which is time.monotonic's clock), stream packets/octets, the audio level
+ * (level_sum, level_count), the NACK
  * generator's `expected`, the retransmission store (a `bytes` copy, video), `rtp_in`, the
  * fan-out (fan_core above) and `rtp_out` / `send_errors`. tests/unit/test_native_rx.py runs
  * both on the same captured packets and compares bytes and counters. */
@@ -770,13 +780,13 @@ enum {
     A_SSRC_TABLE, A_PAUSED, A_PT_MAP, A_NACK, A_EXPECTED, A_PENDING, A_WAITING, A_PIPES,
     A_STORE, A_FAN, A_MAX_SEQ, A_MAX_TS, A_MAX_AT, A_PACKETS, A_OCTETS, A_CLOCK_RATE,
     A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ, A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS, A_EXT_MAP,
-    A_LEVEL_ID, A_COUNT
+    A_LEVEL_ID, A_LEVEL_SUM, A_LEVEL_COUNT, A_SRTP, A_RX_ADDRESS, A_SRTP_ERRORS, A_COUNT
 };
 static const char *attr_names[A_COUNT] = {
     "ssrc_table", "paused", "pt_map", "nack", "expected", "pending", "waiting", "pipes",
     "store", "fan", "max_seq", "max_ts", "max_at", "packets", "octets", "clock_rate",
     "transit", "jitter", "cycles", "base_seq", "rtp_in", "rtp_out", "send_errors", "ext_map",
-    "level_id",
+    "level_id", "level_sum", "level_count", "srtp", "rx_address", "srtp_errors",
 };
 static PyObject *attr[A_COUNT];
 
@@ -809,7 +819,7 @@ static int resolve_slots(Slots *sl, PyTypeObject *tp, const int *names, int coun
 static const int stream_names[] = {
     A_PAUSED, A_PT_MAP, A_NACK, A_WAITING, A_PIPES, A_STORE, A_FAN, A_MAX_SEQ, A_MAX_TS,
     A_MAX_AT, A_PACKETS, A_OCTETS, A_CLOCK_RATE, A_TRANSIT, A_JITTER, A_CYCLES, A_BASE_SEQ,
-    A_EXT_MAP, A_LEVEL_ID,
+    A_EXT_MAP, A_LEVEL_ID, A_LEVEL_SUM, A_LEVEL_COUNT,
 };
 static const int nack_names[] = {A_EXPECTED, A_PENDING};
 static const int fwd_names[] = {A_RTP_IN, A_RTP_OUT, A_SEND_ERRORS};
@@ -917,6 +927,45 @@ static int ext_ids(unsigned char *p, Py_ssize_t end, const unsigned char *map, i
     return 0;
 }
 
+/* The RFC 6464 level forward.py's receive_python adds for an audio stream (`level_id` set),
+ * in the header p (validated, ids already remapped): first its shortcut (senders put the
+ * level first: the byte after the block's 4-byte header), else shared/rtp/packet
+ * .read_audio_level's scan. 0..127, or -1 when the packet has no one-byte element `id`. Reads
+ * stay inside the validated header, as the Python ones do. */
+static int audio_level(const unsigned char *p, int id) {
+    Py_ssize_t x = 16 + ((p[0] & 0x0F) << 2);
+    if (p[x] == (id << 4) && p[x - 4] == 0xBE && p[x - 1])
+        return p[x + 1] & 0x7F;
+    Py_ssize_t start = 12 + ((p[0] & 0x0F) << 2);
+    Py_ssize_t i = start + 4;
+    Py_ssize_t end = i + ((((Py_ssize_t)p[start + 2] << 8) | p[start + 3]) << 2);
+    if (p[start] == 0xBE && p[start + 1] == 0xDE) {
+        while (i < end) {
+            unsigned char b = p[i];
+            if (b == 0) {
+                i++;
+                continue;
+            }
+            if ((b >> 4) == id)
+                return (b & 0x0F) == 0 ? (p[i + 1] & 0x7F) : -1;
+            if ((b >> 4) == 15)
+                break;
+            i += (b & 0x0F) + 2;
+        }
+    } else if (p[start] == 0x10 && !(p[start + 1] & 0xF0)) {
+        while (i + 1 < end) {
+            if (p[i] == 0) {
+                i++;
+                continue;
+            }
+            if (p[i] == id)
+                return p[i + 1] == 1 ? (p[i + 2] & 0x7F) : -1;
+            i += p[i + 1] + 2;
+        }
+    }
+    return -1;
+}
+
 typedef struct {
     PyObject_HEAD
     FanOut *fo;
@@ -926,18 +975,38 @@ typedef struct {
     unsigned long store_mask;
     unsigned long long fast;   /* packets the native path took */
     unsigned long long slow;   /* packets handed to the fallback */
+    unsigned long long unprotected; /* SRTP packets drain() unprotected */
     Slots fwd_slots;
     Slots stream_slots;
     Slots nack_slots;
+    /* drain(): recvmmsg slots (RECV_SLOT bytes each) and their headers, and libsrtp's
+     * srtp_unprotect (NULL: WebRTC packets are unprotected by the transport in Python). */
+    srtp_protect_fn unprotect;
+    int nslots;
+    int draining;
+    char *slots;
+    struct mmsghdr *rmsgs;
+    struct iovec *riov;
 } Receiver;
 
 static int rx_init(Receiver *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"fanout", "forwarder", "fallback", "store_mask", NULL};
+    static char *kwlist[] = {"fanout", "forwarder", "fallback", "store_mask", "unprotect_address",
+                             "drain", NULL};
     PyObject *fo, *fwd, *fallback;
     unsigned long mask;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOk", kwlist, &FanOutType, &fo, &fwd,
-                                     &fallback, &mask))
+    unsigned long long unprotect = 0;
+    int nslots = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOk|Ki", kwlist, &FanOutType, &fo, &fwd,
+                                     &fallback, &mask, &unprotect, &nslots))
         return -1;
+    if (nslots < 1 || nslots > 1024) {
+        PyErr_SetString(PyExc_ValueError, "drain must be 1..1024 datagrams");
+        return -1;
+    }
+    if (self->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver is already initialised");
+        return -1;
+    }
     if (!PyCallable_Check(fallback)) {
         PyErr_SetString(PyExc_TypeError, "fallback must be callable");
         return -1;
@@ -965,6 +1034,21 @@ static int rx_init(Receiver *self, PyObject *args, PyObject *kwds) {
     self->store_mask = mask;
     self->stream_slots.type = NULL;
     self->nack_slots.type = NULL;
+    self->unprotect = (srtp_protect_fn)(uintptr_t)unprotect;
+    self->nslots = nslots;
+    self->slots = PyMem_RawMalloc((size_t)RECV_SLOT * nslots);
+    self->rmsgs = PyMem_RawCalloc((size_t)nslots, sizeof(struct mmsghdr));
+    self->riov = PyMem_RawCalloc((size_t)nslots, sizeof(struct iovec));
+    if (!self->slots || !self->rmsgs || !self->riov) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < nslots; i++) {
+        self->riov[i].iov_base = self->slots + (size_t)RECV_SLOT * i;
+        self->riov[i].iov_len = RECV_SLOT;
+        self->rmsgs[i].msg_hdr.msg_iov = &self->riov[i];
+        self->rmsgs[i].msg_hdr.msg_iovlen = 1;
+    }
     return 0;
 }
 
@@ -990,6 +1074,9 @@ static int rx_clear(Receiver *self) {
 static void rx_dealloc(Receiver *self) {
     PyObject_GC_UnTrack(self);
     rx_clear(self);
+    PyMem_RawFree(self->slots);
+    PyMem_RawFree(self->rmsgs);
+    PyMem_RawFree(self->riov);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1055,9 +1142,11 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
         rc = 0;  /* unmapped: the Python path counts the drop */
         goto done;
     }
-    /* A header extension: its ids are remapped (stream.ext_map); one with an audio level to
-     * read (stream.level_id) takes the Python path. */
+    /* A header extension: its ids are remapped (stream.ext_map), and an audio stream's
+     * level (stream.level_id) read after the remap, as receive_python does. */
     const unsigned char *ext_map = NULL;
+    long level_id = 0;
+    long long level_sum = 0, level_count = 0;
     if (b0 & 0x10) {
         o = SLOT(stream, ss, A_EXT_MAP);
         if (o == NULL) {
@@ -1070,10 +1159,24 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
             else if (PyByteArray_CheckExact(o) && PyByteArray_GET_SIZE(o) == 256)
                 ext_map = (const unsigned char *)PyByteArray_AS_STRING(o);
             PyObject *lv = SLOT(stream, ss, A_LEVEL_ID);
-            if (ext_map == NULL || lv == NULL || !PyLong_CheckExact(lv) || PyLong_AsLong(lv) != 0 ||
+            if (ext_map == NULL || lv == NULL || !PyLong_CheckExact(lv) ||
                 ext_ids(p, hlen, ext_map, 0) < 0) {
-                rc = 0;  /* an audio level to read, or a malformed block: the Python path */
+                rc = 0;  /* a malformed block (or odd fields): the Python path */
                 goto done;
+            }
+            level_id = PyLong_AsLong(lv);
+            if (level_id < 0 || level_id > 255) {
+                PyErr_Clear();
+                rc = 0;
+                goto done;
+            }
+            if (level_id) {  /* an audio stream's level (room.audioLevels): read below */
+                level_sum = slot_ll(stream, ss, A_LEVEL_SUM, &err);
+                level_count = slot_ll(stream, ss, A_LEVEL_COUNT, &err);
+                if (err) {
+                    rc = 0;
+                    goto done;
+                }
             }
         }
     }
@@ -1153,8 +1256,17 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
     }
     /* -- the common case: from here on the packet is forwarded -- */
     Py_INCREF(fan);  /* held across the fan-out's callbacks (resync) */
-    if (ext_map != NULL)
+    int bad = 0;
+    if (ext_map != NULL) {
         ext_ids(p, hlen, ext_map, 1);
+        if (level_id) {
+            int level = audio_level(p, (int)level_id);
+            if (level >= 0) {
+                bad |= slot_set(stream, ss, A_LEVEL_SUM, PyLong_FromLongLong(level_sum + level));
+                bad |= slot_set(stream, ss, A_LEVEL_COUNT, PyLong_FromLongLong(level_count + 1));
+            }
+        }
+    }
     p[1] = (unsigned char)((b1 & 0x80) | pt);
     struct timespec tsp;
     clock_gettime(CLOCK_MONOTONIC, &tsp);
@@ -1162,7 +1274,6 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
     long long ns_now = (long long)tsp.tv_sec * 1000000000LL + tsp.tv_nsec;
     double now = (double)ns_now / 1e9;
     long long transit = (long long)(now * (double)clock_rate) - (long long)ts;
-    int bad = 0;
     if (packets == 0)
         bad |= slot_set(stream, ss, A_BASE_SEQ, PyLong_FromUnsignedLong(seq));
     else {
@@ -1262,12 +1373,204 @@ static PyObject *rx_receive(Receiver *self, PyObject *const *args, Py_ssize_t na
     return PyObject_Vectorcall(self->fallback, args, 2, NULL);
 }
 
+/* fn(n), or fn(source, n) when source is not NULL: a new reference, NULL on error. */
+static PyObject *call_n(PyObject *fn, PyObject *source, Py_ssize_t n) {
+    PyObject *no = PyLong_FromSsize_t(n);
+    if (no == NULL)
+        return NULL;
+    PyObject *r;
+    if (source != NULL) {
+        PyObject *a[2] = {source, no};
+        r = PyObject_Vectorcall(fn, a, 2, NULL);
+    } else
+        r = PyObject_Vectorcall(fn, &no, 1, NULL);
+    Py_DECREF(no);
+    return r;
+}
+
+/* One recvmmsg of up to nslots datagrams: how many (0: none waiting), -1 on another error. */
+static int rx_recv(Receiver *self, int fd) {
+    int k = recvmmsg(fd, self->rmsgs, (unsigned int)self->nslots, MSG_DONTWAIT, NULL);
+    if (k < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+    return k;
+}
+
+/* The inbound srtp_t of a secure source (source.srtp.rx_address, workers/transport/srtp.py)
+ * into *ctx, the SrtpContext held in *holder while it is used; NULL when the source has no
+ * SRTP session yet, or this Receiver no srtp_unprotect: its datagrams then go to the
+ * handler, which does what it does without the native core. Read again after each Python
+ * call of a drain (a DTLS record or a close may have changed it). */
+static int rx_srtp(Receiver *self, PyObject *source, PyObject **holder, void **ctx) {
+    Py_CLEAR(*holder);
+    *ctx = NULL;
+    if (self->unprotect == NULL)
+        return 0;
+    PyObject *srtp = PyObject_GetAttr(source, attr[A_SRTP]);
+    if (srtp == NULL)
+        return -1;
+    if (srtp == Py_None) {
+        Py_DECREF(srtp);
+        return 0;
+    }
+    PyObject *a = PyObject_GetAttr(srtp, attr[A_RX_ADDRESS]);
+    if (a == NULL) {
+        Py_DECREF(srtp);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(a);
+    Py_DECREF(a);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        Py_DECREF(srtp);
+        return -1;
+    }
+    *holder = srtp;
+    *ctx = (void *)(uintptr_t)v;
+    return 0;
+}
+
+/* source.<name> += 1 (a counter of the transport's: rare, so through the attribute). */
+static int bump(PyObject *source, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(source, name);
+    if (v == NULL)
+        return -1;
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *w = one != NULL ? PyNumber_Add(v, one) : NULL;
+    Py_XDECREF(one);
+    Py_DECREF(v);
+    if (w == NULL)
+        return -1;
+    int r = PyObject_SetAttr(source, name, w);
+    Py_DECREF(w);
+    return r;
+}
+
+PyDoc_STRVAR(rx_drain_doc,
+"drain(source, secure, fd, handler) -> (datagrams, octets, errors)\n\n"
+"One drain of the connected socket fd: one recvmmsg of up to `drain` datagrams, each copied\n"
+"into forwarder.buf and taken in order. Not secure (a plain transport): the common case\n"
+"forwarded in C, any other datagram to handler(n), which must do what forwarder.receive(\n"
+"source, n) does for RTP. Secure (WebRTC): an SRTP packet is unprotected in place with\n"
+"source.srtp's inbound session (a failure counted in source.srtp_errors), then forwarded\n"
+"in C or by the fallback (Forwarder.receive_python); SRTCP, STUN, DTLS, anything before\n"
+"the SRTP keys go to handler(n). errors: failed receives and datagrams larger than a slot.\n"
+"The caller runs forwarder.after_drain() after it, as after any drain.");
+
+static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "drain() takes (source, secure, fd, handler)");
+        return NULL;
+    }
+    if (self->fo == NULL || self->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
+        return NULL;
+    }
+    if (self->draining) {  /* one set of slots: a handler must not start another drain */
+        PyErr_SetString(PyExc_RuntimeError, "drain() called from inside a drain's handler");
+        return NULL;
+    }
+    PyObject *source = args[0], *handler = args[3];
+    int secure = PyObject_IsTrue(args[1]);
+    if (secure < 0)
+        return NULL;
+    long fdl = PyLong_AsLong(args[2]);
+    if (fdl == -1 && PyErr_Occurred())
+        return NULL;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
+        return NULL;
+    }
+    int fd = (int)fdl;
+    long long errors = 0, count = 0, octets = 0;
+    /* As udp.py's Python drain: an error (an ICMP of an earlier send: ECONNREFUSED...) is
+     * consumed by the failed call; counted, and tried again, four calls at most. */
+    int k = rx_recv(self, fd), tries = 1;
+    while (k < 0 && tries < 4) {
+        errors++;
+        k = rx_recv(self, fd);
+        tries++;
+    }
+    PyObject *holder = NULL;
+    void *ctx = NULL;
+    self->draining = 1;
+    if (secure && rx_srtp(self, source, &holder, &ctx) < 0)
+        goto error;
+    for (int i = 0; i < k; i++) {
+        if (self->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            errors++;  /* larger than a slot: not a media packet we take */
+            continue;
+        }
+        Py_ssize_t n = (Py_ssize_t)self->rmsgs[i].msg_len;
+        PyObject *buf = self->buf;
+        if (buf == NULL || n > PyByteArray_GET_SIZE(buf)) {
+            errors++;
+            continue;
+        }
+        unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf);
+        memcpy(p, self->slots + (size_t)RECV_SLOT * i, (size_t)n);
+        count++;
+        octets += n;
+        PyObject *r;
+        if (!secure) {
+            int fast = rx_fast(self, source, n);
+            if (fast < 0)
+                goto error;
+            if (fast) {
+                self->fast++;
+                continue;
+            }
+            r = call_n(handler, NULL, n);  /* handler = forwarder.receive: counts it slow */
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+            continue;
+        }
+        if (ctx != NULL && p[0] >= 128 && p[0] <= 191 && !(n >= 8 && p[1] >= 192 && p[1] <= 223)) {
+            /* SRTP from the selected tuple: what WebRtcTransport._on_selected does with it */
+            int len = (int)n;
+            if (n < 12 || n > MAX_SRTP || self->unprotect(ctx, p, &len) != 0) {
+                if (bump(source, attr[A_SRTP_ERRORS]) < 0)  /* bad tag, replay, size */
+                    goto error;
+                continue;
+            }
+            n = len;
+            self->unprotected++;
+            int fast = rx_fast(self, source, n);
+            if (fast < 0)
+                goto error;
+            if (fast) {
+                self->fast++;
+                continue;
+            }
+            self->slow++;
+            r = call_n(self->fallback, source, n);
+        } else
+            r = call_n(handler, NULL, n);  /* SRTCP, STUN, DTLS, media before the keys... */
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+        if (rx_srtp(self, source, &holder, &ctx) < 0)  /* Python ran: the keys may have changed */
+            goto error;
+    }
+    self->draining = 0;
+    Py_XDECREF(holder);
+    return Py_BuildValue("(LLL)", count, octets, errors);
+error:
+    self->draining = 0;
+    Py_XDECREF(holder);
+    return NULL;
+}
+
 static PyObject *rx_dump(Receiver *self, PyObject *unused) {
-    return Py_BuildValue("{s:K,s:K}", "nativeRx", self->fast, "pythonRx", self->slow);
+    /* nativeRx / pythonRx: packets each receive path took; nativeSrtp: SRTP packets the
+     * drain unprotected (the rest of a WebRTC transport's went through pylibsrtp). */
+    return Py_BuildValue("{s:K,s:K,s:K}", "nativeRx", self->fast, "pythonRx", self->slow,
+                         "nativeSrtp", self->unprotected);
 }
 
 static PyMethodDef rx_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))rx_receive, METH_FASTCALL, rx_receive_doc},
+    {"drain", (PyCFunction)(void (*)(void))rx_drain, METH_FASTCALL, rx_drain_doc},
     {"dump", (PyCFunction)rx_dump, METH_NOARGS, "Packets taken by each path."},
     {NULL},
 };
@@ -1275,6 +1578,8 @@ static PyMethodDef rx_methods[] = {
 static PyMemberDef rx_members[] = {
     {"fast", T_ULONGLONG, offsetof(Receiver, fast), READONLY, "packets the native path took"},
     {"slow", T_ULONGLONG, offsetof(Receiver, slow), READONLY, "packets handed to fallback"},
+    {"unprotected", T_ULONGLONG, offsetof(Receiver, unprotected), READONLY,
+     "SRTP packets drain() unprotected"},
     {NULL},
 };
 

@@ -48,9 +48,11 @@ while `stream.waiting` is not empty: a consumer that has started costs nothing m
 
 With the native core, `Forwarder.receive` is the native receive (workers/_native.c,
 "Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
-SSRC in order, nothing waited for, no pipe, no audio level to read, no ICE-TCP consumer) in
-C, on the same objects; every other packet goes to `receive_python` below, unchanged. Change
-what a step does here and the C must follow (tests/unit/test_native_rx.py compares both).
+SSRC in order, nothing waited for, no pipe, no ICE-TCP consumer; audio levels included) in
+C, on the same objects; every other packet goes to `receive_python` below, unchanged. The
+transports' connected sockets are then drained natively too (`native_drain`: recvmmsg and,
+for WebRTC, SRTP unprotect in the same C call). Change what a step does here and the C must
+follow (tests/unit/test_native_rx.py and test_native_drain.py compare both).
 
 This narrow interface is the seam the native core sits behind: `fanout(fan, buf, view, seq,
 ts, n)` and `flush()` read only `ConsumerRewrite` fields (its `RewriteCore` base).
@@ -62,6 +64,8 @@ worker; docs/benchmarks.md has the results.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -208,8 +212,20 @@ class Forwarder:
         # anything else handed to `receive_python` untouched; otherwise `receive_python`.
         self.rx: Any = None
         if native_rx and self.batch is not None and self.batch.dump()["core"] == "native":
-            self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK)
+            self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK, DRAIN)
         self.receive = self.rx.receive if self.rx is not None else self.receive_python
+
+    def native_drain(self, source: Any, secure: bool) -> Callable[[int, Callable[[int], None]], tuple[int, int, int]] | None:
+        """The native drain of a connected socket of `source` (a transport) for udp.py, or
+        None without the native receive: `drain(fd, handler)` reads up to DRAIN datagrams with
+        one recvmmsg and takes each in order, the common case in C and any other through
+        `handler(n)` (the packet in buf[:n]); returns (datagrams, octets, errors). `secure`
+        (WebRTC): SRTP packets are unprotected in C with `source.srtp`'s inbound session
+        (failures counted in `source.srtp_errors`); not secure, `handler(n)` must be
+        `self.receive(source, n)` for RTP (a plain transport's)."""
+        if self.rx is None:
+            return None
+        return partial(self.rx.drain, source, secure)
 
     def receive_python(self, source, n: int) -> None:
         """Forward the packet in buf[:n] that arrived on `source` (a transport, or a piped

@@ -57,17 +57,24 @@ def available() -> bool:
     return _native is not None
 
 
-def srtp_protect_address() -> int:
-    """Address of libsrtp's srtp_protect inside pylibsrtp's cffi module (0: not callable as
-    `int srtp_protect(srtp_t, void *, int *)`, i.e. a libsrtp other than 2.x)."""
+def _libsrtp_address(name: str) -> int:
+    """Address of libsrtp's `name` inside pylibsrtp's cffi module (0: not callable as
+    `int name(srtp_t, void *, int *)`, i.e. a libsrtp other than 2.x)."""
     from pylibsrtp._binding import ffi, lib
 
-    if (
-        ffi.getctype(ffi.typeof(lib.srtp_protect))
-        != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
-    ):
+    if ffi.getctype(ffi.typeof(getattr(lib, name))) != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
         return 0
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+
+
+def srtp_protect_address() -> int:
+    """Address of libsrtp's srtp_protect (the native fan-out's SRTP copies), 0: not libsrtp 2's."""
+    return _libsrtp_address("srtp_protect")
+
+
+def srtp_unprotect_address() -> int:
+    """Address of libsrtp's srtp_unprotect (the native drain's), 0: not libsrtp 2's."""
+    return _libsrtp_address("srtp_unprotect")
 
 
 def make_fanout(mode: str, uring: bool = True) -> Any | None:
@@ -92,10 +99,12 @@ def make_fanout(mode: str, uring: bool = True) -> Any | None:
     return _native.FanOut(protect, send_one, uring=uring)
 
 
-def make_receiver(fanout: Any, forwarder: Any, fallback: Any, store_mask: int) -> Any:
+def make_receiver(fanout: Any, forwarder: Any, fallback: Any, store_mask: int, drain: int) -> Any:
     """The native receive of `forwarder` (workers/_native.c, Receiver) around the native
     `fanout`: its `receive(source, n)` forwards the common case in C and hands every other
-    packet to `fallback(source, n)` (Forwarder.receive_python)."""
+    packet to `fallback(source, n)` (Forwarder.receive_python); its `drain(source, secure,
+    fd, handler)` reads up to `drain` datagrams of a socket with one recvmmsg and takes each
+    the same way, SRTP unprotected in C for a secure source."""
     if _native is None:  # pragma: no cover - the caller checks the core first
         raise RuntimeError(WHY_NOT)
-    return _native.Receiver(fanout, forwarder, fallback, store_mask)
+    return _native.Receiver(fanout, forwarder, fallback, store_mask, unprotect_address=srtp_unprotect_address(), drain=drain)

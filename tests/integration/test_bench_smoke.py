@@ -281,3 +281,18 @@ def test_memory_benchmark_runs_every_step(capsys: pytest.CaptureFixture[str]) ->
     for step in ("join", "transports", "connected", "consumers", "plain transports", "plain consumers",
                  "SrtpContext gcm", "SrtpContext cm", "handshake done (3/3 pairs)"):
         assert step in out, (step, out)
+
+
+def test_consumers_check_runs_and_every_consumer_gets_its_copies(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks.memory --consumers N`, tiny: the check runs, reaches every consumer
+    and prints the targets (no figure of memory or time is checked)."""
+    from benchmarks import memory
+
+    for bad in (["--consumers", str(memory.MAX_CONSUMERS + 1)], ["--consumers", "4", "--rate", "0"]):
+        with pytest.raises(SystemExit):
+            memory.main(bad)
+    assert memory.main(["--consumers", "6", "--seconds", "1", "--rate", "5"]) == 0
+    out = capsys.readouterr().out
+    for text in ("check transports", "check consumers", "check after load", "silent consumers 0, seq errors 0",
+                 "target < 0.1 %", "target <= 8 KiB"):
+        assert text in out, (text, out)

@@ -54,6 +54,12 @@ async def test_two_peers_see_and_hear_each_other(media_room) -> None:
             alice_video.wait_frames(10, timeout=20),
         )
         assert bob_video.last_frame.width == 640
+        client, _ = media_room
+        workers = (await client.server_info())["workers"]
+        fanouts = [(await client.dump_worker(w["index"]))["fanout"] for w in workers]
+        if all("nativeRx" in f for f in fanouts):  # the native receive: aiortc's SRTP in its drain
+            assert sum(f["nativeSrtp"] for f in fanouts) > 0, fanouts
+            assert sum(f["nativeRx"] for f in fanouts) > 0, fanouts
     finally:
         await alice.close()
         await bob.close()

@@ -20,6 +20,7 @@ from tureen.shared.errors import BAD_REQUEST, INVALID_STATE, UNSUPPORTED, Protoc
 from tureen.workers.transport.dtls import (
     FINGERPRINT_ALGORITHMS,
     HANDSHAKE_TIMEOUT,
+    MAX_FINAL_FLIGHT_RESENDS,
     DtlsClosed,
     DtlsConnected,
     DtlsEndpoint,
@@ -478,3 +479,125 @@ def test_process_certificate_is_renewed_a_day_before_it_expires(monkeypatch) -> 
     # A running endpoint keeps the identity it announced.
     assert endpoint.certificate is current
     assert endpoint.local_parameters()["fingerprints"] == current.fingerprints
+
+
+# -- after the handshake: the SSL object is freed, the record keys are kept -----------------
+
+
+def restricted_peer(ours: DtlsEndpoint, peer_role: str, cipher: str) -> DtlsEndpoint:
+    """A peer offering (client) or accepting (server) only `cipher`, remote parameters set both
+    ways; it keeps its SSL object, so OpenSSL itself reads what we seal and seals what we read."""
+    cert = LocalCertificate()
+    cert.ssl_context().set_cipher_list(cipher.encode())
+    peer = DtlsEndpoint(cert)
+    peer._release_ssl = lambda flight: None  # type: ignore[method-assign]
+    ours_role = "client" if peer_role == "server" else "server"
+    assert ours.set_remote(remote_params(peer, peer_role)) == ours_role
+    assert peer.set_remote(remote_params(ours, ours_role)) == peer_role
+    return peer
+
+
+AEAD_SUITES = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"]
+
+
+@pytest.mark.parametrize("peer_role", ["client", "server"])
+@pytest.mark.parametrize("cipher", AEAD_SUITES)
+def test_ssl_object_is_freed_and_openssl_peer_closes_us(cipher, peer_role) -> None:
+    ours = DtlsEndpoint()
+    peer = restricted_peer(ours, peer_role, cipher)
+    run(ours, peer)
+    assert ours.state == peer.state == "connected"
+    assert ours._ssl is None and ours._sealed is not None  # 65-69 KiB less per transport
+    assert peer._ssl is not None and peer._ssl.get_cipher_name() == cipher
+    notify = peer.close()  # OpenSSL's own close_notify, sealed with the suite
+    out, events = ours.handle_datagram(notify[0], 1.0)
+    assert events == [DtlsClosed("close_notify")] and ours.state == "closed" and out == []
+    assert ours._sealed is None and ours.close() == []
+
+
+@pytest.mark.parametrize("peer_role", ["client", "server"])
+@pytest.mark.parametrize("cipher", AEAD_SUITES)
+def test_our_sealed_close_notify_closes_an_openssl_peer(cipher, peer_role) -> None:
+    ours = DtlsEndpoint()
+    peer = restricted_peer(ours, peer_role, cipher)
+    run(ours, peer)
+    assert ours._ssl is None
+    [notify] = ours.close()
+    assert notify[0] == 21 and notify[3:5] == b"\x00\x01"  # alert, epoch 1
+    _, events = peer.handle_datagram(notify, 1.0)
+    assert events == [DtlsClosed("close_notify")] and peer.state == "closed"
+
+
+def test_non_aead_suite_keeps_the_ssl_object_and_still_closes() -> None:
+    ours = DtlsEndpoint()
+    peer = restricted_peer(ours, "client", "ECDHE-ECDSA-AES128-SHA")
+    run(ours, peer)
+    assert ours.state == "connected" and ours._ssl is not None and ours._sealed is None
+    _, events = ours.handle_datagram(peer.close()[0], 1.0)
+    assert events == [DtlsClosed("close_notify")]
+
+
+def record(ctype: int, epoch: int, seq: int, body: bytes) -> bytes:
+    """One DTLS 1.2 record, as an attacker would write it."""
+    head = bytes([ctype, 0xFE, 0xFD]) + epoch.to_bytes(2, "big") + seq.to_bytes(6, "big")
+    return head + len(body).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("server_side", ["peer", "ours"])
+def test_forged_or_garbled_alerts_after_the_handshake_do_not_close(server_side) -> None:
+    ours, peer = make_pair(server_side)
+    run(ours, peer)
+    assert ours._ssl is None and ours.state == "connected"
+    [notify] = peer.close()
+    forged = [
+        record(21, 0, 9, b"\x02\x00"),  # a cleartext fatal close_notify, epoch 0
+        record(21, 0, 9, b"\x01\x00"),  # a cleartext close_notify
+        record(21, 1, 9, b"\x01\x00"),  # cleartext in epoch 1
+        record(21, 1, 9, bytes(26)),  # the size of a sealed alert, zeros
+        record(21, 2, 1, notify[13:]),  # a real one moved to another epoch
+        notify[:-1] + bytes([notify[-1] ^ 1]),  # a real one with its tag changed
+        notify[:5] + b"\x00\x00\x00\x00\x00\x63" + notify[11:],  # its sequence number changed (AAD)
+        notify[:-3],  # truncated
+        record(23, 1, 2, bytes(40)),  # application data
+        record(22, 1, 2, bytes(40)),  # a Finished that does not authenticate: no resend
+    ]
+    for data in forged:
+        assert ours.handle_datagram(data, 2.0) == ([], []), data.hex()
+    assert ours.state == "connected"
+    # Several records in one datagram: the authentic close_notify after garbage still counts.
+    _, events = ours.handle_datagram(forged[3] + notify, 2.0)
+    assert events == [DtlsClosed("close_notify")]
+
+
+def test_authentic_fatal_alert_closes_and_warning_alert_does_not() -> None:
+    ours, peer = make_pair("ours")
+    run(ours, peer)
+    assert peer._sealed is not None
+    warning = peer._sealed.seal(21, bytes([1, 100]))  # warning: no_renegotiation
+    assert ours.handle_datagram(warning, 1.0) == ([], []) and ours.state == "connected"
+    fatal = peer._sealed.seal(21, bytes([2, 40]))  # fatal: handshake_failure
+    assert ours.handle_datagram(fatal, 1.0)[1] == [DtlsClosed("fatal alert 40")]
+
+
+def test_final_flight_resends_are_bounded() -> None:
+    ours, browser = make_pair("ours")
+    browser._release_ssl = lambda flight: None  # type: ignore[method-assign]
+    ours.start(0.0)
+    flight5: list[bytes] = []
+    queue = [(ours, d) for d in browser.start(0.0)]
+    while queue and ours.state != "connected":
+        nxt = []
+        for dst, data in queue:
+            if dst is ours:
+                flight5.append(data)
+            nxt += [(browser if dst is ours else ours, d) for d in dst.handle_datagram(data, 0.0)[0]]
+        queue = nxt
+    assert ours._ssl is None and ours._final_flight
+    finished = flight5[-1]  # the datagram with the client's (encrypted) Finished
+    answers = [ours.handle_datagram(finished, 1.0)[0] for _ in range(MAX_FINAL_FLIGHT_RESENDS + 3)]
+    assert all(a == ours._final_flight for a in answers[:MAX_FINAL_FLIGHT_RESENDS])
+    assert answers[MAX_FINAL_FLIGHT_RESENDS:] == [[], [], []]
+    # The resent flight is good: the browser connects, and both can still close each other.
+    events = [e for d in answers[0] for e in browser.handle_datagram(d, 1.0)[1]]
+    assert [type(e) for e in events] == [DtlsConnected]
+    assert browser.handle_datagram(ours.close()[0], 2.0)[1] == [DtlsClosed("close_notify")]

@@ -186,3 +186,27 @@ async def test_timer_reports_at_once_never_overlaps_and_survives_errors() -> Non
     n = len(calls)
     await asyncio.sleep(0.3)
     assert len(calls) == n and obj not in timers
+
+
+def test_rate_meter_keeps_its_window_in_a_ring_and_stays_small() -> None:
+    import tracemalloc
+
+    meter = RateMeter()
+    for i in range(20):  # wraps the ring: only the newest six samples count
+        meter.sample(i * 0.25, i * 1000 if i < 15 else 15_000)
+    # At 5.0 s the base is the newest sample at least 1 s old: 4.0 s, 15,000 octets.
+    assert meter.bitrate(5.0, 15_000) == 0
+    assert meter.bitrate(5.0, 15_000 + 1250) == 10_000  # 1,250 octets in 1 s
+    assert meter.bitrate(4.8, 15_000 + 1250) == 9523  # base 3.75 s: 10,000 / 1.05, rounded down
+    # One per consumer and per stream: 10,000 consumers must not cost MiBs of samples.
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        meters = [RateMeter() for _ in range(200)]
+        for m in meters:
+            for i in range(8):
+                m.sample(1000.0 + i * 0.25, 123_456_789 + i)
+        per_meter = (tracemalloc.get_traced_memory()[0] - before) / len(meters)
+    finally:
+        tracemalloc.stop()
+    assert per_meter < 400, per_meter

@@ -22,6 +22,16 @@ How the worker drives one endpoint:
 6. On `DtlsConnected`, build `SrtpContext(ev.profile, ev.local_key_salt, ev.remote_key_salt)`.
 7. `close()` returns the close_notify to send when the transport closes.
 
+After the handshake (docs/internals.md, "DTLS after the handshake"): once the SRTP keys are
+exported, the endpoint frees OpenSSL's SSL object (65-69 KiB) and keeps only the epoch-1
+record keys of the AEAD suite (`dtls_record.SealedRecords`) and, as DTLS server, the bytes of
+its final flight. From then on a datagram's records are read by their headers: an alert that
+authenticates with the peer's key closes (close_notify, or any fatal alert), the peer's
+retransmitted Finished (authentic, epoch 1) gets the final flight resent (RFC 6347 4.2.4,
+at most MAX_FINAL_FLIGHT_RESENDS times), anything else (application data, unauthentic or
+epoch-0 records such as a forged cleartext alert) is dropped. A non-AEAD suite (CBC, DTLS 1.0:
+no browser negotiates them with our cipher list) keeps the SSL object and OpenSSL's reading.
+
 Retransmission caveat: OpenSSL times its DTLS retransmissions with the real clock and does
 nothing in `DTLSv1_handle_timeout()` before its own timer (1 s, doubling) expires. So
 `get_timer()` is `now` + OpenSSL's remaining time, and a `handle_timer()` called early (or
@@ -41,6 +51,14 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 from tureen.shared.errors import BAD_REQUEST, INVALID_STATE, UNSUPPORTED, ProtocolError
+from tureen.workers.transport.dtls_record import (
+    ALERT,
+    APPLICATION_DATA,
+    CLOSE_NOTIFY,
+    FATAL,
+    SealedRecords,
+    records,
+)
 from tureen.workers.transport.srtp import (
     AEAD_AES_128_GCM,
     AES128_CM_SHA1_32,
@@ -75,6 +93,10 @@ DTLS_MTU = 1200
 HANDSHAKE_TIMEOUT = 30.0
 # Early datagrams kept until start(): a ClientHello and a retransmission or two.
 MAX_EARLY_DATAGRAMS = 4
+# Resends of our final flight after the handshake (the peer retransmits its Finished when ours
+# was lost; a client gives up after ~6 tries with OpenSSL's doubling timer, so this is ample).
+MAX_FINAL_FLIGHT_RESENDS = 10
+_HANDSHAKE = 22
 _RECORD_HEADER = 13
 _SRTP_LABEL = b"EXTRACTOR-dtls_srtp"
 
@@ -230,6 +252,12 @@ class DtlsEndpoint:
         self.state = "new"
         self.remote_fingerprint: dict[str, str] | None = None
         self._ssl: SSL.Connection | None = None
+        # After the handshake, instead of _ssl (AEAD suites): the record keys, our final flight
+        # (DTLS server: CCS + Finished, to resend) and how often it was resent.
+        self._sealed: SealedRecords | None = None
+        self._final_flight: list[bytes] = []
+        self._resends = 0
+        self._write_seq = 0  # the next epoch-1 record sequence number of ours (from _drain)
         self._early: list[bytes] = []
         self._pending_events: list[DtlsEvent] = []
         self._retransmit_at: float | None = None
@@ -320,6 +348,8 @@ class DtlsEndpoint:
             if is_dtls(data) and len(self._early) < MAX_EARLY_DATAGRAMS:
                 self._early.append(bytes(data))
             return [], events
+        if self.state == "connected" and self._sealed is not None:
+            return self._read_sealed(data, events), events
         if self.state not in ("connecting", "connected") or self._ssl is None:
             return [], events
         if self._deadline is None:
@@ -366,14 +396,16 @@ class DtlsEndpoint:
     def close(self) -> list[bytes]:
         """Close locally (transport closed): the close_notify to send, if any. No event."""
         out: list[bytes] = []
-        if self.state in ("connecting", "connected") and self._ssl is not None:
+        if self.state == "connected" and self._sealed is not None:
+            out = [self._sealed.seal(ALERT, bytes([1, CLOSE_NOTIFY]))]  # warning, close_notify
+        elif self.state in ("connecting", "connected") and self._ssl is not None:
             try:
                 self._ssl.shutdown()
             except SSL.Error:
                 pass
             out = self._drain()
         self.state = "closed"
-        self._ssl = None
+        self._forget()
         self._retransmit_at = self._deadline = None
         return out
 
@@ -403,7 +435,63 @@ class DtlsEndpoint:
         logger.debug("dtls %s: connected, %s", self.role, connected.profile)
         events.append(connected)
         # Application data may follow the Finished in the same datagram; nothing uses it.
-        return out + self._read(events)
+        out += self._read(events)
+        if self.state == "connected":
+            self._release_ssl(out)
+        return out
+
+    def _release_ssl(self, final_flight: list[bytes]) -> None:
+        """Keep the record keys and our final flight instead of the SSL object (AEAD suites)."""
+        assert self._ssl is not None
+        ssl = self._ssl
+        try:
+            sealed = SealedRecords.for_suite(
+                ssl.get_cipher_name(),
+                ssl.get_protocol_version_name(),
+                ssl.master_key(),
+                ssl.client_random(),
+                ssl.server_random(),
+                self.role == "client",
+                self._write_seq,
+            )
+        except Exception as exc:  # never lose a connected endpoint over an optimisation
+            logger.debug("dtls %s: keeping the SSL object: %r", self.role, exc)
+            return
+        if sealed is None:
+            logger.debug("dtls %s: keeping the SSL object (%s)", self.role, ssl.get_cipher_name())
+            return
+        self._sealed = sealed
+        # A client's final flight is answered by the server's, which we have: nothing to resend.
+        self._final_flight = list(final_flight) if self.role == "server" else []
+        self._ssl = None
+
+    def _read_sealed(self, data: bytes, events: list[DtlsEvent]) -> list[bytes]:
+        """Connected without OpenSSL: act on the peer's authentic alerts and Finished."""
+        assert self._sealed is not None
+        resend = False
+        for content_type, epoch, seq, fragment in records(bytes(data)):
+            if content_type == ALERT:
+                plain = self._sealed.open(content_type, epoch, seq, fragment)
+                if plain is None or len(plain) != 2:
+                    logger.debug("dtls %s: dropped an alert that does not authenticate", self.role)
+                    continue
+                level, description = plain
+                if description == CLOSE_NOTIFY:
+                    self._close_remote("close_notify", events)
+                    return []
+                if level == FATAL:
+                    self._close_remote(f"fatal alert {description}", events)
+                    return []
+            elif content_type == _HANDSHAKE and epoch == 1 and self._final_flight:
+                # The peer's Finished again: ours was lost. Only an authentic one counts.
+                resend = resend or self._sealed.open(content_type, epoch, seq, fragment) is not None
+            elif content_type == APPLICATION_DATA:
+                # No DataChannels in the v2 protocol: application data is dropped.
+                logger.debug("dtls %s: dropping %d bytes of application data", self.role, len(fragment))
+        if resend and self._resends < MAX_FINAL_FLIGHT_RESENDS:
+            self._resends += 1
+            return list(self._final_flight)
+        return []
 
     def _connected_event(self) -> DtlsConnected | DtlsFailed:
         assert self._ssl is not None and self.remote_fingerprint is not None
@@ -462,7 +550,16 @@ class DtlsEndpoint:
             if not chunk:
                 break
             chunks.append(chunk)
-        return _pack_records(b"".join(chunks), self._mtu) if chunks else []
+        if not chunks:
+            return []
+        data = b"".join(chunks)
+        if self.state == "connecting":
+            # Our epoch-1 records so far (Finished, retransmitted or not): a close_notify sealed
+            # after the SSL object is gone must come after them, or the peer drops it as a replay.
+            for _, epoch, seq, _ in records(data):
+                if epoch == 1 and seq >= self._write_seq:
+                    self._write_seq = seq + 1
+        return _pack_records(data, self._mtu)
 
     def _arm(self, now: float) -> None:
         timeout = None
@@ -473,15 +570,23 @@ class DtlsEndpoint:
     def _fail(self, reason: str, events: list[DtlsEvent]) -> None:
         logger.info("dtls %s: failed: %s", self.role, reason)
         self.state = "failed"
-        self._ssl = None
+        self._forget()
         self._retransmit_at = self._deadline = None
         events.append(DtlsFailed(reason))
 
     def _close_remote(self, reason: str, events: list[DtlsEvent]) -> None:
         logger.debug("dtls %s: closed by peer: %s", self.role, reason)
         self.state = "closed"
+        self._sealed = None
+        self._final_flight = []
         self._retransmit_at = self._deadline = None
         events.append(DtlsClosed(reason))
+
+    def _forget(self) -> None:
+        """Drop every piece of the association's crypto state (closed or failed)."""
+        self._ssl = None
+        self._sealed = None
+        self._final_flight = []
 
 
 def _ssl_reason(exc: SSL.Error) -> str:

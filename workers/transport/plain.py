@@ -53,6 +53,7 @@ class PlainRtpTransport(Transport):
             after_drain=forwarder.after_drain,
             name=f"transport {transport_id}",
             recv_batch=forwarder.recv_batch,
+            native_drain=forwarder.native_drain(self, secure=False),
         )
 
     @property

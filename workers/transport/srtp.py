@@ -100,6 +100,9 @@ class SrtpContext:
         # The same outbound srtp_t as an integer, for the native fan-out (workers/_native.c);
         # valid while this context lives (a consumer's rewrite keeps it alive via `protect`).
         self.tx_address = int(ffi.cast("uintptr_t", self._tx_ctx))
+        # The inbound one, for the native drain's srtp_unprotect (read from `srtp` of the
+        # transport each drain, so valid while the transport holds this context).
+        self.rx_address = int(ffi.cast("uintptr_t", self._rx_ctx))
         self._len = ffi.new("int *")
         self._trailer = self.profile.rtp_trailer
         # The last buffer given to each *_into method and its cffi view (see there).

@@ -19,7 +19,10 @@ transport, another worker) can pick the same port by chance: their plain bind fa
 
 Both readers drain up to DRAIN datagrams into the shared receive buffer per wake-up; the
 handler must be done with the buffer when it returns. After each drain `after_drain()` runs
-(the forwarder flushes the pipe batches it filled).
+(the forwarder flushes the pipe batches it filled). With the native receive the connected
+socket's drain is one native call (`native_drain`, Forwarder.native_drain: recvmmsg, then per
+datagram the common receive in C, SRTP unprotect included, or `on_datagram(n)` for the rest,
+in order); the open socket's stays Python: a stranger's datagram never reaches the receive.
 """
 
 from __future__ import annotations
@@ -93,10 +96,14 @@ class UdpEndpoint:
         after_drain: Callable[[], None],
         name: str = "udp",
         recv_batch: RecvBatch | None = None,
+        native_drain: Callable[[int, Callable[[int], None]], tuple[int, int, int]] | None = None,
     ) -> None:
         self._loop = loop
         # recvmmsg for the connected socket (workers/sendbatch.py), None: recv_into per packet.
         self._rbatch = recv_batch
+        # The native drain of the connected socket (Forwarder.native_drain: recvmmsg and the
+        # common receive in C, the rest to on_datagram), None: the Python drains below.
+        self._native_drain = native_drain
         self._buf = buf
         self._on_datagram = on_datagram
         self._on_datagram_from = on_datagram_from
@@ -174,6 +181,14 @@ class UdpEndpoint:
     def _drain_connected(self) -> None:
         sock = self._conn
         if sock is None:
+            return
+        native = self._native_drain
+        if native is not None:
+            count, octets, errors = native(sock.fileno(), self._on_datagram)
+            self.datagrams_in += count
+            self.octets_in += octets
+            self.recv_errors += errors
+            self._after_drain()
             return
         rb = self._rbatch
         if rb is not None:

@@ -114,6 +114,8 @@ class WebRtcTransport(Transport):
                         after_drain=forwarder.after_drain,
                         name=f"transport {transport_id}",
                         recv_batch=forwarder.recv_batch,
+                        # SRTP unprotected in C, then the native receive; else _on_selected
+                        native_drain=forwarder.native_drain(self, secure=True),
                     )
                     self.endpoints.append(endpoint)
                     local_ip, udp_port = endpoint.local
@@ -142,8 +144,11 @@ class WebRtcTransport(Transport):
         if not sockets:
             raise ValueError("a WebRTC transport needs udp or tcp")
         self.candidates = ice_candidates(sockets, options)
-        self._scratch = bytearray(_SCRATCH)
-        self._scratch_mv = memoryview(self._scratch)
+        # The per-copy send's buffer (`_send_srtp`: ICE-TCP, the per-copy core), made on its
+        # first use: the batched cores protect in their own slots, so most transports never
+        # need these 1.5 KiB (docs/benchmarks.md, "Memory per transport").
+        self._scratch: bytearray | None = None
+        self._scratch_mv: memoryview | None = None
         self._send: Sender | None = None  # the connected socket's send, once a tuple is selected
         self._timer: asyncio.TimerHandle | None = None
         self._failing = False
@@ -198,6 +203,9 @@ class WebRtcTransport(Transport):
     def _send_srtp(self, view: Any) -> None:
         n = len(view)
         scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = bytearray(_SCRATCH)
+            self._scratch_mv = memoryview(scratch)
         scratch[:n] = view  # same length: no resize (the cffi view of it stays valid)
         try:
             m = self._protect(scratch, n)
