@@ -82,6 +82,10 @@ WORKER_COUNTERS = (
     ("plis_sent", "Key frame requests sent toward producers.", ("counters", "keyFrameRequests")),
     ("rtx_sent", "Retransmissions sent (RTX or on the media SSRC).", ("counters", "rtxSent")),
     ("cpu_seconds", "CPU time of the worker process (user + system).", ("cpuSeconds",)),
+    ("leg_packets_out", "RTP packets sent to other hosts over host legs.", ("legs", "packetsOut")),
+    ("leg_bytes_out", "Bytes sent to other hosts over host legs (as on the wire).", ("legs", "octetsOut")),
+    ("leg_packets_in", "RTP packets taken from other hosts over host legs.", ("legs", "packetsIn")),
+    ("leg_bytes_in", "Bytes taken from other hosts over host legs (as on the wire).", ("legs", "octetsIn")),
 )
 
 

@@ -151,6 +151,11 @@ class Server:
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
 
+    def worker_host(self, index: int) -> str | None:
+        """The remote host of worker `index`; None: the supervisor's own (or gone)."""
+        link = self.pool.links.get(index)
+        return link.host if link is not None else None
+
     def place_worker(self, host: str | None, worker: int | None) -> int:
         """peer.place's worker: of host `host` (its least loaded), or `worker`, or both
         (placement.place_target says what is refused). Counted as a placement."""

@@ -1,4 +1,4 @@
-"""Remote hosts (issue 15, first slice), each in its own network namespace (tests/netns.py):
+"""Remote hosts (issue 15), each in its own network namespace (tests/netns.py):
 a supervisor in one, a `tureen host` in another, the RTP endpoints in a third. A peer pinned
 (peer.place) to the remote host's worker sends and receives plain RTP there; a host killed
 with SIGKILL, and a host whose link is cut, are detected by heartbeat and their peers told as
@@ -10,6 +10,7 @@ system with the others, not the network)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -26,7 +27,6 @@ from netns import Host, Network, netns_unavailable
 from support import MEDIA_CODECS, opus_parameters, peer_capabilities
 from tureen.shared.client import TureenClient
 from tureen.shared.curve import generate_keys
-from tureen.shared.errors import ProtocolError
 
 pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
@@ -69,7 +69,7 @@ print(json.dumps(got), flush=True)
 class Cluster:
     """A supervisor in namespace `sup` and remote hosts, with CURVE keys in `tmp`."""
 
-    def __init__(self, net: Network, tmp: Path) -> None:
+    def __init__(self, net: Network, tmp: Path, extra: tuple[str, ...] = ()) -> None:
         self.net = net
         self.tmp = tmp
         self.keys = tmp / "keys"
@@ -87,7 +87,7 @@ class Cluster:
             ["serve", "--workers", "1", "--control", self.control, "--rtc-ip", self.sup.address,
              "--hosts-listen", self.hosts_endpoint, "--curve-server-cert", str(self.keys / "server.key_secret"),
              "--curve-clients", str(tmp / "clients"), "--curve-hosts", str(tmp / "hosts"),
-             "--metrics-listen", "off", "--run-dir", str(tmp / "run-sup"), "--log-level", "debug"],
+             "--metrics-listen", "off", "--run-dir", str(tmp / "run-sup"), "--log-level", "debug", *extra],
         )
 
     def _start(self, where: Host, label: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -96,7 +96,9 @@ class Cluster:
         out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp
         return where.popen([sys.executable, "-m", "tureen.supervisor.cli", *args], stdout=out, stderr=subprocess.STDOUT)
 
-    def start_host(self, name: str, *, allowed: bool = True, workers: int = 1) -> tuple[Host, subprocess.Popen[bytes]]:
+    def start_host(
+        self, name: str, *, allowed: bool = True, workers: int = 1, extra: tuple[str, ...] = ()
+    ) -> tuple[Host, subprocess.Popen[bytes]]:
         where = self.net.hosts.get(name) or self.net.add_host(name)
         if not (self.keys / f"{name}.key").exists():
             generate_keys(self.keys, name)
@@ -107,7 +109,7 @@ class Cluster:
             ["host", "--connect", self.hosts_endpoint, "--name", name, "--workers", str(workers),
              "--rtc-ipv4", where.address, "--curve-cert", str(self.keys / f"{name}.key_secret"),
              "--curve-server-key", str(self.keys / "server.key"), "--run-dir", str(self.tmp / f"run-{name}"),
-             "--no-pin", "--log-level", "debug"],
+             "--no-pin", "--log-level", "debug", *extra],
         )
         return where, process
 
@@ -127,9 +129,11 @@ def net() -> Iterator[Network]:
         yield network
 
 
-@pytest.fixture
-async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = Cluster(net, tmp_path)
+@contextlib.asynccontextmanager
+async def running_cluster(net: Network, tmp: Path, extra: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
+    """A Cluster (`extra`: more `serve` options), its supervisor stopped and its logs shown
+    at the end."""
+    cluster = Cluster(net, tmp, extra)
     try:
         yield cluster
     finally:
@@ -137,6 +141,12 @@ async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
         if cluster.supervisor.poll() is None:
             cluster.supervisor.send_signal(signal.SIGTERM)
             await asyncio.to_thread(cluster.supervisor.wait, 20)
+
+
+@pytest.fixture
+async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with running_cluster(net, tmp_path) as running:
+        yield running
 
 
 async def until(probe: Any, what: str, timeout: float = 20.0) -> Any:
@@ -226,8 +236,8 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         await client.peer_request("r1", "carol", {"method": "createTransport", "target": "peer", "id": 44, "direction": "recv",
                                                   "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
         assert (await client.dump_peer("r1", "carol"))["worker"] == remote
-        # Media between hosts is not there yet: a consumer on the supervisor's worker of a
-        # producer on h1 is refused with a clear error, and nothing is half made.
+        # A consumer on the supervisor's worker of a producer on h1 is no longer refused:
+        # the producer crosses over a host leg (test_host_media.py has the media).
         joined = await client.peer_request(
             "r1", None, {"method": "join", "target": "room", "peerName": "dave", "rtpCapabilities": caps}
         )
@@ -235,10 +245,10 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         await client.place_peer("r1", "dave", 0)
         await client.peer_request("r1", "dave", {"method": "createTransport", "target": "peer", "id": 55, "direction": "recv",
                                                  "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
-        with pytest.raises(ProtocolError) as err:
-            await client.peer_request("r1", "dave", {"method": "enableConsumer", "target": "peer", "id": offered["id"],
-                                                     "transportId": 55, "paused": False, "preferredProfile": "default"})
-        assert err.value.code == "unsupported" and "different hosts" in err.value.message
+        await client.peer_request("r1", "dave", {"method": "enableConsumer", "target": "peer", "id": offered["id"],
+                                                 "transportId": 55, "paused": False, "preferredProfile": "default"})
+        alice = (await client.dump_peer("r1", "alice"))["producers"][0]
+        assert alice["pipedTo"] == [0] and list(alice["legs"]) == ["0"]
         # The load the remote worker reports reaches the supervisor (placement uses it).
         loaded = await until(lambda: host_entry_transports(client, "h1"), "h1's load report")
         assert loaded >= 2
