@@ -48,6 +48,7 @@ class Cluster:
         self.sup = net.add_host("sup")
         self.hosts_endpoint = f"tcp://{self.sup.address}:{HOSTS_PORT}"
         self.logs: list[Path] = []
+        self.host_processes: dict[str, subprocess.Popen[bytes]] = {}  # the latest per host name
         self.supervisor = self._start(
             self.sup, "supervisor",
             ["serve", "--workers", str(workers), "--control", self.control, "--rtc-ip", self.sup.address,
@@ -76,6 +77,7 @@ class Cluster:
              "--curve-server-key", str(self.keys / "server.key"), "--run-dir", str(self.tmp / f"run-{name}"),
              "--no-pin", "--log-level", "debug"],
         )
+        self.host_processes[name] = process
         return where, process
 
     def client(self) -> TureenClient:
