@@ -474,12 +474,24 @@ class TureenClient:
         return await self.request("transport.getStats", roomId=room_id, peerName=peer_name, transportId=transport_id)
 
     async def list_hosts(self) -> dict[str, Any]:
-        """hosts.list: {listening, hosts: [{name, state, workers, transports, cpuPercent}]}."""
+        """hosts.list: {listening, hosts: [{name, state, local, workers, transports, cpuPercent}]}."""
         return await self.request("hosts.list")
 
-    async def place_peer(self, room_id: str, peer_name: str, worker: int) -> dict[str, Any]:
-        """peer.place: the peer's transports go to worker `worker` (before its first one)."""
-        return await self.request("peer.place", roomId=room_id, peerName=peer_name, worker=worker)
+    async def drain_host(self, name: str, drain: bool = True) -> dict[str, Any]:
+        """hosts.drain: no new peers go to host `name` (False: they may again); the host's entry."""
+        return await self.request("hosts.drain", name=name, drain=drain)
+
+    async def place_peer(
+        self, room_id: str, peer_name: str, worker: int | None = None, *, host: str | None = None
+    ) -> dict[str, Any]:
+        """peer.place: the peer's transports go to worker `worker`, or to the least loaded
+        worker of host `host`, or to `worker` of `host` (before its first one): {worker}."""
+        params: dict[str, Any] = {"roomId": room_id, "peerName": peer_name}
+        if worker is not None:
+            params["worker"] = worker
+        if host is not None:
+            params["host"] = host
+        return await self.request("peer.place", **params)
 
     async def dump_peer(self, room_id: str, peer_name: str) -> dict[str, Any]:
         """peer.dump: the peer's part of room.dump."""

@@ -118,6 +118,12 @@ class Config:
     # and curve_hosts_dir the folder of the public certificates (*.key) of the hosts accepted.
     hosts_listen: str = ""
     curve_hosts_dir: str = ""
+    # The supervisor's own machine is a host too (hosts.list, drain, peer.place, placement):
+    # its name, which no remote host may take.
+    host_name: str = "local"
+    # Placement keeps a room on the hosts that already serve it until they are busy: a host
+    # whose idlest worker measures this much CPU use (percent of one core) or more.
+    host_busy_cpu_percent: float = 70.0
     # Extra, free-form settings for later features (kept so old files keep loading).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +163,10 @@ class Config:
             errors.append(f"worker_heartbeat_timeout must be 0.5..600 s, got {self.worker_heartbeat_timeout}")
         if not 0.1 <= self.worker_timeout <= 600:
             errors.append(f"worker_timeout must be 0.1..600 s, got {self.worker_timeout}")
+        if not 0 < len(self.host_name) <= 64:
+            errors.append(f"host_name must be 1..64 characters, got {self.host_name!r}")
+        if not 1 <= self.host_busy_cpu_percent <= 100:
+            errors.append(f"host_busy_cpu_percent must be 1..100 (percent of one core), got {self.host_busy_cpu_percent}")
         if not 0 <= self.workers <= MAX_WORKERS:
             errors.append(f"workers must be 0..{MAX_WORKERS} (0 = one per CPU), got {self.workers}")
         for name, family in (

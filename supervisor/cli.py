@@ -132,6 +132,7 @@ SERVE_FLAGS = {
     "metrics_listen": "metrics_listen",
     "hosts_listen": "hosts_listen",
     "curve_hosts": "curve_hosts_dir",
+    "host_name": "host_name",
 }
 
 
@@ -205,6 +206,10 @@ def serve(
     curve_hosts: Annotated[
         str | None,
         _setting("curve_hosts_dir", "--curve-hosts", help="Folder of the allowed hosts' public certificates (*.key)."),
+    ] = None,
+    host_name: Annotated[
+        str | None,
+        _setting("host_name", help="The name of this machine among the hosts (`tureen hosts`, drain, peer.place)."),
     ] = None,
 ) -> None:
     """Run the supervisor and its workers in the foreground until SIGINT/SIGTERM."""

@@ -62,6 +62,9 @@ class AllowedKeys:
         self.directory = Path(directory)
         self._signature: object = None
         self.keys: frozenset[bytes] = frozenset()
+        # Each key's file names without ".key" (h1.key -> "h1"): a host's name is bound to
+        # its key (supervisor/hosts.py). A key copied into two files has both names.
+        self.names: dict[bytes, frozenset[str]] = {}
 
     def _scan(self) -> tuple[tuple[str, int, int, int], ...]:
         entries = []
@@ -84,7 +87,7 @@ class AllowedKeys:
             return self.keys
         if signature == self._signature:
             return self.keys
-        keys = set()
+        names: dict[bytes, set[str]] = {}
         for name, *_ in signature:  # type: ignore[attr-defined]
             path = self.directory / name
             try:
@@ -92,10 +95,17 @@ class AllowedKeys:
             except (OSError, ValueError) as exc:
                 log.warning("CURVE clients folder: skipped %s: %s", path, exc)
                 continue
-            keys.add(public)
-        self._signature, self.keys = signature, frozenset(keys)
+            names.setdefault(public, set()).add(name.removesuffix(".key"))
+        self._signature, self.keys = signature, frozenset(names)
+        self.names = {key: frozenset(n) for key, n in names.items()}
         log.info("CURVE: %d client keys allowed (from %s)", len(self.keys), self.directory)
         return self.keys
+
+
+    def names_of(self, key: bytes) -> frozenset[str]:
+        """The names (key file stems) of Z85 public key `key` in the folder as it is now."""
+        self.refresh()
+        return self.names.get(key, frozenset())
 
 
 class ControlAuthenticator(AsyncioAuthenticator):

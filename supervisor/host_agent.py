@@ -37,6 +37,24 @@ log = logging.getLogger("tureen.host")
 REGISTER_EVERY = 1.0  # s between two registrations while the supervisor does not answer
 
 
+def check_registered(message: dict[str, Any]) -> dict[int, int]:
+    """A `registered`'s indexes as {our local index: the supervisor's index}, all checked
+    before any is used; ValueError saying what is wrong otherwise."""
+    indexes = message.get("indexes")
+    if not isinstance(indexes, dict):
+        raise ValueError(f"'indexes' must be an object, got {type(indexes).__name__}")
+    out: dict[int, int] = {}
+    for local, index in indexes.items():
+        if not (isinstance(local, str) and local.isascii() and local.isdigit() and len(local) <= 10):
+            raise ValueError(f"local index {local!r} is not a decimal integer")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1 << 31:
+            raise ValueError(f"index of local worker {local} must be an integer 0..2**31-1, got {index!r}")
+        out[int(local)] = index
+    if len(set(out.values())) != len(out):
+        raise ValueError("two local workers have the same index")
+    return out
+
+
 class HostAgent:
     def __init__(self, config: Config, connect: str, name: str, count: int, keys: ClientKeys) -> None:
         self.config = config
@@ -179,31 +197,46 @@ class HostAgent:
                 log.warning("host link: dropped a bad message (%s)", exc)
                 continue
             self._heard = time.monotonic()
-            kind = message.get("type")
-            if kind == "ping":
-                self._post({"type": "pong"})
-            elif kind == "registered":
-                indexes = message.get("indexes") or {}
-                for local, index in indexes.items():
-                    self.local_of[int(index)] = int(local)
-                log.info("registered with the supervisor as host %s: workers %s", self.name, indexes)
-                self._registered.set()
-            elif kind == "request":
-                self._spawn(self._serve(message), "host request")
-            elif kind == "unknown" and self._registered.is_set():
-                log.warning("the supervisor does not know this host (it restarted)")
-                self._lost.set()
-            elif kind == "refused":
-                log.error("the supervisor refused the registration: %s", message.get("reason"))
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        """One message of the supervisor; a bad one is logged and changes nothing."""
+        kind = message.get("type")
+        if kind == "ping":
+            self._post({"type": "pong"})
+        elif kind == "registered":
+            try:
+                indexes = check_registered(message)
+            except ValueError as exc:
+                log.warning("host link: dropped a bad 'registered' (%s); registering again", exc)
+                return
+            for local, index in indexes.items():
+                self.local_of[index] = local
+            log.info("registered with the supervisor as host %s: workers %s", self.name, indexes)
+            self._registered.set()
+        elif kind == "request":
+            self._spawn(self._serve(message), "host request")
+        elif kind == "unknown" and self._registered.is_set():
+            log.warning("the supervisor does not know this host (it restarted)")
+            self._lost.set()
+        elif kind == "refused":
+            log.error("the supervisor refused the registration: %s", message.get("reason"))
 
     async def _serve(self, message: dict[str, Any]) -> None:
         local = message.get("worker")
         request_id = message.get("id")
+        if not isinstance(request_id, int) or isinstance(request_id, bool) or not isinstance(local, int) or isinstance(local, bool):
+            # No reply can find its request: the supervisor's requests always carry both.
+            log.warning("host link: dropped a request without an integer id and worker (%r, %r)", request_id, local)
+            return
         try:
             data = await self._execute(local, message)
             reply: dict[str, Any] = {"id": request_id, "ok": True, "data": data}
         except ProtocolError as exc:
             reply = {"id": request_id, "ok": False, "error": exc.to_wire()}
+        except Exception as exc:  # a malformed request is refused, never unanswered
+            log.warning("host link: refused a malformed request %d: %r", request_id, exc)
+            reply = {"id": request_id, "ok": False, "error": {"code": "bad_request", "message": f"malformed host request: {exc}"}}
         self._post({"type": "reply", "worker": local, "message": reply})
 
     async def _execute(self, local: Any, message: dict[str, Any]) -> Any:
@@ -219,7 +252,7 @@ class HostAgent:
         if "workerIndex" in wire:
             # Pipes join workers of this host; the supervisor names them by its indexes.
             index = wire["workerIndex"]
-            if index not in self.local_of:
+            if not isinstance(index, int) or isinstance(index, bool) or index not in self.local_of:
                 raise ProtocolError(UNAVAILABLE, f"worker {index!r} is not a worker of host {self.name}")
             wire = {**wire, "workerIndex": self.local_of[index]}
         command = decode_command(wire)

@@ -15,6 +15,12 @@ and events treat it as any worker. The host proxies its workers' channels over i
                          {"type": "request", "worker": i, "id": R, "budget": S, "command": {...}}
                          {"type": "ping"} / {"type": "pong"}
 
+Every message is checked whole before anything changes (`check_register`, `_handle`): a bad
+one is logged and dropped (a bad `register` is answered `refused`, with the reason). A host
+registers under the name of its key's file in the hosts folder (hosts/h1.key: "h1"), so one
+host's key cannot take over another's name; `register` for workers already registered
+(same local index and pid) keeps their indexes and their peers.
+
 A request carries a relative `budget` (seconds left) instead of the local workers' absolute
 CLOCK_MONOTONIC deadline, which means nothing on another machine; the host turns it into its
 own monotonic deadline when the request arrives. Both sides ping every HOST_PING s; a side
@@ -38,7 +44,7 @@ import zmq
 import zmq.asyncio
 from tureen.shared import wire
 from tureen.shared.contract import Command, WorkerInfo
-from tureen.supervisor.curve_auth import ControlAuthenticator, make_curve_server
+from tureen.supervisor.curve_auth import AllowedKeys, ControlAuthenticator, make_curve_server
 from tureen.supervisor.worker_link import WorkerLink
 
 if TYPE_CHECKING:
@@ -51,6 +57,37 @@ HOST_TIMEOUT = 1.5  # s of silence after which the other side is gone (detected 
 HOSTS_ZAP_DOMAIN = b"tureen-hosts"
 MAX_HOST_NAME = 64
 MAX_HOST_WORKERS = 1024
+MAX_INDEX = (1 << 31) - 1
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= MAX_INDEX
+
+
+def check_register(message: dict[str, Any]) -> tuple[str, list[tuple[int, int | None, int | None]]]:
+    """The name and (local, pid, cpu) workers of a `register`, all checked before anything
+    changes; ValueError saying what is wrong otherwise."""
+    name = message.get("name")
+    workers = message.get("workers")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_HOST_NAME:
+        raise ValueError(f"register needs a name of 1..{MAX_HOST_NAME} characters")
+    if not isinstance(workers, list) or not 0 < len(workers) <= MAX_HOST_WORKERS:
+        raise ValueError(f"register needs a list of 1..{MAX_HOST_WORKERS} workers")
+    entries: list[tuple[int, int | None, int | None]] = []
+    for n, entry in enumerate(workers):
+        if not isinstance(entry, dict):
+            raise ValueError(f"workers[{n}] is not an object")
+        local, pid, cpu = entry.get("local"), entry.get("pid"), entry.get("cpu")
+        if not _is_int(local):
+            raise ValueError(f"workers[{n}].local must be an integer 0..{MAX_INDEX}, got {local!r}")
+        for key, value in (("pid", pid), ("cpu", cpu)):
+            if value is not None and not _is_int(value):
+                raise ValueError(f"workers[{n}].{key} must be an integer 0..{MAX_INDEX} or null, got {value!r}")
+        entries.append((local, pid, cpu))
+    locals_ = [local for local, _, _ in entries]
+    if len(set(locals_)) != len(locals_):
+        raise ValueError("workers lists a local index twice")
+    return name, entries
 
 
 def drop_error(sent: asyncio.Future[Any]) -> None:
@@ -161,6 +198,9 @@ class HostListener:
         self._server_cert = server_cert
         self._hosts_dir = hosts_dir
         self.sessions: dict[bytes, HostSession] = {}
+        # The allowed hosts' keys and the names they may register (the ZAP handler's, once
+        # started: one reading of the folder for both).
+        self.allowed = AllowedKeys(hosts_dir)
         self._socket: zmq.asyncio.Socket | None = None
         self._auth: ControlAuthenticator | None = None
         self._ctx: zmq.asyncio.Context | None = None
@@ -172,6 +212,7 @@ class HostListener:
         self._ctx = ctx = zmq.asyncio.Context()
         self._auth = ControlAuthenticator(ctx, self._hosts_dir, domain=HOSTS_ZAP_DOMAIN.decode(), what="host")
         self._auth.start()
+        self.allowed = self._auth.allowed
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         make_curve_server(sock, self._server_cert, domain=HOSTS_ZAP_DOMAIN)
@@ -197,24 +238,32 @@ class HostListener:
         assert self._socket is not None
         while True:
             try:
-                identity, payload = await self._socket.recv_multipart()
-            except ValueError:
-                continue  # not [identity, message]: not one of our hosts
+                frames = await self._socket.recv_multipart(copy=False)
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
+            if len(frames) != 2:
+                continue  # not [identity, message]: not one of our hosts
+            identity, payload = frames[0].bytes, frames[1]
             try:
-                message = orjson.loads(payload)
+                # The ZAP handler's User-Id: the host's Z85 public key (CURVE checked it).
+                key = payload.get("User-Id")
+            except zmq.ZMQError:
+                key = None
+            try:
+                message = orjson.loads(payload.bytes)
                 if not isinstance(message, dict):
                     raise ValueError("not an object")
-                self._handle(identity, message)
+                self._handle(identity, message, key)
             except Exception as exc:  # a bad message must not end the link
                 log.warning("host link: dropped a bad message (%s)", exc)
 
-    def _handle(self, identity: bytes, message: dict[str, Any]) -> None:
+    def _handle(self, identity: bytes, message: dict[str, Any], key: str | None) -> None:
+        """One message of a host; `key`: its Z85 public key (None: unknown, then a register
+        is refused)."""
         kind = message.get("type")
         session = self.sessions.get(identity)
         if kind == "register":
-            self._register(identity, message)
+            self._register(identity, message, key)
             return
         if session is None or session.lost:
             if kind != "pong":
@@ -224,21 +273,44 @@ class HostListener:
         session.last_seen = time.monotonic()
         if kind == "ping":
             session.post({"type": "pong"})
-        elif kind in ("reply", "event"):
-            link = session.links.get(message.get("worker"))  # type: ignore[arg-type]
-            if link is not None and isinstance(message.get("message"), dict):
-                link.handle(message["message"])
-        elif kind == "exited":
-            link = session.links.get(message.get("worker"))  # type: ignore[arg-type]
-            if link is not None:
+        elif kind in ("reply", "event", "exited"):
+            local = message.get("worker")
+            link = session.links.get(local) if _is_int(local) else None  # type: ignore[arg-type]
+            if link is None:
+                log.warning("host %s: dropped a %s for worker %r, which it has not registered", session.name, kind, local)
+            elif not link.alive:
+                log.debug("host %s: dropped a %s for its worker %d, gone here", session.name, kind, link.local)
+            elif kind != "exited":
+                if isinstance(message.get("message"), dict):
+                    link.handle(message["message"])
+                else:
+                    log.warning("host %s: dropped a %s without a message object", session.name, kind)
+            else:
                 log.error("host %s: its worker %d (our %d) exited", session.name, link.local, link.index)
                 link.lost(f"worker {link.index} of host {session.name} exited")
 
-    def _register(self, identity: bytes, message: dict[str, Any]) -> None:
-        name = message.get("name")
-        workers = message.get("workers")
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_HOST_NAME or not isinstance(workers, list) or not workers or len(workers) > MAX_HOST_WORKERS:
-            self._send(identity, {"type": "refused", "reason": "register needs a name (1..64 chars) and 1..1024 workers"})
+    def _refuse(self, identity: bytes, reason: str) -> None:
+        log.warning("host link: refused a registration: %s", reason)
+        self._send(identity, {"type": "refused", "reason": reason})
+
+    def _register(self, identity: bytes, message: dict[str, Any], key: str | None) -> None:
+        """Add the host's workers (or confirm those registered already): nothing changes
+        unless the whole message is right and the name is the key's."""
+        try:
+            name, entries = check_register(message)
+        except ValueError as exc:
+            self._refuse(identity, str(exc))
+            return
+        if name == self.pool.config.host_name:
+            self._refuse(identity, f"{name!r} is the supervisor's own host name (host_name): give this host another --name")
+            return
+        names = self.allowed.names_of(key.encode()) if key else frozenset()
+        if name not in names:
+            self._refuse(
+                identity,
+                f"this host's key may register as {' or '.join(sorted(map(repr, names))) or 'no host'}, not {name!r}: "
+                f"a host's name is the name of its key file in the supervisor's hosts folder ({name}.key)",
+            )
             return
         session = self.sessions.get(identity)
         if session is None or session.lost or session.name != name:
@@ -249,21 +321,21 @@ class HostListener:
             self.sessions[identity] = session
         session.last_seen = time.monotonic()
         indexes: dict[str, int] = {}
-        for entry in workers:
-            local, pid, cpu = entry.get("local"), entry.get("pid"), entry.get("cpu")
-            if not isinstance(local, int) or isinstance(local, bool):
-                continue
+        added = []
+        for local, pid, cpu in entries:
             old_link = session.links.get(local)
-            if old_link is not None and old_link.alive:
+            if old_link is not None and old_link.alive and self.pool.links.get(old_link.index) is old_link:
+                if old_link.pid == pid:
+                    indexes[str(local)] = old_link.index  # already registered: the same index
+                    continue
                 old_link.lost(f"worker {old_link.index} of host {name} was replaced")
             link = self.pool.add_remote(
-                lambda index, local=local, pid=pid, cpu=cpu: RemoteWorkerLink(  # type: ignore[misc]
-                    index, self.pool, session, local, pid if isinstance(pid, int) else None, cpu if isinstance(cpu, int) else None
-                )
+                lambda index, local=local, pid=pid, cpu=cpu: RemoteWorkerLink(index, self.pool, session, local, pid, cpu)  # type: ignore[misc]
             )
             session.links[local] = link  # type: ignore[assignment]
             indexes[str(local)] = link.index
-        log.info("host %s registered %d workers: %s", name, len(indexes), sorted(indexes.values()))
+            added.append(link.index)
+        log.info("host %s registered %d workers: %s (new: %s)", name, len(indexes), sorted(indexes.values()), added or "none")
         session.post({"type": "registered", "indexes": indexes})
 
     def _lose(self, session: HostSession, reason: str) -> None:
@@ -280,17 +352,29 @@ class HostListener:
             now = time.monotonic()
             for identity, session in list(self.sessions.items()):
                 if session.lost:
-                    if not any(self.pool.links.get(link.index) is link for link in session.links.values()):
-                        del self.sessions[identity]  # the pool has forgotten its workers
+                    # Kept (as "lost" in hosts.list, refused by peer.place) until the pool
+                    # has forgotten its workers and the host is back under a new session;
+                    # names are bound to keys, so there is one such record per key at most.
+                    forgotten = not any(self.pool.links.get(link.index) is link for link in session.links.values())
+                    if forgotten and any(s.name == session.name and s is not session for s in self.sessions.values()):
+                        del self.sessions[identity]
                     continue
                 if now - session.last_seen > HOST_TIMEOUT:
                     self._lose(session, f"no message for {HOST_TIMEOUT:g} s")
                 else:
                     session.post({"type": "ping"})
 
+    def current(self) -> dict[str, HostSession]:
+        """Each known host's session by name: its live one, else its last lost one."""
+        by_name: dict[str, HostSession] = {}
+        for session in self.sessions.values():
+            if session.name not in by_name or by_name[session.name].lost:
+                by_name[session.name] = session
+        return by_name
+
     def describe(self) -> list[dict[str, Any]]:
-        """hosts.list: every host the supervisor knows, by name."""
-        return sorted((s.describe() for s in self.sessions.values()), key=lambda d: d["name"])
+        """hosts.list: every remote host the supervisor knows, by name."""
+        return [session.describe() for _, session in sorted(self.current().items())]
 
     async def stop(self) -> None:
         for task in self._tasks:

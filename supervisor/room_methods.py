@@ -10,7 +10,7 @@ tell no client (docs/control-api.md, "The v2 server API"):
 
 and Tureen's own placement pin, with no v2 counterpart:
 
-    peer.place                 put a peer's transports on a chosen worker (before the first one)
+    peer.place                 put a peer's transports on a chosen host or worker (before the first one)
 
 Each runs as a job of the room's mailbox (`ROOM_METHODS`, dispatched by the server), so it
 sees the room in the order of its other requests. Bad input is refused before anything
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tureen.shared import contract
 from tureen.shared.errors import UNAVAILABLE, ProtocolError, bad_request, invalid_state, not_found
-from tureen.shared.protocol.validate import get_int
+from tureen.shared.protocol.validate import get_int, get_str
 from tureen.supervisor.stats import consumer_report, producer_report, transport_entry
 
 if TYPE_CHECKING:
@@ -128,24 +128,21 @@ async def close_streamer(room: Room, msg: dict[str, Any]) -> Any:
 
 
 async def place_peer(room: Room, msg: dict[str, Any]) -> Any:
-    """Pin a peer's transports to worker `worker`, which must be running, before the peer
-    has a transport (its objects never move once made). Only the first placement is pinned:
-    a peer whose worker dies is placed afresh, as any other peer of a crashed worker."""
+    """Pin a peer's transports to host `host` (its least loaded worker now) or to worker
+    `worker` (or both, consistent), before the peer has a transport (its objects never move
+    once made). Only the first placement is pinned: a peer whose worker dies is placed
+    afresh, as any other peer of a crashed worker."""
     _check_open(room)
     peer = room.app_peer(msg)
-    worker = int(get_int(msg, "worker", minimum=0, maximum=(1 << 31) - 1) or 0)  # required: never None
+    host = get_str(msg, "host", required=False, max_length=64)
+    worker = get_int(msg, "worker", required=False, minimum=0, maximum=(1 << 31) - 1)
     if peer.transports:
         raise invalid_state(
             f"{peer.describe()} has transports on worker {peer.worker} already; "
             "call peer.place before its first createTransport"
         )
-    if not room.services.worker_alive(worker):
-        raise ProtocolError(
-            UNAVAILABLE,
-            f"worker {worker} is not running; server.info lists the workers and which are alive",
-        )
-    peer.worker = worker
-    return {"worker": worker}
+    peer.worker = room.services.place_worker(host, worker)
+    return {"worker": peer.worker}
 
 
 ROOM_METHODS: dict[str, Callable[[Room, dict[str, Any]], Awaitable[Any]]] = {

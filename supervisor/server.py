@@ -30,6 +30,7 @@ from tureen.shared.errors import (
 )
 from tureen.shared.protocol.validate import check_message, get_int, get_list, get_obj, get_str
 from tureen.supervisor import app_actions, run_dir
+from tureen.supervisor.placement import DRAINING, LOST, UP, place_target
 from tureen.supervisor.quotas import Quotas
 from tureen.supervisor.room import Room
 from tureen.supervisor.worker_pool import WorkerPool
@@ -149,6 +150,23 @@ class Server:
 
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
+
+    def place_worker(self, host: str | None, worker: int | None) -> int:
+        """peer.place's worker: of host `host` (its least loaded), or `worker`, or both
+        (placement.place_target says what is refused). Counted as a placement."""
+        index = place_target(
+            self.host_states(), self.pool.loads(drained=True), host, worker, self.config.host_busy_cpu_percent
+        )
+        self.pool.note_placed(index)
+        return index
+
+    def host_states(self) -> dict[str, str]:
+        """Every known host's state by name: the supervisor's own (config host_name), then
+        the remote ones; `draining` when an operator drained one that is up."""
+        states = {self.config.host_name: UP}
+        if self.hosts is not None:
+            states.update({name: LOST if s.lost else UP for name, s in self.hosts.current().items()})
+        return {name: DRAINING if state == UP and name in self.pool.drained else state for name, state in states.items()}
 
     async def worker_request(self, index: int, command: Command) -> Any:
         return await self.pool.request(index, command)
@@ -363,9 +381,35 @@ class Server:
             raise ProtocolError("not_found", f"worker {index} does not exist; server.info lists them")
         return asyncio.ensure_future(self.pool.request(index, WorkerDump()))
 
+    def _host_entries(self) -> list[dict[str, Any]]:
+        """hosts.list's hosts: this machine's (local: true) and each remote one, by name."""
+        return [
+            {"name": name, "state": state, "local": name == self.config.host_name, **self.pool.host_load(name)}
+            for name, state in sorted(self.host_states().items())
+        ]
+
     def _hosts_list(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
-        """The remote hosts: name, state, their workers' indexes and load (docs/operations.md)."""
-        return _done({"listening": self.config.hosts_listen or None, "hosts": self.hosts.describe() if self.hosts else []})
+        """The hosts, the supervisor's own included: name, state (up, draining, lost), their
+        workers' indexes and load (docs/operations.md, "Hosts")."""
+        return _done({"listening": self.config.hosts_listen or None, "hosts": self._host_entries()})
+
+    def _hosts_drain(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
+        """Stop (drain: true) or allow again (false) new peers on host `name`; its peers
+        stay. By name: a drained host that registers again stays drained."""
+        name = get_str(msg, "name", max_length=64)
+        drain = msg.get("drain")
+        if not isinstance(drain, bool):
+            raise bad_request(f"'drain' must be true (no new peers there) or false (undrain), got {drain!r}")
+        if name not in self.host_states():
+            known = ", ".join(sorted(self.host_states()))
+            raise not_found(f"no host named {name!r}; the hosts are: {known} (`tureen hosts`)")
+        assert name is not None
+        if drain and name not in self.pool.drained:
+            log.warning("host %s is draining: no new peers go there; its peers stay", name)
+        elif not drain and name in self.pool.drained:
+            log.warning("host %s is no longer draining: new peers may go there again", name)
+        (self.pool.drained.add if drain else self.pool.drained.discard)(name)
+        return _done(next(entry for entry in self._host_entries() if entry["name"] == name))
 
     def _server_ping(self, msg: dict[str, Any], subscriber: bytes) -> Awaitable[Any]:
         return _done({"pong": True})
@@ -414,6 +458,7 @@ class Server:
         "workers.scale": _workers_scale,
         "worker.dump": _worker_dump,
         "hosts.list": _hosts_list,
+        "hosts.drain": _hosts_drain,
     }
 
 

@@ -49,6 +49,9 @@ class WorkerPool:
         self._started = False
         # Futures of those waiting for the next change of `ready` (changed()).
         self._waiters: list[asyncio.Future[None]] = []
+        # Hosts an operator drains (hosts.drain), by name: no new peers go there. By name, so
+        # a drained host that registers again (new link, new workers) stays drained.
+        self.drained: set[str] = set()
 
     @property
     def draining(self) -> bool:
@@ -192,28 +195,57 @@ class WorkerPool:
         link = self.links.get(index)
         return link is not None and link.alive and not link.stopping and not self.draining
 
-    def pick(self, near: Collection[int] = ()) -> int:
-        """The least loaded live worker. `near`: workers of the room's peers; while a host of
-        theirs has a live worker the choice stays on those hosts (pipes do not cross hosts
-        yet: supervisor/hosts.py)."""
-        live = [link for link in self.links.values() if link.alive and not link.stopping]
-        hosts = {self.links[i].host for i in near if i in self.links}
-        if any(link.host in hosts for link in live):
-            live = [link for link in live if link.host in hosts]
-        loads = [
+    def host_of(self, link: WorkerLink) -> str:
+        """The name of the host a worker runs on; the supervisor's own is config host_name."""
+        return link.host or self.config.host_name
+
+    def loads(self, *, drained: bool = False) -> list[WorkerLoad]:
+        """The running workers that may take new peers (not stopping; `drained`: those of
+        draining hosts too), with their last measured figures."""
+        return [
             WorkerLoad(
                 index=link.index,
                 cpu_percent=float(link.info.get("cpuPercent", 0.0) or 0.0),
                 transports=int(link.info.get("transports", 0) or 0),
                 placed_since_report=link.placed_since_report,
+                host=self.host_of(link),
             )
-            for link in live
+            for link in self.links.values()
+            if link.alive and not link.stopping and (drained or self.host_of(link) not in self.drained)
         ]
+
+    def pick(self, near: Collection[int] = ()) -> int:
+        """The least loaded running worker of every host but the draining ones. `near`:
+        workers of the room's peers; their hosts are preferred while one is not busy
+        (supervisor/placement.py)."""
+        loads = self.loads()
         if not loads:
+            if self.loads(drained=True):
+                raise ProtocolError(
+                    UNAVAILABLE,
+                    f"every host with a running worker is draining ({', '.join(sorted(self.drained))}): "
+                    "undrain one (`tureen host undrain NAME`) or add a host",
+                )
             raise ProtocolError(UNAVAILABLE, "no worker is running; check the supervisor log")
-        index = choose_worker(loads)
-        self.links[index].placed_since_report += 1
+        room_hosts = {self.host_of(self.links[i]) for i in near if i in self.links}
+        index = choose_worker(loads, room_hosts, self.config.host_busy_cpu_percent)
+        self.note_placed(index)
         return index
+
+    def note_placed(self, index: int) -> None:
+        """A peer goes to worker `index`: counted until its next load report (placement)."""
+        link = self.links.get(index)
+        if link is not None:
+            link.placed_since_report += 1
+
+    def host_load(self, name: str) -> dict[str, Any]:
+        """hosts.list's figures of host `name`: its running workers, their transports and CPU."""
+        live = [link for link in self.links.values() if link.alive and self.host_of(link) == name]
+        return {
+            "workers": sorted(link.index for link in live),
+            "transports": sum(int(link.info.get("transports", 0) or 0) for link in live),
+            "cpuPercent": round(sum(float(link.info.get("cpuPercent", 0.0) or 0.0) for link in live), 1),
+        }
 
     async def request(self, index: int, command: Command) -> Any:
         link = self.links.get(index)

@@ -124,6 +124,31 @@ export interface WorkerInfo {
   load: Record<string, unknown> | null;
 }
 
+export interface HostEntry {
+  name: string;
+  /** up: takes new peers; draining: an operator drained it (hostsDrain); lost: its link is gone. */
+  state: 'up' | 'draining' | 'lost';
+  /** Whether this is the supervisor's own machine (config host_name). */
+  local: boolean;
+  /** Indexes (as in serverInfo().workers) of its live workers. */
+  workers: number[];
+  transports: number;
+  cpuPercent: number;
+}
+
+export interface HostList {
+  /** hosts_listen, or null when the server accepts no remote hosts. */
+  listening: string | null;
+  hosts: HostEntry[];
+}
+
+export interface PlaceOptions {
+  /** A host's name: its least loaded worker. */
+  host?: string;
+  /** A worker's index; with `host`, it must be on that host. */
+  worker?: number;
+}
+
 export interface ServerInfo {
   version: string;
   pid: number;
@@ -334,6 +359,9 @@ export declare class TureenClient extends EventEmitter {
   getConsumerStats(roomId: string, peerName: string, consumerId: number): Promise<Array<Record<string, unknown>>>;
   getTransportStats(roomId: string, peerName: string, transportId: number): Promise<Array<Record<string, unknown>>>;
   /** peer.dump: the peer's part of room.dump. */
+  listHosts(): Promise<HostList>;
+  drainHost(name: string, drain?: boolean): Promise<HostEntry>;
+  placePeer(roomId: string, peerName: string, where: PlaceOptions): Promise<{ worker: number }>;
   dumpPeer(roomId: string, peerName: string): Promise<Record<string, unknown>>;
   createRtpStreamer(roomId: string, producerId: number, options: RtpStreamerOptions): Promise<CreatedRtpStreamer>;
   closeRtpStreamer(roomId: string, streamerId: number): Promise<Record<string, never>>;

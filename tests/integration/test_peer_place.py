@@ -51,3 +51,38 @@ async def test_bad_placements_are_refused_and_change_nothing(room: RoomDriver) -
     assert err.value.code == "invalid_state"
     assert "before its first createTransport" in err.value.message
     assert await worker_of(room, "dave") == 0
+
+
+async def test_the_supervisors_own_host_is_listed_drained_and_placed_on(room: RoomDriver) -> None:
+    """A real server with no remote host: its own machine is host "local" (config host_name)
+    for hosts.list, hosts.drain and peer.place {host}; a drain stops new peers only."""
+    client = room.client
+    listing = await client.list_hosts()
+    assert [(h["name"], h["state"], h["local"], h["workers"]) for h in listing["hosts"]] == [("local", "up", True, [0, 1])]
+    await room.join("erin")
+    await room.join("fred")
+    assert (await client.place_peer(room.id, "erin", host="local"))["worker"] in (0, 1)
+    await room.req("erin", "createTransport", id=31, direction="send", options={}, **PLAIN)
+    try:
+        assert (await client.drain_host("local"))["state"] == "draining"
+        # Its peers stay and keep making transports on their worker; new peers are refused.
+        await room.req("erin", "createTransport", id=32, direction="recv", options={}, **PLAIN)
+        with pytest.raises(ProtocolError) as err:
+            await room.req("fred", "createTransport", id=41, direction="send", options={}, **PLAIN)
+        assert err.value.code == "unavailable" and "draining" in err.value.message
+        for where in ({"host": "local"}, {"worker": 1}):
+            with pytest.raises(ProtocolError) as err:
+                await client.place_peer(room.id, "fred", **where)
+            assert err.value.code == "unavailable" and "draining" in err.value.message
+        assert (await client.list_hosts())["hosts"][0]["state"] == "draining"
+    finally:
+        assert (await client.drain_host("local", False))["state"] == "up"
+    assert await client.place_peer(room.id, "fred", 1, host="local") == {"worker": 1}
+    with pytest.raises(ProtocolError) as err:
+        await client.place_peer(room.id, "fred", host="elsewhere")
+    assert err.value.code == "not_found" and "the hosts are: local" in err.value.message
+    with pytest.raises(ProtocolError) as err:
+        await client.drain_host("elsewhere")
+    assert err.value.code == "not_found"
+    await room.req("fred", "createTransport", id=42, direction="send", options={}, **PLAIN)
+    assert await worker_of(room, "fred") == 1

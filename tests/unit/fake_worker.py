@@ -37,6 +37,7 @@ from tureen.shared.errors import (
     not_found,
 )
 from tureen.shared.logs import check_level_change
+from tureen.supervisor.placement import WorkerLoad, place_target
 from tureen.workers.forward import COUNTERS
 from tureen.workers.transport.dtls import FINGERPRINT_ALGORITHMS
 from tureen.workers.transport.ice_lite import ice_candidates
@@ -524,6 +525,9 @@ class FakeWorkers:
         self.workers = {i: FakeWorker(i) for i in range(count)}
         self.alive = set(self.workers)
         self.placement: int | None = None
+        # peer.place by host: each worker's host (default "local") and states of hosts.
+        self.host_of: dict[int, str] = {}
+        self.host_states: dict[str, str] = {}
         self.no_worker = False
         self.worker_wait = worker_wait
         self._gids = itertools.count(1)
@@ -555,6 +559,16 @@ class FakeWorkers:
 
     def worker_alive(self, index: int) -> bool:
         return index in self.alive
+
+    def place_worker(self, host: str | None, worker: int | None) -> int:
+        """As the server's: placement.place_target over these workers' hosts (`host_of`,
+        "local" by default) and the hosts' states (`host_states`, "up" by default)."""
+        loads = [
+            WorkerLoad(index=i, cpu_percent=0.0, transports=0, placed_since_report=0, host=self.host_of.get(i, "local"))
+            for i in sorted(self.alive)
+        ]
+        states = {load.host: "up" for load in loads} | self.host_states
+        return place_target(states, loads, host, worker)
 
     async def worker_request(self, index: int, command: c.Command) -> Any:
         self.commands.append((index, command))

@@ -434,6 +434,30 @@ class TureenClient extends EventEmitter {
     return this.request('transport.getStats', { roomId, peerName, transportId });
   }
 
+  /** The hosts, the supervisor's own included: `{listening, hosts: [{name, state, local, workers, transports, cpuPercent}]}`. */
+  listHosts() {
+    return this.request('hosts.list');
+  }
+
+  /** No new peers go to host `name` (`drain` false: they may again); resolves to the host's entry. */
+  drainHost(name, drain = true) {
+    if (typeof name !== 'string' || !name) return Promise.reject(new TypeError(`name must be a host's name, not ${JSON.stringify(name)}`));
+    if (typeof drain !== 'boolean') return Promise.reject(new TypeError(`drain must be a boolean, not ${JSON.stringify(drain)}`));
+    return this.request('hosts.drain', { name, drain });
+  }
+
+  /**
+   * Pin a peer's transports before its first one: `{host}` (that host's least loaded
+   * worker), `{worker}` (an index of serverInfo().workers) or both; resolves to `{worker}`.
+   */
+  placePeer(roomId, peerName, { host, worker } = {}) {
+    const params = { roomId, peerName };
+    if (host !== undefined && host !== null) params.host = host;
+    if (worker !== undefined && worker !== null) params.worker = worker;
+    if (!('host' in params) && !('worker' in params)) return Promise.reject(new TypeError('placePeer needs { host } or { worker }'));
+    return this.request('peer.place', params);
+  }
+
   /** One peer's part of room.dump. */
   dumpPeer(roomId, peerName) {
     return this.request('peer.dump', { roomId, peerName });

@@ -41,6 +41,32 @@ test('server.info, server.ping and room.list answer', async () => {
   assert.equal(worker.index, 0);
 });
 
+test('hosts: the supervisor\'s own is listed, drained and undrained; peers placed by host or worker', async () => {
+  const listing = await client.listHosts();
+  assert.equal(listing.listening, null);
+  assert.deepEqual(listing.hosts.map((h) => [h.name, h.state, h.local, h.workers]), [['local', 'up', true, [0]]]);
+  const roomId = 'node-hosts';
+  await client.createRoom(MEDIA_CODECS, { roomId });
+  const caps = await client.peerRequest(roomId, null, { method: 'queryRoom', target: 'room' });
+  await client.peerRequest(roomId, null, { method: 'join', target: 'room', peerName: 'alice', rtpCapabilities: peerCapabilities(caps.rtpCapabilities) });
+  try {
+    const drained = await client.drainHost('local');
+    assert.equal(drained.state, 'draining');
+    assert.equal((await client.listHosts()).hosts[0].state, 'draining');
+    await rejectsWith(client.placePeer(roomId, 'alice', { host: 'local' }), ErrorCode.UNAVAILABLE, 'draining');
+    await rejectsWith(client.placePeer(roomId, 'alice', { worker: 0 }), ErrorCode.UNAVAILABLE, 'draining');
+  } finally {
+    assert.equal((await client.drainHost('local', false)).state, 'up');
+  }
+  assert.deepEqual(await client.placePeer(roomId, 'alice', { host: 'local' }), { worker: 0 });
+  assert.deepEqual(await client.placePeer(roomId, 'alice', { host: 'local', worker: 0 }), { worker: 0 });
+  await rejectsWith(client.placePeer(roomId, 'alice', { host: 'nowhere' }), ErrorCode.NOT_FOUND, "no host named 'nowhere'");
+  await rejectsWith(client.drainHost('nowhere'), ErrorCode.NOT_FOUND, 'the hosts are: local');
+  await assert.rejects(client.placePeer(roomId, 'alice', {}), TypeError);
+  await assert.rejects(client.drainHost('local', 'yes'), TypeError);
+  await client.closeRoom(roomId);
+});
+
 test('a room: two peers join, events arrive, app actions tell the peers, limit and close', async () => {
   const roomId = 'node-room';
   const created = await client.createRoom(MEDIA_CODECS, { roomId, appData: { by: 'node' } });

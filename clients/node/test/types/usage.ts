@@ -35,6 +35,15 @@ async function main(): Promise<void> {
   // @ts-expect-error: not a profile
   await client.setConsumerPreferredProfile('r', 'bob', 1, 'best');
   await client.pauseProducer('r', 'alice', 2, { why: 'mod' });
+  const hosts = await client.listHosts();
+  const state: 'up' | 'draining' | 'lost' = hosts.hosts[0].state;
+  const drained = await client.drainHost('h1');
+  await client.drainHost('h1', false);
+  const placed: number = (await client.placePeer('r', 'alice', { host: 'h1' })).worker;
+  await client.placePeer('r', 'alice', { worker: 1 });
+  // @ts-expect-error: a host's name, not a number
+  await client.placePeer('r', 'alice', { host: 1 });
+  void [state, drained.local, placed];
   const scaled = await client.scaleWorkers(2);
   const retired: number[] = scaled.retired;
   const data = await client.request<{ pong: true }>('server.ping', {}, { timeout: 100 });
