@@ -49,6 +49,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 CLONE_NEWNET = 0x4000_0000
 HOSTS = ("A", "B", "C")
 DEFAULT_RATE = 100.0  # input packets/s: N x this out (10,000 packets/s for N=100)
+MAX_CONSUMERS, MAX_RATE = 400, 2000.0  # every run's load is bounded
 
 
 def _tests_path() -> None:
@@ -244,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=2.0, help="measurement window, seconds")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = parser.parse_args(argv)
-    if not 1 <= args.consumers <= 400 or not 1 <= args.rate <= 2000:
-        raise SystemExit("--consumers must be 1..400 and --rate 1..2000 packets/s (the load is bounded)")
+    if not 1 <= args.consumers <= MAX_CONSUMERS or not 1 <= args.rate <= MAX_RATE:
+        raise SystemExit(f"--consumers must be 1..{MAX_CONSUMERS} and --rate 1..{MAX_RATE:.0f} packets/s "
+                         "(the load is bounded)")
     _, tools_cpu = cpus.layout()
     tools = build_tools(args.out / "bin")
     started = time.time()

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from cluster import Clients, Cluster, host_entry, host_not_up, until
 from netns import netns_unavailable
-from support import MEDIA_CODECS
+from support import MEDIA_CODECS, peer_capabilities
 from tureen.shared.client import TureenClient
+from tureen.shared.errors import ProtocolError
 
 pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
@@ -99,11 +100,11 @@ async def mesh(cluster: Cluster, client: TureenClient, workers: dict[str, int], 
     await client.create_room(MEDIA_CODECS, room_id=ROOM)
     agent = await cluster.clients(ROOM)
     peers: dict[str, str] = {}
-    for host, worker in workers.items():
-        await agent.order("plain", peer=f"rtp-{host}", place={"worker": worker})
+    for host in workers:
+        await agent.order("plain", peer=f"rtp-{host}", place={"host": host})
         peers[f"rtp-{host}"] = "plain"
         if webrtc:
-            await agent.order("webrtc", peer=f"web-{host}", place={"worker": worker})
+            await agent.order("webrtc", peer=f"web-{host}", place={"host": host})
             peers[f"web-{host}"] = "webrtc"
     for name in peers:
         host = name.split("-")[1]
@@ -149,10 +150,17 @@ async def test_a_drained_host_gets_no_new_peer_and_keeps_its_media(cluster: Clus
         workers = await start_hosts(cluster, client)
         agent, peers = await mesh(cluster, client, workers, webrtc=False)
         await all_receive(agent, peers, set(peers))
-        drained = await client.request("hosts.drain", name="B", drain=True)
+        room_caps = (await client.peer_request(ROOM, None, {"method": "queryRoom", "target": "room"}))["rtpCapabilities"]
+        drained = await client.drain_host("B")
         assert drained["state"] == "draining", drained
         listing = await client.list_hosts()
         assert {h["name"]: h["state"] for h in listing["hosts"]}["B"] == "draining"
+        # A peer cannot be pinned there any more: refused with the reason, nothing made.
+        await client.peer_request(ROOM, None, {"method": "join", "target": "room", "peerName": "pinned",
+                                               "rtpCapabilities": peer_capabilities(room_caps)})
+        with pytest.raises(ProtocolError) as refused:
+            await client.place_peer(ROOM, "pinned", host="B")
+        assert refused.value.code == "unavailable" and "draining" in refused.value.message
         before = await agent.counts()
         # New peers are placed anywhere but B (the room is on A and C too).
         for name in ("late-1", "late-2", "late-3"):
