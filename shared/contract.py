@@ -469,6 +469,71 @@ class PipeCloseTo(Command, tag="pipe.closeTo"):
     workerIndex: WorkerIndex
 
 
+# ------------------------------------------------------------------ commands: leg.*
+
+# A host leg (workers/transport/host_leg.py) carries one producer's packets from its worker
+# (the origin) to one worker of another host (the gateway) over UDP, SRTP-protected with a
+# key the supervisor makes for the leg: AEAD_AES_128_GCM master key || salt (16 + 12 bytes),
+# as lowercase hex. The host link that carries it is CURVE-encrypted.
+LEG_KEY_BYTES = 28
+LegKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{56}$")]
+LegId = Annotated[int, msgspec.Meta(ge=1, le=U32_MAX)]
+
+
+class LegAddress(Command, tag="leg.address"):
+    """The worker's host-leg socket: {ip, port} (bound on the first leg command; the address
+    another host reaches it at: the announced IPv4 when configured). Creates nothing."""
+
+
+class LegReceive(Command, tag="leg.receive"):
+    """Gateway end: datagrams of leg `legId` from the origin's leg socket `ip:port` feed the
+    piped copy of `producerId` here (which must exist); NACKs for its video streams go back
+    there. Answers {ip, port}: this worker's leg socket."""
+
+    legId: LegId
+    producerId: Id
+    key: LegKey
+    ip: str
+    port: Port
+
+    def __post_init__(self) -> None:
+        self.ip = _ipv4(self, "ip", self.ip)
+
+    def undo(self) -> Command:
+        return LegClose(legId=self.legId)
+
+
+class LegSend(Command, tag="leg.send"):
+    """Origin end: send every packet of `producerId` (received here) to the gateway's leg
+    socket `ip:port` as leg `legId`, and answer its NACKs from the streams' stores."""
+
+    legId: LegId
+    producerId: Id
+    key: LegKey
+    ip: str
+    port: Port
+
+    def __post_init__(self) -> None:
+        self.ip = _ipv4(self, "ip", self.ip)
+
+    def undo(self) -> Command:
+        return LegClose(legId=self.legId)
+
+
+class LegClose(Command, tag="leg.close"):
+    """Close this worker's end of leg `legId` (either end)."""
+
+    legId: LegId
+
+
+class ProducerInterrupt(Command, tag="producer.interrupt"):
+    """The piped copy's stream broke upstream (its producer was paused at the origin, on
+    another host): consumers here resync, NACK lists reset, and pipes from here carry the
+    mark on. The leg's datagrams cannot carry it reliably; the host link can."""
+
+    producerId: Id
+
+
 # ------------------------------------------------------------------ events
 
 

@@ -51,8 +51,13 @@ class Producer(Stateful):
     stats_ids: dict[int, str] = field(default_factory=dict)
     # Consumers of other peers, by consumer id.
     consumers: dict[int, Consumer] = field(default_factory=dict)
-    # Workers other than the producer's own that already get its packets over a pipe.
+    # Workers other than the producer's own that hold a piped copy, and what feeds each
+    # (supervisor/pipes.py has the model): worker -> its feeder (the producer's worker, or
+    # a gateway), host (None: the supervisor's own) -> its gateway worker, gateway -> leg id.
     piped_to: set[int] = field(default_factory=set)
+    fed_by: dict[int, int] = field(default_factory=dict)
+    gateways: dict[str | None, int] = field(default_factory=dict)
+    legs: dict[int, int] = field(default_factory=dict)
     state: ProducerState = ProducerState.LIVE
 
     @property
@@ -128,6 +133,8 @@ class Producer(Stateful):
             "rtpParameters": self.rtp_parameters,
             "consumers": sorted(self.consumers),
             "pipedTo": sorted(self.piped_to),
+            # Host legs: gateway worker -> leg id (the media crossing to another host).
+            "legs": {str(index): leg for index, leg in sorted(self.legs.items())},
             "statsInterval": self.stats_interval,
             "appData": self.app_data,
         }

@@ -141,6 +141,8 @@ async def set_producer_paused(room: Room, producer: Producer, paused: bool) -> b
         contract.ProducerPause(producerId=producer.gid) if paused else contract.ProducerResume(producerId=producer.gid),
     )
     producer.set_state(ProducerState.PAUSED if paused else ProducerState.LIVE)
+    if paused:  # consumers on other hosts resync too (what a pipe's mark does on one host)
+        await pipes.interrupt_legs(room, producer)
     method = CONSUMER_NOTIFICATION[producer.state]
     for consumer in producer.consumers.values():
         if consumer.enabled and not consumer.paused_by_app:

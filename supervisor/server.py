@@ -168,6 +168,11 @@ class Server:
             states.update({name: LOST if s.lost else UP for name, s in self.hosts.current().items()})
         return {name: DRAINING if state == UP and name in self.pool.drained else state for name, state in states.items()}
 
+    def worker_host(self, index: int) -> str | None:
+        """The remote host of worker `index`; None: the supervisor's own (or gone)."""
+        link = self.pool.links.get(index)
+        return link.host if link is not None else None
+
     async def worker_request(self, index: int, command: Command) -> Any:
         return await self.pool.request(index, command)
 

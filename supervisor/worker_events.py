@@ -93,8 +93,10 @@ async def on_worker_died(room: Room, index: int) -> None:
     copies and their consumers on the other workers with it (`close_producer`, by its
     transport); a producer elsewhere piped to it forgets that pipe here, and the pool
     has the producer's worker close it (`pipe.closeTo`, once every room is done, so it
-    also catches a pipe a room opened while the death was on its way)."""
-    pipes.forget_worker(room, index)
+    also catches a pipe a room opened while the death was on its way). A host leg to it
+    is closed at its origin here, and the workers it fed as a gateway get a new one
+    (pipes.forget_worker)."""
+    await pipes.forget_worker(room, index)
     for peer in list(room.peers.values()):
         for transport in [t for t in peer.transports.values() if t.worker == index]:
             await close_transport(room, transport, notify_owner=True)

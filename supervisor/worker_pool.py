@@ -257,8 +257,8 @@ class WorkerPool:
                 raise ProtocolError(
                     UNSUPPORTED,
                     f"worker {index} ({link.host or 'the supervisor'}'s) and worker {command.workerIndex} "
-                    f"({target.host or 'the supervisor'}'s) are on different hosts: media between hosts is not "
-                    "supported yet; place the room's peers on one host (peer.place)",
+                    f"({target.host or 'the supervisor'}'s) are on different hosts: a pipe joins workers of "
+                    "one host; media crosses hosts over a host leg (supervisor/pipes.py)",
                 )
         return await link.request(command)
 

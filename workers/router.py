@@ -4,7 +4,8 @@
     producer.ssrc_table    the same for one producer (a piped producer's packets are looked
                            up there: pipe messages name the producer)
     stream.fan             tuple of ConsumerRewrite: the consumers that forward right now
-    stream.pipes           tuple of PipeBatch: the other workers that get a copy
+    stream.pipes           tuple of PipeBatch (and host_leg.LegOut): the other workers
+                           (and hosts) that get a copy
 
 Only worker.py calls the mutating methods here (it validates first, so these assume valid
 input); after every change that can affect forwarding the affected `fan` tuples are rebuilt,
@@ -48,6 +49,7 @@ from tureen.workers.stats import RateMeter
 if TYPE_CHECKING:
     from tureen.workers.rtp.nack_generator import NackGenerator
     from tureen.workers.transport.base import Transport
+    from tureen.workers.transport.host_leg import LegIn, LegOut
     from tureen.workers.transport.pipe import PipeBatch
 
 log = logging.getLogger("tureen.workers.router")
@@ -220,6 +222,10 @@ class Producer:
         self.index_streams()
         self.consumers: dict[int, Consumer] = {}
         self.pipes: dict[int, PipeBatch] = {}  # destination worker index -> batch
+        # Host legs (transport/host_leg.py): the origin's ends by leg id; on a gateway, the
+        # end whose datagrams feed this piped copy (its video streams then NACK over it).
+        self.legs: dict[int, LegOut] = {}
+        self.leg_in: LegIn | None = None
         # RTCP that came through the pipe (piped producers only), see handle_rtcp.
         # Room PT -> how to find a start point in its codec's packets (None: every packet).
         self.key_checks: dict[int, StartCheck | None] = {}
@@ -296,6 +302,8 @@ class Producer:
             "streams": [s.dump() for s in self.streams],
             "consumerIds": sorted(self.consumers),
             "pipeWorkers": sorted(self.pipes),
+            "legs": sorted(self.legs),
+            "legIn": self.leg_in.leg_id if self.leg_in is not None else None,
         }
 
 
@@ -642,8 +650,18 @@ class Router:
         self._refresh_pipes(producer)
         return batch
 
+    def add_leg(self, producer: Producer, leg: LegOut) -> None:
+        producer.legs[leg.leg_id] = leg
+        self._refresh_pipes(producer)
+
+    def remove_leg(self, producer: Producer, leg_id: int) -> LegOut:
+        leg = producer.legs.pop(leg_id)
+        self._refresh_pipes(producer)
+        return leg
+
     def _refresh_pipes(self, producer: Producer) -> None:
-        batches = tuple(producer.pipes.values())
+        # A leg's origin end is a pipe batch to the forwarder (host_leg.LegOut).
+        batches = (*producer.pipes.values(), *producer.legs.values())
         for stream in producer.streams:
             stream.pipes = batches
 

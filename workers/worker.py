@@ -60,6 +60,7 @@ from tureen.workers.rtp.feedback import Action, Feedback, Resend, SendRtcp
 from tureen.workers.rtp.nack_generator import TIMER_INTERVAL as NACK_TIMER_INTERVAL
 from tureen.workers.rtp.nack_generator import NackGenerator
 from tureen.workers.transport.base import Transport
+from tureen.workers.transport.host_leg import LegHub, LegOut
 from tureen.workers.transport.pipe import PipeHub
 from tureen.workers.transport.plain import PlainRtpTransport
 from tureen.workers.transport.webrtc import WebRtcTransport
@@ -114,6 +115,10 @@ class Worker:
             self.rtcp_ssrc, self.cname, self.forwarder, self.router.consumer_by_ssrc, config.max_incoming_bitrate
         )
         self._process = psutil.Process()
+        # Host legs (media from and to other hosts, transport/host_leg.py): binds on first use.
+        self.legs = LegHub(
+            self.forwarder, config.rtc_ipv4, config.rtc_announced_ipv4, config.rtc_min_port, config.rtc_max_port, self.rtcp_ssrc
+        )
         # One handler per command type of the contract (tests/unit/test_contract.py checks
         # that the two sets are equal); each takes its decoded command.
         self._handlers: dict[type[c.Command], Callable[[Any], Any]] = {
@@ -143,6 +148,11 @@ class Worker:
             c.PipeOpen: self._pipe_open,
             c.PipeClose: self._pipe_close,
             c.PipeCloseTo: self._pipe_close_to,
+            c.LegAddress: self._leg_address,
+            c.LegReceive: self._leg_receive,
+            c.LegSend: self._leg_send,
+            c.LegClose: self._leg_close,
+            c.ProducerInterrupt: self._producer_interrupt,
             c.StatsGet: self._stats_get,
             c.ProducerGetAudioLevels: self._producer_get_audio_levels,
             c.TransportSetMaxBitrate: self._transport_set_max_bitrate,
@@ -216,6 +226,7 @@ class Worker:
         for transport in list(self.router.transports.values()):
             transport.close()
         self.pipes.close()
+        self.legs.close()
         self.channel.close()  # lingers up to 2 s for the last replies
         self.ctx.term()
         log.info("worker %d exited (%s)", self.index, self.exit_reason)
@@ -325,9 +336,13 @@ class Worker:
 
     def _set_nack(self, producer: Producer, nack: bool) -> None:
         """Give each stream of a producer received here a NACK generator when its codec
-        negotiated nack (v2's rule), keeping a stream's running one; none otherwise."""
+        negotiated nack (v2's rule), keeping a stream's running one; none otherwise. A piped
+        copy fed by a host leg NACKs its video over the leg (the origin keeps every video
+        stream's packets, whatever the sender negotiated)."""
+        if producer.transport is None:
+            nack = producer.leg_in is not None and producer.kind == "video"
         for stream in producer.streams:
-            if not nack or producer.transport is None:
+            if not nack:
                 stream.nack = None
             elif stream.nack is None:
                 stream.nack = NackGenerator()
@@ -339,8 +354,9 @@ class Worker:
             return
         if nack.wants_key_frame:
             nack.wants_key_frame = False
-            self._request_key_frame(stream)
-        self._act(self.feedback.nacks.generated(stream, seqs))
+            # On a gateway the request goes through the supervisor, naming a consumer.
+            self._request_key_frame(stream, next(iter(stream.consumers.values()), None))
+        self._send_nacks(stream, seqs)
         if nack.pending:
             self._nack_streams.add(stream)
             if self._nack_handle is None:
@@ -356,11 +372,21 @@ class Worker:
             if nack is None or not nack.pending or self.router.producers.get(producer.id) is not producer:
                 self._nack_streams.discard(stream)
                 continue
-            self._act(self.feedback.nacks.generated(stream, nack.on_timer(now)))
+            self._send_nacks(stream, nack.on_timer(now))
             if not nack.pending:
                 self._nack_streams.discard(stream)
         if self._nack_streams:
             self._nack_handle = self.loop.call_later(NACK_TIMER_INTERVAL, self._nack_tick)
+
+    def _send_nacks(self, stream: Stream, seqs: list[int]) -> None:
+        """NACK `seqs` of `stream` upstream: to its sender, or over the host leg feeding it."""
+        leg = stream.producer.leg_in
+        if leg is None:
+            self._act(self.feedback.nacks.generated(stream, seqs))
+            return
+        for i in range(0, len(seqs), c.MAX_NACK_SEQS):
+            stream.nack_count += 1
+            self.legs.send_nack(leg, stream.ssrc, seqs[i : i + c.MAX_NACK_SEQS])
 
     def _on_effective_profile(self, rewrite: ConsumerRewrite) -> None:
         consumer = self.router.consumers.get(rewrite.consumer_id)
@@ -437,6 +463,7 @@ class Worker:
                 x.dump() | {"bitrate": x.rate.bitrate(now, x.wire_octets())} for x in r.consumers.values()
             ],
             "pipe": self.pipes.dump(),
+            "legs": self.legs.dump(),
             "counters": self.forwarder.counters(),
             "fanout": self.forwarder.dump_fanout(),
         }
@@ -710,8 +737,15 @@ class Worker:
         return {}
 
     def _close_pipes(self, producer: Producer) -> None:
+        """Before a producer goes: its pipes and its legs (either end)."""
         for dest in list(producer.pipes):
             self.pipes.close_batch(self.router.remove_pipe(producer, dest))
+        for leg_id in list(producer.legs):
+            self.legs.remove(leg_id)
+            self.router.remove_leg(producer, leg_id)
+        if producer.leg_in is not None:
+            self.legs.remove(producer.leg_in.leg_id)
+            producer.leg_in = None
 
     def _producer_get_audio_levels(self, cmd: c.ProducerGetAudioLevels) -> dict[str, Any]:
         """Each named producer's mean level since the last ask (room.audioLevels)."""
@@ -831,9 +865,78 @@ class Worker:
         return {"producers": [x.id for x in closed]}
 
 
+    # -- leg.* (transport/host_leg.py) --------------------------------------------------
+
+    def _leg_socket(self) -> tuple[str, int]:
+        if not self.config.rtc_ipv4:
+            raise ProtocolError(UNAVAILABLE, f"worker {self.index} has no rtc_ipv4 for host legs; set rtc_ipv4")
+        try:
+            return self.legs.address()
+        except OSError as exc:
+            raise ProtocolError(UNAVAILABLE, f"worker {self.index}: no socket for host legs: {exc}") from None
+
+    def _leg_address(self, cmd: c.LegAddress) -> dict[str, Any]:
+        ip, port = self._leg_socket()
+        return {"ip": ip, "port": port}
+
+    def _new_leg(self, cmd: c.LegReceive | c.LegSend) -> Producer:
+        """The checks both ends share; the producer the leg is for."""
+        producer = self._producer(cmd.producerId)
+        if cmd.legId in self.legs.legs:
+            raise duplicate(f"leg {cmd.legId} already exists on worker {self.index}")
+        self._leg_socket()
+        return producer
+
+    def _leg_receive(self, cmd: c.LegReceive) -> dict[str, Any]:
+        producer = self._new_leg(cmd)
+        if producer.transport is not None:
+            raise bad_request(f"producer {producer.id} is received here, not piped: a leg feeds a piped copy")
+        if producer.leg_in is not None:
+            raise duplicate(f"producer {producer.id} is fed by leg {producer.leg_in.leg_id} already")
+        producer.leg_in = self.legs.open_in(cmd.legId, producer, bytes.fromhex(cmd.key), (cmd.ip, cmd.port))
+        self._set_nack(producer, False)
+        log.info("%s: fed by leg %d from %s:%d", producer.subject, cmd.legId, cmd.ip, cmd.port, extra=producer.subject.extra)
+        ip, port = self.legs.address()
+        return {"ip": ip, "port": port}
+
+    def _leg_send(self, cmd: c.LegSend) -> dict[str, Any]:
+        producer = self._new_leg(cmd)
+        if producer.transport is None:
+            raise bad_request(f"producer {producer.id} is piped here; a leg starts where it is received")
+        self.router.add_leg(producer, self.legs.open_out(cmd.legId, producer, bytes.fromhex(cmd.key), (cmd.ip, cmd.port)))
+        log.info("%s: leg %d to %s:%d", producer.subject, cmd.legId, cmd.ip, cmd.port, extra=producer.subject.extra)
+        return {}
+
+    def _leg_close(self, cmd: c.LegClose) -> dict[str, Any]:
+        leg = self.legs.legs.get(cmd.legId)
+        if leg is None:
+            raise not_found(f"leg {cmd.legId} not found on worker {self.index}")
+        producer = leg.producer
+        self.legs.remove(cmd.legId)
+        if isinstance(leg, LegOut):
+            self.router.remove_leg(producer, cmd.legId)
+        elif producer.leg_in is leg:
+            producer.leg_in = None
+            self._set_nack(producer, False)
+        log.info("%s: leg %d closed", producer.subject, cmd.legId, extra=producer.subject.extra)
+        return {}
+
+    def _producer_interrupt(self, cmd: c.ProducerInterrupt) -> dict[str, Any]:
+        """The producer paused at its origin on another host: what a pipe's mark does."""
+        producer = self._producer(cmd.producerId)
+        if producer.transport is not None:
+            raise bad_request(f"producer {producer.id} is received here; pause it instead")
+        self.router.interrupt_producer(producer)
+        for stream in producer.streams:  # the sequence numbers jump: nothing is lost
+            if stream.nack is not None:
+                stream.nack.reset()
+        for batch in producer.pipes.values():
+            batch.mark_discontinuity(self.forwarder)
+        return {}
+
+
 def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) -> int:
     worker = Worker(index, run_dir, config, parent_pid=parent_pid or os.getppid())
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(worker.run())
     return 0
-

@@ -65,6 +65,9 @@ class InProcessWorker:
     def worker_alive(self, index: int) -> bool:
         return index == 0
 
+    def worker_host(self, index: int) -> str | None:
+        return None  # one worker, the supervisor's own
+
     async def worker_request(self, index: int, command: contract.Command) -> Any:
         params = command.to_wire()  # as supervisor/worker_link.py, then the worker's _on_frame
         method = params.pop("method")

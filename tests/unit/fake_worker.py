@@ -68,6 +68,8 @@ class FakeProducer:
     streams: list[tuple[int, int | None, str]]  # (ssrc, rtx ssrc, profile)
     consumers: set[int] = field(default_factory=set)
     pipes: set[int] = field(default_factory=set)
+    legs: set[int] = field(default_factory=set)  # leg ids: the origin's ends
+    leg_in: int | None = None  # the leg feeding a piped copy
 
     def ssrcs(self) -> set[int]:
         return {x for s in self.streams for x in s[:2] if x is not None}
@@ -101,6 +103,8 @@ class FakeWorker:
         self.producers: dict[int, FakeProducer] = {}
         self.consumers: dict[int, FakeConsumer] = {}
         self._ports = itertools.count(40000 + 1000 * index)
+        self.legs: dict[int, int] = {}  # leg id -> producer id (either end)
+        self.leg_port: int | None = None  # the leg socket's, bound on the first leg command
         self.fingerprints = [
             {"algorithm": name, "value": ":".join([f"{index:02X}"] * 32)} for name in FINGERPRINT_ALGORITHMS
         ]
@@ -132,6 +136,11 @@ class FakeWorker:
             c.PipeOpen: self._pipe_open,
             c.PipeClose: self._pipe_close,
             c.PipeCloseTo: self._pipe_close_to,
+            c.LegAddress: lambda cmd: self._leg_address(),
+            c.LegReceive: self._leg_receive,
+            c.LegSend: self._leg_send,
+            c.LegClose: self._leg_close,
+            c.ProducerInterrupt: self._producer_interrupt,
             c.StatsGet: self._stats_get,
             c.ProducerGetAudioLevels: self._producer_get_audio_levels,
             c.TransportSetMaxBitrate: self._transport_set_max_bitrate,
@@ -216,6 +225,7 @@ class FakeWorker:
             "producers": [{"producerId": p.id, "kind": p.kind} for p in self.producers.values()],
             "consumers": [{"consumerId": x.id, "kind": x.kind} for x in self.consumers.values()],
             "pipe": {},
+            "legs": {},
             "counters": dict.fromkeys(COUNTERS.values(), 0),
             "fanout": {"core": "python"},
         }
@@ -386,6 +396,10 @@ class FakeWorker:
 
     def _remove_producer(self, producer: FakeProducer) -> None:
         producer.pipes.clear()
+        for leg_id in [*producer.legs, *([producer.leg_in] if producer.leg_in is not None else [])]:
+            self.legs.pop(leg_id, None)
+        producer.legs.clear()
+        producer.leg_in = None
         for cid in list(producer.consumers):
             self._remove_consumer(self.consumers[cid])
         if producer.transport is not None:
@@ -450,6 +464,54 @@ class FakeWorker:
         for pid in closed:
             self.producers[pid].pipes.discard(cmd.workerIndex)
         return {"producers": closed}
+
+    # -- leg.* ----------------------------------------------------------------------------------
+
+    def _leg_address(self) -> dict[str, Any]:
+        if self.leg_port is None:
+            self.leg_port = next(self._ports)
+        return {"ip": self.ip, "port": self.leg_port}
+
+    def _new_leg(self, cmd: c.LegReceive | c.LegSend) -> FakeProducer:
+        producer = self._producer(cmd.producerId)
+        if cmd.legId in self.legs:
+            raise duplicate(f"leg {cmd.legId} already exists on worker {self.index}")
+        self._leg_address()
+        return producer
+
+    def _leg_receive(self, cmd: c.LegReceive) -> dict[str, Any]:
+        producer = self._new_leg(cmd)
+        if producer.transport is not None:
+            raise bad_request(f"producer {producer.id} is received here, not piped: a leg feeds a piped copy")
+        if producer.leg_in is not None:
+            raise duplicate(f"producer {producer.id} is fed by leg {producer.leg_in} already")
+        producer.leg_in = cmd.legId
+        self.legs[cmd.legId] = producer.id
+        return self._leg_address()
+
+    def _leg_send(self, cmd: c.LegSend) -> dict[str, Any]:
+        producer = self._new_leg(cmd)
+        if producer.transport is None:
+            raise bad_request(f"producer {producer.id} is piped here; a leg starts where it is received")
+        producer.legs.add(cmd.legId)
+        self.legs[cmd.legId] = producer.id
+        return {}
+
+    def _leg_close(self, cmd: c.LegClose) -> dict[str, Any]:
+        pid = self.legs.pop(cmd.legId, None)
+        if pid is None:
+            raise not_found(f"leg {cmd.legId} not found on worker {self.index}")
+        producer = self.producers[pid]
+        producer.legs.discard(cmd.legId)
+        if producer.leg_in == cmd.legId:
+            producer.leg_in = None
+        return {}
+
+    def _producer_interrupt(self, cmd: c.ProducerInterrupt) -> dict[str, Any]:
+        producer = self._producer(cmd.producerId)
+        if producer.transport is not None:
+            raise bad_request(f"producer {producer.id} is received here; pause it instead")
+        return {}
 
     # -- stats.get (workers/stats.py shapes, every figure 0) ------------------------------------
 
@@ -528,6 +590,7 @@ class FakeWorkers:
         # peer.place by host: each worker's host (default "local") and states of hosts.
         self.host_of: dict[int, str] = {}
         self.host_states: dict[str, str] = {}
+        self.hosts: dict[int, str] = {}  # worker -> its remote host (absent: the supervisor's)
         self.no_worker = False
         self.worker_wait = worker_wait
         self._gids = itertools.count(1)
@@ -569,6 +632,8 @@ class FakeWorkers:
         ]
         states = {load.host: "up" for load in loads} | self.host_states
         return place_target(states, loads, host, worker)
+    def worker_host(self, index: int) -> str | None:
+        return self.hosts.get(index)
 
     async def worker_request(self, index: int, command: c.Command) -> Any:
         self.commands.append((index, command))

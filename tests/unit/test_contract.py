@@ -107,6 +107,11 @@ EXAMPLES: dict[str, c.Command | c.Event] = {
         c.PipeOpen(producerId=9, workerIndex=2),
         c.PipeClose(producerId=9, workerIndex=2),
         c.PipeCloseTo(workerIndex=2),
+        c.LegAddress(),
+        c.LegReceive(legId=5, producerId=9, key="ab" * 28, ip="192.0.2.10", port=40000),
+        c.LegSend(legId=5, producerId=9, key="ab" * 28, ip="192.0.2.11", port=40002),
+        c.LegClose(legId=5),
+        c.ProducerInterrupt(producerId=9),
         c.WorkerReady(index=3, pid=4242),
         c.TransportClosed(transportId=8, reason="ICE disconnected"),
         c.TransportIceState(transportId=8, state="completed"),
@@ -334,7 +339,27 @@ def test_undo_of_each_create_closes_what_it_made() -> None:
         "producer.create": c.ProducerClose(producerId=9),
         "consumer.create": c.ConsumerClose(consumerId=10),
         "pipe.open": c.PipeClose(producerId=9, workerIndex=2),
+        "leg.receive": c.LegClose(legId=5),
+        "leg.send": c.LegClose(legId=5),
     }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"key": "AB" * 28},  # upper case: one spelling only
+        {"key": "ab" * 27},  # too short for AES-128-GCM key + salt
+        {"ip": "::1"},
+        {"ip": "not-an-ip"},
+        {"legId": 0},
+        {"port": 0},
+    ],
+)
+def test_a_bad_leg_command_is_refused_naming_the_field(fields: dict[str, Any]) -> None:
+    wire_form = {**c.LegSend(legId=5, producerId=9, key="ab" * 28, ip="192.0.2.11", port=40002).to_wire(), **fields}
+    with pytest.raises(ProtocolError) as info:
+        c.decode_command(wire_form)
+    assert info.value.code == "bad_request" and next(iter(fields)) in info.value.message
 
 
 def test_events_name_the_object_they_are_about() -> None:

@@ -59,10 +59,12 @@ class Twin:
         real = (
             sorted(router.transports), sorted(router.producers), sorted(router.consumers),
             {p.id: sorted(p.pipes) for p in router.producers.values()},
+            {p.id: (sorted(p.legs), p.leg_in.leg_id if p.leg_in else None) for p in router.producers.values()},
         )  # fmt: skip
         fake = (
             sorted(self.fake.transports), sorted(self.fake.producers), sorted(self.fake.consumers),
             {p.id: sorted(p.pipes) for p in self.fake.producers.values()},
+            {p.id: (sorted(p.legs), p.leg_in) for p in self.fake.producers.values()},
         )  # fmt: skip
         return real, fake
 
@@ -71,6 +73,7 @@ class Twin:
         for transport in list(worker.router.transports.values()):
             worker._drop_transport(transport)
         worker.pipes.close()
+        worker.legs.close()
 
 
 async def _async(value: Any) -> Any:
@@ -131,6 +134,9 @@ async def twins(tmp_path: Path) -> AsyncIterator[dict[int, Twin]]:
 
 def test_the_fake_answers_exactly_the_contract_commands() -> None:
     assert set(FakeWorker(0).handlers) == set(c.COMMANDS.values())
+
+
+KEY = "5a" * c.LEG_KEY_BYTES
 
 
 def script() -> list[tuple[int, c.Command]]:
@@ -242,6 +248,21 @@ def script() -> list[tuple[int, c.Command]]:
         (0, c.ConsumerRequestKeyFrame(consumerId=99)),
         (1, c.ConsumerRequestKeyFrame(consumerId=30)),  # piped: an event, not a PLI
         (1, c.StatsGet(transportIds=[11, 12], producerIds=[20], consumerIds=[30, 31])),
+        # host legs: worker 0 the origin of producer 20, worker 1 the gateway of its copy
+        (0, c.LegAddress()),
+        (1, c.LegReceive(legId=7, producerId=20, key=KEY, ip="127.0.0.1", port=40001)),
+        (1, c.LegReceive(legId=7, producerId=20, key=KEY, ip="127.0.0.1", port=40001)),  # duplicate leg
+        (1, c.LegReceive(legId=8, producerId=20, key=KEY, ip="127.0.0.1", port=40001)),  # fed already
+        (1, c.LegReceive(legId=8, producerId=99, key=KEY, ip="127.0.0.1", port=40001)),
+        (0, c.LegReceive(legId=8, producerId=20, key=KEY, ip="127.0.0.1", port=40001)),  # not piped there
+        (0, c.LegSend(legId=9, producerId=20, key=KEY, ip="127.0.0.1", port=40002)),
+        (1, c.LegSend(legId=10, producerId=20, key=KEY, ip="127.0.0.1", port=40002)),  # piped there
+        (1, c.ProducerInterrupt(producerId=20)),
+        (0, c.ProducerInterrupt(producerId=20)),  # received there
+        (1, c.ProducerInterrupt(producerId=99)),
+        (0, c.LegClose(legId=9)),
+        (0, c.LegClose(legId=9)),
+        (0, c.LegSend(legId=9, producerId=20, key=KEY, ip="127.0.0.1", port=40002)),  # closed with the producer
         (0, c.WorkerDump()),
         (0, c.ConsumerClose(consumerId=33)),
         (0, c.ConsumerClose(consumerId=33)),
@@ -289,7 +310,7 @@ async def test_a_transport_the_worker_fails_is_reported_alike(twins: dict[int, T
     real_event = c.decode_event(worker.channel.last)  # type: ignore[attr-defined]
     assert twin.fake.fail_transport(1, "ICE consent lost") == real_event
     real_tables, fake_tables = twin.tables()
-    assert real_tables == fake_tables == ([], [], [], {})
+    assert real_tables == fake_tables == ([], [], [], {}, {})
 
 
 class Tee(FakeWorkers):
@@ -343,4 +364,4 @@ async def test_the_fake_and_the_real_worker_agree_on_what_a_room_sends(twins: di
     assert tee.compared >= 20
     for twin in twins.values():
         real_tables, fake_tables = twin.tables()
-        assert real_tables == fake_tables == ([], [], [], {})
+        assert real_tables == fake_tables == ([], [], [], {}, {})

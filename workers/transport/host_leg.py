@@ -1,0 +1,350 @@
+"""Host legs: one producer's packets to a worker of another host, over UDP, SRTP-protected,
+repaired on the link (docs/internals.md, "The host leg").
+
+A leg joins the producer's worker (the origin) and ONE worker of another host (the gateway)
+for one producer: whatever the number of consumers on that host, its packets cross once,
+and the gateway's local pipes fan them out there. Each worker has one UDP socket for all its
+legs (`LegHub`), bound on the first leg command to its rtc_ipv4 and a port of its rtc port
+range (so one firewall rule covers the media and the legs). Every datagram is
+
+    bytes 0-3   the leg id (the supervisor's, unique while the leg lives), big-endian
+    then        one SRTP packet (origin -> gateway: the producer's RTP, ingest-rewritten:
+                exactly what a local pipe carries) or one SRTCP packet (gateway -> origin:
+                a generic NACK)
+
+One RTP packet per datagram, never a batch: between machines a datagram over the path MTU
+is fragmented, and one lost fragment loses the whole batch. The key is the leg's own
+(AEAD_AES_128_GCM master key and salt, made by the supervisor with os.urandom and handed to
+both ends over the CURVE-encrypted host link); both directions use it (RTP flows one way,
+SRTCP the other: libsrtp derives separate keys for the two).
+
+Refusals, each counted in the hub's dump and never touching another leg: shorter than the
+header plus an RTP header (`badDatagrams`), an unknown leg id (`unknownLeg`), a source
+address other than the leg's far end (`strangers`), SRTP/SRTCP that fails authentication or
+replays a packet already taken (`srtpFailed`).
+
+Repair: the gateway's piped copy of a video producer gets a NACK generator per stream
+(rtp/nack_generator.py, as a transport's producer has); what it misses goes back over the
+leg as SRTCP NACK, and the origin answers from the stream's store (`Stream.store`, the same
+bytes it sent: SRTP protects them again to the same bytes, and the gateway's replay window
+drops a copy that arrives twice). So a loss between hosts is repaired once, on the link.
+
+The origin end is a pipe batch to the forwarder (forward.py appends each packet of the
+drain to `out` and flushes after the drain): `LegOut.flush` sends the drain's packets one
+datagram each. What a pipe's 4-byte discontinuity mark does cannot ride a datagram that may
+be lost: the supervisor sends `producer.interrupt` to the gateway over the host link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import TYPE_CHECKING, Any
+
+from tureen.workers.rtp import rtcp
+from tureen.workers.rtp.retransmit import stored
+from tureen.workers.transport.srtp import AEAD_AES_128_GCM, MAX_PACKET_SIZE, SrtpContext
+from tureen.workers.transport.udp import bind_udp
+
+if TYPE_CHECKING:
+    from tureen.workers.forward import Forwarder
+    from tureen.workers.router import Producer
+
+log = logging.getLogger("tureen.workers.host_leg")
+
+PROFILE = AEAD_AES_128_GCM
+HEADER = 4  # the leg id
+TRAILER = 16  # the GCM tag SRTP appends
+# Bytes a packet gains on the leg: the header and the tag (SRTCP adds its index too).
+OVERHEAD = HEADER + TRAILER
+DRAIN = 64  # datagrams per wake-up before the reader yields to the loop
+_RECORD = 2  # the pipe batch's length prefix of each packet (pipe.py)
+_unpack_id = struct.Struct("!I").unpack_from
+
+
+class _End:
+    """What both ends of a leg have: the id, the producer, the far end and the SRTP session."""
+
+    __slots__ = ("leg_id", "producer", "addr", "srtp", "packets", "octets")
+
+    def __init__(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
+        self.leg_id = leg_id
+        self.producer = producer
+        self.addr = addr
+        self.srtp = SrtpContext(PROFILE, key, key)
+        self.packets = 0  # RTP packets sent (origin) or taken (gateway)
+        self.octets = 0  # their bytes on the wire, header and tag included
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "legId": self.leg_id,
+            "producerId": self.producer.id,
+            "remote": f"{self.addr[0]}:{self.addr[1]}",
+            "packets": self.packets,
+            "octets": self.octets,
+        }
+
+
+class LegOut(_End):
+    """The origin's end: a pipe batch to the forwarder (`out` starts with the 4-byte header,
+    records are appended inline, `flush` after the drain), one datagram per packet."""
+
+    __slots__ = ("hub", "header", "out", "count", "_pkt", "_parts", "dropped", "nacks", "resent", "missed")
+
+    def __init__(self, hub: LegHub, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
+        super().__init__(leg_id, producer, key, addr)
+        self.hub = hub
+        self.header = leg_id.to_bytes(HEADER, "big")
+        self.out = bytearray(self.header)
+        self.count = 0
+        # The packet is protected in place here and sent after the header (one sendmsg).
+        # A bytearray, not a memoryview slice: SrtpContext keeps a cffi view of it.
+        self._pkt = bytearray(MAX_PACKET_SIZE + TRAILER)
+        self.dropped = 0  # packets not sent (socket full, too big to protect)
+        self.nacks = 0  # NACK packets from the gateway
+        self.resent = 0  # packets sent again from the store
+        self.missed = 0  # NACKed packets the store no longer had
+
+    @property
+    def pending(self) -> bool:
+        return self.count > 0
+
+    def flush(self, fwd: Forwarder) -> None:
+        """Send the drain's packets, one datagram each (forward.py's after_drain)."""
+        self.count = 0
+        out = self.out
+        try:
+            off, end = HEADER, len(out)
+            while off + _RECORD <= end:
+                n = (out[off] << 8) | out[off + 1]
+                off += _RECORD
+                self.send(out, off, n)
+                off += n
+        finally:
+            del out[HEADER:]
+
+    def send(self, data: bytes | bytearray, off: int, n: int) -> bool:
+        """Protect the RTP packet data[off:off+n] and send it to the gateway."""
+        if n > MAX_PACKET_SIZE or n < 12:
+            self.dropped += 1
+            return False
+        pkt = self._pkt
+        pkt[:n] = memoryview(data)[off : off + n]
+        try:
+            size = self.srtp.protect_rtp_into(pkt, n)
+            with memoryview(pkt) as view:
+                self.hub.sock.sendmsg((self.header, view[:size]), (), 0, self.addr)  # type: ignore[union-attr]
+        except (ValueError, OSError):  # full socket buffer, unreachable: the gateway NACKs
+            self.dropped += 1
+            return False
+        self.packets += 1
+        self.octets += size + HEADER
+        return True
+
+    def mark_discontinuity(self, fwd: Forwarder) -> None:
+        """The producer paused: what is queued goes first (the mark itself travels over the
+        host link: `producer.interrupt`)."""
+        if self.count:
+            self.flush(fwd)
+            fwd.dirty.remove(self)
+
+    def on_rtcp(self, packet: bytes) -> None:
+        """SRTCP from the gateway (already unprotected): answer its NACKs from the store."""
+        fb = rtcp.parse(packet)
+        for ssrc, seqs in fb.nacks:
+            self.nacks += 1
+            stream = self.producer.ssrc_table.get(ssrc)
+            store = stream.store if stream is not None else None
+            for seq in seqs:
+                data = stored(store, seq) if store is not None else None
+                if data is None:
+                    self.missed += 1
+                elif self.send(data, 0, len(data)):
+                    self.resent += 1
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            **super().dump(),
+            "end": "origin",
+            "dropped": self.dropped,
+            "nacksIn": self.nacks,
+            "resent": self.resent,
+            "missed": self.missed,
+        }
+
+
+class LegIn(_End):
+    """The gateway's end: the origin's datagrams feed the producer's piped copy here."""
+
+    __slots__ = ("nacks",)
+
+    def __init__(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
+        super().__init__(leg_id, producer, key, addr)
+        self.nacks = 0  # NACK packets sent to the origin
+
+    def dump(self) -> dict[str, Any]:
+        return {**super().dump(), "end": "gateway", "nacksOut": self.nacks}
+
+
+class LegHub:
+    """A worker's leg socket and the ends of its legs, by leg id."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        ip: str,
+        announced: str | None,
+        min_port: int,
+        max_port: int,
+        rtcp_ssrc: int,
+    ) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running one, at bind
+        self._fwd = forwarder
+        self._ip = ip
+        self._announced = announced or ip
+        self._ports = (min_port, max_port)
+        self._rtcp_ssrc = rtcp_ssrc
+        self.sock: socket.socket | None = None
+        self.legs: dict[int, LegOut | LegIn] = {}
+        # A datagram is read scattered: the leg id, then the packet (a bytearray of its own,
+        # which SRTP unprotects in place; anything longer than both is cut: MSG_TRUNC).
+        self._rhead = bytearray(HEADER)
+        self._rpkt = bytearray(MAX_PACKET_SIZE + 64)
+        self._rbufs = (self._rhead, self._rpkt)
+        # Refusals (the module docstring) and totals.
+        self.bad_datagrams = 0
+        self.unknown_leg = 0
+        self.strangers = 0
+        self.srtp_failed = 0
+        self.rtcp_malformed = 0
+
+    # -- the socket ---------------------------------------------------------------------
+
+    def address(self) -> tuple[str, int]:
+        """(ip, port) another host reaches this worker's leg socket at; binds it the first
+        time (OSError when no port of the range is free)."""
+        if self.sock is None:
+            self._loop = asyncio.get_running_loop()
+            self.sock = bind_udp(self._ip, *self._ports)
+            self._loop.add_reader(self.sock.fileno(), self._drain)
+            log.info("host legs on %s:%d", *self.sock.getsockname()[:2])
+        return self._announced, self.sock.getsockname()[1]
+
+    # -- ends ---------------------------------------------------------------------------
+
+    def open_out(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> LegOut:
+        self.address()
+        leg = LegOut(self, leg_id, producer, key, addr)
+        self.legs[leg_id] = leg
+        return leg
+
+    def open_in(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> LegIn:
+        self.address()
+        leg = LegIn(leg_id, producer, key, addr)
+        self.legs[leg_id] = leg
+        return leg
+
+    def remove(self, leg_id: int) -> LegOut | LegIn | None:
+        """Forget a leg's end; a LegOut's queued packets go out first."""
+        leg = self.legs.pop(leg_id, None)
+        if isinstance(leg, LegOut) and leg.count:
+            leg.flush(self._fwd)
+            self._fwd.dirty.remove(leg)
+        return leg
+
+    def send_nack(self, leg: LegIn, ssrc: int, seqs: list[int]) -> None:
+        """An SRTCP NACK for `seqs` of stream `ssrc` to the leg's origin."""
+        if self.sock is None or not seqs:
+            return
+        packet = leg.srtp.protect_rtcp(rtcp.nack(self._rtcp_ssrc, ssrc, seqs))
+        try:
+            self.sock.sendto(leg.leg_id.to_bytes(HEADER, "big") + packet, leg.addr)
+        except OSError:  # full or unreachable: the generator's timer asks again
+            return
+        leg.nacks += 1
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        bufs = self._rbufs
+        try:
+            for _ in range(DRAIN):
+                try:
+                    n, _, flags, addr = sock.recvmsg_into(bufs)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # an ICMP error of an earlier send (ECONNREFUSED): go on
+                    continue
+                if flags & socket.MSG_TRUNC:
+                    self.bad_datagrams += 1
+                    continue
+                self.on_datagram(n, addr)
+        finally:
+            self._fwd.after_drain()
+
+    def on_datagram(self, n: int, addr: tuple[str, int]) -> None:
+        """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in
+        `_rpkt`): refused and counted, or taken."""
+        if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:
+            self.bad_datagrams += 1
+            return
+        leg = self.legs.get(_unpack_id(self._rhead)[0])
+        if leg is None:
+            self.unknown_leg += 1
+            return
+        if addr[0] != leg.addr[0] or addr[1] != leg.addr[1]:
+            self.strangers += 1
+            return
+        if isinstance(leg, LegIn):
+            self._take_rtp(leg, n - HEADER)
+        else:
+            self._take_rtcp(leg, n - HEADER)
+
+    def _take_rtp(self, leg: LegIn, n: int) -> None:
+        try:
+            m = leg.srtp.unprotect_rtp_into(self._rpkt, n)
+        except ValueError:
+            self.srtp_failed += 1
+            return
+        leg.packets += 1
+        leg.octets += n + HEADER
+        fwd = self._fwd
+        with memoryview(self._rpkt) as view:
+            fwd.buf[:m] = view[:m]
+        fwd.pipe_packets_in += 1
+        fwd.receive(leg.producer, m)
+
+    def _take_rtcp(self, leg: LegOut, n: int) -> None:
+        try:
+            packet = leg.srtp.unprotect_rtcp(bytes(self._rpkt[:n]))
+        except ValueError:
+            self.srtp_failed += 1
+            return
+        try:
+            leg.on_rtcp(packet)
+        except ValueError:
+            self.rtcp_malformed += 1
+
+    def dump(self) -> dict[str, Any]:
+        local = self.sock.getsockname()[:2] if self.sock is not None else None
+        return {
+            "local": f"{local[0]}:{local[1]}" if local else None,
+            "legs": [leg.dump() for leg in self.legs.values()],
+            "badDatagrams": self.bad_datagrams,
+            "unknownLeg": self.unknown_leg,
+            "strangers": self.strangers,
+            "srtpFailed": self.srtp_failed,
+            "rtcpMalformed": self.rtcp_malformed,
+        }
+
+    def close(self) -> None:
+        self.legs.clear()
+        if self.sock is not None and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
