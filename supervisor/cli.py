@@ -300,16 +300,27 @@ def config_show(
 # --- end of the configuration block ----------------------------------------------------
 
 
-@app.command()
+host_app = typer.Typer(
+    help="Run a remote host (`tureen host --connect ... --name ...`), or drain one of a running server (`tureen host drain NAME`).",
+)
+app.add_typer(host_app, name="host")
+# `tureen host drain NAME`, `tureen host undrain NAME`: against a running server (cli_client.py).
+cli_client.register_host_commands(host_app)
+
+
+@host_app.callback(invoke_without_command=True)
 def host(
-    connect: Annotated[str, typer.Option(help="The supervisor's hosts endpoint, tcp://ADDR:PORT (its --hosts-listen).")],
-    name: Annotated[str, typer.Option(help="This host's name (unique among the supervisor's hosts).")],
+    ctx: typer.Context,
+    connect: Annotated[str | None, typer.Option(help="The supervisor's hosts endpoint, tcp://ADDR:PORT (its --hosts-listen).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This host's name: the name of its key file in the supervisor's hosts folder (h1.key: h1).")
+    ] = None,
     curve_cert: Annotated[
-        str, typer.Option(help="This host's secret certificate (NAME.key_secret; its .key is in the supervisor's --curve-hosts).")
-    ],
+        str | None, typer.Option(help="This host's secret certificate (NAME.key_secret; its .key is in the supervisor's --curve-hosts).")
+    ] = None,
     curve_server_key: Annotated[
-        str, typer.Option(help="The supervisor's public key: its certificate file or the 40 Z85 characters.")
-    ],
+        str | None, typer.Option(help="The supervisor's public key: its certificate file or the 40 Z85 characters.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (0 = one per CPU).")] = 0,
     rtc_ipv4: Annotated[str, typer.Option("--rtc-ipv4", help="IPv4 address this host's media sockets bind to.")] = "127.0.0.1",
     rtc_announced_ipv4: Annotated[
@@ -323,9 +334,19 @@ def host(
 ) -> None:
     """Run a remote host: start pinned workers here and put them at the disposal of the
     supervisor at --connect, over a CURVE link (docs/operations.md, "Hosts"). Runs until
-    SIGINT/SIGTERM; a lost supervisor stops the workers, and the host registers afresh."""
+    SIGINT/SIGTERM; a lost supervisor stops the workers, and the host registers afresh.
+    Under systemd (Type=notify, systemd/tureen-host.service): READY once the workers are up,
+    STATUS says whether it is registered, WATCHDOG from the event loop, STOPPING at the end."""
+    if ctx.invoked_subcommand is not None:
+        return
     from tureen.shared.endpoint import parse_endpoint
 
+    given = {"--connect": connect, "--name": name, "--curve-cert": curve_cert, "--curve-server-key": curve_server_key}
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing:
+        typer.echo(f"tureen host: missing {', '.join(missing)} (`tureen host --help`)", err=True)
+        raise typer.Exit(2)
+    assert connect is not None and name is not None and curve_cert is not None and curve_server_key is not None
     try:
         parse_endpoint(connect, "--connect", schemes=("tcp",))
         if not name or len(name) > 64:
@@ -347,10 +368,21 @@ def host(
         agent = HostAgent(config, connect, name, config.resolved_workers(), keys)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping() -> None:
+            sd_notify.notify("STOPPING=1")  # systemd: the stop has begun (workers stop next)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         log.info("host %s: %d workers, supervisor at %s", name, config.resolved_workers(), connect)
-        await agent.run(stop)
+        interval = sd_notify.watchdog_interval()
+        pinger = loop.create_task(sd_notify.watchdog(interval), name="systemd watchdog") if interval else None
+        try:
+            await agent.run(stop)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
         log.info("host %s stopped", name)
 
     try:

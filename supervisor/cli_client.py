@@ -500,20 +500,63 @@ def hosts(
     curve_cert: CurveCertOpt = None,
     curve_server_key: CurveServerKeyOpt = None,
 ) -> None:
-    """A table of the remote hosts (`tureen host`): state, their workers, load."""
+    """A table of the hosts, the supervisor's own and the remote ones (`tureen host`): state
+    (up, draining, lost), their workers, load."""
     result = call(Target.resolve(control, config_file, curve_cert, curve_server_key), "hosts.list")
     if as_json:
         print_json(result)
         return
-    if not result["listening"]:
-        typer.echo("this server accepts no hosts (no hosts_listen / --hosts-listen)")
-        return
     rows = [
-        [h["name"], h["state"], " ".join(map(str, h["workers"])) or "-", h["transports"], h["cpuPercent"]]
+        [h["name"] + (" (this)" if h.get("local") else ""), h["state"], " ".join(map(str, h["workers"])) or "-",
+         h["transports"], h["cpuPercent"]]
         for h in result["hosts"]
     ]
     columns = ["host", "state", "workers", "transports", "cpu%"]
-    console().print(table(f"{len(rows)} hosts (listening on {result['listening']})", columns, rows))
+    listening = f"listening on {result['listening']}" if result["listening"] else "accepting no remote hosts: no hosts_listen"
+    console().print(table(f"{len(rows)} hosts ({listening})", columns, rows))
+
+
+def _drain(name: str, drain: bool, target: Target, as_json: bool) -> None:
+    entry = call(target, "hosts.drain", name=name, drain=drain)
+    if as_json:
+        print_json(entry)
+    elif drain:
+        typer.echo(
+            f"host {name} is {entry['state']}: no new peers go there; its {entry['transports']} transports stay "
+            f"(`tureen hosts` shows them fall; `tureen host undrain {name}` ends the drain)"
+        )
+    else:
+        typer.echo(f"host {name} is {entry['state']}: new peers may go there again")
+
+
+def host_drain(
+    name: Annotated[str, typer.Argument(help="The host's name, as `tureen hosts` lists it.")],
+    control: ControlOpt = None,
+    config_file: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
+    """Stop new peers going to host NAME (its peers stay): before taking it down."""
+    _drain(name, True, Target.resolve(control, config_file, curve_cert, curve_server_key), as_json)
+
+
+def host_undrain(
+    name: Annotated[str, typer.Argument(help="The host's name, as `tureen hosts` lists it.")],
+    control: ControlOpt = None,
+    config_file: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    curve_cert: CurveCertOpt = None,
+    curve_server_key: CurveServerKeyOpt = None,
+) -> None:
+    """Let new peers go to host NAME again (ends `tureen host drain NAME`)."""
+    _drain(name, False, Target.resolve(control, config_file, curve_cert, curve_server_key), as_json)
+
+
+def register_host_commands(host_app: typer.Typer) -> None:
+    """`tureen host drain NAME` and `tureen host undrain NAME`."""
+    host_app.command("drain")(host_drain)
+    host_app.command("undrain")(host_undrain)
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,7 @@ from tureen.shared.config import Config
 from tureen.shared.contract import Event, WorkerInfo, decode_command
 from tureen.shared.curve import ClientKeys
 from tureen.shared.errors import UNAVAILABLE, ProtocolError
-from tureen.supervisor import run_dir
+from tureen.supervisor import run_dir, sd_notify
 from tureen.supervisor.hosts import HOST_PING, HOST_TIMEOUT, drop_error
 from tureen.supervisor.worker_link import WorkerLink
 from tureen.supervisor.worker_pool import RESTART_BACKOFF
@@ -95,6 +95,8 @@ class HostAgent:
         self._lost.clear()
         self.local_of.clear()
         await asyncio.gather(*(self._start_worker(i) for i in range(self.count)))
+        # systemd (Type=notify): up once the workers are; STATUS tells whether registered.
+        sd_notify.notify(f"READY=1\nSTATUS={len(self.links)} workers; registering with the supervisor at {self.connect}")
         self._open_socket()
         session = [
             self._spawn(self._read(), "host link reader"),
@@ -117,6 +119,7 @@ class HostAgent:
             await self._stop_workers()
         if not stop.is_set():
             log.warning("supervisor lost; workers stopped, registering afresh")
+            sd_notify.notify(f"STATUS=supervisor at {self.connect} lost; workers stopped, starting afresh")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -213,6 +216,8 @@ class HostAgent:
             for local, index in indexes.items():
                 self.local_of[index] = local
             log.info("registered with the supervisor as host %s: workers %s", self.name, indexes)
+            if not self._registered.is_set():
+                sd_notify.notify(f"STATUS=registered as host {self.name} with the supervisor at {self.connect}: workers {sorted(indexes.values())}")
             self._registered.set()
         elif kind == "request":
             self._spawn(self._serve(message), "host request")
@@ -220,7 +225,9 @@ class HostAgent:
             log.warning("the supervisor does not know this host (it restarted)")
             self._lost.set()
         elif kind == "refused":
-            log.error("the supervisor refused the registration: %s", message.get("reason"))
+            reason = message.get("reason")
+            log.error("the supervisor refused the registration: %s", reason)
+            sd_notify.notify(f"STATUS=the supervisor refused the registration: {str(reason)[:200]}")
 
     async def _serve(self, message: dict[str, Any]) -> None:
         local = message.get("worker")

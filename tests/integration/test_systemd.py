@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -23,6 +24,7 @@ from support import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "tureen.service"
+HOST_UNIT = ROOT / "systemd" / "tureen-host.service"
 MAX_EXPOSURE = 2.5
 
 analyze = shutil.which("systemd-analyze")
@@ -31,12 +33,12 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-def unit_with_exec(tmp_path: Path, text: str | None = None) -> Path:
+def unit_with_exec(tmp_path: Path, text: str | None = None, unit_file: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at this checkout's `tureen` (verify checks that the
     binary exists; /opt/tureen/venv is where docs/operations.md installs it)."""
     tureen = Path(sys.executable).parent / "tureen"
-    unit = tmp_path / "tureen.service"
-    unit.write_text((text or UNIT.read_text()).replace("/opt/tureen/venv/bin/tureen", str(tureen)))
+    unit = tmp_path / unit_file.name
+    unit.write_text((text or unit_file.read_text()).replace("/opt/tureen/venv/bin/tureen", str(tureen)))
     return unit
 
 
@@ -72,6 +74,44 @@ def test_unit_keeps_what_tureen_needs() -> None:
     filters = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("SystemCallFilter=")]
     assert any({"io_uring_setup", "io_uring_enter"} <= set(f.split()) for f in filters), filters
     assert not any("@resources" in f for f in filters if f.startswith("~")), "pinning needs sched_setaffinity"
+
+
+@needs_analyze
+def test_host_unit_verifies_and_its_exposure_is_ok(tmp_path: Path) -> None:
+    """systemd/tureen-host.service (`tureen host` on a remote machine): as tureen.service."""
+    unit = unit_with_exec(tmp_path, unit_file=HOST_UNIT)
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "tureen-host.service" not in result.stderr, result.stderr
+    bad = unit_with_exec(tmp_path, HOST_UNIT.read_text().replace("NotifyAccess=", "NotifyAcess="), unit_file=HOST_UNIT)
+    result = subprocess.run([analyze, "verify", str(bad)], capture_output=True, text=True, timeout=60)
+    assert "NotifyAcess" in result.stderr
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(HOST_UNIT)], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"Overall exposure level for tureen-host\.service: ([0-9.]+) (\w+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def test_host_unit_keeps_what_tureen_needs_and_runs_tureen_host() -> None:
+    text = HOST_UNIT.read_text()
+    settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith(("#", " ")))
+    assert settings["Type"] == "notify" and int(settings["WatchdogSec"]) > 0
+    assert settings["RuntimeDirectory"] == "tureen-host" and settings["KillMode"] == "mixed"
+    # Same hardening as the supervisor's unit: every hardening line of tureen.service is here.
+    hardening = [line for line in UNIT.read_text().split("# Hardening.", 1)[1].splitlines()[1:] if line and line[0] != "#"]
+    lines = set(text.splitlines())
+    assert [line for line in hardening if line not in lines] == []
+    command = text.split("ExecStart=", 1)[1].split("\n# ", 1)[0].replace("\\\n", " ")
+    flags = {word for word in command.split() if word.startswith("--")}
+    assert {"--connect", "--name", "--curve-cert", "--curve-server-key", "--run-dir", "--rtc-ipv4"} <= flags
+    assert "/opt/tureen/venv/bin/tureen host " in command
+    # Every flag it gives is one `tureen host` has.
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tureen.supervisor.cli", "host", "--help"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    ).stdout
+    assert all(flag in help_text for flag in flags), (flags, help_text)
 
 
 # A worker's DTLS context (a cffi callback in it) built in a process refused W+X memory, as
