@@ -369,7 +369,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     base = QUICK if args.quick else FULL
     plan = Plan(fanout=list(base.fanout), cross=list(base.cross), meeting=list(base.meeting),
                 timing=Timing(base.timing.warmup, base.timing.window, base.timing.drain),
-                max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles))
+                max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles),
+                hosts=list(base.hosts), hosts_rate=base.hosts_rate)
     for name in ("fanout", "cross", "meeting", "srtp", "profiles", "cores", "hosts", "hosts_rate"):
         value = getattr(args, name)
         if value is not None:
