@@ -12,6 +12,7 @@ test modules that use them; `until` and the small probes bound every wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -35,7 +36,8 @@ AGENT = Path(__file__).resolve().parent / "clients_agent.py"
 class Cluster:
     """A supervisor in namespace `sup` and remote hosts, with CURVE keys in `tmp`."""
 
-    def __init__(self, net: Network, tmp: Path, *, workers: int = 1) -> None:
+    def __init__(self, net: Network, tmp: Path, extra: tuple[str, ...] = (), *, workers: int = 1) -> None:
+        """`extra`: more `tureen serve` options."""
         self.net = net
         self.tmp = tmp
         self.keys = tmp / "keys"
@@ -54,7 +56,7 @@ class Cluster:
             ["serve", "--workers", str(workers), "--control", self.control, "--rtc-ip", self.sup.address,
              "--hosts-listen", self.hosts_endpoint, "--curve-server-cert", str(self.keys / "server.key_secret"),
              "--curve-clients", str(tmp / "clients"), "--curve-hosts", str(tmp / "hosts"),
-             "--metrics-listen", "off", "--run-dir", str(tmp / "run-sup"), "--log-level", "debug"],
+             "--metrics-listen", "off", "--run-dir", str(tmp / "run-sup"), "--log-level", "debug", *extra],
         )
 
     def _start(self, where: Host, label: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -63,8 +65,11 @@ class Cluster:
         out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp
         return where.popen([sys.executable, "-m", "tureen.supervisor.cli", *args], stdout=out, stderr=subprocess.STDOUT)
 
-    def start_host(self, name: str, *, allowed: bool = True, workers: int = 1) -> tuple[Host, subprocess.Popen[bytes]]:
-        """`tureen host NAME` in namespace NAME (made if new); its key allowed unless told not."""
+    def start_host(
+        self, name: str, *, allowed: bool = True, workers: int = 1, extra: tuple[str, ...] = ()
+    ) -> tuple[Host, subprocess.Popen[bytes]]:
+        """`tureen host NAME` in namespace NAME (made if new); its key allowed unless told
+        not; `extra`: more `tureen host` options."""
         where = self.net.hosts.get(name) or self.net.add_host(name)
         if not (self.keys / f"{name}.key").exists():
             generate_keys(self.keys, name)
@@ -75,7 +80,7 @@ class Cluster:
             ["host", "--connect", self.hosts_endpoint, "--name", name, "--workers", str(workers),
              "--rtc-ipv4", where.address, "--curve-cert", str(self.keys / f"{name}.key_secret"),
              "--curve-server-key", str(self.keys / "server.key"), "--run-dir", str(self.tmp / f"run-{name}"),
-             "--no-pin", "--log-level", "debug"],
+             "--no-pin", "--log-level", "debug", *extra],
         )
         self.host_processes[name] = process
         return where, process
@@ -144,9 +149,11 @@ def net() -> Iterator[Network]:
         yield network
 
 
-@pytest.fixture
-async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = Cluster(net, tmp_path)
+@contextlib.asynccontextmanager
+async def running_cluster(net: Network, tmp: Path, extra: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
+    """A Cluster (`extra`: more `serve` options), its supervisor stopped and its logs shown
+    at the end."""
+    cluster = Cluster(net, tmp, extra)
     try:
         yield cluster
     finally:
@@ -154,6 +161,12 @@ async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
         if cluster.supervisor.poll() is None:
             cluster.supervisor.send_signal(signal.SIGTERM)
             await asyncio.to_thread(cluster.supervisor.wait, 20)
+
+
+@pytest.fixture
+async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with running_cluster(net, tmp_path) as running:
+        yield running
 
 
 async def until(probe: Any, what: str, timeout: float = 20.0) -> Any:

@@ -183,6 +183,13 @@ class Worker:
             self.channel.close()
             self.ctx.term()
             return 1
+        if self.config.rtc_ipv4:
+            # Bound now, so an operator (worker.dump's legs.local) and a firewall rule know
+            # the port before any media crosses; a failure here is retried at the first leg.
+            try:
+                self.legs.address()
+            except OSError as exc:
+                log.warning("worker %d: no socket for host legs yet: %s", self.index, exc)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
         self._process.cpu_percent(None)  # start the measuring interval

@@ -1,4 +1,4 @@
-"""Remote hosts (issue 15, first slice), each in its own network namespace (tests/netns.py):
+"""Remote hosts (issue 15), each in its own network namespace (tests/netns.py):
 a supervisor in one, a `tureen host` in another, the RTP endpoints in a third. A peer pinned
 (peer.place) to the remote host's worker sends and receives plain RTP there; a host killed
 with SIGKILL, and a host whose link is cut, are detected by heartbeat and their peers told as
@@ -129,8 +129,9 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         await client.peer_request("r1", "carol", {"method": "createTransport", "target": "peer", "id": 44, "direction": "recv",
                                                   "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
         assert (await client.dump_peer("r1", "carol"))["worker"] == remote
-        # A consumer on the supervisor's own worker of a producer on h1: served across hosts
-        # now (issue 15; media between hosts is checked in test_three_hosts.py).
+        # A consumer on the supervisor's worker of a producer on h1 is no longer refused:
+        # the producer crosses over a host leg (test_host_media.py and test_three_hosts.py
+        # have the media).
         joined = await client.peer_request(
             "r1", None, {"method": "join", "target": "room", "peerName": "dave", "rtpCapabilities": caps}
         )
@@ -138,9 +139,10 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
         await client.place_peer("r1", "dave", 0)
         await client.peer_request("r1", "dave", {"method": "createTransport", "target": "peer", "id": 55, "direction": "recv",
                                                  "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
-        enabled = await client.peer_request("r1", "dave", {"method": "enableConsumer", "target": "peer", "id": offered["id"],
-                                                           "transportId": 55, "paused": False, "preferredProfile": "default"})
-        assert enabled["paused"] is False
+        await client.peer_request("r1", "dave", {"method": "enableConsumer", "target": "peer", "id": offered["id"],
+                                                 "transportId": 55, "paused": False, "preferredProfile": "default"})
+        alice = (await client.dump_peer("r1", "alice"))["producers"][0]
+        assert alice["pipedTo"] == [0] and list(alice["legs"]) == ["0"]
         # The load the remote worker reports reaches the supervisor (placement uses it).
         loaded = await until(lambda: host_entry_transports(client, "h1"), "h1's load report")
         assert loaded >= 2
