@@ -13,8 +13,9 @@ not), subscribes to one room and plays its peers, on orders read from stdin:
         the same as an aiortc peer driven like mediasoup-client (tests/msclient.py): sends
         opus and small VP8, receives and decodes every other peer's producers
     {"op": "counts"}
-        {"counts": {receiver: {"SENDER/KIND": n}}}: RTP packets received (plain peers) or
-        frames decoded (WebRTC peers), per producer
+        {"counts": {receiver: {"SENDER/KIND": n}}, "problems": [...]}: RTP packets received
+        (plain peers) or frames decoded (WebRTC peers), per producer; and every step that
+        failed (a refused enableConsumer, say), as text
     {"op": "exit"}
 
 Each order is answered with one JSON line ({"ok": ...} or {"error": "..."}). The script
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import os
 import socket
 import struct
@@ -56,7 +56,7 @@ class SmallVideo(VideoStreamTrack):
         for plane in frame.planes:
             plane.update(bytes(plane.buffer_size))
         frame.pts = pts
-        frame.time_base = time_base if isinstance(time_base, fractions.Fraction) else fractions.Fraction(time_base)
+        frame.time_base = time_base
         return frame
 
 

@@ -5,8 +5,8 @@ tests/netns.py `Network` and `tureen host`s in namespaces of their own, all with
 made for the test; the control API is reached over ipc:// (a socket file: the runner's
 namespace shares the file system with the others, not the network). `Clients` runs
 tests/clients_agent.py in a clients' namespace: the plain RTP and aiortc WebRTC peers that
-reach the hosts' media addresses. The `net` and `cluster` fixtures are imported by the
-test modules that use them; `until` and the small probes bound every wait.
+reach the hosts' media addresses. The `net` and `cluster` fixtures reach every test through
+tests/conftest.py (`pytest_plugins`); `until` and the small probes bound every wait.
 """
 
 from __future__ import annotations
