@@ -5,7 +5,7 @@ supervisor's key pair; ZAP admits only the public keys in the hosts folder). A `
 (supervisor/host_agent.py) connects a DEALER, starts its own workers and registers them; each
 becomes a `RemoteWorkerLink` in the pool under a fresh global index, so placement, requests
 and events treat it as any worker. The host proxies its workers' channels over its one link
-(docs/internals.md, "The host link"):
+(docs/operations.md and docs/security.md, "Hosts" and "The host link"):
 
     host -> supervisor   {"type": "register", "name": N, "workers": [{"local": i, "pid": P, "cpu": C}]}
                          {"type": "reply" | "event", "worker": i, "message": {...worker's message...}}

@@ -151,6 +151,11 @@ class Server:
     def worker_alive(self, index: int) -> bool:
         return self.pool.alive(index)
 
+    def worker_host(self, index: int) -> str | None:
+        """The remote host of worker `index`; None: the supervisor's own (or gone)."""
+        link = self.pool.links.get(index)
+        return link.host if link is not None else None
+
     def place_worker(self, host: str | None, worker: int | None) -> int:
         """peer.place's worker: of host `host` (its least loaded), or `worker`, or both
         (placement.place_target says what is refused). Counted as a placement."""
@@ -167,11 +172,6 @@ class Server:
         if self.hosts is not None:
             states.update({name: LOST if s.lost else UP for name, s in self.hosts.current().items()})
         return {name: DRAINING if state == UP and name in self.pool.drained else state for name, state in states.items()}
-
-    def worker_host(self, index: int) -> str | None:
-        """The remote host of worker `index`; None: the supervisor's own (or gone)."""
-        link = self.pool.links.get(index)
-        return link.host if link is not None else None
 
     async def worker_request(self, index: int, command: Command) -> Any:
         return await self.pool.request(index, command)
@@ -402,13 +402,13 @@ class Server:
         """Stop (drain: true) or allow again (false) new peers on host `name`; its peers
         stay. By name: a drained host that registers again stays drained."""
         name = get_str(msg, "name", max_length=64)
+        assert name is not None  # required
         drain = msg.get("drain")
         if not isinstance(drain, bool):
             raise bad_request(f"'drain' must be true (no new peers there) or false (undrain), got {drain!r}")
         if name not in self.host_states():
             known = ", ".join(sorted(self.host_states()))
             raise not_found(f"no host named {name!r}; the hosts are: {known} (`tureen hosts`)")
-        assert name is not None
         if drain and name not in self.pool.drained:
             log.warning("host %s is draining: no new peers go there; its peers stay", name)
         elif not drain and name in self.pool.drained:

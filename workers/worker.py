@@ -875,12 +875,20 @@ class Worker:
     # -- leg.* (transport/host_leg.py) --------------------------------------------------
 
     def _leg_socket(self) -> tuple[str, int]:
+        """The leg socket's address for other hosts; a clear refusal when there is none."""
         if not self.config.rtc_ipv4:
             raise ProtocolError(UNAVAILABLE, f"worker {self.index} has no rtc_ipv4 for host legs; set rtc_ipv4")
         try:
-            return self.legs.address()
+            ip, port = self.legs.address()
         except OSError as exc:
             raise ProtocolError(UNAVAILABLE, f"worker {self.index}: no socket for host legs: {exc}") from None
+        if ip == "0.0.0.0":  # noqa: S104 - a wildcard bind names no address another host can use
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"worker {self.index} binds 0.0.0.0: other hosts cannot reach its host legs there; "
+                "set rtc_announced_ipv4 (--rtc-announced-ipv4) to the address they reach it at",
+            )
+        return ip, port
 
     def _leg_address(self, cmd: c.LegAddress) -> dict[str, Any]:
         ip, port = self._leg_socket()
@@ -903,7 +911,7 @@ class Worker:
         producer.leg_in = self.legs.open_in(cmd.legId, producer, bytes.fromhex(cmd.key), (cmd.ip, cmd.port))
         self._set_nack(producer, False)
         log.info("%s: fed by leg %d from %s:%d", producer.subject, cmd.legId, cmd.ip, cmd.port, extra=producer.subject.extra)
-        ip, port = self.legs.address()
+        ip, port = self._leg_socket()
         return {"ip": ip, "port": port}
 
     def _leg_send(self, cmd: c.LegSend) -> dict[str, Any]:

@@ -590,7 +590,6 @@ class FakeWorkers:
         # peer.place by host: each worker's host (default "local") and states of hosts.
         self.host_of: dict[int, str] = {}
         self.host_states: dict[str, str] = {}
-        self.hosts: dict[int, str] = {}  # worker -> its remote host (absent: the supervisor's)
         self.no_worker = False
         self.worker_wait = worker_wait
         self._gids = itertools.count(1)
@@ -623,6 +622,9 @@ class FakeWorkers:
     def worker_alive(self, index: int) -> bool:
         return index in self.alive
 
+    def worker_host(self, index: int) -> str | None:
+        return self.host_of.get(index)  # None: the supervisor's own
+
     def place_worker(self, host: str | None, worker: int | None) -> int:
         """As the server's: placement.place_target over these workers' hosts (`host_of`,
         "local" by default) and the hosts' states (`host_states`, "up" by default)."""
@@ -632,8 +634,6 @@ class FakeWorkers:
         ]
         states = {load.host: "up" for load in loads} | self.host_states
         return place_target(states, loads, host, worker)
-    def worker_host(self, index: int) -> str | None:
-        return self.hosts.get(index)
 
     async def worker_request(self, index: int, command: c.Command) -> Any:
         self.commands.append((index, command))

@@ -255,3 +255,20 @@ async def test_leg_commands_refuse_what_does_not_fit(pair: Pair) -> None:
     await pair.o(c.ProducerClose(producerId=20))
     await pair.g(c.ProducerClose(producerId=20))
     assert pair.dump(pair.origin)["legs"]["legs"] == pair.dump(pair.gateway)["legs"]["legs"] == []
+
+
+async def test_a_wildcard_bind_needs_an_announced_address_for_legs(tmp_path: Any) -> None:
+    from tureen.shared.config import Config
+    from tureen.workers.worker import Worker
+
+    for announced, want in (("", None), ("198.51.100.7", "198.51.100.7")):
+        worker = Worker(5, str(tmp_path), Config(rtc_ipv4="0.0.0.0", rtc_announced_ipv4=announced), parent_pid=1)
+        try:
+            if want is None:
+                with pytest.raises(ProtocolError) as err:
+                    worker._leg_address(c.LegAddress())
+                assert err.value.code == "unavailable" and "rtc_announced_ipv4" in err.value.message
+            else:
+                assert worker._leg_address(c.LegAddress())["ip"] == want
+        finally:
+            worker.legs.close()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(30)
 async def setup(peers: tuple[str, ...] = ("bob", "carol")) -> tuple[MemoryRoom, int, int, dict[str, int]]:
     """alice produces video on worker 0; each of `peers` has a recv transport on worker 1, 2, 3..."""
     mem = MemoryRoom(workers=4)
-    mem.services.hosts = {1: "b", 2: "b", 3: "b"}
+    mem.services.host_of = {1: "b", 2: "b", 3: "b"}
     for name in ("alice", *peers):
         await mem.join(name)
     mem.services.placement = 0

@@ -131,6 +131,12 @@ def test_the_suite_hook_flags_a_reply_that_does_not_match() -> None:
         (lambda p: p["codecs"][0].pop("name"), "a codec without its name"),
         (lambda p: p["codecs"][0].update(payloadType=128), "payload type 128"),
         (lambda p: None, "nothing changed"),
+        (lambda p: p["encodings"][0].update(rtx={}), "an rtx without its ssrc (v2: optional)"),
+        (lambda p: p["encodings"][0].update(rtx={"ssrc": None}), "an rtx ssrc null"),
+        (lambda p: p["encodings"][0].update(rtx={"ssrc": 2222}), "an rtx ssrc"),
+        (lambda p: p["encodings"][0].update(rtx={"ssrc": 0}), "rtx ssrc 0"),
+        (lambda p: p["encodings"][0].update(rtx={"ssrc": "2222"}), "rtx ssrc a string"),
+        (lambda p: p["encodings"][0].update(rtx=[]), "rtx not an object"),
     ],
 )
 def test_producer_rtp_parameters_the_schema_accepts_are_what_the_server_accepts(change, where: str) -> None:

@@ -45,7 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.retransmit import stored
-from tureen.workers.transport.srtp import AEAD_AES_128_GCM, MAX_PACKET_SIZE, SrtpContext
+from tureen.workers.transport.srtp import (
+    AEAD_AES_128_GCM,
+    MAX_PACKET_SIZE,
+    SrtpContext,
+    buffer_pointer,
+)
 from tureen.workers.transport.udp import bind_udp
 
 if TYPE_CHECKING:
@@ -91,17 +96,19 @@ class LegOut(_End):
     """The origin's end: a pipe batch to the forwarder (`out` starts with the 4-byte header,
     records are appended inline, `flush` after the drain), one datagram per packet."""
 
-    __slots__ = ("hub", "header", "out", "count", "_pkt", "_parts", "dropped", "nacks", "resent", "missed")
+    __slots__ = ("sock", "header", "out", "count", "_dgram", "_at", "dropped", "nacks", "resent", "missed")
 
-    def __init__(self, hub: LegHub, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
+    def __init__(self, sock: socket.socket, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
         super().__init__(leg_id, producer, key, addr)
-        self.hub = hub
+        self.sock = sock  # the hub's (no reference back to the hub: no cycle to collect)
         self.header = leg_id.to_bytes(HEADER, "big")
         self.out = bytearray(self.header)
         self.count = 0
-        # The packet is protected in place here and sent after the header (one sendmsg).
-        # A bytearray, not a memoryview slice: SrtpContext keeps a cffi view of it.
-        self._pkt = bytearray(MAX_PACKET_SIZE + TRAILER)
+        # The datagram is built here: the header, then the packet, protected in place
+        # through a cffi pointer past the header (kept: it keeps the bytearray exported,
+        # which only forbids resizing it; it never is).
+        self._dgram = bytearray(self.header) + bytearray(MAX_PACKET_SIZE + TRAILER)
+        self._at = buffer_pointer(self._dgram) + HEADER
         self.dropped = 0  # packets not sent (socket full, too big to protect)
         self.nacks = 0  # NACK packets from the gateway
         self.resent = 0  # packets sent again from the store
@@ -116,31 +123,31 @@ class LegOut(_End):
         self.count = 0
         out = self.out
         try:
-            off, end = HEADER, len(out)
-            while off + _RECORD <= end:
-                n = (out[off] << 8) | out[off + 1]
-                off += _RECORD
-                self.send(out, off, n)
-                off += n
+            with memoryview(out) as view:  # released before `out` shrinks below
+                off, end = HEADER, len(out)
+                while off + _RECORD <= end:
+                    n = (out[off] << 8) | out[off + 1]
+                    off += _RECORD
+                    self.send(view, off, n)
+                    off += n
         finally:
             del out[HEADER:]
 
-    def send(self, data: bytes | bytearray, off: int, n: int) -> bool:
+    def send(self, data: bytes | memoryview, off: int, n: int) -> bool:
         """Protect the RTP packet data[off:off+n] and send it to the gateway."""
         if n > MAX_PACKET_SIZE or n < 12:
             self.dropped += 1
             return False
-        pkt = self._pkt
-        pkt[:n] = memoryview(data)[off : off + n]
+        dgram = self._dgram
+        dgram[HEADER : HEADER + n] = data[off : off + n]  # same length: never resizes it
         try:
-            size = self.srtp.protect_rtp_into(pkt, n)
-            with memoryview(pkt) as view:
-                self.hub.sock.sendmsg((self.header, view[:size]), (), 0, self.addr)  # type: ignore[union-attr]
+            size = self.srtp.protect_rtp_at(self._at, n) + HEADER
+            self.sock.sendto(dgram[:size], self.addr)
         except (ValueError, OSError):  # full socket buffer, unreachable: the gateway NACKs
             self.dropped += 1
             return False
         self.packets += 1
-        self.octets += size + HEADER
+        self.octets += size
         return True
 
     def mark_discontinuity(self, fwd: Forwarder) -> None:
@@ -208,11 +215,10 @@ class LegHub:
         self._rtcp_ssrc = rtcp_ssrc
         self.sock: socket.socket | None = None
         self.legs: dict[int, LegOut | LegIn] = {}
-        # A datagram is read scattered: the leg id, then the packet (a bytearray of its own,
-        # which SRTP unprotects in place; anything longer than both is cut: MSG_TRUNC).
+        # A datagram is read scattered: the leg id, then the packet straight into the
+        # forwarder's buffer, where SRTP unprotects it in place (as a WebRTC transport does).
         self._rhead = bytearray(HEADER)
-        self._rpkt = bytearray(MAX_PACKET_SIZE + 64)
-        self._rbufs = (self._rhead, self._rpkt)
+        self._rbufs = (self._rhead, forwarder.buf)
         # Refusals (the module docstring) and totals.
         self.bad_datagrams = 0
         self.unknown_leg = 0
@@ -236,7 +242,8 @@ class LegHub:
 
     def open_out(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> LegOut:
         self.address()
-        leg = LegOut(self, leg_id, producer, key, addr)
+        assert self.sock is not None
+        leg = LegOut(self.sock, leg_id, producer, key, addr)
         self.legs[leg_id] = leg
         return leg
 
@@ -288,8 +295,8 @@ class LegHub:
             self._fwd.after_drain()
 
     def on_datagram(self, n: int, addr: tuple[str, int]) -> None:
-        """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in
-        `_rpkt`): refused and counted, or taken."""
+        """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in the
+        forwarder's buffer): refused and counted, or taken."""
         if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:
             self.bad_datagrams += 1
             return
@@ -306,22 +313,20 @@ class LegHub:
             self._take_rtcp(leg, n - HEADER)
 
     def _take_rtp(self, leg: LegIn, n: int) -> None:
+        fwd = self._fwd
         try:
-            m = leg.srtp.unprotect_rtp_into(self._rpkt, n)
+            m = leg.srtp.unprotect_rtp_into(fwd.buf, n)
         except ValueError:
             self.srtp_failed += 1
             return
         leg.packets += 1
         leg.octets += n + HEADER
-        fwd = self._fwd
-        with memoryview(self._rpkt) as view:
-            fwd.buf[:m] = view[:m]
         fwd.pipe_packets_in += 1
         fwd.receive(leg.producer, m)
 
     def _take_rtcp(self, leg: LegOut, n: int) -> None:
         try:
-            packet = leg.srtp.unprotect_rtcp(bytes(self._rpkt[:n]))
+            packet = leg.srtp.unprotect_rtcp(bytes(self._fwd.buf[:n]))
         except ValueError:
             self.srtp_failed += 1
             return
