@@ -322,3 +322,30 @@ async def test_a_killed_host_leaves_the_other_hosts_media_alone(cluster: Cluster
 async def _legs_count(client: TureenClient, index: int, count: int) -> bool:
     return len((await legs_of(client, index))["legs"]) == count
 
+
+
+async def test_a_dead_gateway_worker_is_replaced_by_another_worker_of_its_host(cluster: Cluster) -> None:
+    cluster.start_host("h1", workers=2)
+    clients = cluster.net.add_host("c")
+    async with cluster.client() as client:
+        w1, w2 = (await until(lambda: host_entry(client, "h1"), "host h1 to register"))["workers"]
+        media = Media(clients, receivers=2)
+        await call(client, "r5", media, {"alice": 0, "bob": w1, "carol": w2})
+        assert [len(g) for g in (await media.send(500, 20, 20))["got"]] == [20, 20]
+        [old] = (await legs_of(client, 0))["legs"]
+        pid = next(w["pid"] for w in (await client.server_info())["workers"] if w["index"] == w1)
+        os.kill(pid, signal.SIGKILL)  # bob's worker, h1's gateway for alice's producer
+        note = await client.next_notification("bob", "transportClosed", timeout=15)
+        assert note["id"] == 20
+        # carol's worker is h1's gateway now: a new leg from the origin feeds it.
+        legs = await until(lambda: _new_leg(client, old["legId"]), "a new leg to h1")
+        carol = (await media.send(520, 30, 30))["got"][1]
+        every_packet_once([(s - carol[0]) & 0xFFFF for s in carol], 0, 30)
+        [gateway] = (await legs_of(client, w2))["legs"]
+        assert gateway["legId"] == legs[0]["legId"] and gateway["packets"] >= 30
+        media.tell("quit")
+
+
+async def _new_leg(client: TureenClient, old: int) -> list[dict[str, Any]] | None:
+    legs = (await legs_of(client, 0))["legs"]
+    return legs if len(legs) == 1 and legs[0]["legId"] != old else None
