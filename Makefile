@@ -47,6 +47,7 @@ test: setup browser-deps
 
 # The forwarding benchmark (docs/benchmarks.md): `make bench`, or `make bench ARGS=--quick`.
 # Needs gcc (it compiles its C load tools); matplotlib comes from the optional `bench` extra.
+# Its `hosts` scenario needs root (network namespaces; skipped with the reason otherwise).
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)

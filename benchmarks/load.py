@@ -25,12 +25,13 @@ AUDIO_SIZE = 160
 SOCKET_BUFFER = 4 << 20  # sinks must never be the ones that drop (capped by rmem_max)
 
 
-def udp_socket(rcvbuf: int = SOCKET_BUFFER) -> socket.socket:
-    """A UDP socket on 127.0.0.1 (loopback only: the benchmark never sends elsewhere)."""
+def udp_socket(rcvbuf: int = SOCKET_BUFFER, address: str = "127.0.0.1") -> socket.socket:
+    """A UDP socket on 127.0.0.1 (loopback: the benchmark never sends elsewhere), or on a
+    TEST-NET-2 `address` of the `hosts` scenario's network namespaces (benchmarks/hosts.py)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((address, 0))
     sock.set_inheritable(True)
     return sock
 
@@ -79,6 +80,7 @@ class Topology:
     sink_ports: list[int] = field(default_factory=list)
     srtp: str | None = None  # 'gcm' or 'cm' (benchmarks/srtp.py): every stream and expect has a key
     srtp_lib: str | None = None  # pylibsrtp's extension (srtp.libsrtp_path())
+    dest: str | None = None  # where the streams go, if not 127.0.0.1 (benchmarks/hosts.py)
 
     def __post_init__(self) -> None:
         if not self.sink_ports:
@@ -110,6 +112,8 @@ def _config(topo: Topology, rate: float, timing: Timing, nonce: int) -> str:
     ]
     if topo.srtp:
         lines.append(f"srtp {topo.srtp_lib} {topo.srtp}")
+    if topo.dest:
+        lines.append(f"dest {topo.dest}")
     for s in topo.streams:
         pps = max(1, round(rate * s.rate_share))
         lines.append(

@@ -7,6 +7,9 @@ Scenarios (issue 7):
   cross N    producer on one worker, its N consumers on another (the pipe's cost)
   meeting P  P peers each sending audio + video and receiving everyone else, on 2 workers;
              baseline: one cforward with an input socket per peer and the same rewrite
+  hosts N    one producer on host A, N consumers on hosts B and C (network namespaces, needs
+             root; skipped with the reason otherwise), against all N on A, at one fixed rate:
+             output pps, loss, added latency per host hop, bytes on A's link (benchmarks/hosts.py)
 
 Tureen runs with either fan-out core (`tureen serve --fanout`, docs/benchmarks.md): rows
 `tureen` are the native core (workers/_native.c), rows `tureen-py` the pure-Python SendBatch,
@@ -36,6 +39,7 @@ from typing import Any
 from tureen.shared.client import TureenClient
 
 from . import cpus, report, scenarios
+from . import hosts as hosts_scenario
 from .baseline import CForwarder
 from .ctools import Tools, build_tools
 from .load import Timing
@@ -70,6 +74,8 @@ class Plan:
     cores: list[str] = field(default_factory=lambda: list(CORES))  # fan-out cores to run
     python_fanout: list[int] = field(default_factory=list)  # sizes with a tureen-py row too
     python_srtp: list[int] = field(default_factory=list)
+    hosts: list[int] = field(default_factory=list)  # consumer counts of the hosts scenario
+    hosts_rate: float = hosts_scenario.DEFAULT_RATE
 
     def sizes(self, core: str, srtp: bool = False) -> list[int]:
         """The fan-out sizes (plain, or SRTP) at which Tureen runs with `core`. Alone, the
@@ -96,10 +102,10 @@ class Plan:
 
 
 QUICK = Plan(fanout=[1, 10, 100], cross=[10], meeting=[5], timing=Timing(0.2, 0.5, 0.1), max_trials=4,
-             srtp=[1, 100], profiles=["gcm", "cm"], python_fanout=[100], python_srtp=[100])
+             srtp=[1, 100], profiles=["gcm", "cm"], python_fanout=[100], python_srtp=[100], hosts=[100])
 FULL = Plan(fanout=[1, 10, 100, 500], cross=[10, 100], meeting=[5, 10, 25],
             timing=Timing(0.5, 1.5, 0.15), max_trials=7, srtp=[1, 10, 100, 500], profiles=["gcm", "cm"],
-            python_fanout=[1, 100, 500], python_srtp=[100])
+            python_fanout=[1, 100, 500], python_srtp=[100], hosts=[100])
 
 
 def _ints(text: str) -> list[int]:
@@ -119,6 +125,7 @@ class Bench:
         self.ctx = Context(tools.rtpload, self.tools_cpu, plan.timing)
         self.progress = Progress(plan.searches)
         self.rows: list[Row] = []
+        self.hosts: list[dict[str, Any]] = []  # the hosts scenario's results (not a search row)
 
     # ------------------------------------------------------------------ helpers
 
@@ -308,6 +315,12 @@ class Bench:
             self.rows.append(row)
         for p in plan.meeting:
             self.rows += await self.meeting(p)
+        for n in plan.hosts:
+            # A fixed-rate comparison, not a saturation search: a window of at least 1 s.
+            timing = Timing(max(0.5, plan.timing.warmup), max(1.0, plan.timing.window), plan.timing.drain)
+            self.progress.show(f"hosts N={n}: starting (network namespaces)")
+            self.hosts.append(await hosts_scenario.run_hosts(self.tools.rtpload, self.tools_cpu, timing, n,
+                                                              plan.hosts_rate))
         for profile in plan.profiles:
             for n in plan.c_sizes(srtp=True):
                 async with contextlib.AsyncExitStack() as stack:
@@ -333,6 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cross", type=_ints, help="cross-worker consumer counts (empty: skip)")
     parser.add_argument("--meeting", type=_ints, help="meeting sizes P (empty: skip)")
     parser.add_argument("--srtp", type=_ints, help="SRTP (WebRTC) fan-out sizes N (empty: skip)")
+    parser.add_argument("--hosts", type=_ints, help="consumer counts N of the hosts scenario (empty: skip)")
+    parser.add_argument("--hosts-rate", type=float,
+                        help=f"input packets/s of the hosts scenario (default {hosts_scenario.DEFAULT_RATE:.0f})")
     parser.add_argument("--profiles", type=lambda t: [x for x in t.split(",") if x.strip()],
                         help="SRTP profiles: gcm,cm")
     parser.add_argument("--cores", type=_names,
@@ -353,8 +369,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     base = QUICK if args.quick else FULL
     plan = Plan(fanout=list(base.fanout), cross=list(base.cross), meeting=list(base.meeting),
                 timing=Timing(base.timing.warmup, base.timing.window, base.timing.drain),
-                max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles))
-    for name in ("fanout", "cross", "meeting", "srtp", "profiles", "cores"):
+                max_trials=base.max_trials, srtp=list(base.srtp), profiles=list(base.profiles),
+                hosts=list(base.hosts), hosts_rate=base.hosts_rate)
+    for name in ("fanout", "cross", "meeting", "srtp", "profiles", "cores", "hosts", "hosts_rate"):
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, value)
@@ -370,6 +387,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if bad or not plan.cores:
         raise SystemExit(f"--cores: {bad or 'none given'}; use one or both of {','.join(CORES)}")
     plan.cores = [c for c in CORES if c in plan.cores]  # native first, no duplicates
+    if any(not 1 <= n <= hosts_scenario.MAX_CONSUMERS for n in plan.hosts):
+        raise SystemExit(f"--hosts: consumer counts must be 1..{hosts_scenario.MAX_CONSUMERS}, got {plan.hosts}")
+    if not 1 <= plan.hosts_rate <= hosts_scenario.MAX_RATE:
+        raise SystemExit(f"--hosts-rate must be 1..{hosts_scenario.MAX_RATE:.0f} packets/s, got {plan.hosts_rate}")
     if args.window:
         plan.timing.window = args.window
     if args.trials:
@@ -407,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print()
     print(report.targets(rows))
+    for result in bench.hosts:
+        print()
+        print(hosts_scenario.text(result))
     meta: dict[str, Any] = {
         "started": started, "seconds": round(time.time() - started, 1), "quick": args.quick,
         "forwarder_cpu": forwarder_cpu, "tools_cpu": tools_cpu, "cpus": os.cpu_count(),
@@ -414,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": vars(plan.timing), "max_trials": plan.max_trials,
         "cores": plan.cores, "python_fanout": plan.python_fanout, "python_srtp": plan.python_srtp,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "hosts": [{k: v for k, v in result.items() if not k.startswith("_")} for result in bench.hosts],
     }
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     json_path = args.out / f"bench-{stamp}.json"

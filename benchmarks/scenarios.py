@@ -91,6 +91,7 @@ class RoomDriver:
         self.room_id = room_id
         self._ids = itertools.count(1000)
         self.caps: dict[str, Any] = {}
+        self.ip = "127.0.0.1"  # where our sockets are (benchmarks/hosts.py: a TEST-NET-2 address)
 
     async def create(self) -> None:
         room = await self.client.create_room(MEDIA_CODECS, room_id=self.room_id)
@@ -108,7 +109,7 @@ class RoomDriver:
         tid = next(self._ids)
         answer = await self.req(
             peer, "createTransport", id=tid, direction=direction, options={},
-            plainRtpParameters={"ip": "127.0.0.1", "port": remote_port},
+            plainRtpParameters={"ip": self.ip, "port": remote_port},
         )
         return tid, answer["plainRtpParameters"]["port"]
 

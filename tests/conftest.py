@@ -17,6 +17,9 @@ from schema_check import pytest_runtest_call, schema_checked_messages  # noqa: F
 from support import MEDIA_CODECS, ServerProcess, peer_capabilities, running_server
 from tureen.shared.client import TureenClient
 
+# The `net` and `cluster` fixtures of the multi-host tests (tests/cluster.py).
+pytest_plugins = ["cluster"]
+
 # Every `tureen serve` a test starts (many at once under xdist) would bind the same default
 # metrics port: off unless a test asks for one with --metrics-listen (a flag beats the env).
 os.environ["TUREEN_METRICS_LISTEN"] = "off"

@@ -11,6 +11,9 @@
  * tells the server where to send.
  *
  *   run NONCE WARMUP_MS MEASURE_MS DRAIN_MS MAX_PACKETS
+ *   dest IPV4                        (optional, before the streams: where they go; 127.0.0.1
+ *                                     by default; only loopback or TEST-NET-2 198.51.100.0/24,
+ *                                     the benchmark's network namespaces, are accepted)
  *   stream SRC_FD DST_PORT SSRC PT SIZE PPS SEQ0 TS0 TS_STEP      (one line per stream)
  *   expect SINK_FD SSRC PT STREAM_INDEX                          (one line per consumer)
  *
@@ -41,6 +44,7 @@
  * Bounded: the run ends after WARMUP+MEASURE ms or MAX_PACKETS sent, plus DRAIN ms.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -222,9 +226,16 @@ int main(int argc, char **argv) {
     streams = calloc(cap_s, sizeof(Stream));
     expects = calloc(cap_e, sizeof(Expect));
     char word[32];
+    struct in_addr dest = {htonl(INADDR_LOOPBACK)};
     while (fscanf(cf, "%31s", word) == 1) {
         if (!strcmp(word, "run")) {
             if (fscanf(cf, "%u %u %u %u %llu", &nonce, &warmup_ms, &measure_ms, &drain_ms, &max_packets) != 5) goto bad;
+        } else if (!strcmp(word, "dest")) {
+            char text[32];
+            if (fscanf(cf, "%31s", text) != 1 || inet_pton(AF_INET, text, &dest) != 1) goto bad;
+            uint32_t a = ntohl(dest.s_addr);
+            /* Never a real network: loopback, or the namespaces' documentation range. */
+            if ((a >> 24) != 127 && (a >> 8) != 0xC63364) goto bad;
         } else if (!strcmp(word, "stream")) {
             if (nstreams == cap_s) streams = realloc(streams, (cap_s *= 2) * sizeof(Stream));
             Stream *s = &streams[nstreams];
@@ -237,7 +248,7 @@ int main(int argc, char **argv) {
             s->seq0 = (uint16_t)seq0;
             s->dst.sin_family = AF_INET;
             s->dst.sin_port = htons((uint16_t)port);
-            s->dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* loopback only, by design */
+            s->dst.sin_addr = dest; /* loopback or TEST-NET-2 only (checked at `dest`), by design */
             if (srtp_on && s->size > MAX_PKT - SD_MAX_TRAILER) goto bad;
             nstreams++;
         } else if (!strcmp(word, "expect")) {

@@ -296,3 +296,36 @@ def test_consumers_check_runs_and_every_consumer_gets_its_copies(capsys: pytest.
     for text in ("check transports", "check consumers", "check after load", "silent consumers 0, seq errors 0",
                  "target < 0.1 %", "target <= 8 KiB"):
         assert text in out, (text, out)
+
+
+def test_the_load_tool_sends_to_loopback_or_the_test_network_only(tools: Tools, tmp_path: Path) -> None:
+    """rtpload's `dest`: 127.0.0.0/8 and TEST-NET-2 (the hosts scenario's namespaces) only."""
+    import subprocess
+
+    for dest, accepted in (("8.8.8.8", False), ("192.168.1.1", False), ("198.51.101.1", False),
+                           ("not-an-ip", False), ("198.51.100.7", True), ("127.0.0.2", True)):
+        config = tmp_path / "dest.conf"
+        config.write_text(f"run 1 0 0 0 1\ndest {dest}\n")
+        result = subprocess.run([str(tools.rtpload), str(config)], capture_output=True, text=True, timeout=10)
+        assert (result.returncode == 0) == accepted, (dest, result.returncode, result.stderr)
+        if not accepted:
+            assert "bad config line" in result.stderr
+
+
+async def test_the_hosts_scenario_crosses_host_a_link_once_per_far_host(tools: Tools) -> None:
+    """benchmarks/hosts.py with 20 consumers: every packet delivered in both layouts; host
+    A's link carries about one stream per far host (B and C), not one per consumer as when
+    they all sit on A. Byte counts of the veth, not timings."""
+    from benchmarks import hosts
+
+    result = await hosts.run_hosts(tools.rtpload, cpus.layout()[1], TIMING, n=20, rate=100.0)
+    if "skipped" in result:
+        pytest.skip(result["skipped"])
+    one, spread = result["_layouts"]
+    for layout in (one, spread):
+        assert_all_delivered(layout.trial, 20)
+    assert spread.placed == {"B": 10, "C": 10}
+    # Two copies (one per far host) plus control traffic, against 20 copies.
+    assert 1.8 <= spread.streams_on_link < 3, hosts.text(result)
+    assert one.streams_on_link > 15, hosts.text(result)
+    print("\n" + hosts.text(result))

@@ -1,7 +1,7 @@
 """Media between hosts (issue 15): a producer's packets cross to another host once, over a
 host leg (UDP, SRTP, repaired on the link: workers/transport/host_leg.py), and fan out there
 through that host's pipes. Hosts are network namespaces (tests/netns.py), started as in
-test_hosts.py (its Cluster); the plain-RTP endpoints run in a namespace of their own.
+test_hosts.py (tests/cluster.py); the plain-RTP endpoints run in a namespace of their own.
 
 A lossy path between the hosts: this kernel has no sch_netem (nor tc actions that drop), so a
 relay in a namespace of its own stands between the two ends, as a 1:1 NAT would: both sides
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import Cluster, host_entry, running_cluster, until
 from netns import Host, Network, netns_unavailable
 from support import MEDIA_CODECS, peer_capabilities, vp8_parameters
-from test_hosts import Cluster, cluster, host_entry, net, running_cluster, until
 from tureen.shared.client import TureenClient
 from tureen.workers.transport.host_leg import OVERHEAD
 
@@ -31,7 +31,6 @@ pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
     pytest.mark.timeout(150),
 ]
-__all__ = ["cluster", "net"]  # the fixtures, shared with test_hosts.py
 
 SSRC = 22_334_455
 

@@ -10,30 +10,25 @@ system with the others, not the network)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from netns import Host, Network, netns_unavailable
+from cluster import Cluster, host_entry, host_not_up, pid_gone, until, worker_pid
+from netns import Host, netns_unavailable
 from support import MEDIA_CODECS, opus_parameters, peer_capabilities
 from tureen.shared.client import TureenClient
-from tureen.shared.curve import generate_keys
 
 pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
     pytest.mark.timeout(120),
 ]
 
-HOSTS_PORT = 4478
 PRODUCER_SSRC = 33_445_566
 
 # Both RTP endpoints of a session, in the clients' namespace: binds alice's and bob's sockets
@@ -64,108 +59,6 @@ while len(got) < count and (left := end - time.monotonic()) > 0:
         got.append([pt, seq, ssrc])
 print(json.dumps(got), flush=True)
 """
-
-
-class Cluster:
-    """A supervisor in namespace `sup` and remote hosts, with CURVE keys in `tmp`."""
-
-    def __init__(self, net: Network, tmp: Path, extra: tuple[str, ...] = ()) -> None:
-        self.net = net
-        self.tmp = tmp
-        self.keys = tmp / "keys"
-        for name in ("server", "app"):
-            generate_keys(self.keys, name)
-        (tmp / "clients").mkdir()
-        (tmp / "hosts").mkdir()
-        shutil.copy(self.keys / "app.key", tmp / "clients" / "app.key")
-        self.control = f"ipc://{tmp}/control.ipc"
-        self.sup = net.add_host("sup")
-        self.hosts_endpoint = f"tcp://{self.sup.address}:{HOSTS_PORT}"
-        self.logs: list[Path] = []
-        self.supervisor = self._start(
-            self.sup, "supervisor",
-            ["serve", "--workers", "1", "--control", self.control, "--rtc-ip", self.sup.address,
-             "--hosts-listen", self.hosts_endpoint, "--curve-server-cert", str(self.keys / "server.key_secret"),
-             "--curve-clients", str(tmp / "clients"), "--curve-hosts", str(tmp / "hosts"),
-             "--metrics-listen", "off", "--run-dir", str(tmp / "run-sup"), "--log-level", "debug", *extra],
-        )
-
-    def _start(self, where: Host, label: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{label}.log"
-        self.logs.append(log)
-        out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp
-        return where.popen([sys.executable, "-m", "tureen.supervisor.cli", *args], stdout=out, stderr=subprocess.STDOUT)
-
-    def start_host(
-        self, name: str, *, allowed: bool = True, workers: int = 1, extra: tuple[str, ...] = ()
-    ) -> tuple[Host, subprocess.Popen[bytes]]:
-        where = self.net.hosts.get(name) or self.net.add_host(name)
-        if not (self.keys / f"{name}.key").exists():
-            generate_keys(self.keys, name)
-        if allowed:
-            shutil.copy(self.keys / f"{name}.key", self.tmp / "hosts" / f"{name}.key")
-        process = self._start(
-            where, f"host-{name}",
-            ["host", "--connect", self.hosts_endpoint, "--name", name, "--workers", str(workers),
-             "--rtc-ipv4", where.address, "--curve-cert", str(self.keys / f"{name}.key_secret"),
-             "--curve-server-key", str(self.keys / "server.key"), "--run-dir", str(self.tmp / f"run-{name}"),
-             "--no-pin", "--log-level", "debug", *extra],
-        )
-        return where, process
-
-    def client(self) -> TureenClient:
-        return TureenClient(
-            self.control, timeout=10.0, curve_cert=str(self.keys / "app.key_secret"),
-            curve_server_key=str(self.keys / "server.key"),
-        )
-
-    def dump_logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-6000:]}" for p in self.logs if p.exists())
-
-
-@pytest.fixture
-def net() -> Iterator[Network]:
-    with Network() as network:
-        yield network
-
-
-@contextlib.asynccontextmanager
-async def running_cluster(net: Network, tmp: Path, extra: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
-    """A Cluster (`extra`: more `serve` options), its supervisor stopped and its logs shown
-    at the end."""
-    cluster = Cluster(net, tmp, extra)
-    try:
-        yield cluster
-    finally:
-        print(cluster.dump_logs())  # shown when the test fails
-        if cluster.supervisor.poll() is None:
-            cluster.supervisor.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(cluster.supervisor.wait, 20)
-
-
-@pytest.fixture
-async def cluster(net: Network, tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with running_cluster(net, tmp_path) as running:
-        yield running
-
-
-async def until(probe: Any, what: str, timeout: float = 20.0) -> Any:
-    """Poll the async `probe` until it returns something true (bounded)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def host_entry(client: TureenClient, name: str, state: str = "up") -> dict[str, Any] | None:
-    try:
-        listing = await client.request("hosts.list")
-    except Exception:
-        return None
-    return next((h for h in listing["hosts"] if h["name"] == name and h["state"] == state and h["workers"]), None)
 
 
 async def plain_pair(
@@ -237,7 +130,8 @@ async def test_a_peer_pinned_to_a_remote_host_gets_its_media_there(cluster: Clus
                                                   "options": {}, "plainRtpParameters": {"ip": clients.address, "port": 9}})
         assert (await client.dump_peer("r1", "carol"))["worker"] == remote
         # A consumer on the supervisor's worker of a producer on h1 is no longer refused:
-        # the producer crosses over a host leg (test_host_media.py has the media).
+        # the producer crosses over a host leg (test_host_media.py and test_three_hosts.py
+        # have the media).
         joined = await client.peer_request(
             "r1", None, {"method": "join", "target": "room", "peerName": "dave", "rtpCapabilities": caps}
         )
@@ -295,18 +189,18 @@ async def test_a_killed_host_is_detected_and_its_peers_told(cluster: Cluster) ->
         await client.place_peer("r2", "alice", remote)
         await client.peer_request("r2", "alice", {"method": "createTransport", "target": "peer", "id": 11, "direction": "send",
                                                   "options": {}, "plainRtpParameters": {"ip": "198.51.100.250", "port": 9}})
-        worker_pid = await _worker_pid(client, remote)
+        host_worker = await worker_pid(client, remote)
         killed = time.monotonic()
         os.kill(process.pid, signal.SIGKILL)
         note = await client.next_notification("alice", "transportClosed", timeout=15)
         print(f"host SIGKILL -> transportClosed in {time.monotonic() - killed:.2f} s")
         assert note["id"] == 11
-        assert await until(lambda: _not_up(client, "h1"), "h1 no longer up")
+        assert await until(lambda: host_not_up(client, "h1"), "h1 no longer up")
         info = await client.server_info()
         assert remote not in {w["index"] for w in info["workers"]}
         assert info["ready"]  # the supervisor's own worker serves on
         # The host's worker does not outlive its host (it watches its parent).
-        await until(lambda: _gone(worker_pid), f"the host's worker (pid {worker_pid}) to exit", 15)
+        await until(lambda: pid_gone(host_worker), f"the host's worker (pid {host_worker}) to exit", 15)
 
 
 async def test_a_worker_that_dies_on_a_host_is_replaced_there(cluster: Cluster) -> None:
@@ -320,30 +214,17 @@ async def test_a_worker_that_dies_on_a_host_is_replaced_there(cluster: Cluster) 
         await client.place_peer("r4", "alice", remote)
         await client.peer_request("r4", "alice", {"method": "createTransport", "target": "peer", "id": 11, "direction": "send",
                                                   "options": {}, "plainRtpParameters": {"ip": "198.51.100.250", "port": 9}})
-        old_pid = await _worker_pid(client, remote)
+        old_pid = await worker_pid(client, remote)
         os.kill(old_pid, signal.SIGKILL)  # the host's child; this runner can signal it (shared pid namespace)
         note = await client.next_notification("alice", "transportClosed", timeout=15)
         assert note["id"] == 11
 
         async def replaced() -> bool:
             entry = await host_entry(client, "h1")
-            return bool(entry) and await _worker_pid(client, entry["workers"][0]) != old_pid
+            return bool(entry) and await worker_pid(client, entry["workers"][0]) != old_pid
 
         await until(replaced, "h1 to register a new worker", 30)
         assert (await host_entry(client, "h1"))["state"] == "up"  # the host itself stayed
-
-
-async def _not_up(client: TureenClient, name: str) -> bool:
-    listing = await client.list_hosts()
-    return all(h["state"] == "lost" for h in listing["hosts"] if h["name"] == name)
-
-
-async def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def test_a_cut_link_is_detected_and_the_host_registers_afresh(cluster: Cluster) -> None:
@@ -351,7 +232,7 @@ async def test_a_cut_link_is_detected_and_the_host_registers_afresh(cluster: Clu
     async with cluster.client() as client:
         entry = await until(lambda: host_entry(client, "h1"), "host h1 to register")
         [remote] = entry["workers"]
-        old_pid = await _worker_pid(client, remote)
+        old_pid = await worker_pid(client, remote)
         created = await client.create_room(MEDIA_CODECS, room_id="r3")
         caps = peer_capabilities(created["rtpCapabilities"])
         await client.peer_request("r3", None, {"method": "join", "target": "room", "peerName": "alice", "rtpCapabilities": caps})
@@ -368,7 +249,7 @@ async def test_a_cut_link_is_detected_and_the_host_registers_afresh(cluster: Clu
         # The host gave its workers up when it heard nothing, and registers new ones.
         again = await until(lambda: host_entry(client, "h1"), "host h1 to register again", 30)
         [index] = again["workers"]
-        assert await _worker_pid(client, index) != old_pid
+        assert await worker_pid(client, index) != old_pid
         answer = await client.peer_request("r3", "alice", {"method": "createTransport", "target": "peer", "id": 12,
                                                            "direction": "send", "options": {},
                                                            "plainRtpParameters": {"ip": "198.51.100.250", "port": 9}})
@@ -380,12 +261,9 @@ async def test_a_host_whose_key_is_not_allowed_is_refused(cluster: Cluster) -> N
     async with cluster.client() as client:
         await until(lambda: _log_has(cluster, "CURVE: refused a host"), "the refusal in the supervisor's log")
         listing = await client.request("hosts.list")
-        assert [h["name"] for h in listing["hosts"]] == ["local"]  # the supervisor's own only
+        # Only the supervisor's own host: the stranger never joined.
+        assert [h["name"] for h in listing["hosts"] if not h.get("local")] == []
         assert [w["index"] for w in (await client.server_info())["workers"]] == [0]
-
-
-async def _worker_pid(client: TureenClient, index: int) -> int:
-    return next(w["pid"] for w in (await client.server_info())["workers"] if w["index"] == index)
 
 
 async def _log_has(cluster: Cluster, text: str) -> bool:

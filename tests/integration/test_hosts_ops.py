@@ -1,5 +1,5 @@
 """Operating hosts (issue 15, "Hosts" and "Placement"), each host in its own network
-namespace (the `cluster` of test_hosts.py): `tureen host drain` stops new peers going to a
+namespace (the `cluster` of tests/cluster.py): `tureen host drain` stops new peers going to a
 host, keeps its peers, and survives the host's re-registration; peer.place by host name; a
 host's name is bound to its key."""
 
@@ -13,10 +13,9 @@ import sys
 from typing import Any
 
 import pytest
-import test_hosts
+from cluster import Cluster, host_entry, until
 from netns import netns_unavailable
 from support import MEDIA_CODECS, peer_capabilities
-from test_hosts import Cluster, host_entry, until
 from tureen.shared.client import TureenClient
 from tureen.shared.curve import generate_keys
 from tureen.shared.errors import ProtocolError
@@ -25,10 +24,6 @@ pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())),
     pytest.mark.timeout(120),
 ]
-
-# test_hosts.py's fixtures: a network of namespaces, a supervisor in it.
-net = test_hosts.net
-cluster = test_hosts.cluster
 
 PLAIN = {"plainRtpParameters": {"ip": "198.51.100.250", "port": 9}}
 
