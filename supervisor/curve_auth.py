@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -27,6 +28,20 @@ from zmq.utils.monitor import parse_monitor_message
 log = logging.getLogger("tureen.auth")
 
 ZAP_DOMAIN = b"tureen-control"
+HANGUP_ERRNOS = (errno.EPIPE, errno.ECONNRESET)  # a handshake that failed because the peer left
+
+
+def handshake_refusal(event: dict[str, Any]) -> tuple[str, str]:
+    """(kind, log line) for a failed handshake the socket monitor reported (libzmq tells no
+    address for these). A client without CURVE sees our greeting's mechanism and closes,
+    often before we read its own greeting: then we see only EPIPE or ECONNRESET, not the
+    mismatch. Each case has its own kind, so one never hides another's line."""
+    value = event.get("value")
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "no-curve", "CURVE: refused a client that does not use CURVE"
+    if event.get("event") == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and value in HANGUP_ERRNOS:
+        return "hangup", "CURVE: a client hung up during the handshake (one that does not use CURVE leaves so)"
+    return "handshake", f"CURVE: a client's handshake failed (a wrong server key, or not ZeroMQ; code {value})"
 
 
 class RateLimitedWarning:
@@ -159,12 +174,7 @@ class ControlAuthenticator(AsyncioAuthenticator):
         while True:
             event = parse_monitor_message(await self._monitor.recv_multipart())
             self.rejected += 1
-            if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-                self.rejections.warning("no-curve", "CURVE: refused a client that does not use CURVE")
-            else:
-                self.rejections.warning(
-                    "handshake", "CURVE: a client's handshake failed (a wrong server key, or not ZeroMQ; code %s)", event["value"]
-                )
+            self.rejections.warning(*handshake_refusal(event))
 
     def stop(self) -> None:
         """Stop the ZAP handler and the handshake log."""

@@ -175,12 +175,10 @@ async def test_only_clients_with_an_allowed_key_get_answers(curve_server: CurveS
     stranger = zmq.auth.load_certificate(keys["stranger"])[0].decode()
     # The server logs a refusal when its ZAP handler or socket monitor gets to it, which on
     # a busy machine can be a moment after the client gave up: wait for the lines (bounded).
-    log = await log_with(
-        curve_server,
-        f"unknown key {stranger[:8]}",
-        "refused a client that does not use CURVE",
-        "handshake failed (a wrong server key",
-    )
+    log = await log_with(curve_server, f"unknown key {stranger[:8]}", "handshake failed (a wrong server key")
+    # The two clients without CURVE: the server sees the mechanism mismatch, or, when the
+    # client closed first, only that it hung up (supervisor/curve_auth.py handshake_refusal).
+    assert "refused a client that does not use CURVE" in log or "hung up during the handshake" in log, log
     assert stranger not in log
 
 

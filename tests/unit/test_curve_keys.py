@@ -10,7 +10,7 @@ import pytest
 import zmq
 from tureen.shared.config import Config, load_config
 from tureen.shared.curve import endpoint_is_local, generate_keys, load_client_keys, load_public_key
-from tureen.supervisor.curve_auth import AllowedKeys, RateLimitedWarning
+from tureen.supervisor.curve_auth import AllowedKeys, RateLimitedWarning, handshake_refusal
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,24 @@ def test_refusals_are_logged_once_per_kind_and_at_most_burst_per_window(caplog: 
         limiter.warning("keyA", "refused %s", "keyA")
     assert "107 more refused connections" in caplog.records[-2].getMessage()
     assert caplog.records[-1].getMessage() == "refused keyA"
+
+
+def test_a_client_that_hangs_up_during_the_handshake_has_its_own_line() -> None:
+    """A client without CURVE often closes before the server reads its greeting: the monitor
+    then says EPIPE/ECONNRESET (no detail), not a mechanism mismatch. That was logged under
+    the same kind as a wrong server key, so the next wrong-key client's line was suppressed
+    (test_curve's allowed-keys test missed it in a CI run)."""
+    import errno
+
+    no_detail = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    protocol = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    kinds = {
+        "mismatch": handshake_refusal({"event": protocol, "value": zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH}),
+        "epipe": handshake_refusal({"event": no_detail, "value": errno.EPIPE}),
+        "reset": handshake_refusal({"event": no_detail, "value": errno.ECONNRESET}),
+        "crypto": handshake_refusal({"event": protocol, "value": zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC}),
+    }
+    assert kinds["mismatch"][0] == "no-curve" and "does not use CURVE" in kinds["mismatch"][1]
+    assert kinds["epipe"] == kinds["reset"] and kinds["epipe"][0] == "hangup" and "hung up" in kinds["epipe"][1]
+    assert kinds["crypto"][0] == "handshake" and "a wrong server key" in kinds["crypto"][1]
+    assert str(zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) in kinds["crypto"][1]
