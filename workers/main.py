@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
         return 2
-    from tureen.workers import native
+    from tureen.workers import native, sched_slice
+
+    # Before any thread starts (ZeroMQ's I/O thread, io_uring's): they inherit the slice.
+    sched_slice.apply(config.worker_slice_us, f"worker {args.index}")
 
     if config.fanout == "native":
         try:
