@@ -56,15 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tureen.workers import native, sched_slice
 
-    # Before any thread starts (ZeroMQ's I/O thread, io_uring's): they inherit the slice.
-    sched_slice.apply(config.worker_slice_us, f"worker {args.index}")
-
     if config.fanout == "native":
         try:
             native.make_fanout("native")  # what the forwarder will build: fail here, clearly
         except RuntimeError as exc:
             print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
             return 2
+    # Before any thread starts (ZeroMQ's I/O thread, io_uring's): they inherit the slice.
+    sched_slice.apply(config.worker_slice_us, f"worker {args.index}")
     from tureen.workers.worker import run_worker
 
     return run_worker(args.index, args.run_dir, config, parent_pid=args.parent_pid or os.getppid())

@@ -55,14 +55,17 @@ def test_a_slice_asked_for_is_read_back_and_threads_started_later_inherit_it() -
 
 @needs_slices
 def test_the_nice_value_is_kept_and_0_returns_to_the_default() -> None:
-    def ask() -> tuple[int, int | None, int, int | None]:
+    def ask() -> tuple[int, int | None, int, bool]:
+        sched_slice.set_slice(0)
+        kernel_default = sched_slice.slice_us()  # this process may have asked for one before
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 7)  # this thread only
         sched_slice.set_slice(2000)
         asked = (os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), sched_slice.slice_us())
         sched_slice.set_slice(0)
-        return *asked, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), sched_slice.slice_us()
+        back = sched_slice.slice_us() == kernel_default
+        return *asked, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), back
 
-    assert in_thread(ask) == (7, 2000, 7, DEFAULT)
+    assert in_thread(ask) == (7, 2000, 7, True)
 
 
 @needs_slices
@@ -107,9 +110,9 @@ def test_a_refusal_is_logged_once_at_info_and_changes_nothing(monkeypatch, caplo
     libc = RefusingLibc(err)
     monkeypatch.setattr(sched_slice, "_libc", libc)
     with caplog.at_level(logging.INFO, logger=sched_slice.__name__):
-        effective = in_thread(lambda: sched_slice.apply(300, "worker 4"))
+        before, effective = in_thread(lambda: (sched_slice.slice_us(), sched_slice.apply(300, "worker 4")))
     assert libc.calls == 1
-    assert effective == DEFAULT
+    assert effective == before and effective is not None
     lines = [r for r in caplog.records if r.name == sched_slice.__name__]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
     message = lines[0].getMessage()
