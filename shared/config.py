@@ -83,7 +83,7 @@ class Config:
     # The scheduler slice each worker asks for (sched_setattr's sched_runtime, SCHED_OTHER,
     # Linux >= 6.12), in µs: 100..100000, or 0 = the kernel's default. A short slice lets a
     # worker woken by a packet (the cross-worker pipe's destination) preempt a busy task on
-    # its core sooner (docs/benchmarks.md, "The pipe hop": 100 cut the hop's p50 about 4x).
+    # its core sooner (docs/benchmarks.md, "The pipe hop": 100 cut the hop's p50 about 2.5x).
     # Refused by the kernel: logged, the worker runs with the kernel's default.
     worker_slice_us: int = 100
     # How long the supervisor waits for a worker's reply before failing the request (s).
