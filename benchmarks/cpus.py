@@ -59,6 +59,30 @@ def thread_cpu_ns(pids: list[int]) -> dict[tuple[int, int, str], int]:
     return out
 
 
+def main_thread_waits(pids: list[int]) -> list[tuple[int, int]]:
+    """Per process, its main thread's (run-queue wait ns, slices run) so far: fields 2 and 3
+    of /proc/<pid>/schedstat. Over a window, wait / slices is how long the thread waited for
+    the CPU each time it became runnable (a worker's main thread wakes per packet batch):
+    the scheduler's share of a hop's latency. (0, 0) for a process that is gone."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                _, wait, slices = (int(x) for x in f.read().split()[:3])
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            wait = slices = 0
+        out.append((wait, slices))
+    return out
+
+
+def wait_us_per_slice(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[float | None]:
+    """Per process, µs of run-queue wait per slice between two main_thread_waits reads."""
+    return [
+        (w1 - w0) / 1e3 / (n1 - n0) if n1 > n0 else None
+        for (w0, n0), (w1, n1) in zip(before, after, strict=True)
+    ]
+
+
 def cpu_delta(before: dict[tuple[int, int, str], int],
               after: dict[tuple[int, int, str], int]) -> dict[tuple[int, int, str], int]:
     """Per thread, the CPU nanoseconds spent between two `thread_cpu_ns` reads."""

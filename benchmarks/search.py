@@ -44,6 +44,10 @@ class Trial:
     # thread vs ZeroMQ's I/O threads, e.g.; in the JSON, not the table.
     cpu_threads: dict[str, float] = field(default_factory=dict)
     loadavg: float = 0.0  # the machine's 1-minute load average at the trial's end
+    # Per forwarder process (the order of `pids`), its main thread's run-queue wait per
+    # slice over the window, µs (cpus.wait_us_per_slice): how long a wake-up waited for the
+    # CPU; in the JSON, not the table.
+    wait_us_per_slice: list[float | None] = field(default_factory=list)
 
     @property
     def held(self) -> bool:
@@ -83,9 +87,13 @@ async def settle(pids: list[int], limit: float = 3.0, idle_share: float = 0.05) 
 async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: list[int], rate: float) -> Trial:
     await settle(pids)
     marks: dict[str, tuple[float, dict[tuple[int, int, str], int]]] = {}
+    waits: dict[str, list[tuple[int, int]]] = {}
 
     def sample(name: str) -> Callable[[], None]:
-        return lambda: marks.__setitem__(name, (time.monotonic(), cpus.thread_cpu_ns(pids)))
+        def read() -> None:
+            marks[name] = (time.monotonic(), cpus.thread_cpu_ns(pids))
+            waits[name] = cpus.main_thread_waits(pids)
+        return read
 
     in0, sink0 = udp_drops(input_ports), udp_drops(topo.sink_ports)
     report = await run_load(ctx.rtpload, topo, rate, ctx.timing, ctx.tools_cpu, sample("start"), sample("end"))
@@ -121,6 +129,8 @@ async def run_trial(ctx: Context, topo: Topology, input_ports: list[int], pids: 
         report=report,
         cpu_threads=threads,
         loadavg=os.getloadavg()[0],
+        wait_us_per_slice=(cpus.wait_us_per_slice(waits["start"], waits["end"])
+                           if "start" in waits and "end" in waits else []),
     )
 
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
         return 2
-    from tureen.workers import native
+    from tureen.workers import native, sched_slice
 
     if config.fanout == "native":
         try:
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"tureen worker {args.index}: {exc}", file=sys.stderr)
             return 2
+    # Before any thread starts (ZeroMQ's I/O thread, io_uring's): they inherit the slice.
+    sched_slice.apply(config.worker_slice_us, f"worker {args.index}")
     from tureen.workers.worker import run_worker
 
     return run_worker(args.index, args.run_dir, config, parent_pid=args.parent_pid or os.getppid())

@@ -49,7 +49,7 @@ from tureen.shared.errors import (
     duplicate,
     not_found,
 )
-from tureen.workers import stats
+from tureen.workers import sched_slice, stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
 from tureen.workers.router import Consumer, Producer, Router, Stream
@@ -443,6 +443,8 @@ class Worker:
             # Host legs (packets and bytes that crossed between hosts here, both ways).
             "legs": self.legs.totals(),
             "fanout": fwd.core(),
+            # The scheduler slice in effect (µs; worker_slice_us asks for one), None: unknown.
+            "sliceUs": sched_slice.slice_us(),
             "cpuPercent": self._process.cpu_percent(None),
             # For the supervisor's Prometheus endpoint (supervisor/metrics.py): totals since
             # this worker started, never shrinking while it lives.
@@ -475,6 +477,8 @@ class Worker:
             "legs": self.legs.dump(),
             "counters": self.forwarder.counters(),
             "fanout": self.forwarder.dump_fanout(),
+            # What worker_slice_us asked for and what the kernel gives this worker (µs).
+            "sched": {"sliceUs": sched_slice.slice_us(), "askedSliceUs": self.config.worker_slice_us},
         }
 
     def _stats_get(self, cmd: c.StatsGet) -> dict[str, Any]:

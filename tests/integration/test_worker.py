@@ -283,6 +283,26 @@ def test_worker_starts_reports_ready_and_info(spawn: Callable[..., WorkerProcess
     assert (tmp_path / "pipe-0.ipc").exists()
 
 
+def test_worker_slice_us_is_asked_for_at_start_by_every_thread_and_reported(spawn) -> None:
+    assert Config().worker_slice_us == 100  # the default (docs/benchmarks.md, "The pipe hop")
+    from tureen.workers import sched_slice
+
+    default = sched_slice.slice_us()
+    if not default:
+        pytest.skip("sched_getattr reports no slice for normal tasks here (Linux < 6.12)")
+    worker = spawn(0, worker_slice_us=300)
+    plain = spawn(1, worker_slice_us=0)
+    assert worker.ok("worker.info")["sliceUs"] == 300
+    assert worker.ok("worker.dump")["sched"] == {"sliceUs": 300, "askedSliceUs": 300}
+    # Read back from outside, per thread: ZeroMQ's I/O threads started after the call too.
+    tids = [int(t) for t in os.listdir(f"/proc/{worker.proc.pid}/task")]
+    assert len(tids) > 1
+    assert {sched_slice.slice_us(tid) for tid in tids} == {300}
+    # 0 asks nothing: the kernel's own slice.
+    assert plain.ok("worker.info")["sliceUs"] == default
+    assert plain.ok("worker.dump")["sched"] == {"sliceUs": default, "askedSliceUs": 0}
+
+
 def test_producer_packets_reach_both_consumers_rewritten(spawn, udp) -> None:
     s = Session(spawn(0, rtc_min_port=41000, rtc_max_port=41999), udp)
     assert 41000 <= s.dest[1] <= 41999

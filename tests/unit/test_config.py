@@ -127,6 +127,9 @@ def test_environment_booleans_read_the_usual_words() -> None:
         ({"metrics_listen": "example.com:9477"}, "HOST must be an IP address"),
         ({"metrics_listen": "127.0.0.1:70000"}, "metrics_listen must be HOST:PORT"),
         ({"rtc_min_port": 0}, "rtc port range 0-49999 is invalid"),
+        ({"worker_slice_us": 50}, "worker_slice_us must be 0 .* or 100..100000"),
+        ({"worker_slice_us": 100_001}, "worker_slice_us must be 0 .* or 100..100000"),
+        ({"worker_slice_us": -1}, "worker_slice_us must be 0 .* or 100..100000"),
     ],
 )
 def test_values_out_of_range_are_refused_naming_the_field(changes, message) -> None:
