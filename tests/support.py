@@ -194,6 +194,22 @@ def drain(sock: socket.socket, duration: float = 0.5, expect: int | None = None)
     return packets
 
 
+def notify_listener(path: Path) -> socket.socket:
+    """A unix datagram socket bound at `path`: what systemd listens on as NOTIFY_SOCKET."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    return listener
+
+
+def notification(listener: socket.socket, deadline: float) -> str:
+    """The next sd_notify datagram on `listener` before `deadline` (monotonic), as text."""
+    listener.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        return listener.recv(4096).decode()
+    except TimeoutError:
+        raise AssertionError("no notification before the deadline") from None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

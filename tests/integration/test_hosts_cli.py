@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import free_tcp_port, running_server
+from support import free_tcp_port, notification, notify_listener, running_server
 from tureen.shared.curve import generate_keys
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,14 +84,6 @@ def test_hosts_drain_and_undrain_on_a_server_without_a_host_link(tmp_path: Path)
         assert "no host named 'h9'; the hosts are: local" in unknown.stderr
 
 
-def receive(listener: socket.socket, deadline: float) -> str:
-    listener.settimeout(max(0.01, deadline - time.monotonic()))
-    try:
-        return listener.recv(4096).decode()
-    except TimeoutError:
-        raise AssertionError("no notification before the deadline") from None
-
-
 def test_host_notifies_systemd_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
     """`tureen host` under a real unix datagram NOTIFY_SOCKET (systemd/tureen-host.service is
     Type=notify): READY once its workers are up, with a STATUS that says it is registering
@@ -101,8 +92,7 @@ def test_host_notifies_systemd_ready_status_watchdog_and_stopping(tmp_path: Path
     generate_keys(tmp_path, "h1")
     generate_keys(tmp_path, "server")
     notify = tmp_path / "notify"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
+    listener = notify_listener(notify)
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tureen.supervisor.cli", "host", "--connect", f"tcp://127.0.0.1:{free_tcp_port()}",
@@ -112,14 +102,14 @@ def test_host_notifies_systemd_ready_status_watchdog_and_stopping(tmp_path: Path
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while (first := receive(listener, deadline)) == "WATCHDOG=1":
+        while (first := notification(listener, deadline)) == "WATCHDOG=1":
             pass
         assert first.startswith("READY=1\n") and "STATUS=1 workers; registering with the supervisor" in first, first
-        pings = [receive(listener, time.monotonic() + 10) for _ in range(3)]
+        pings = [notification(listener, time.monotonic() + 10) for _ in range(3)]
         assert pings == ["WATCHDOG=1"] * 3
         process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while (message := receive(listener, deadline)) == "WATCHDOG=1":
+        while (message := notification(listener, deadline)) == "WATCHDOG=1":
             pass
         assert message == "STOPPING=1"
         assert process.wait(15) == 0

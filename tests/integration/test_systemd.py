@@ -13,14 +13,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import ServerProcess
+from support import ServerProcess, notification, notify_listener
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "tureen.service"
@@ -172,33 +171,24 @@ def test_sysctl_file_raises_the_socket_buffer_ceilings() -> None:
 # ---------------------------------------------------------------------- sd_notify with a real server
 
 
-def receive(listener: socket.socket, deadline: float) -> str:
-    listener.settimeout(max(0.01, deadline - time.monotonic()))
-    try:
-        return listener.recv(4096).decode()
-    except TimeoutError:
-        raise AssertionError("no notification before the deadline") from None
-
-
 def test_ready_watchdog_and_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notify = tmp_path / "notify"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
+    listener = notify_listener(notify)
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s
     server = ServerProcess(tmp_path, workers=2)
     try:
-        first = receive(listener, time.monotonic() + 30)
+        first = notification(listener, time.monotonic() + 30)
         assert first.startswith("READY=1\n") and "STATUS=2 workers" in first, first
         # At READY the control API answers and every worker is up.
         info = server.info(timeout=5)
         assert info["ready"] and len(info["workers"]) == 2 and all(w["alive"] for w in info["workers"])
         server.worker_pids = [w["pid"] for w in info["workers"]]
-        pings = [receive(listener, time.monotonic() + 10) for _ in range(3)]
+        pings = [notification(listener, time.monotonic() + 10) for _ in range(3)]
         assert pings == ["WATCHDOG=1"] * 3
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while (message := receive(listener, deadline)) == "WATCHDOG=1":
+        while (message := notification(listener, deadline)) == "WATCHDOG=1":
             pass
         assert message == "STOPPING=1"
         assert server.process.wait(15) == 0
