@@ -4,8 +4,9 @@ repaired on the link (docs/internals.md, "The host leg").
 A leg joins the producer's worker (the origin) and ONE worker of another host (the gateway)
 for one producer: whatever the number of consumers on that host, its packets cross once,
 and the gateway's local pipes fan them out there. Each worker has one UDP socket for all its
-legs (`LegHub`), bound on the first leg command to its rtc_ipv4 and a port of its rtc port
-range (so one firewall rule covers the media and the legs). Every datagram is
+legs (`LegHub`), bound at the worker's start (retried at the first leg command if that
+failed) to its rtc_ipv4 and a port of its rtc port range (so one firewall rule covers the
+media and the legs). Every datagram is
 
     bytes 0-3   the leg id (the supervisor's, unique while the leg lives), big-endian
     then        one SRTP packet (origin -> gateway: the producer's RTP, ingest-rewritten:
