@@ -46,7 +46,7 @@ calls back out are `ConsumerRewrite.resync()` for the first packet after a break
 while `stream.waiting` is not empty: a consumer that has started costs nothing more), and
 `on_nack` when a stream's NACK generator finds packets missing.
 
-With the native core, `Forwarder.receive` is the native receive (workers/_native.c,
+With the native core, `Forwarder.receive` is the native receive (workers/_native_rx.c,
 "Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
 SSRC in order, nothing waited for, no pipe, no ICE-TCP consumer; audio levels included) in
 C, on the same objects; every other packet goes to `receive_python` below, unchanged. The
@@ -208,7 +208,7 @@ class Forwarder:
         for name in COUNTERS:
             setattr(self, name, 0)
         # `receive(source, n)`: with the native fan-out core (and `native_rx`), the native
-        # receive (workers/_native.c, Receiver): the common case of `receive_python` in C,
+        # receive (workers/_native_rx.c, Receiver): the common case of `receive_python` in C,
         # anything else handed to `receive_python` untouched; otherwise `receive_python`.
         self.rx: Any = None
         if native_rx and self.batch is not None and self.batch.dump()["core"] == "native":

@@ -100,7 +100,7 @@ def make_fanout(mode: str, uring: bool = True) -> Any | None:
 
 
 def make_receiver(fanout: Any, forwarder: Any, fallback: Any, store_mask: int, drain: int) -> Any:
-    """The native receive of `forwarder` (workers/_native.c, Receiver) around the native
+    """The native receive of `forwarder` (workers/_native_rx.c, Receiver) around the native
     `fanout`: its `receive(source, n)` forwards the common case in C and hands every other
     packet to `fallback(source, n)` (Forwarder.receive_python); its `drain(source, secure,
     fd, handler)` reads up to `drain` datagrams of a socket with one recvmmsg and takes each
