@@ -1,6 +1,7 @@
 """Micro-benchmark: a host leg's CPU per packet and bytes per packet, both ends in one process.
 
     .venv/bin/python scripts/bench_leg.py [--per-drain 1,8,32] [--packets 50000] [--reps 3] [--cpu 0]
+                                          [--modes batched,per-datagram]
 
 Moves 1200-byte RTP packets from an origin's LegOut to a gateway's LegHub (the real classes
 of workers/transport/host_leg.py over real UDP sockets on 127.0.0.1): `per-drain` packets
@@ -9,6 +10,11 @@ as its own datagram) and the gateway's `_drain` (receive, check the address, unp
 to the forwarder). Prints the process CPU time per packet of each end and of both, best of
 --reps, beside the local pipe (scripts/bench_pipe.py's `unix` run, the same packets between
 two workers of one host), and the bytes each adds per packet on the wire.
+
+Modes: `batched` is what a worker runs on Linux (one sendmmsg per flush, one recvmmsg per
+drain), `per-datagram` the hub without them (LegHub(batched=False): one sendto per packet,
+one recvmsg per datagram, the code before issue 17's round three). The reps of the modes
+alternate, so load changes hit both alike.
 
 The gateway's forwarder here does nothing with a packet (its second demux, the same as for
 any piped packet, comes on top; `make bench` has whole workers). One thread does both ends,
@@ -60,12 +66,16 @@ class Producer:
     ssrc_table: dict = {}
 
 
-async def leg_run(per_drain: int, packets: int) -> tuple[float, float]:
+MODES = ("batched", "per-datagram")
+
+
+async def leg_run(per_drain: int, packets: int, mode: str = "batched") -> tuple[float, float]:
     """(origin, gateway) process CPU µs per packet over one leg."""
     origin_fwd, gateway_fwd = Sink(), Sink()
     key = os.urandom(28)
-    origin = LegHub(origin_fwd, "127.0.0.1", None, 40000, 49999, 1)  # type: ignore[arg-type]
-    gateway = LegHub(gateway_fwd, "127.0.0.1", None, 40000, 49999, 2)  # type: ignore[arg-type]
+    batched = mode == "batched"
+    origin = LegHub(origin_fwd, "127.0.0.1", None, 40000, 49999, 1, batched)  # type: ignore[arg-type]
+    gateway = LegHub(gateway_fwd, "127.0.0.1", None, 40000, 49999, 2, batched)  # type: ignore[arg-type]
     try:
         out: LegOut = origin.open_out(LEG, Producer(), key, gateway.address())  # type: ignore[arg-type]
         gateway.open_in(LEG, Producer(), key, origin.address())  # type: ignore[arg-type]
@@ -87,6 +97,7 @@ async def leg_run(per_drain: int, packets: int) -> tuple[float, float]:
             taken += end - mid
         total = drains * per_drain
         assert gateway_fwd.got == total, (gateway_fwd.got, total, out.dropped, gateway.dump())
+        assert (origin.dump()["batch"] is not None) == batched, origin.dump()
     finally:
         origin.close()
         gateway.close()
@@ -99,20 +110,29 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=50_000, help="packets per measurement")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to this CPU")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: {args.modes!r}: give one or more of {', '.join(MODES)}, comma-separated")
     packets = min(args.packets, MAX_PACKETS)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"bytes per {SIZE}-byte packet on the wire: leg +{OVERHEAD} (leg id {HEADER}, GCM tag "
           f"{OVERHEAD - HEADER}) in its own datagram; pipe +2 (length) and +4 per datagram (producer id)")
-    print(f"{'per drain':>9} | {'origin µs':>9} {'gateway µs':>10} {'leg µs/pkt':>10} | {'pipe µs/pkt':>11} leg/pipe")
+    print(f"{'per drain':>9} {'mode':>12} | {'origin µs':>9} {'gateway µs':>10} {'leg µs/pkt':>10} | {'pipe µs/pkt':>11} leg/pipe")
     for per_drain in (int(x) for x in args.per_drain.split(",")):
-        asyncio.run(leg_run(per_drain, packets // 10))  # warm-up
-        legs = [asyncio.run(leg_run(per_drain, packets)) for _ in range(args.reps)]
-        o, g = min(legs, key=sum)
+        for mode in modes:
+            asyncio.run(leg_run(per_drain, packets // 10, mode))  # warm-up
+        legs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+        for _ in range(args.reps):  # the modes alternate: a load change hits both
+            for mode in modes:
+                legs[mode].append(asyncio.run(leg_run(per_drain, packets, mode)))
         pipe = min(unix_run(per_drain, packets) for _ in range(args.reps))
-        print(f"{per_drain:>9} | {o:>9.2f} {g:>10.2f} {o + g:>10.2f} | {pipe:>11.2f} {(o + g) / pipe:>8.2f}", flush=True)
+        for mode in modes:
+            o, g = min(legs[mode], key=sum)
+            print(f"{per_drain:>9} {mode:>12} | {o:>9.2f} {g:>10.2f} {o + g:>10.2f} | {pipe:>11.2f} {(o + g) / pipe:>8.2f}", flush=True)
     return 0
 
 
