@@ -13,8 +13,9 @@ media and the legs). Every datagram is
                 exactly what a local pipe carries) or one SRTCP packet (gateway -> origin:
                 a generic NACK)
 
-One RTP packet per datagram, never a batch: between machines a datagram over the path MTU
-is fragmented, and one lost fragment loses the whole batch. The key is the leg's own
+One RTP packet per datagram, never several in one (the system calls batch, the datagrams
+not): between machines a datagram over the path MTU is fragmented, and one lost fragment
+loses all it holds. The key is the leg's own
 (AEAD_AES_128_GCM master key and salt, made by the supervisor with os.urandom and handed to
 both ends over the CURVE-encrypted host link); both directions use it (RTP flows one way,
 SRTCP the other: libsrtp derives separate keys for the two).
@@ -32,7 +33,9 @@ drops a copy that arrives twice). So a loss between hosts is repaired once, on t
 
 The origin end is a pipe batch to the forwarder (forward.py appends each packet of the
 drain to `out` and flushes after the drain): `LegOut.flush` sends the drain's packets one
-datagram each. What a pipe's 4-byte discontinuity mark does cannot ride a datagram that may
+datagram each, with one sendmmsg on Linux (`LegSlots`: each slot a datagram, protected in
+place); the gateway reads its socket with one recvmmsg per drain (sendbatch.RecvBatch, the
+sources kept) and checks each datagram as one read alone would be. What a pipe's 4-byte discontinuity mark does cannot ride a datagram that may
 be lost: the supervisor sends `producer.interrupt` to the gateway over the host link.
 """
 
