@@ -423,6 +423,14 @@ class RecvBatch:
         flags, n = _unpack_flags_len(self.raw, i * MSG_SIZE + _FLAGS_OFF)
         return -1 if flags & _MSG_TRUNC else n
 
+    def lengths(self, k: int) -> list[int]:
+        """`length(i)` of datagrams 0..k-1, in one go."""
+        raw = self.raw
+        return [
+            -1 if flags & _MSG_TRUNC else n
+            for flags, n in (_unpack_flags_len(raw, i * MSG_SIZE + _FLAGS_OFF) for i in range(k))
+        ]
+
 
 def recv_available() -> bool:
     return _recvmmsg is not None
