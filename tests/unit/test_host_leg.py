@@ -21,7 +21,7 @@ from tureen.shared import contract as c
 from tureen.shared.errors import ProtocolError
 from tureen.workers.rtp import rtcp
 from tureen.workers.sendbatch import _sendmmsg
-from tureen.workers.transport.host_leg import HEADER, OVERHEAD, PROFILE, SLOT, LegSlots
+from tureen.workers.transport.host_leg import HEADER, OVERHEAD, PROFILE, SLOT, LegOut, LegSlots
 from tureen.workers.transport.srtp import SrtpContext
 
 pytestmark = pytest.mark.timeout(30)
@@ -337,6 +337,24 @@ async def test_a_drain_crosses_with_one_sendmmsg_and_one_recvmmsg_complete_and_i
     got = await drain(pair.receiver, 12)
     assert media(got) == list(range(200, 212))
     assert all(d[-298:] == bytes([struct.unpack_from("!H", d, 2)[0] & 0xFF]) * 298 for d in got)
+
+
+async def test_a_flush_longer_than_the_slots_goes_in_order_with_a_call_per_64(pair: Pair) -> None:
+    """150 packets queued on the origin's leg (as forward.py queues a drain's) go out in
+    three sendmmsg calls (64, 64, 22), and arrive complete and in order."""
+    await pair.build()
+    hub = pair.origin.worker.legs
+    leg = hub.legs[LEG]
+    assert isinstance(leg, LegOut)
+    calls = batch(pair, pair.origin)["sendmmsgCalls"]
+    for seq in range(1000, 1150):
+        packet = rtp(seq)
+        leg.out += len(packet).to_bytes(2, "big") + bytes([packet[0], 0x80 | 101]) + packet[2:]  # PT 101: ingest's
+        leg.count += 1
+    leg.flush(pair.origin.worker.forwarder)
+    assert batch(pair, pair.origin)["sendmmsgCalls"] == calls + 3
+    assert (leg.packets, leg.dropped, leg.count, bytes(leg.out)) == (150, 0, 0, LEG.to_bytes(HEADER, "big"))
+    assert media(await drain(pair.receiver, 150)) == list(range(1000, 1150))
 
 
 async def test_a_bad_datagram_in_a_batch_is_refused_and_counted_and_the_others_pass(pair: Pair) -> None:
