@@ -36,6 +36,10 @@ at the flush.
 
 Where sendmmsg is not available (not Linux, no libc) `available()` is False and the
 forwarder keeps forward.fanout's send per copy.
+
+Also here, for the same libc calls elsewhere: `RecvBatch` (recvmmsg: the connected
+sockets' drains, and with `names=True` the host legs' unconnected socket, sources kept) and
+`SendSlots` (sendmmsg of whole datagrams to one address: a host leg's flush).
 """
 
 from __future__ import annotations
