@@ -36,12 +36,17 @@ at the flush.
 
 Where sendmmsg is not available (not Linux, no libc) `available()` is False and the
 forwarder keeps forward.fanout's send per copy.
+
+Also here, for the same libc calls elsewhere: `RecvBatch` (recvmmsg: the connected
+sockets' drains, and with `names=True` the host legs' unconnected socket, sources kept) and
+`SendSlots` (sendmmsg of whole datagrams to one address: a host leg's flush).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import socket
 import struct
 import sys
 from typing import TYPE_CHECKING
@@ -350,6 +355,7 @@ _pack_out = struct.Struct("!HII").pack_into
 # -- batched receive ------------------------------------------------------------------------
 
 RECV_SLOT = 4096  # larger than any RTP datagram a transport takes (bigger: MSG_TRUNC, counted)
+NAME_SLOT = 32  # a source address: sockaddr_in (16 bytes) or sockaddr_in6 (28)
 _MSG_DONTWAIT = 0x40
 _MSG_TRUNC = 0x20
 _AGAIN = (_errno.EAGAIN, _errno.EWOULDBLOCK)
@@ -377,24 +383,35 @@ class RecvBatch:
     """recvmmsg for the connected sockets' drains: one syscall reads up to `count` datagrams
     into preallocated slots (no EAGAIN exception per drain, no syscall per packet); the
     reader copies each into the forwarder's buffer before handing it over (`receive`'s
-    contract: the packet is in Forwarder.buf). One per worker: drains never overlap."""
+    contract: the packet is in Forwarder.buf). One per worker: drains never overlap.
 
-    def __init__(self, count: int) -> None:
+    `slot`: bytes per datagram (a longer one is truncated: `length` says -1). `names`: keep
+    each datagram's source address (the raw sockaddr at `names[i * NAME_SLOT]`), for an
+    unconnected socket (the host legs' hub). The kernel writes back the length of the
+    address it stored, which a socket's family fixes: one socket family per RecvBatch."""
+
+    def __init__(self, count: int, slot: int = RECV_SLOT, names: bool = False) -> None:
         if _recvmmsg is None:
             raise OSError("recvmmsg is not available")
         self.count = count
-        self.slots = bytearray(RECV_SLOT * count)
+        self.slot = slot
+        self.slots = bytearray(slot * count)
         self.view = memoryview(self.slots)
         slots_addr = _address(self.slots)
         self.iovs = (_Iovec * count)()
         self.raw = bytearray(MSG_SIZE * count)
         self.msgs = (_Mmsghdr * count).from_buffer(self.raw)
+        self.names = bytearray(NAME_SLOT * count) if names else None
+        names_addr = _address(self.names) if self.names is not None else 0
         for i in range(count):
-            self.iovs[i].iov_base = slots_addr + RECV_SLOT * i
-            self.iovs[i].iov_len = RECV_SLOT
+            self.iovs[i].iov_base = slots_addr + slot * i
+            self.iovs[i].iov_len = slot
             m = self.msgs[i].msg_hdr
             m.msg_iov = ctypes.addressof(self.iovs) + IOV_SIZE * i
             m.msg_iovlen = 1
+            if names_addr:
+                m.msg_name = names_addr + NAME_SLOT * i
+                m.msg_namelen = NAME_SLOT
         self.msgs_addr = ctypes.addressof(self.msgs)
 
     def recv(self, fd: int) -> int:
@@ -410,6 +427,111 @@ class RecvBatch:
         flags, n = _unpack_flags_len(self.raw, i * MSG_SIZE + _FLAGS_OFF)
         return -1 if flags & _MSG_TRUNC else n
 
+    def lengths(self, k: int) -> list[int]:
+        """`length(i)` of datagrams 0..k-1, in one go."""
+        raw = self.raw
+        return [
+            -1 if flags & _MSG_TRUNC else n
+            for flags, n in (_unpack_flags_len(raw, i * MSG_SIZE + _FLAGS_OFF) for i in range(k))
+        ]
+
 
 def recv_available() -> bool:
     return _recvmmsg is not None
+
+
+# -- datagrams to one address -----------------------------------------------------------------
+
+
+def sockaddr(family: int, addr: tuple[str, int]) -> bytes:
+    """The sockaddr_in / sockaddr_in6 of (ip, port) as the kernel reads and writes it
+    (msg_name): what a SendSlots sends to, and what RecvBatch(names=True) stores per datagram.
+    OSError (socket.inet_pton's) for an address that is not of `family`."""
+    ip, port = addr[0], addr[1]
+    head = struct.pack("=H", family) + port.to_bytes(2, "big")
+    if family == socket.AF_INET:
+        return head + socket.inet_pton(family, ip) + bytes(8)
+    return head + bytes(4) + socket.inet_pton(family, ip) + bytes(4)  # flowinfo, scope id 0
+
+
+_pack_len = struct.Struct("@N").pack_into
+
+
+class SendSlots:
+    """sendmmsg of datagrams that all go to one address (the host legs' origin: a drain's
+    packets of one leg, each its own datagram; docs/internals.md, "The host leg"). The
+    caller writes datagram i into slot i (`slots[i * slot:]`), sets its length with
+    `set_length(i, n)`, then `send(fd, name, k)` sends slots 0..k-1, in order, with one
+    sendmmsg. No per-datagram syscall or object; one per worker (a send never overlaps
+    another: the loop is single-threaded).
+
+    Errors as SendBatch's: when sendmmsg fails on its first message, that datagram is lost
+    (EAGAIN/ENOBUFS: the socket is full, never waited for; EHOSTUNREACH...) and the rest
+    are tried again; `send` returns the indices lost."""
+
+    def __init__(self, count: int, slot: int, family: int = socket.AF_INET, sendmmsg=None) -> None:
+        self._sendmmsg = sendmmsg or _sendmmsg
+        if self._sendmmsg is None:
+            raise OSError("sendmmsg is not available")
+        self.count = count
+        self.slot = slot
+        self.namelen = 16 if family == socket.AF_INET else 28
+        self.slots = bytearray(slot * count)
+        self.view = memoryview(self.slots)
+        slots_addr = _address(self.slots)
+        # The address every message of a send goes to (the last `send`'s, kept while the
+        # next is the same).
+        self.name = bytearray(NAME_SLOT)
+        self._to = b""
+        name_addr = _address(self.name)
+        # One iovec per message, its length written per datagram (`set_length`).
+        self.iovs = bytearray(IOV_SIZE * count)
+        iovs = (_Iovec * count).from_buffer(self.iovs)
+        self._iovs_view = iovs  # keeps the export (see _address)
+        iovs_addr = ctypes.addressof(iovs)
+        self.msgs = (_Mmsghdr * count)()
+        for i in range(count):
+            iovs[i].iov_base = slots_addr + slot * i
+            m = self.msgs[i].msg_hdr
+            m.msg_name = name_addr
+            m.msg_namelen = self.namelen
+            m.msg_iov = iovs_addr + IOV_SIZE * i
+            m.msg_iovlen = 1
+        self.msgs_addr = ctypes.addressof(self.msgs)
+        self.calls = 0  # sendmmsg calls made (a dump's: how well the sends batch)
+
+    def set_length(self, i: int, n: int) -> None:
+        _pack_len(self.iovs, IOV_SIZE * i + 8, n)
+
+    def length(self, i: int) -> int:
+        """Slot i's datagram length, as set."""
+        return _unpack_len(self.iovs, IOV_SIZE * i + 8)[0]
+
+    def send(self, fd: int, name: bytes, k: int) -> list[int]:
+        """Send slots 0..k-1 to `name` (a `sockaddr()` of this family; ValueError for
+        another length); returns the indices of those that could not be sent."""
+        if name != self._to:
+            if len(name) != self.namelen:
+                raise ValueError(f"a {self.namelen}-byte address (sockaddr()), not {len(name)} bytes")
+            self.name[: self.namelen] = name
+            self._to = name
+        sendmmsg = self._sendmmsg
+        base = self.msgs_addr
+        lost = _NONE_LOST
+        done = 0
+        while done < k:
+            self.calls += 1
+            r = sendmmsg(fd, base + done * MSG_SIZE, k - done, 0)
+            if r > 0:
+                done += r
+            elif r < 0 and ctypes.get_errno() in _RETRY:
+                continue
+            else:  # the message at `done` failed: lost, the rest tried again
+                if lost is _NONE_LOST:
+                    lost = []
+                lost.append(done)
+                done += 1
+        return lost
+
+
+_NONE_LOST: list[int] = []  # send()'s answer when all went (never appended to)

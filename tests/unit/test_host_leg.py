@@ -6,6 +6,8 @@ refusals and repair) a stranger or a fake far end that speaks the leg's framing 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import os
 import socket
 import struct
@@ -18,7 +20,8 @@ from fuzz.in_process import InProcessWorker
 from tureen.shared import contract as c
 from tureen.shared.errors import ProtocolError
 from tureen.workers.rtp import rtcp
-from tureen.workers.transport.host_leg import HEADER, OVERHEAD, PROFILE
+from tureen.workers.sendbatch import _sendmmsg
+from tureen.workers.transport.host_leg import HEADER, OVERHEAD, PROFILE, SLOT, LegOut, LegSlots
 from tureen.workers.transport.srtp import SrtpContext
 
 pytestmark = pytest.mark.timeout(30)
@@ -65,11 +68,13 @@ class Pair:
     """Origin (worker 0: producer 20 on plain transport 1) and gateway (worker 1: its piped
     copy, consumer 30 on plain transport 11), joined by leg LEG."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, batched: bool = True) -> None:
         loop = asyncio.get_running_loop()
         self.key = key
         self.origin = InProcessWorker(loop, 0)
         self.gateway = InProcessWorker(loop, 1)
+        for w in (self.origin, self.gateway):  # the hubs bind at the first leg command
+            w.worker.legs._batched = batched
         self.sender = udp()
         self.receiver = udp()
 
@@ -121,12 +126,21 @@ async def pair() -> AsyncIterator[Pair]:
     p.close()
 
 
+@pytest.fixture(params=["batched", "per-datagram"])
+async def either(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    """A pair with the hubs' sendmmsg/recvmmsg (Linux, what workers run) or without them."""
+    p = Pair(os.urandom(c.LEG_KEY_BYTES).hex(), batched=request.param == "batched")
+    yield p
+    p.close()
+
+
 def media(data: list[bytes]) -> list[int]:
     """Sequence numbers of the RTP packets among `data` (RTCP left out)."""
     return [struct.unpack_from("!H", d, 2)[0] for d in data if len(d) >= 12 and not 192 <= d[1] <= 223]
 
 
-async def test_a_producer_crosses_the_leg_to_the_consumer_on_the_gateway(pair: Pair) -> None:
+async def test_a_producer_crosses_the_leg_to_the_consumer_on_the_gateway(either: Pair) -> None:
+    pair = either
     await pair.build()
     for seq in range(100, 110):
         pair.send(rtp(seq))
@@ -150,7 +164,8 @@ async def test_a_producer_crosses_the_leg_to_the_consumer_on_the_gateway(pair: P
     assert (sent["packetsOut"], sent["octetsOut"]) == (10, origin_leg["octets"]) == (taken["packetsIn"], taken["octetsIn"])
 
 
-async def test_refusals_are_counted_and_touch_nothing(pair: Pair) -> None:
+async def test_refusals_are_counted_and_touch_nothing(either: Pair) -> None:
+    pair = either
     await pair.build(send=False)
     gateway = (pair.gateway_leg["ip"], pair.gateway_leg["port"])
     # The origin's leg socket is the only address the gateway takes leg LEG from; the test
@@ -278,3 +293,141 @@ async def test_a_wildcard_bind_needs_an_announced_address_for_legs(tmp_path: Any
                 assert worker._leg_address(c.LegAddress())["ip"] == want
         finally:
             worker.legs.close()
+
+
+# -- batches: a drain's packets with one sendmmsg at the origin, one recvmmsg at the gateway
+
+
+def hold_gateway(pair: Pair) -> Any:
+    """Stop the gateway's reader (datagrams wait in its socket) and return its hub: the
+    test then drains it once, so what the origin sent arrives as one batch."""
+    hub = pair.gateway.worker.legs
+    assert hub.sock is not None and hub._loop is not None
+    hub._loop.remove_reader(hub.sock.fileno())
+    return hub
+
+
+async def until(check: Any, timeout: float = 3.0) -> None:
+    """Until check() is true (bounded: the caller asserts what it needs after)."""
+    end = time.monotonic() + timeout
+    while not check() and time.monotonic() < end:
+        await asyncio.sleep(0.01)
+
+
+def batch(pair: Pair, which: InProcessWorker) -> dict[str, Any]:
+    return pair.dump(which)["legs"]["batch"]
+
+
+async def test_a_drain_crosses_with_one_sendmmsg_and_one_recvmmsg_complete_and_in_order(pair: Pair) -> None:
+    await pair.build()
+    hub = hold_gateway(pair)
+    before = batch(pair, pair.origin)["sendmmsgCalls"], batch(pair, pair.gateway)["recvmmsgCalls"]
+    for seq in range(200, 212):  # no await between: the origin takes them in one drain
+        pair.send(rtp(seq, b"\x10\x00" + bytes([seq & 0xFF]) * 298))  # a VP8 key frame's start
+    origin_leg = lambda: pair.dump(pair.origin)["legs"]["legs"][0]  # noqa: E731
+    await until(lambda: origin_leg()["packets"] == 12)
+    assert origin_leg()["packets"] == 12 and origin_leg()["dropped"] == 0
+    assert batch(pair, pair.origin)["sendmmsgCalls"] == before[0] + 1  # one flush, one call
+    await asyncio.sleep(0.05)  # loopback: all there by now
+    hub._drain()
+    assert batch(pair, pair.gateway)["recvmmsgCalls"] == before[1] + 1
+    gateway_leg = pair.dump(pair.gateway)["legs"]["legs"][0]
+    assert gateway_leg["packets"] == 12
+    assert gateway_leg["octets"] == origin_leg()["octets"] == 12 * (12 + 300 + OVERHEAD)
+    got = await drain(pair.receiver, 12)
+    assert media(got) == list(range(200, 212))
+    assert all(d[-298:] == bytes([struct.unpack_from("!H", d, 2)[0] & 0xFF]) * 298 for d in got)
+
+
+async def test_a_flush_longer_than_the_slots_goes_in_order_with_a_call_per_64(pair: Pair) -> None:
+    """150 packets queued on the origin's leg (as forward.py queues a drain's) go out in
+    three sendmmsg calls (64, 64, 22), and arrive complete and in order."""
+    await pair.build()
+    hub = pair.origin.worker.legs
+    leg = hub.legs[LEG]
+    assert isinstance(leg, LegOut)
+    calls = batch(pair, pair.origin)["sendmmsgCalls"]
+    for seq in range(1000, 1150):
+        packet = rtp(seq)
+        leg.out += len(packet).to_bytes(2, "big") + bytes([packet[0], 0x80 | 101]) + packet[2:]  # PT 101: ingest's
+        leg.count += 1
+    leg.flush(pair.origin.worker.forwarder)
+    assert batch(pair, pair.origin)["sendmmsgCalls"] == calls + 3
+    assert (leg.packets, leg.dropped, leg.count, bytes(leg.out)) == (150, 0, 0, LEG.to_bytes(HEADER, "big"))
+    assert media(await drain(pair.receiver, 150)) == list(range(1000, 1150))
+
+
+async def test_a_bad_datagram_in_a_batch_is_refused_and_counted_and_the_others_pass(pair: Pair) -> None:
+    await pair.build(send=False)
+    hub = hold_gateway(pair)
+    gateway = (pair.gateway_leg["ip"], pair.gateway_leg["port"])
+    key = bytes.fromhex(pair.key)
+    good = SrtpContext(PROFILE, key, key)
+    wrong = SrtpContext(PROFILE, os.urandom(c.LEG_KEY_BYTES), os.urandom(c.LEG_KEY_BYTES))
+    header = LEG.to_bytes(HEADER, "big")
+    origin_sock = pair.origin.worker.legs.sock
+    assert origin_sock is not None
+    stranger = udp()
+    origin_sock.sendto(header + good.protect_rtp(rtp(1)), gateway)
+    origin_sock.sendto(header + good.protect_rtp(rtp(2)), gateway)
+    origin_sock.sendto(header + wrong.protect_rtp(rtp(3)), gateway)  # wrong key
+    stranger.sendto(header + good.protect_rtp(rtp(4)), gateway)  # right key, wrong address
+    origin_sock.sendto(header + good.protect_rtp(rtp(5)), gateway)
+    origin_sock.sendto(header + bytes(SLOT + 100), gateway)  # longer than a slot: truncated
+    origin_sock.sendto((LEG + 1).to_bytes(HEADER, "big") + good.protect_rtp(rtp(6)), gateway)  # unknown leg
+    origin_sock.sendto(header[:3], gateway)  # too short
+    origin_sock.sendto(header + good.protect_rtp(rtp(7)), gateway)
+    origin_sock.sendto(header + good.protect_rtp(rtp(2)), gateway)  # a replay
+    origin_sock.sendto(header + good.protect_rtp(rtp(8)), gateway)
+    await asyncio.sleep(0.05)  # loopback: all there by now
+    calls = batch(pair, pair.gateway)["recvmmsgCalls"]
+    hub._drain()
+    assert batch(pair, pair.gateway)["recvmmsgCalls"] == calls + 1  # the 11 in one call
+    legs = pair.dump(pair.gateway)["legs"]
+    assert (legs["strangers"], legs["badDatagrams"], legs["unknownLeg"], legs["srtpFailed"]) == (1, 2, 1, 2)
+    assert legs["legs"][0]["packets"] == 5
+    assert media(await drain(pair.receiver, 5)) == [1, 2, 5, 7, 8]
+    stranger.close()
+
+
+class FullOnce:
+    """libc's sendmmsg on the real socket, except that call `at` fails its first message
+    with EAGAIN (a full socket buffer: loopback never fills one, so the test says it) and
+    call `at - 1` sends at most `first` messages."""
+
+    def __init__(self, at: int, first: int) -> None:
+        self.at = at
+        self.first = first
+        self.calls = 0
+
+    def __call__(self, fd: int, addr: int, vlen: int, flags: int) -> int:
+        self.calls += 1
+        if self.calls == self.at:
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        if self.calls == self.at - 1:
+            vlen = min(vlen, self.first)
+        assert _sendmmsg is not None
+        return _sendmmsg(fd, addr, vlen, flags)
+
+
+async def test_eagain_at_the_origin_drops_that_packet_counts_it_and_the_gateway_repairs_it(pair: Pair) -> None:
+    await pair.build(send=False)
+    fake = FullOnce(at=2, first=3)
+    pair.origin.worker.legs._slots = LegSlots(sendmmsg=fake)  # the leg opened next uses it
+    await pair.o(c.LegSend(legId=LEG, producerId=20, key=pair.key,
+                           ip=pair.gateway_leg["ip"], port=pair.gateway_leg["port"]))  # fmt: skip
+    for seq in range(300, 308):  # one drain: 3 sent, the 4th refused (EAGAIN), 4 more sent
+        pair.send(rtp(seq))
+    origin_leg = lambda: next(x for x in pair.dump(pair.origin)["legs"]["legs"] if x["legId"] == LEG)  # noqa: E731
+    await until(lambda: origin_leg()["dropped"] == 1)
+    assert fake.calls == 3  # 3 sent, 1 lost, the rest: no call per packet after the error
+    # The gateway saw 303 missing and NACKed it; the origin resent it from its store (one
+    # sendto: a resend is not a drain's batch).
+    got = media(await drain(pair.receiver, 8))
+    assert got[:7] == [300, 301, 302, 304, 305, 306, 307] and sorted(got) == list(range(300, 308))
+    await until(lambda: origin_leg()["resent"] == 1)
+    leg = origin_leg()
+    assert (leg["dropped"], leg["resent"], leg["packets"]) == (1, 1, 8)  # 7 of the batch, 1 resent
+    assert leg["octets"] == 8 * (len(rtp(0)) + OVERHEAD)  # what went: the lost one not counted
+    assert fake.calls == 3

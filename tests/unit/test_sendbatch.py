@@ -523,6 +523,33 @@ def test_recv_batch_reads_a_drain_in_one_call_and_flags_truncation():
         tx.close()
 
 
+def test_recv_batch_keeps_each_source_and_send_slots_send_to_one_address():
+    """RecvBatch(names=True) stores each datagram's sockaddr as sockaddr() builds it; a
+    SendSlots sends its slots in order, one datagram each, to one address, in one call."""
+    rb = sendbatch.RecvBatch(8, slot=256, names=True)
+    rx, a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    try:
+        for s in (rx, a, b):
+            s.bind(("127.0.0.1", 0))
+        slots = sendbatch.SendSlots(4, 256)
+        for i, size in enumerate((12, 200, 1)):
+            slots.slots[i * 256 : i * 256 + size] = bytes([i + 1]) * size
+            slots.set_length(i, size)
+        assert slots.send(a.fileno(), sendbatch.sockaddr(socket.AF_INET, rx.getsockname()), 3) == []
+        assert slots.calls == 1
+        b.sendto(b"from b", rx.getsockname())
+        assert rb.recv(rx.fileno()) == 4
+        assert [bytes(rb.view[i * 256 : i * 256 + rb.length(i)]) for i in range(4)] == [
+            b"\x01" * 12, b"\x02" * 200, b"\x03", b"from b"]  # fmt: skip
+        names = [bytes(rb.names[i * sendbatch.NAME_SLOT :][:16]) for i in range(4)]
+        assert names == [sendbatch.sockaddr(socket.AF_INET, s.getsockname()) for s in (a, a, a, b)]
+        with pytest.raises(ValueError, match="16-byte address"):
+            slots.send(a.fileno(), b"short", 1)
+    finally:
+        for s in (rx, a, b):
+            s.close()
+
+
 def _random_session(core: str, seed: int) -> dict[int, list[bytes]]:
     """One random session through `core`: 24 consumers (plain, SRTP with fixed keys, and
     per-copy ones), packets of random sizes in drains of random length, breaks and resyncs,

@@ -13,8 +13,9 @@ media and the legs). Every datagram is
                 exactly what a local pipe carries) or one SRTCP packet (gateway -> origin:
                 a generic NACK)
 
-One RTP packet per datagram, never a batch: between machines a datagram over the path MTU
-is fragmented, and one lost fragment loses the whole batch. The key is the leg's own
+One RTP packet per datagram, never several in one (the system calls batch, the datagrams
+not): between machines a datagram over the path MTU is fragmented, and one lost fragment
+loses all it holds. The key is the leg's own
 (AEAD_AES_128_GCM master key and salt, made by the supervisor with os.urandom and handed to
 both ends over the CURVE-encrypted host link); both directions use it (RTP flows one way,
 SRTCP the other: libsrtp derives separate keys for the two).
@@ -32,7 +33,9 @@ drops a copy that arrives twice). So a loss between hosts is repaired once, on t
 
 The origin end is a pipe batch to the forwarder (forward.py appends each packet of the
 drain to `out` and flushes after the drain): `LegOut.flush` sends the drain's packets one
-datagram each. What a pipe's 4-byte discontinuity mark does cannot ride a datagram that may
+datagram each, with one sendmmsg on Linux (`LegSlots`: each slot a datagram, protected in
+place); the gateway reads its socket with one recvmmsg per drain (sendbatch.RecvBatch, the
+sources kept) and checks each datagram as one read alone would be. What a pipe's 4-byte discontinuity mark does cannot ride a datagram that may
 be lost: the supervisor sends `producer.interrupt` to the gateway over the host link.
 """
 
@@ -46,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from tureen.workers.rtp import rtcp
 from tureen.workers.rtp.retransmit import stored
+from tureen.workers.sendbatch import NAME_SLOT, RecvBatch, SendSlots, recv_available, sockaddr
+from tureen.workers.sendbatch import available as sendmmsg_available
 from tureen.workers.transport.srtp import (
     AEAD_AES_128_GCM,
     MAX_PACKET_SIZE,
@@ -66,6 +71,9 @@ TRAILER = 16  # the GCM tag SRTP appends
 # Bytes a packet gains on the leg: the header and the tag (SRTCP adds its index too).
 OVERHEAD = HEADER + TRAILER
 DRAIN = 64  # datagrams per wake-up before the reader yields to the loop
+# One datagram's room in the batches: the largest a gateway takes is HEADER + MAX_PACKET_SIZE
+# (a longer one is refused either way: truncated to this, it is counted in badDatagrams).
+SLOT = 1536
 _RECORD = 2  # the pipe batch's length prefix of each packet (pipe.py)
 _unpack_id = struct.Struct("!I").unpack_from
 
@@ -73,12 +81,20 @@ _unpack_id = struct.Struct("!I").unpack_from
 class _End:
     """What both ends of a leg have: the id, the producer, the far end and the SRTP session."""
 
-    __slots__ = ("leg_id", "producer", "addr", "srtp", "packets", "octets")
+    __slots__ = ("leg_id", "producer", "addr", "name", "source", "srtp", "packets", "octets")
 
     def __init__(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
         self.leg_id = leg_id
         self.producer = producer
         self.addr = addr
+        # The far end as the kernel writes it (sockaddr_in): what the batched send sends to
+        # and the batched receive compares the source with. None if `addr` is not IPv4 (the
+        # contract's legs are): then the per-datagram calls, which take any address.
+        try:
+            self.name: bytes | None = sockaddr(socket.AF_INET, addr)
+        except (OSError, ValueError):
+            self.name = None
+        self.source = self.name[2:8] if self.name is not None else None  # port, address
         self.srtp = SrtpContext(PROFILE, key, key)
         self.packets = 0  # RTP packets sent (origin) or taken (gateway)
         self.octets = 0  # their bytes on the wire, header and tag included
@@ -93,15 +109,36 @@ class _End:
         }
 
 
+class LegSlots(SendSlots):
+    """The hub's send slots (one sendmmsg per flush of a leg; sendbatch.SendSlots): each
+    slot a datagram, the leg id then the packet, with a cffi pointer to the packet for
+    SRTP's in-place protect."""
+
+    def __init__(self, count: int = DRAIN, sendmmsg=None) -> None:
+        super().__init__(count, SLOT, socket.AF_INET, sendmmsg)
+        base = buffer_pointer(self.slots)  # keeps the slots exported: never resized
+        self.ptrs = [base + SLOT * i + HEADER for i in range(count)]  # each packet, after the leg id
+
+
 class LegOut(_End):
     """The origin's end: a pipe batch to the forwarder (`out` starts with the 4-byte header,
-    records are appended inline, `flush` after the drain), one datagram per packet."""
+    records are appended inline, `flush` after the drain), one datagram per packet, the
+    drain's datagrams with one sendmmsg (`slots`: the hub's SendSlots) where there is one."""
 
-    __slots__ = ("sock", "header", "out", "count", "_dgram", "_at", "dropped", "nacks", "resent", "missed")
+    __slots__ = ("sock", "slots", "header", "out", "count", "_dgram", "_at", "dropped", "nacks", "resent", "missed")
 
-    def __init__(self, sock: socket.socket, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        leg_id: int,
+        producer: Producer,
+        key: bytes,
+        addr: tuple[str, int],
+        slots: LegSlots | None = None,
+    ) -> None:
         super().__init__(leg_id, producer, key, addr)
         self.sock = sock  # the hub's (no reference back to the hub: no cycle to collect)
+        self.slots = slots if self.name is not None else None  # the hub's, shared by its legs
         self.header = leg_id.to_bytes(HEADER, "big")
         self.out = bytearray(self.header)
         self.count = 0
@@ -120,11 +157,17 @@ class LegOut(_End):
         return self.count > 0
 
     def flush(self, fwd: Forwarder) -> None:
-        """Send the drain's packets, one datagram each (forward.py's after_drain)."""
+        """Send the drain's packets, one datagram each (forward.py's after_drain): with one
+        sendmmsg per DRAIN packets where the hub has the slots (Linux), else, and for a
+        drain's lone packet, one sendto each."""
+        many = self.count > 1  # one packet: one sendto, as fast as it gets
         self.count = 0
         out = self.out
         try:
             with memoryview(out) as view:  # released before `out` shrinks below
+                if many and self.slots is not None:
+                    self._flush_batched(self.slots, out, view)
+                    return
                 off, end = HEADER, len(out)
                 while off + _RECORD <= end:
                     n = (out[off] << 8) | out[off + 1]
@@ -133,6 +176,69 @@ class LegOut(_End):
                     off += n
         finally:
             del out[HEADER:]
+
+    def _flush_batched(self, slots: LegSlots, out: bytearray, view: memoryview) -> None:
+        """Each packet of `out` copied into a slot after the leg id and protected there, in
+        place; the slots go with one sendmmsg, again each time they are full (a lone packet
+        with one sendto: fewer steps for the same one syscall). Packets that cannot be
+        protected or sent are counted in `dropped`."""
+        buf = slots.slots
+        ptrs = slots.ptrs
+        size = slots.slot
+        count = slots.count
+        set_length = slots.set_length
+        protect = self.srtp.protect_rtp_at
+        header = self.header
+        k = 0
+        octets = 0
+        dropped = 0
+        off, end = HEADER, len(out)
+        while off + _RECORD <= end:
+            n = (out[off] << 8) | out[off + 1]
+            off += _RECORD
+            if n > MAX_PACKET_SIZE or n < 12:
+                dropped += 1
+                off += n
+                continue
+            at = k * size
+            buf[at : at + HEADER] = header
+            buf[at + HEADER : at + HEADER + n] = view[off : off + n]
+            off += n
+            try:
+                m = protect(ptrs[k], n) + HEADER
+            except ValueError:
+                dropped += 1
+                continue
+            set_length(k, m)
+            octets += m
+            k += 1
+            if k == count:
+                octets -= self._send_slots(slots, k)
+                k = 0
+        if k:
+            octets -= self._send_slots(slots, k)
+        self.dropped += dropped
+        self.octets += octets
+
+    def _send_slots(self, slots: LegSlots, k: int) -> int:
+        """Send slots 0..k-1 and count them; returns the bytes of those lost (the caller
+        counted them all in `octets`)."""
+        if k == 1:
+            m = slots.length(0)
+            try:
+                self.sock.sendto(slots.view[:m], self.addr)
+            except OSError:  # full socket buffer, unreachable: the gateway NACKs
+                self.dropped += 1
+                return m
+            self.packets += 1
+            return 0
+        assert self.name is not None  # no slots without it (__init__)
+        lost = slots.send(self.sock.fileno(), self.name, k)
+        self.packets += k - len(lost)
+        if not lost:
+            return 0
+        self.dropped += len(lost)  # full socket buffer, unreachable: the gateway NACKs
+        return sum(slots.length(i) for i in lost)
 
     def send(self, data: bytes | memoryview, off: int, n: int) -> bool:
         """Protect the RTP packet data[off:off+n] and send it to the gateway."""
@@ -207,6 +313,7 @@ class LegHub:
         min_port: int,
         max_port: int,
         rtcp_ssrc: int,
+        batched: bool = True,
     ) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None  # the running one, at bind
         self._fwd = forwarder
@@ -220,6 +327,12 @@ class LegHub:
         # forwarder's buffer, where SRTP unprotects it in place (as a WebRTC transport does).
         self._rhead = bytearray(HEADER)
         self._rbufs = (self._rhead, forwarder.buf)
+        # Batched (Linux): the gateway's drain is one recvmmsg (sources kept: the socket is
+        # not connected), the origin's flush one sendmmsg per leg; made with the socket.
+        self._batched = batched
+        self._recv: RecvBatch | None = None
+        self._slots: LegSlots | None = None
+        self.recv_calls = 0  # recvmmsg calls (the dump's `batch`)
         # Refusals (the module docstring) and totals.
         self.bad_datagrams = 0
         self.unknown_leg = 0
@@ -237,6 +350,11 @@ class LegHub:
         if self.sock is None:
             self._loop = asyncio.get_running_loop()
             self.sock = bind_udp(self._ip, *self._ports)
+            if self._batched and self.sock.family == socket.AF_INET:
+                if recv_available():
+                    self._recv = RecvBatch(DRAIN, SLOT, names=True)
+                if sendmmsg_available():
+                    self._slots = LegSlots()
             self._loop.add_reader(self.sock.fileno(), self._drain)
             log.info("host legs on %s:%d", *self.sock.getsockname()[:2])
         return self._announced, self.sock.getsockname()[1]
@@ -246,7 +364,7 @@ class LegHub:
     def open_out(self, leg_id: int, producer: Producer, key: bytes, addr: tuple[str, int]) -> LegOut:
         self.address()
         assert self.sock is not None
-        leg = LegOut(self.sock, leg_id, producer, key, addr)
+        leg = LegOut(self.sock, leg_id, producer, key, addr, self._slots)
         self.legs[leg_id] = leg
         return leg
 
@@ -295,6 +413,12 @@ class LegHub:
         sock = self.sock
         if sock is None:
             return
+        if self._recv is not None:
+            try:
+                self._drain_batched(sock, self._recv)
+            finally:
+                self._fwd.after_drain()
+            return
         bufs = self._rbufs
         try:
             for _ in range(DRAIN):
@@ -310,6 +434,59 @@ class LegHub:
                 self.on_datagram(n, addr)
         finally:
             self._fwd.after_drain()
+
+    def _drain_batched(self, sock: socket.socket, rb: RecvBatch) -> None:
+        """The drain with one recvmmsg: each datagram checked as `on_datagram` checks it, in
+        order, its source compared as the kernel wrote it (sockaddr_in: port and address at
+        bytes 2-7) with the leg's."""
+        fd = sock.fileno()
+        k = rb.recv(fd)
+        tries = 1
+        while k < 0 and tries < 4:  # an error of an earlier send, consumed: read again
+            k = rb.recv(fd)
+            tries += 1
+        self.recv_calls += tries
+        if k <= 0:
+            return
+        slots = rb.slots
+        view = rb.view
+        names = rb.names
+        assert names is not None
+        slot = rb.slot
+        legs = self.legs
+        fwd = self._fwd
+        buf = fwd.buf
+        receive = fwd.receive
+        taken = 0
+        for i, n in enumerate(rb.lengths(k)):
+            if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:  # truncated: -1
+                self.bad_datagrams += 1
+                continue
+            start = i * slot
+            leg = legs.get(_unpack_id(slots, start)[0])
+            if leg is None:
+                self.unknown_leg += 1
+                continue
+            at = i * NAME_SLOT
+            if names[at + 2 : at + 8] != leg.source:
+                self.strangers += 1
+                continue
+            n -= HEADER
+            buf[:n] = view[start + HEADER : start + HEADER + n]
+            if leg.__class__ is not LegIn:
+                self._take_rtcp(leg, n)  # type: ignore[arg-type]
+                continue
+            # _take_rtp, inline: the common case, once per packet.
+            try:
+                m = leg.srtp.unprotect_rtp_into(buf, n)
+            except ValueError:
+                self.srtp_failed += 1
+                continue
+            leg.packets += 1
+            leg.octets += n + HEADER
+            taken += 1
+            receive(leg.producer, m)
+        fwd.pipe_packets_in += taken
 
     def on_datagram(self, n: int, addr: tuple[str, int]) -> None:
         """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in the
@@ -363,6 +540,13 @@ class LegHub:
             "strangers": self.strangers,
             "srtpFailed": self.srtp_failed,
             "rtcpMalformed": self.rtcp_malformed,
+            # How well the socket's calls batch (None: one call per datagram, not Linux).
+            "batch": None
+            if self._recv is None and self._slots is None
+            else {
+                "recvmmsgCalls": self.recv_calls,
+                "sendmmsgCalls": self._slots.calls if self._slots is not None else None,
+            },
         }
 
     def close(self) -> None:
