@@ -22,7 +22,7 @@ from tureen.shared.errors import ProtocolError
 from tureen.workers.rtp import rtcp
 from tureen.workers.sendbatch import _sendmmsg
 from tureen.workers.transport.host_leg import HEADER, OVERHEAD, PROFILE, SLOT, LegOut, LegSlots
-from tureen.workers.transport.srtp import SrtpContext
+from tureen.workers.transport.srtp import MAX_PACKET_SIZE, SrtpContext
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -162,6 +162,22 @@ async def test_a_producer_crosses_the_leg_to_the_consumer_on_the_gateway(either:
     sent = (await pair.o(c.WorkerInfo()))["legs"]
     taken = (await pair.g(c.WorkerInfo()))["legs"]
     assert (sent["packetsOut"], sent["octetsOut"]) == (10, origin_leg["octets"]) == (taken["packetsIn"], taken["octetsIn"])
+
+
+async def test_the_largest_rtp_packet_a_transport_takes_crosses_the_leg(either: Pair) -> None:
+    """A 1500-byte RTP packet (MAX_PACKET_SIZE, what any transport takes in) is 1520 bytes on
+    the leg with its id and tag: the gateway used to refuse every leg datagram over 1504
+    bytes, so RTP over 1484 bytes was lost on the leg (and its repair, again)."""
+    pair = either
+    await pair.build()
+    big = rtp(7, b"\x10" + bytes(MAX_PACKET_SIZE - 13))
+    assert len(big) == MAX_PACKET_SIZE
+    pair.send(big)
+    got = await drain(pair.receiver, 1)
+    assert media(got) == [7] and len(got[0]) == MAX_PACKET_SIZE
+    legs = pair.dump(pair.gateway)["legs"]
+    assert (legs["badDatagrams"], legs["srtpFailed"]) == (0, 0)
+    assert legs["legs"][0]["octets"] == MAX_PACKET_SIZE + OVERHEAD
 
 
 async def test_refusals_are_counted_and_touch_nothing(either: Pair) -> None:

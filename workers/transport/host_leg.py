@@ -70,9 +70,15 @@ HEADER = 4  # the leg id
 TRAILER = 16  # the GCM tag SRTP appends
 # Bytes a packet gains on the leg: the header and the tag (SRTCP adds its index too).
 OVERHEAD = HEADER + TRAILER
+# The longest leg datagram: the leg id, an RTP packet of MAX_PACKET_SIZE (the most any
+# transport takes in) and the tag. The SRTP packet itself may so be MAX_PACKET_SIZE +
+# TRAILER: the gateway unprotects up to that (a limit of MAX_PACKET_SIZE lost every RTP
+# packet over 1484 bytes on the leg, and its NACKed repair again).
+MAX_SRTP = MAX_PACKET_SIZE + TRAILER
+MAX_DATAGRAM = HEADER + MAX_SRTP
 DRAIN = 64  # datagrams per wake-up before the reader yields to the loop
-# One datagram's room in the batches: the largest a gateway takes is HEADER + MAX_PACKET_SIZE
-# (a longer one is refused either way: truncated to this, it is counted in badDatagrams).
+# One datagram's room in the batches: the largest a gateway takes is MAX_DATAGRAM (a longer
+# one is refused either way: truncated to this, it is counted in badDatagrams).
 SLOT = 1536
 _RECORD = 2  # the pipe batch's length prefix of each packet (pipe.py)
 _unpack_id = struct.Struct("!I").unpack_from
@@ -459,7 +465,7 @@ class LegHub:
         receive = fwd.receive
         taken = 0
         for i, n in enumerate(rb.lengths(k)):
-            if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:  # truncated: -1
+            if n < HEADER + 12 or n > MAX_DATAGRAM:  # truncated: -1
                 self.bad_datagrams += 1
                 continue
             start = i * slot
@@ -478,7 +484,7 @@ class LegHub:
                 continue
             # _take_rtp, inline: the common case, once per packet.
             try:
-                m = leg.srtp.unprotect_rtp_into(buf, n)
+                m = leg.srtp.unprotect_rtp_into(buf, n, MAX_SRTP)
             except ValueError:
                 self.srtp_failed += 1
                 continue
@@ -491,7 +497,7 @@ class LegHub:
     def on_datagram(self, n: int, addr: tuple[str, int]) -> None:
         """One datagram of `n` bytes from `addr` (its leg id in `_rhead`, the rest in the
         forwarder's buffer): refused and counted, or taken."""
-        if n < HEADER + 12 or n > MAX_PACKET_SIZE + HEADER:
+        if n < HEADER + 12 or n > MAX_DATAGRAM:
             self.bad_datagrams += 1
             return
         leg = self.legs.get(_unpack_id(self._rhead)[0])
@@ -509,7 +515,7 @@ class LegHub:
     def _take_rtp(self, leg: LegIn, n: int) -> None:
         fwd = self._fwd
         try:
-            m = leg.srtp.unprotect_rtp_into(fwd.buf, n)
+            m = leg.srtp.unprotect_rtp_into(fwd.buf, n, MAX_SRTP)
         except ValueError:
             self.srtp_failed += 1
             return

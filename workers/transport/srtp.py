@@ -167,14 +167,18 @@ class SrtpContext:
             raise ValueError(f"srtp_protect failed: {_ERRORS[rc]}")
         return len_p[0]
 
-    def unprotect_rtp_into(self, buf: bytearray, length: int) -> int:
+    def unprotect_rtp_into(self, buf: bytearray, length: int, limit: int = MAX_PACKET_SIZE) -> int:
         """Check and decrypt the SRTP packet in `buf[:length]` in place; return the RTP length.
+
+        `limit`: the longest SRTP packet taken, MAX_PACKET_SIZE as for every transport's input
+        (the native drain's limit too); the host leg, whose origin protects RTP packets of up
+        to MAX_PACKET_SIZE, takes them with their tag.
 
         ValueError on any failure; `buf[:length]` is then undefined (with AES-GCM libsrtp
         decrypts before it knows the tag is bad). The same view caching as
         `protect_rtp_into` applies to the receive buffer.
         """
-        if length > len(buf) or length > MAX_PACKET_SIZE or length < 12:
+        if length > len(buf) or length > limit or length < 12:
             raise ValueError(f"cannot unprotect {length} bytes in a {len(buf)}-byte buffer")
         if buf is not self._rx_buf:
             self._rx_view = ffi.from_buffer("char[]", buf, True)
