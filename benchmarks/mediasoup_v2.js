@@ -55,13 +55,14 @@ function peerCapabilities(caps)
 	};
 }
 
+// fn(item, index) over items, CHUNK at a time; index counts from the first item.
 async function chunked(items, fn)
 {
 	const out = [];
 
 	for (let i = 0; i < items.length; i += CHUNK)
 	{
-		out.push(...await Promise.all(items.slice(i, i + CHUNK).map(fn)));
+		out.push(...await Promise.all(items.slice(i, i + CHUNK).map((item, j) => fn(item, i + j))));
 	}
 
 	return out;
