@@ -229,6 +229,7 @@ class Versus:
     v2_out_pps: float
     tureen_us: float | None
     v2_us: float | None
+    tureen: str = "tureen"  # which Tureen row: `tureen` (native core) or `tureen-py`
 
     @property
     def out_ratio(self) -> float | None:
@@ -249,12 +250,12 @@ class Versus:
     def lines(self) -> list[str]:
         out = "-" if self.out_ratio is None else f"{self.out_ratio:.2f}x"
         cpu = "-" if self.cpu_ratio is None else f"{self.cpu_ratio:.2f}x"
-        lines = [f"  {self.scenario}: tureen {self.tureen_out_pps:,.0f} vs mediasoup-v2 {self.v2_out_pps:,.0f} "
+        lines = [f"  {self.scenario}: {self.tureen} {self.tureen_out_pps:,.0f} vs mediasoup-v2 {self.v2_out_pps:,.0f} "
                  f"out pps held: {out}; {_us(self.tureen_us)} vs {_us(self.v2_us)} µs/out: {cpu} cpu "
                  "(v2's ÷ Tureen's; > 1: Tureen cheaper)"]
         if self.same_input_pps is not None and self.tureen_same_us and self.v2_same_us:
             lost = "" if self.same_held else "; a trial lost packets"
-            lines.append(f"    at the same rate, {self.same_input_pps:,.0f} in/s: {self.tureen_same_us:.2f} vs "
+            lines.append(f"    at one rate both hold, {self.same_input_pps:,.0f} in/s: {self.tureen_same_us:.2f} vs "
                          f"{self.v2_same_us:.2f} µs/out: {self.v2_same_us / self.tureen_same_us:.2f}x cpu{lost}")
         return lines
 
@@ -263,21 +264,23 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def versus(rows: list[Row], tureen: str = "tureen") -> list[Versus]:
-    """Per scenario with a `tureen` (native core) row and a mediasoup-v2 row that both held
-    a rate: the comparison; scenarios where either held nothing are left out."""
+def versus(rows: list[Row]) -> list[Versus]:
+    """Per scenario with a mediasoup-v2 row and a Tureen row (`tureen`, the native core; else
+    `tureen-py`) that both held a rate: the comparison; other scenarios are left out."""
     found: list[Versus] = []
     for v2 in (r for r in rows if r.target == LABEL):
-        mine = next((r for r in rows if r.scenario == v2.scenario and r.target == tureen), None)
+        mine = next((r for target in ("tureen", "tureen-py") for r in rows
+                     if r.scenario == v2.scenario and r.target == target), None)
         if mine is None or mine.search.best is None or v2.search.best is None:
             continue
         item = Versus(v2.scenario, mine.search.best.out_pps, v2.search.best.out_pps,
-                      mine.search.best.cpu_us_per_out, v2.search.best.cpu_us_per_out)
-        t_same, v_same = mine.search.same, v2.search.same
-        if t_same is not None and v_same is not None:
-            item.same_input_pps = t_same.input_pps
-            item.tureen_same_us, item.v2_same_us = t_same.cpu_us_per_out, v_same.cpu_us_per_out
-            item.same_held = t_same.held and v_same.held
+                      mine.search.best.cpu_us_per_out, v2.search.best.cpu_us_per_out, tureen=mine.target)
+        same = v2.extra.get("vs_tureen_same")  # run.py's trials of both at one rate
+        if same:
+            t_same, v_same = same["tureen"], same["mediasoup_v2"]
+            item.same_input_pps = t_same["input_pps"]
+            item.tureen_same_us, item.v2_same_us = t_same["cpu_us_per_out"], v_same["cpu_us_per_out"]
+            item.same_held = t_same["held"] and v_same["held"]
         found.append(item)
     return found
 
@@ -287,7 +290,7 @@ def versus_text(rows: list[Row]) -> str:
     items = versus(rows)
     if not items:
         return ""
-    lines = ["vs mediasoup v2 (same run, same load and sink; Tureen's native core; each at its own held rate):"]
+    lines = ["vs mediasoup v2 (same run, same load and sink; out pps and µs/out each at its own held rate):"]
     for item in items:
         lines += item.lines()
     return "\n".join(lines)

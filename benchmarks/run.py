@@ -177,6 +177,19 @@ class Bench:
         for row, trial in live:
             row.search.same_rate = await trial_retried(trial, rate, self._on_trial(f"{scenario} {row.target} @same"))
 
+    async def _versus_rate(self, scenario: str, tureen: tuple[Row, TrialAt], v2: tuple[Row, TrialAt]) -> None:
+        """Tureen's row and the mediasoup-v2 row, one trial each at one common rate of their
+        own (SAME_RATE_SHARE x the lower of their two held rates): the `vs mediasoup v2` line's
+        same-rate figure, kept in the v2 row's extra (`vs_tureen_same`). Not the C row's common
+        rate, which v2 may not hold, and which v2 does not lower for the other rows."""
+        (t_row, t_trial), (v_row, v_trial) = tureen, v2
+        if t_row.search.best is None or v_row.search.best is None:
+            return
+        rate = SAME_RATE_SHARE * min(t_row.search.best.rate, v_row.search.best.rate)
+        mine = (await trial_retried(t_trial, rate, self._on_trial(f"{scenario} {t_row.target} @v2")))[-1]
+        theirs = (await trial_retried(v_trial, rate, self._on_trial(f"{scenario} {v_row.target} @v2")))[-1]
+        v_row.extra["vs_tureen_same"] = {"tureen": mine.brief(), "mediasoup_v2": theirs.brief()}
+
     async def _with_tureen(self, stack: contextlib.AsyncExitStack, workers: int, core: str,
                            body: Callable[[TureenServer, TureenClient], Awaitable[Any]]) -> Any:
         """A fresh `tureen serve --fanout core`, stopped when `stack` closes; wait_ready refuses
@@ -330,12 +343,17 @@ class Bench:
                         live.append((row, trial))
                         if core == plan.main_core:
                             t_rows[n] = row
+                v2 = None
                 if n in plan.v2_sizes():
                     row, trial = await self.mediasoup_v2_fanout(stack, n)
                     row.baseline = base
                     self.rows.append(row)
-                    live.append((row, trial))
+                    v2 = (row, trial)
+                # The common rate of C and Tureen, as without the v2 row (which would lower it).
                 await self._same_rate(base.scenario, live)
+                if v2 is not None and n in t_rows:
+                    mine = next(t for r, t in live if r is t_rows[n])
+                    await self._versus_rate(base.scenario, (t_rows[n], mine), v2)
         for n in plan.cross:
             row = await self.tureen_cross(n)
             row.baseline = c_rows.get(n)
