@@ -1,7 +1,7 @@
 """The mediasoup-v2 rows' pure parts: which build runs (--mediasoup-v2 / the env var, a clear
 refusal of a folder that is not a built mediasoup 2.x, one line saying how to build when none
 is given), the driver's replies, and the `vs mediasoup v2` figures. The rows themselves need
-a built mediasoup (tests/integration/test_bench_mediasoup_v2.py, skipped without one)."""
+a built mediasoup (tests/integration/test_bench_mediasoup_v2_driver.py, skipped without one)."""
 
 from __future__ import annotations
 
