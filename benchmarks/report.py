@@ -243,7 +243,7 @@ def plot(path: Path, rows: list[Row]) -> str | None:
     cols = min(3, len(scenarios)) or 1
     nrows = (len(scenarios) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
-    colors = {"tureen": "tab:blue", "tureen-py": "tab:orange"}
+    colors = {"tureen": "tab:blue", "tureen-py": "tab:orange", "mediasoup-v2": "tab:green"}
     for ax, scenario in zip(axes.flat, scenarios, strict=False):
         for row in (r for r in rows if r.scenario == scenario):
             color = colors.get(row.target, "tab:gray")

@@ -10,6 +10,9 @@ Scenarios (issue 7):
   hosts N    one producer on host A, N consumers on hosts B and C (network namespaces, needs
              root; skipped with the reason otherwise), against all N on A, at one fixed rate:
              output pps, loss, added latency per host hop, bytes on A's link (benchmarks/hosts.py)
+  mediasoup-v2 rows (fanout N only; with --mediasoup-v2 DIR or $TUREEN_BENCH_MEDIASOUP_V2):
+             a built mediasoup 2.6.19, one worker pinned like Tureen's, plain RTP transports
+             (v2 has no SRTP on them), the same load, sink and figures (benchmarks/mediasoup_v2.py)
 
 Tureen runs with either fan-out core (`tureen serve --fanout`, docs/benchmarks.md): rows
 `tureen` are the native core (workers/_native.c), rows `tureen-py` the pure-Python SendBatch,
@@ -38,7 +41,7 @@ from typing import Any
 
 from tureen.shared.client import TureenClient
 
-from . import cpus, report, scenarios
+from . import cpus, mediasoup_v2, report, scenarios
 from . import hosts as hosts_scenario
 from .baseline import CForwarder
 from .ctools import Tools, build_tools
@@ -76,6 +79,8 @@ class Plan:
     python_srtp: list[int] = field(default_factory=list)
     hosts: list[int] = field(default_factory=list)  # consumer counts of the hosts scenario
     hosts_rate: float = hosts_scenario.DEFAULT_RATE
+    mediasoup_v2: Path | None = None  # a built mediasoup 2.6.19: mediasoup-v2 rows at the fan-out sizes
+    mediasoup_v2_skipped: str | None = None  # why not, and how to build it (printed once)
 
     def sizes(self, core: str, srtp: bool = False) -> list[int]:
         """The fan-out sizes (plain, or SRTP) at which Tureen runs with `core`. Alone, the
@@ -91,12 +96,17 @@ class Plan:
         """The core of the cross and meeting rows: native unless only python runs."""
         return "native" if "native" in self.cores else "python"
 
+    def v2_sizes(self) -> list[int]:
+        """The fan-out sizes with a mediasoup-v2 row (plain RTP only)."""
+        return list(self.fanout) if self.mediasoup_v2 else []
+
     def c_sizes(self, srtp: bool = False) -> list[int]:
-        return sorted({n for core in self.cores for n in self.sizes(core, srtp)})
+        v2 = set() if srtp else set(self.v2_sizes())
+        return sorted({n for core in self.cores for n in self.sizes(core, srtp)} | v2)
 
     @property
     def searches(self) -> int:
-        plain = len(self.c_sizes()) + sum(len(self.sizes(core)) for core in self.cores)
+        plain = len(self.c_sizes()) + sum(len(self.sizes(core)) for core in self.cores) + len(self.v2_sizes())
         srtp = len(self.c_sizes(True)) + sum(len(self.sizes(core, True)) for core in self.cores)
         return plain + len(self.cross) + 2 * len(self.meeting) + srtp * len(self.profiles)
 
@@ -166,6 +176,19 @@ class Bench:
         rate = SAME_RATE_SHARE * min(row.search.best.rate for row, _ in live)  # type: ignore[union-attr]
         for row, trial in live:
             row.search.same_rate = await trial_retried(trial, rate, self._on_trial(f"{scenario} {row.target} @same"))
+
+    async def _versus_rate(self, scenario: str, tureen: tuple[Row, TrialAt], v2: tuple[Row, TrialAt]) -> None:
+        """Tureen's row and the mediasoup-v2 row, one trial each at one common rate of their
+        own (SAME_RATE_SHARE x the lower of their two held rates): the `vs mediasoup v2` line's
+        same-rate figure, kept in the v2 row's extra (`vs_tureen_same`). Not the C row's common
+        rate, which v2 may not hold, and which v2 does not lower for the other rows."""
+        (t_row, t_trial), (v_row, v_trial) = tureen, v2
+        if t_row.search.best is None or v_row.search.best is None:
+            return
+        rate = SAME_RATE_SHARE * min(t_row.search.best.rate, v_row.search.best.rate)
+        mine = (await trial_retried(t_trial, rate, self._on_trial(f"{scenario} {t_row.target} @v2")))[-1]
+        theirs = (await trial_retried(v_trial, rate, self._on_trial(f"{scenario} {v_row.target} @v2")))[-1]
+        v_row.extra["vs_tureen_same"] = {"tureen": mine.brief(), "mediasoup_v2": theirs.brief()}
 
     async def _with_tureen(self, stack: contextlib.AsyncExitStack, workers: int, core: str,
                            body: Callable[[TureenServer, TureenClient], Awaitable[Any]]) -> Any:
@@ -259,6 +282,27 @@ class Bench:
                                           lambda: scenarios.fanout(client, "bench", n))
         return await self._with_tureen(stack, 1, core, body)
 
+    async def mediasoup_v2_fanout(self, stack: contextlib.AsyncExitStack, n: int) -> tuple[Row, TrialAt]:
+        """A mediasoup-v2 row: a fresh mediasoup 2.6.19 server (one worker, pinned as Tureen's),
+        fan-out n over plain transports, searched like the Tureen rows; up until `stack` closes."""
+        assert self.plan.mediasoup_v2 is not None
+        server = mediasoup_v2.MediasoupV2(self.plan.mediasoup_v2, self.out_dir / "logs",
+                                          self.forwarder_cpu, self.tools_cpu)
+        stack.push_async_callback(server.stop)
+        await server.start()
+        rss0 = cpus.rss_bytes(server.worker_pids)
+        built = await server.fanout(n)
+        stack.callback(built.close_sockets)
+        await asyncio.sleep(0.2)  # let the setup's channel traffic settle before measuring
+        server.repin()
+        rss1 = cpus.rss_bytes(server.worker_pids)
+        scenario = f"fanout N={n}"
+        search = await self._search(f"{scenario} {mediasoup_v2.LABEL}", built, server.worker_pids)
+        row = Row(scenario, mediasoup_v2.LABEL, n, search, kib_per_consumer=(rss1 - rss0) / 1024 / n)
+        row.extra["mediasoup_version"] = server.version
+        row.extra["mediasoup_dir"] = str(server.folder)
+        return row, self._trial_at(built, server.worker_pids)
+
     async def tureen_cross(self, n: int) -> Row:
         async def body(server: TureenServer, client: TureenClient) -> tuple[Row, TrialAt]:
             return await self._tureen_row(
@@ -299,7 +343,17 @@ class Bench:
                         live.append((row, trial))
                         if core == plan.main_core:
                             t_rows[n] = row
+                v2 = None
+                if n in plan.v2_sizes():
+                    row, trial = await self.mediasoup_v2_fanout(stack, n)
+                    row.baseline = base
+                    self.rows.append(row)
+                    v2 = (row, trial)
+                # The common rate of C and Tureen, as without the v2 row (which would lower it).
                 await self._same_rate(base.scenario, live)
+                if v2 is not None and n in t_rows:
+                    mine = next(t for r, t in live if r is t_rows[n])
+                    await self._versus_rate(base.scenario, (t_rows[n], mine), v2)
         for n in plan.cross:
             row = await self.tureen_cross(n)
             row.baseline = c_rows.get(n)
@@ -359,6 +413,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: quick 100, full 1,100,500; among --fanout's sizes unless given)")
     parser.add_argument("--python-srtp", type=_ints,
                         help="SRTP fan-out sizes with a tureen-py row (default 100, if among --srtp's)")
+    parser.add_argument("--mediasoup-v2", metavar="DIR",
+                        help="a built mediasoup 2.6.19 (its npm package folder): mediasoup-v2 rows at "
+                             f"the fan-out sizes (default: ${mediasoup_v2.ENV}; '' skips them)")
     parser.add_argument("--window", type=float, help="measurement window per trial, seconds")
     parser.add_argument("--trials", type=int, help="trials per saturation search")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for JSON, PNG, logs, binaries")
@@ -391,6 +448,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise SystemExit(f"--hosts: consumer counts must be 1..{hosts_scenario.MAX_CONSUMERS}, got {plan.hosts}")
     if not 1 <= plan.hosts_rate <= hosts_scenario.MAX_RATE:
         raise SystemExit(f"--hosts-rate must be 1..{hosts_scenario.MAX_RATE:.0f} packets/s, got {plan.hosts_rate}")
+    try:
+        plan.mediasoup_v2, plan.mediasoup_v2_skipped = mediasoup_v2.resolve(args.mediasoup_v2)
+    except mediasoup_v2.BuildMissing as missing:
+        raise SystemExit(f"--mediasoup-v2 / ${mediasoup_v2.ENV}: {missing}") from None
     if args.window:
         plan.timing.window = args.window
     if args.trials:
@@ -428,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print()
     print(report.targets(rows))
+    versus = mediasoup_v2.versus_text(rows)
+    if versus:
+        print()
+        print(versus)
+    if plan.mediasoup_v2_skipped and plan.fanout:
+        print()
+        print(plan.mediasoup_v2_skipped)
     for result in bench.hosts:
         print()
         print(hosts_scenario.text(result))
@@ -438,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": vars(plan.timing), "max_trials": plan.max_trials,
         "cores": plan.cores, "python_fanout": plan.python_fanout, "python_srtp": plan.python_srtp,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "mediasoup_v2": str(plan.mediasoup_v2) if plan.mediasoup_v2 else None,
         "hosts": [{k: v for k, v in result.items() if not k.startswith("_")} for result in bench.hosts],
     }
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))

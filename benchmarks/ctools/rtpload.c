@@ -29,9 +29,10 @@
  * [index, counter] of the newest packet, so the harness can give the next run its BASE
  * (each run starts fresh libsrtp sessions; the SRTP index must carry over the ROC).
  *
- * Every payload starts with two bytes that make it the first packet of a VP8 key frame
- * (descriptor S=1, PID 0; payload header P=0: Tureen starts a video consumer only at a key
- * frame, and here every packet is one), then: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
+ * Every payload starts with three bytes that make it the first packet of a VP8 key frame
+ * (an extended descriptor as browsers send, X=1 S=1 PID 0, then I=L=T=K=0; payload header
+ * P=0: Tureen starts a video consumer only at a key frame, and here every packet is one;
+ * mediasoup v2's VP8 parser, the mediasoup-v2 rows, sees no key frame without X), then: u64 send time (CLOCK_MONOTONIC ns), u32 nonce,
  * u32 stream index, u32 per-stream counter. A packet's latency ends at the kernel's receive
  * timestamp of its sink socket (SO_TIMESTAMPNS, taken when the forwarder's send delivers it
  * over loopback), not when this loop reads it: on a shared core the loop can be off its CPU
@@ -62,7 +63,7 @@
 #define MAX_PKT 1500
 #define HIST_US 100000 /* latency histogram: 1 us buckets up to 100 ms, then one overflow */
 #define HDR 12
-#define KEY 2    /* the VP8 key-frame bytes before our own payload header */
+#define KEY 3    /* the VP8 key-frame bytes before our own payload header */
 #define STAMP 20 /* bytes of our own payload header */
 #define PAY (HDR + KEY) /* where it starts */
 
@@ -372,8 +373,9 @@ int main(int argc, char **argv) {
                     p[3] = (uint8_t)(s->seq0 + c);
                     put32(p + 4, s->ts0 + (uint32_t)c * s->ts_step);
                     put32(p + 8, s->ssrc);
-                    p[HDR] = 0x10;     /* VP8 descriptor: S=1, PID 0 */
-                    p[HDR + 1] = 0x00; /* VP8 payload header: P=0, a key frame */
+                    p[HDR] = 0x90;     /* VP8 descriptor: X=1, S=1, PID 0 */
+                    p[HDR + 1] = 0x00; /* its extension byte: no I, L, T, K fields */
+                    p[HDR + 2] = 0x00; /* VP8 payload header: P=0, a key frame */
                     memcpy(p + PAY, &now, 8);
                     put32(p + PAY + 8, nonce);
                     put32(p + PAY + 12, (uint32_t)si);
