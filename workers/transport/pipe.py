@@ -218,6 +218,11 @@ class PipeHub:
         self._rview = memoryview(self._rbuf)
         self._links: dict[int, PipeLink] = {}  # dest -> link
         self.bad_messages = 0
+        # The drain in C (workers/_native_pipe.c: the same datagrams, records and counters as
+        # `_drain_python`, each packet given to the native receive) when the forwarder has
+        # the native receive; None: the Python drain.
+        rx = getattr(forwarder, "rx", None)
+        self.native_drain: Callable[..., int] | None = getattr(rx, "pipe_drain", None)
 
     # -- sending side -------------------------------------------------------------------
 
@@ -259,6 +264,20 @@ class PipeHub:
             self._loop.add_reader(fd, self._drain, conn)
 
     def _drain(self, conn: socket.socket) -> None:
+        native = self.native_drain
+        if native is None:
+            self._drain_python(conn)
+            return
+        try:
+            status = native(self, conn.fileno(), self._rbuf, self._lookup, self._on_discontinuity, DRAIN)
+        finally:
+            self._fwd.after_drain()
+        if status:  # -1: the origin closed its link; else the errno of a failed receive
+            if status > 0:
+                log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
+            self._drop(conn)
+
+    def _drain_python(self, conn: socket.socket) -> None:
         rbuf, recv = self._rbuf, conn.recv_into
         size = len(rbuf)
         try:
