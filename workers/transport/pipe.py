@@ -16,6 +16,12 @@ alone marks a discontinuity: the producer was paused at the origin, so consumers
 destination resync their sequence numbers before the next packet (extension of
 docs/internals.md; a destination that ignores it still forwards correctly).
 
+With the native receive (docs/internals.md "The native receive") both ends run in C
+(workers/_native_pipe.c): the origin's receive appends a packet to its PipeBatches (when all
+of a stream's pipes are PipeBatch, not a host leg's LegOut), and the destination's drain
+(`PipeHub.native_drain`) reads, parses and forwards the datagrams, with the same framing,
+bounds checks and counters as the Python code here, which runs without it.
+
 Why a Unix socket and not ZeroMQ (it was PUSH/PULL over ipc:// until issue 17): a ZeroMQ
 message crosses two I/O threads (the origin's, which writes the ipc socket, and the
 destination's, which reads it and wakes the destination's thread through its mailbox), so a
@@ -123,8 +129,10 @@ class PipeLink:
 
 class PipeBatch:
     """The packets of one drain for one (producer, destination worker). `out` starts with
-    the 4-byte header; the forwarder appends records to it inline (forward.py), and lists
-    the batch in `Forwarder.dirty` when it gets its first one (`count` 0 -> 1)."""
+    the 4-byte header; the forwarder appends records to it inline (forward.py, or the native
+    receive: workers/_native_pipe.c, which needs `out` a bytearray and `count` an int in
+    __slots__), and lists the batch in `Forwarder.dirty` when it gets its first one (`count`
+    0 -> 1)."""
 
     __slots__ = ("producer_id", "dest", "header", "out", "count", "link")
 
