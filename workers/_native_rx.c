@@ -15,7 +15,8 @@
  *   remapped, an audio level read); an SSRC of `source.ssrc_table`
  *   (so not RTX, not unknown); producer not paused; payload type mapped; not late (the
  *   stream's newest or newer); no consumer waiting for a start point (`stream.waiting`), no
- *   pipe (`stream.pipes`); the NACK generator, if any, in order with nothing pending; every
+ *   pipe (`stream.pipes`) but PipeBatch ones with room (workers/_native_pipe.c appends the
+ *   packet to them); the NACK generator, if any, in order with nothing pending; every
  *   consumer of the fan with a batchable socket (fd >= 0).
  *
  * Anything else goes to `fallback` (Forwarder.receive_python), which then does all of it: so
