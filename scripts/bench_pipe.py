@@ -12,8 +12,13 @@ process per packet (both ends; with ZeroMQ its I/O threads too), best of --reps,
            message per drain, the receiver copying each record into the forwarder's buffer
   copy     one native fan-out copy to one consumer (scripts/bench_fanout.py's setup, N=1):
            the unit the issue's target is stated in ("below one extra consumer")
+  fwd      the whole hop through two real Forwarders (the native core): the origin's
+           receive of each packet (a producer piped to the destination, no consumer there),
+           its flush after the drain, and the destination's drain into its receive (a piped
+           producer, no consumer): with the native receive both ends' pipe work is in C
+           (workers/_native_pipe.c); run on a build without it, the Python paths
 
-The destination hands each packet to a forwarder whose `receive` does nothing: a worker's
+In unix and zmq the destination hands each packet to a forwarder whose `receive` does nothing: a worker's
 second demux of a piped packet (Forwarder.receive, the same as for a packet from a socket)
 comes on top of these figures; `make bench`'s cross rows include it. One thread does both
 ends, so no wake-up is measured here: that is the latency side (docs/benchmarks.md).
@@ -25,12 +30,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import struct
 import sys
 import tempfile
 import time
 
 import zmq
 from tureen.workers import native
+from tureen.workers.forward import Forwarder
+from tureen.workers.router import Producer
 from tureen.workers.transport.pipe import LEN_PREFIX, PipeHub
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +100,58 @@ def unix_run(per_drain: int, packets: int) -> float:
                 hub.close()
             loop.close()
     return spent / 1000 / (drains * per_drain)
+
+
+class Source:
+    """The origin's transport as the forwarder sees it: the producer's SSRC table."""
+
+    def __init__(self) -> None:
+        self.ssrc_table: dict = {}
+        self.rtx_ssrcs: set[int] = set()
+        self.producers: dict = {}
+
+    def handle_rtcp(self, n: int, buf: bytearray) -> None:
+        pass
+
+
+def fwd_run(per_drain: int, packets: int) -> float:
+    """Process CPU µs per packet through two real Forwarders and the pipe between them."""
+    loop = asyncio.new_event_loop()
+    ssrc = 0x1234
+    with tempfile.TemporaryDirectory(prefix="bench-pipe-") as run_dir:
+        origin, dest = Forwarder(core="native"), Forwarder(core="native")
+        source = Source()
+        sent = Producer(PRODUCER, "audio", source, False, [(ssrc, None, "default")], [(96, 100)], [], 48000)  # type: ignore[arg-type]
+        source.ssrc_table = sent.ssrc_table
+        piped = Producer(PRODUCER, "audio", None, False, [(ssrc, None, "default")], [], [], 48000)
+        hubs = [PipeHub(loop, run_dir, 0, origin, {}.get, lambda p: None),
+                PipeHub(loop, run_dir, 1, dest, {PRODUCER: piped}.get, lambda p: None)]
+        try:
+            batch = hubs[0].open(PRODUCER, 1)
+            for stream in sent.streams:
+                stream.pipes = (batch,)
+            hubs[1]._accept()
+            conn = next(iter(hubs[1]._conns.values()))
+            template = struct.pack("!BBHII", 0x80, 96, 0, 0, ssrc) + bytes(SIZE - 12)
+            buf, receive, pack_seq = origin.buf, origin.receive, struct.Struct("!H").pack_into
+            drains = max(1, packets // per_drain)
+            seq = 0
+            start = time.process_time_ns()
+            for _ in range(drains):
+                for _ in range(per_drain):
+                    buf[:SIZE] = template
+                    pack_seq(buf, 2, seq & 0xFFFF)
+                    seq += 1
+                    receive(source, SIZE)
+                origin.after_drain()
+                hubs[1]._drain(conn)
+            spent = time.process_time_ns() - start
+            assert dest.rtp_in == seq, (dest.rtp_in, seq, origin.pipe_dropped)
+        finally:
+            for hub in hubs:
+                hub.close()
+            loop.close()
+    return spent / 1000 / seq
 
 
 def zmq_run(per_drain: int, packets: int) -> float:
@@ -157,14 +217,16 @@ def main() -> int:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})  # before zmq's threads start: they inherit it
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'per drain':>9} | {'unix µs/pkt':>11} {'zmq µs/pkt':>10} {'copy µs':>8} | unix/copy  zmq/copy")
+    print(f"{'per drain':>9} | {'unix µs/pkt':>11} {'zmq µs/pkt':>10} {'copy µs':>8} {'fwd µs/pkt':>10} | "
+          "unix/copy  zmq/copy  fwd/copy")
     for per_drain in (int(x) for x in args.per_drain.split(",")):
         best = {}
-        for name, fn in (("unix", unix_run), ("zmq", zmq_run), ("copy", copy_run)):
+        for name, fn in (("unix", unix_run), ("zmq", zmq_run), ("copy", copy_run), ("fwd", fwd_run)):
             fn(per_drain, packets // 10)  # warm-up
             best[name] = min(fn(per_drain, packets) for _ in range(args.reps))
-        print(f"{per_drain:>9} | {best['unix']:>11.2f} {best['zmq']:>10.2f} {best['copy']:>8.2f} | "
-              f"{best['unix'] / best['copy']:>9.2f} {best['zmq'] / best['copy']:>9.2f}", flush=True)
+        print(f"{per_drain:>9} | {best['unix']:>11.2f} {best['zmq']:>10.2f} {best['copy']:>8.2f} {best['fwd']:>10.2f} | "
+              f"{best['unix'] / best['copy']:>9.2f} {best['zmq'] / best['copy']:>9.2f} {best['fwd'] / best['copy']:>9.2f}",
+              flush=True)
     return 0
 
 

@@ -750,6 +750,8 @@ static PyTypeObject FanOutType = {
 
 /* ---------------------------------------------------------------- Receiver: workers/_native_rx.c */
 #include "_native_rx.c"
+/* ---------------------------------------------------------------- the pipe: workers/_native_pipe.c */
+#include "_native_pipe.c"
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
@@ -765,6 +767,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     for (int a = 0; a < A_COUNT; a++)
         if ((attr[a] = PyUnicode_InternFromString(attr_names[a])) == NULL)
             return NULL;
+    if (pipe_init_names() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;

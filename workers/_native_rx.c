@@ -15,7 +15,8 @@
  *   remapped, an audio level read); an SSRC of `source.ssrc_table`
  *   (so not RTX, not unknown); producer not paused; payload type mapped; not late (the
  *   stream's newest or newer); no consumer waiting for a start point (`stream.waiting`), no
- *   pipe (`stream.pipes`); the NACK generator, if any, in order with nothing pending; every
+ *   pipe (`stream.pipes`) but PipeBatch ones with room (workers/_native_pipe.c appends the
+ *   packet to them); the NACK generator, if any, in order with nothing pending; every
  *   consumer of the fan with a batchable socket (fd >= 0).
  *
  * Anything else goes to `fallback` (Forwarder.receive_python), which then does all of it: so
@@ -239,7 +240,17 @@ typedef struct {
     char *slots;
     struct mmsghdr *rmsgs;
     struct iovec *riov;
+    /* set_pipe (workers/_native_pipe.c): the pipe batch type whose records rx_fast appends,
+     * its `out` and `count` slots, and the bytes a batch may grow to natively. */
+    PyObject *pipe_type;
+    Py_ssize_t pipe_out, pipe_count, pipe_max;
 } Receiver;
+
+/* The pipe's native ends, in workers/_native_pipe.c (included after this file). */
+static int pipe_ready(Receiver *self, PyObject *pipes, Py_ssize_t n);
+static int pipe_append(Receiver *self, PyObject *pipes, const unsigned char *p, Py_ssize_t n);
+static PyObject *rx_set_pipe(Receiver *self, PyObject *args);
+static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs);
 
 static int rx_init(Receiver *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"fanout", "forwarder", "fallback", "store_mask", "unprotect_address",
@@ -312,6 +323,7 @@ static int rx_traverse(Receiver *self, visitproc visit, void *arg) {
     Py_VISIT(self->fwd);
     Py_VISIT(self->fallback);
     Py_VISIT(self->buf);
+    Py_VISIT(self->pipe_type);
     return 0;
 }
 
@@ -320,6 +332,7 @@ static int rx_clear(Receiver *self) {
     Py_CLEAR(self->fwd);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->buf);
+    Py_CLEAR(self->pipe_type);
     return 0;
 }
 
@@ -457,9 +470,10 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
         rc = 0;  /* consumers wait for a start point here */
         goto done;
     }
-    o = SLOT(stream, ss, A_PIPES);
-    if (o == NULL || !PyTuple_CheckExact(o) || PyTuple_GET_SIZE(o) != 0) {
-        rc = 0;  /* piped to other workers */
+    PyObject *pipes = SLOT(stream, ss, A_PIPES);
+    if (pipes == NULL || !PyTuple_CheckExact(pipes) ||
+        (PyTuple_GET_SIZE(pipes) != 0 && !pipe_ready(self, pipes, n))) {
+        rc = 0;  /* piped, and not all to PipeBatch with room (a host leg...): Python */
         goto done;
     }
     long long packets = slot_ll(stream, ss, A_PACKETS, &err);
@@ -554,6 +568,11 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
             bad = -1;
         else
             Py_XSETREF(PyList_GET_ITEM(store, (Py_ssize_t)(seq & self->store_mask)), copy);
+    }
+    if (!bad && PyTuple_GET_SIZE(pipes) != 0) {  /* after the store, before the fan: Python's order */
+        Py_INCREF(pipes);
+        bad |= pipe_append(self, pipes, p, n);
+        Py_DECREF(pipes);
     }
     if (bad) {
         Py_DECREF(fan);
@@ -824,6 +843,11 @@ static PyMethodDef rx_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))rx_receive, METH_FASTCALL, rx_receive_doc},
     {"drain", (PyCFunction)(void (*)(void))rx_drain, METH_FASTCALL, rx_drain_doc},
     {"dump", (PyCFunction)rx_dump, METH_NOARGS, "Packets taken by each path."},
+    {"set_pipe", (PyCFunction)rx_set_pipe, METH_VARARGS,
+     "set_pipe(batch_type, max_message): append piped packets natively (workers/_native_pipe.c)."},
+    {"pipe_drain", (PyCFunction)(void (*)(void))rx_pipe_drain, METH_FASTCALL,
+     "pipe_drain(hub, fd, rbuf, lookup, on_discontinuity, limit) -> status: PipeHub._drain in C "
+     "(workers/_native_pipe.c)."},
     {NULL},
 };
 

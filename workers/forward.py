@@ -48,8 +48,8 @@ while `stream.waiting` is not empty: a consumer that has started costs nothing m
 
 With the native core, `Forwarder.receive` is the native receive (workers/_native_rx.c,
 "Receiver"; docs/internals.md "The native receive"): steps 1-6 of the common case (a known
-SSRC in order, nothing waited for, no pipe, no ICE-TCP consumer; audio levels included) in
-C, on the same objects; every other packet goes to `receive_python` below, unchanged. The
+SSRC in order, nothing waited for, no ICE-TCP consumer; audio levels included; pipes that are
+all PipeBatch with room for the packet, workers/_native_pipe.c) in C, on the same objects; every other packet goes to `receive_python` below, unchanged. The
 transports' connected sockets are then drained natively too (`native_drain`: recvmmsg and,
 for WebRTC, SRTP unprotect in the same C call). Change what a step does here and the C must
 follow (tests/unit/test_native_rx.py and test_native_drain.py compare both).
@@ -80,6 +80,7 @@ from tureen.workers.rtp.retransmit import STORE_MASK, unwrap_rtx
 from tureen.workers.sendbatch import RecvBatch, SendBatch, recv_available
 from tureen.workers.sendbatch import available as sendbatch_available
 from tureen.workers.transport.pipe import LEN_PREFIX as _LEN_PREFIX
+from tureen.workers.transport.pipe import MAX_MESSAGE, PipeBatch
 from tureen.workers.transport.udp import DRAIN
 
 if TYPE_CHECKING:
@@ -213,6 +214,9 @@ class Forwarder:
         self.rx: Any = None
         if native_rx and self.batch is not None and self.batch.dump()["core"] == "native":
             self.rx = make_receiver(self.batch, self, self.receive_python, STORE_MASK, DRAIN)
+            # Step 5 natively too: a packet of a stream piped only to other workers' PipeBatch
+            # is appended to them in C (workers/_native_pipe.c); a host leg's is Python's.
+            self.rx.set_pipe(PipeBatch, MAX_MESSAGE)
         self.receive = self.rx.receive if self.rx is not None else self.receive_python
 
     def native_drain(self, source: Any, secure: bool) -> Callable[[int, Callable[[int], None]], tuple[int, int, int]] | None:

@@ -16,6 +16,12 @@ alone marks a discontinuity: the producer was paused at the origin, so consumers
 destination resync their sequence numbers before the next packet (extension of
 docs/internals.md; a destination that ignores it still forwards correctly).
 
+With the native receive (docs/internals.md "The native receive") both ends run in C
+(workers/_native_pipe.c): the origin's receive appends a packet to its PipeBatches (when all
+of a stream's pipes are PipeBatch, not a host leg's LegOut), and the destination's drain
+(`PipeHub.native_drain`) reads, parses and forwards the datagrams, with the same framing,
+bounds checks and counters as the Python code here, which runs without it.
+
 Why a Unix socket and not ZeroMQ (it was PUSH/PULL over ipc:// until issue 17): a ZeroMQ
 message crosses two I/O threads (the origin's, which writes the ipc socket, and the
 destination's, which reads it and wakes the destination's thread through its mailbox), so a
@@ -123,8 +129,10 @@ class PipeLink:
 
 class PipeBatch:
     """The packets of one drain for one (producer, destination worker). `out` starts with
-    the 4-byte header; the forwarder appends records to it inline (forward.py), and lists
-    the batch in `Forwarder.dirty` when it gets its first one (`count` 0 -> 1)."""
+    the 4-byte header; the forwarder appends records to it inline (forward.py, or the native
+    receive: workers/_native_pipe.c, which needs `out` a bytearray and `count` an int in
+    __slots__), and lists the batch in `Forwarder.dirty` when it gets its first one (`count`
+    0 -> 1)."""
 
     __slots__ = ("producer_id", "dest", "header", "out", "count", "link")
 
@@ -218,6 +226,11 @@ class PipeHub:
         self._rview = memoryview(self._rbuf)
         self._links: dict[int, PipeLink] = {}  # dest -> link
         self.bad_messages = 0
+        # The drain in C (workers/_native_pipe.c: the same datagrams, records and counters as
+        # `_drain_python`, each packet given to the native receive) when the forwarder has
+        # the native receive; None: the Python drain.
+        rx = getattr(forwarder, "rx", None)
+        self.native_drain: Callable[..., int] | None = getattr(rx, "pipe_drain", None)
 
     # -- sending side -------------------------------------------------------------------
 
@@ -259,6 +272,20 @@ class PipeHub:
             self._loop.add_reader(fd, self._drain, conn)
 
     def _drain(self, conn: socket.socket) -> None:
+        native = self.native_drain
+        if native is None:
+            self._drain_python(conn)
+            return
+        try:
+            status = native(self, conn.fileno(), self._rbuf, self._lookup, self._on_discontinuity, DRAIN)
+        finally:
+            self._fwd.after_drain()
+        if status:  # -1: the origin closed its link; else the errno of a failed receive
+            if status > 0:
+                log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
+            self._drop(conn)
+
+    def _drain_python(self, conn: socket.socket) -> None:
         rbuf, recv = self._rbuf, conn.recv_into
         size = len(rbuf)
         try:
