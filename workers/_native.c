@@ -745,7 +745,7 @@ static PyObject *fanout_dump(FanOut *self, PyObject *unused) {
     usends = self->usends;
 #endif
     /* sendmmsgCalls: the send system calls made (sendmmsg, or io_uring_enter batches);
-     * uringSends: copies (whole SRTP packets) sent as io_uring's plain send, not sendmsg. */
+     * uringSends: copies (whole SRTP packets) submitted as io_uring's plain send, not sendmsg. */
     return Py_BuildValue("{s:s,s:s,s:K,s:K,s:i,s:K}", "core", "native", "send", send, "flushes",
                          self->gen, "sendmmsgCalls", self->calls, "entries", self->cap,
                          "uringSends", usends);
