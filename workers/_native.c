@@ -22,7 +22,9 @@
  * uses, and the same srtp_t sessions: this module links nothing). Each consumer's entries
  * form a list; flush() sends them all on each consumer's own connected socket (each
  * transport must send from its own port): by default as one io_uring batch of sendmsg
- * requests (up to 256 copies, every consumer's, per io_uring_enter), else (no io_uring here:
+ * requests (up to 256 copies, every consumer's, per io_uring_enter; a whole SRTP copy goes as
+ * a plain send where the kernel has IORING_OP_SEND: no msghdr to copy in; FanOut(...,
+ * uring_send=False) keeps sendmsg), else (no io_uring here:
  * old kernel, seccomp, or uring=False) with one sendmmsg per consumer, 64 messages per call.
  * Why io_uring: when a drain holds one input packet, sendmmsg can only batch per socket, so
  * N consumers cost N system calls per packet; scripts/bench_fanout.py measured io_uring at
@@ -53,6 +55,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
@@ -148,6 +151,7 @@ typedef struct {
     void *sq_ptr, *cq_ptr;
     size_t sq_size, cq_size, sqes_size;
     unsigned entries;
+    int has_send;              /* IORING_OP_SEND is there (5.6+): a whole SRTP copy needs no msghdr */
 } Uring;
 
 static void uring_close(Uring *u) {
@@ -161,6 +165,19 @@ static void uring_close(Uring *u) {
         close(u->fd);
     memset(u, 0, sizeof(*u));
     u->fd = -1;
+}
+
+/* 1 when the kernel's io_uring runs opcode `op` (IORING_REGISTER_PROBE, 5.6+), else 0. */
+static int uring_supports(int fd, int op) {
+    size_t size = sizeof(struct io_uring_probe) + IORING_OP_LAST * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *probe = calloc(1, size);
+    if (probe == NULL)
+        return 0;
+    int ok = syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe, IORING_OP_LAST) == 0 &&
+             op <= probe->last_op && op < probe->ops_len &&
+             (probe->ops[op].flags & IO_URING_OP_SUPPORTED);
+    free(probe);
+    return ok;
 }
 
 /* 0 when the ring is up; -1 (and nothing held) where io_uring is not allowed. */
@@ -211,6 +228,7 @@ static int uring_open(Uring *u) {
     u->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
     u->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
     u->entries = p.sq_entries < URING_ENTRIES ? p.sq_entries : URING_ENTRIES;
+    u->has_send = uring_supports(u->fd, IORING_OP_SEND);
     return 0;
 fail:
     uring_close(u);
@@ -253,6 +271,8 @@ typedef struct {
     int idx[LANE];
 #ifdef HAVE_URING
     int use_uring;
+    int uring_send;            /* whole SRTP copies as IORING_OP_SEND (has_send, not turned off) */
+    unsigned long long usends; /* copies submitted as IORING_OP_SEND */
     Uring uring;
     struct msghdr umsg[URING_ENTRIES];
     struct iovec uiov[2 * URING_ENTRIES];
@@ -262,11 +282,13 @@ typedef struct {
 } FanOut;
 
 static int fanout_init(FanOut *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"protect_address", "send_one", "uring", NULL};
+    static char *kwlist[] = {"protect_address", "send_one", "uring", "uring_send", NULL};
     unsigned long long addr = 0;
     PyObject *send_one = NULL;
     int uring = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO|p", kwlist, &addr, &send_one, &uring))
+    int uring_send = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO|pp", kwlist, &addr, &send_one, &uring,
+                                     &uring_send))
         return -1;
     if (!PyCallable_Check(send_one)) {
         PyErr_SetString(PyExc_TypeError, "send_one must be callable");
@@ -279,10 +301,13 @@ static int fanout_init(FanOut *self, PyObject *args, PyObject *kwds) {
     self->protect = (srtp_protect_fn)(uintptr_t)addr;
 #ifdef HAVE_URING
     self->uring.fd = -1;
-    if (uring && uring_open(&self->uring) == 0)  /* else (seccomp, old kernel): sendmmsg */
+    if (uring && uring_open(&self->uring) == 0) {  /* else (seccomp, old kernel): sendmmsg */
         self->use_uring = 1;
+        self->uring_send = uring_send && self->uring.has_send;
+    }
 #else
     (void)uring;
+    (void)uring_send;
 #endif
     Py_INCREF(send_one);
     self->send_one = send_one;
@@ -331,11 +356,21 @@ static void uring_run(FanOut *self, unsigned m) {
         unsigned idx = tail & mask;
         struct io_uring_sqe *sqe = &u->sqes[idx];
         memset(sqe, 0, sizeof(*sqe));
-        sqe->opcode = IORING_OP_SENDMSG;
         sqe->fd = self->uowner[j]->fd;
-        sqe->addr = (unsigned long long)(uintptr_t)&self->umsg[j];
-        sqe->len = 1;
         sqe->msg_flags = MSG_DONTWAIT;
+        Entry *en = &self->entries[self->uentry[j]];
+        if (en->whole && self->uring_send) {
+            /* One buffer on a connected socket: a plain send, so the kernel copies no
+             * msghdr and imports no iovec per copy (io_msg_copy_hdr in the profile). */
+            sqe->opcode = IORING_OP_SEND;
+            sqe->addr = (unsigned long long)(uintptr_t)en->data;
+            sqe->len = (unsigned)en->len;
+            self->usends++;
+        } else {
+            sqe->opcode = IORING_OP_SENDMSG;
+            sqe->addr = (unsigned long long)(uintptr_t)&self->umsg[j];
+            sqe->len = 1;
+        }
         sqe->user_data = j;
         u->sq_array[idx] = idx;
         tail++;
@@ -394,7 +429,8 @@ static void send_all_uring(FanOut *self) {
         int e = c->first;
         for (int k = c->nq; k > 0; k--) {
             Entry *en = &self->entries[e];
-            fill_msg(&self->umsg[m], &self->uiov[2 * m], en);
+            if (!(en->whole && self->uring_send))  /* else uring_run sends en->data itself */
+                fill_msg(&self->umsg[m], &self->uiov[2 * m], en);
             self->uowner[m] = c;
             self->uentry[m] = e;
             e = en->next;
@@ -702,13 +738,17 @@ static PyObject *fanout_flush(FanOut *self, PyObject *unused) {
 
 static PyObject *fanout_dump(FanOut *self, PyObject *unused) {
     const char *send = "sendmmsg";
+    unsigned long long usends = 0;
 #ifdef HAVE_URING
     if (self->use_uring)
         send = "io_uring";
+    usends = self->usends;
 #endif
-    /* sendmmsgCalls: the send system calls made (sendmmsg, or io_uring_enter batches). */
-    return Py_BuildValue("{s:s,s:s,s:K,s:K,s:i}", "core", "native", "send", send, "flushes",
-                         self->gen, "sendmmsgCalls", self->calls, "entries", self->cap);
+    /* sendmmsgCalls: the send system calls made (sendmmsg, or io_uring_enter batches);
+     * uringSends: copies (whole SRTP packets) submitted as io_uring's plain send, not sendmsg. */
+    return Py_BuildValue("{s:s,s:s,s:K,s:K,s:i,s:K}", "core", "native", "send", send, "flushes",
+                         self->gen, "sendmmsgCalls", self->calls, "entries", self->cap,
+                         "uringSends", usends);
 }
 
 static void fanout_dealloc(FanOut *self) {

@@ -312,6 +312,48 @@ def test_srtp_copies_decrypt(pairs, profile, core):
         assert data[12:] == bytes([i + 1]) * 1000
 
 
+def test_srtp_copies_go_as_io_uring_send_and_match_sendmsg(pairs):
+    """With io_uring, a whole protected copy goes as IORING_OP_SEND (no msghdr for the kernel
+    to copy, docs/benchmarks.md "round three: the SRTP copy"), plain copies stay sendmsg: the
+    datagrams are byte for byte those of the sendmsg path, in order, and a copy that fails
+    as a send is counted like one that fails as a sendmsg."""
+    _need_native()
+    batches = {v: native._native.FanOut(native.srtp_protect_address(), sendbatch.send_one, uring_send=v)
+               for v in (True, False)}
+    if batches[True].dump()["send"] != "io_uring":
+        pytest.skip("no io_uring here: the sendmmsg path sends every copy")
+    local, remote = os.urandom(28), os.urandom(28)
+    srtp = pairs(0xE0, seq_offset=5)
+    use_srtp(srtp.c, SrtpContext(AEAD_AES_128_GCM, local, remote))
+    plain = pairs(0xE1)
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad = ConsumerRewrite(3, 0xE2)  # an SRTP consumer whose socket is closed: EBADF per copy
+    bad.fd = gone.fileno()
+    bad.sync = False
+    bad.started = True
+    use_srtp(bad, SrtpContext(AEAD_AES_128_GCM, local, remote))
+    gone.close()
+    fan = [srtp.c, plain.c, bad]
+    got = {}
+    for v, batch in batches.items():
+        fwd = FakeForwarder()
+        for i in range(3):  # the same packets through each path (allow_repeat_tx: same bytes)
+            assert feed(batch, fwd, fan, 700 + i, 90 * i, bytes([i + 7]) * 900) == 3
+        flush(batch, fwd)
+        got[v] = (srtp.receive(3), plain.receive(3))
+        assert (fwd.rtp_out, fwd.send_errors) == (6, 3)
+    assert batches[True].dump()["uringSends"] == 6  # 3 good + 3 failed SRTP copies
+    assert batches[False].dump()["uringSends"] == 0
+    assert got[True] == got[False]
+    rx = SrtpContext(AEAD_AES_128_GCM, remote, local)
+    for i, data in enumerate(got[True][0]):
+        rtp = rx.unprotect_rtp(data)
+        assert HDR.unpack_from(rtp)[2:] == (705 + i, 90 * i, 0xE0)
+        assert rtp[12:] == bytes([i + 7]) * 900
+    assert (bad.send_errors, bad.packets, bad.octets) == (6, 0, 0)
+    assert (srtp.c.packets, plain.c.packets) == (6, 6)
+
+
 def test_real_send_errors_are_counted_and_the_rest_still_go(pairs, core):
     fwd = FakeForwarder()
     batch = make_batch(core)

@@ -1,0 +1,193 @@
+"""Profile the per-copy cost of SRTP fan-out: the C baseline and a Tureen worker, same load.
+
+    .venv/bin/python scripts/prof_copy.py [--n 100] [--profiles gcm,cm] [--rate 1000]
+        [--seconds 5] [--reps 1] [--core native] [--top 25]
+
+For each SRTP profile, runs the C+SRTP baseline (benchmarks/baseline.py's CForwarder) and a
+Tureen worker (`tureen serve --workers 1`, one producer -> N WebRtcTransports, as the bench's
+srtp rows) one after the other at the same fixed input rate, each recorded with
+`perf record -F 999 -g -p PID` for the trial's window, and prints per forwarder its CPU per
+output copy (the bench's schedstat figure) and, per shared object and per symbol, the share of
+its perf samples and that share as µs per output copy (share x CPU per copy), so the two can
+be compared symbol by symbol. The perf files stay in benchmarks/out/ (`perf report -i`).
+
+--reps alternates C and Tureen that many times per profile (the load on a shared machine
+moves between runs). Loopback only; every run is bounded by --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the benchmarks package
+
+from tureen.shared.client import TureenClient  # noqa: E402
+
+from benchmarks import cpus  # noqa: E402
+from benchmarks.baseline import CForwarder  # noqa: E402
+from benchmarks.ctools import build_tools  # noqa: E402
+from benchmarks.load import Timing  # noqa: E402
+from benchmarks.run import OUT_DIR  # noqa: E402
+from benchmarks.search import Context, run_trial  # noqa: E402
+from benchmarks.tureen_server import TureenServer  # noqa: E402
+from benchmarks.webrtc import webrtc_fanout  # noqa: E402
+
+LINE = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$")
+
+
+def perf_symbols(data: Path) -> dict[tuple[str, str], float]:
+    """Self share (%) of each (shared object, symbol) in a `perf record` file."""
+    result = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "-g", "none", "--no-children",
+         "--sort", "dso,sym", "--percent-limit", "0.05"],
+        capture_output=True, text=True, timeout=120)
+    shares: dict[tuple[str, str], float] = {}
+    for line in result.stdout.splitlines():
+        m = LINE.match(line)
+        if m:
+            shares[(m.group(2), m.group(4))] = float(m.group(1))
+    return shares
+
+
+def group(dso: str, sym: str) -> str:
+    """The row of the summary a symbol belongs to."""
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if "_binding" in dso:
+        return "libsrtp + OpenSSL (_binding)"
+    if dso.startswith("libc"):
+        return "libc (memcpy/memmove, ...)"
+    if "_native" in dso:
+        return "Tureen native core (_native.so)"
+    if "python" in dso:
+        return "CPython"
+    if dso.startswith("cforward"):
+        return "cforward itself"
+    return "other: " + dso
+
+
+async def run_one(which: str, n: int, profile: str, rate: float, seconds: float, core: str,
+                  out: Path, tag: str) -> tuple[float, dict[tuple[str, str], float], Path]:
+    """One trial of `which` ('c' or 'tureen') under perf: (µs per copy, shares, perf file)."""
+    forwarder_cpu, tools_cpu = cpus.layout()
+    tools = build_tools(out / "bin")
+    ctx = Context(tools.rtpload, tools_cpu, Timing(0.5, seconds + 1.0, 0.2))
+    data = out / f"prof-copy-{which}-{profile}{n}-{int(rate)}-{tag}.perf.data"
+
+    async def trial(topology, ports, pids):  # type: ignore[no-untyped-def]
+        rec = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-p", str(pids[0]), "-o", str(data), "--",
+             "sleep", str(int(seconds))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpus.pin(rec.pid, tools_cpu)
+        try:
+            return await run_trial(ctx, topology, ports, pids, rate)
+        finally:
+            try:
+                rec.wait(seconds + 20)
+            except subprocess.TimeoutExpired:
+                rec.kill()
+                rec.wait(5)
+
+    if which == "c":
+        fwd = CForwarder(tools.cforward, n, forwarder_cpu, srtp=profile)
+        try:
+            result = await trial(fwd.built.topology, fwd.built.input_ports, fwd.pids)
+        finally:
+            fwd.close()
+    else:
+        server = TureenServer(1, out / "logs", forwarder_cpu, tools_cpu, fanout=core)
+        try:
+            async with TureenClient(server.endpoint, timeout=30.0) as client:
+                await server.wait_ready(client)
+                built = await webrtc_fanout(client, "prof", n, profile)
+                try:
+                    result = await trial(built.topology, built.input_ports, server.worker_pids)
+                finally:
+                    built.close_sockets()
+        finally:
+            server.stop()
+    print(f"  {which:6s} {profile} N={n} @ {rate:,.0f}/s: {result.out_pps:,.0f} out/s, loss "
+          f"{100 * result.loss:.2f}%, {result.cpu_us_per_out or 0:.3f} µs/out", flush=True)
+    return result.cpu_us_per_out or 0.0, perf_symbols(data), data
+
+
+def table(runs: dict[str, list[tuple[float, dict[tuple[str, str], float]]]], top: int) -> str:
+    """Groups and top symbols, share % and µs per copy, averaged over the reps, side by side."""
+    names = list(runs)
+    us = {w: sum(r[0] for r in runs[w]) / len(runs[w]) for w in names}
+    avg: dict[str, dict[tuple[str, str], float]] = {}
+    for w in names:
+        acc: dict[tuple[str, str], float] = defaultdict(float)
+        for _, shares in runs[w]:
+            for k, v in shares.items():
+                acc[k] += v / len(runs[w])
+        avg[w] = acc
+
+    def row(label: str, vals: dict[str, float]) -> str:
+        cells = [f"{vals.get(w, 0.0):5.1f}% {vals.get(w, 0.0) * us[w] / 100:6.3f}" for w in names]
+        diff = vals.get(names[-1], 0.0) * us[names[-1]] / 100 - vals.get(names[0], 0.0) * us[names[0]] / 100
+        return f"{label[:70]:70s} | " + " | ".join(cells) + f" | {diff:+6.3f}"
+
+    head = f"{'':70s} | " + " | ".join(f"{w + ' % µs/copy':>14s}" for w in names) + " | diff µs"
+    lines = [head, row("CPU per output copy (schedstat)", {w: 100.0 for w in names})]
+    groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for w in names:
+        for (dso, sym), v in avg[w].items():
+            g = group(dso, sym)
+            groups[g][w] = groups[g].get(w, 0.0) + v
+    lines.append("-- by part")
+    for g, vals in sorted(groups.items(), key=lambda kv: -max(kv[1].values())):
+        lines.append(row(g, vals))
+    lines.append("-- by symbol")
+    keys = sorted({k for w in names for k in avg[w]}, key=lambda k: -max(avg[w].get(k, 0.0) for w in names))
+    for dso, sym in keys[:top]:
+        lines.append(row(f"{sym} ({dso})", {w: avg[w].get((dso, sym), 0.0) for w in names}))
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    for profile in args.profiles.split(","):
+        names = args.which.split(",")
+        runs: dict[str, list[tuple[float, dict[tuple[str, str], float]]]] = {w: [] for w in names}
+        for rep in range(args.reps):
+            for which in names if rep % 2 == 0 else names[::-1]:
+                us, shares, _ = await run_one(which, args.n, profile, args.rate, args.seconds, args.core,
+                                              args.out, f"r{rep}")
+                runs[which].append((us, shares))
+        print(f"\nSRTP {profile}, N={args.n}, {args.rate:,.0f} packets/s in, {args.reps} rep(s):")
+        print(table(runs, args.top))
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--profiles", default="gcm,cm")
+    parser.add_argument("--rate", type=float, default=1000.0, help="input packets/s (both forwarders)")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--core", default="native", help="tureen serve --fanout (default native)")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--which", default="c,tureen", help="forwarders, in order: c, tureen (or one)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    args = parser.parse_args(argv)
+    if shutil.which("perf") is None:
+        raise SystemExit("needs perf on PATH (linux-perf / linux-tools)")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.reps <= 10:
+        raise SystemExit("--seconds must be 1..60 and --reps 1..10")
+    os.sched_setaffinity(0, {cpus.layout()[1]})
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
