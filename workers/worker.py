@@ -476,10 +476,19 @@ class Worker:
             "pipe": self.pipes.dump(),
             "legs": self.legs.dump(),
             "counters": self.forwarder.counters(),
-            "fanout": self.forwarder.dump_fanout(),
+            "fanout": self._dump_fanout(),
             # What worker_slice_us asked for and what the kernel gives this worker (µs).
             "sched": {"sliceUs": sched_slice.slice_us(), "askedSliceUs": self.config.worker_slice_us},
         }
+
+    def _dump_fanout(self) -> dict[str, Any]:
+        """The forwarder's fan-out dump, and on the native loop how many connected sockets
+        it drains in C (`nativeLoopSockets`; absent on asyncio's own loop)."""
+        dump = self.forwarder.dump_fanout()
+        selector = native_loop.selector_of(self.loop)
+        if selector is not None:
+            dump["nativeLoopSockets"] = selector.native_readers()
+        return dump
 
     def _stats_get(self, cmd: c.StatsGet) -> dict[str, Any]:
         """Data-path figures for the supervisor's stats timers (workers/stats.py)."""
