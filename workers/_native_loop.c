@@ -451,6 +451,9 @@ error:
 
 static PyObject *nl_close(NativeLoop *self, PyObject *unused) {
     nl_drop_all(self);
+    /* the selector closes its epoll next: its number may be reused, never touch it again
+     * (a later add() or select() fails with EBADF) */
+    self->epfd = -1;
     Py_RETURN_NONE;
 }
 

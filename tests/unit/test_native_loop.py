@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import selectors
 import signal
 import socket
@@ -278,8 +279,22 @@ def test_closing_the_loop_drops_its_readers() -> None:
     rig = Rig("native", loop=loop)
     reader = rig.send_transport.endpoint._reader
     assert reader is not None and reader.active
+    selector = native_loop.selector_of(loop)
+    number = selector.fileno()
     loop.close()
     assert not reader.active
+    # The closed epoll's number taken by another epoll: never used as the loop's again.
+    other = select.epoll()
+    os.dup2(other.fileno(), number)
+    try:
+        spare = rig.socket()
+        with pytest.raises(OSError):
+            selector.add_native(spare.fileno(), rig.fwd.rx, rig.send_transport, False, print, print)
+        with pytest.raises(OSError):
+            selector._native.select(0.0)
+    finally:
+        os.close(number)
+        other.close()
     rig.loop = asyncio.new_event_loop()  # the transports' close needs no selector now
     for transport in rig.transports:
         transport.endpoint._reader = None
