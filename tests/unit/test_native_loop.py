@@ -336,3 +336,32 @@ def test_bad_arguments_are_refused() -> None:
         assert selector.remove_native(12345) is None
     finally:
         loop.close()
+
+
+def test_callbacks_a_handler_schedules_run_without_waiting_for_more_traffic(rig: Rig) -> None:
+    """A datagram that ran Python (an RTCP packet: the transport's handler) returns the wait
+    to asyncio after its batch, so a callback the handler scheduled runs at once. The packet
+    comes from another thread and no timer is due, so nothing else would wake asyncio: the
+    thread waits (2 s at most) for the callback, then wakes the loop itself either way."""
+    transport = rig.send_transport
+    rr = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
+    ran = threading.Event()
+    verdict: list[bool] = []
+
+    async def scenario() -> None:
+        fut = rig.loop.create_future()
+
+        def callback() -> None:
+            ran.set()
+
+        def sender() -> None:
+            rig.sender.sendto(rr, transport.endpoint.local)
+            verdict.append(ran.wait(2.0))
+            rig.loop.call_soon_threadsafe(fut.set_result, None)
+
+        transport.handle_rtcp = lambda n, buf: rig.loop.call_soon(callback)  # type: ignore[method-assign]
+        threading.Thread(target=sender, daemon=True).start()
+        await fut
+
+    run(rig, scenario(), timeout=10.0)
+    assert verdict == [True], "the scheduled callback waited for the next Python event"
