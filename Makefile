@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # setup.py builds the optional native fan-out core (workers/_native.c) in place when gcc and
 # the Python headers are there; `make test` requires it (TUREEN_REQUIRE_NATIVE=1), and atheris
 # for the fuzz tier (TUREEN_REQUIRE_ATHERIS=1: a missing install fails instead of skipping).
-$(STAMP): pyproject.toml setup.py workers/_native.c workers/_native_rx.c workers/_native_pipe.c
+$(STAMP): pyproject.toml setup.py workers/_native.c workers/_native_rx.c workers/_native_pipe.c workers/_native_loop.c
 	scripts/install-build-deps.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip

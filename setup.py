@@ -11,7 +11,7 @@ setup(
         Extension(
             "tureen.workers._native",
             sources=["workers/_native.c"],
-            depends=["workers/_native_rx.c", "workers/_native_pipe.c"],  # included by _native.c
+            depends=["workers/_native_rx.c", "workers/_native_pipe.c", "workers/_native_loop.c"],  # included by _native.c
             extra_compile_args=["-O2", "-Wall", "-Wno-missing-field-initializers"],
             optional=True,
         )

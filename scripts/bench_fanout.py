@@ -35,7 +35,13 @@ a WebRTC transport with SRTP (`gcm`, `cm`), `per-drain` at a time, then one drai
 SRTP unprotect, receive, fan-out to N plain consumers, flush), timed alone (the sends are
 not). Three ways, alternated within each rep: `python` (`native_rx = false`), `native-rx`
 (the native receive behind udp.py's Python drain and pylibsrtp's unprotect: before the
-native drain) and `native-drain` (Receiver.drain: all of it in one C call).
+native drain) and `native-drain` (Receiver.drain: all of it in one C call). Two more take
+the whole wake-up of the worker's event loop instead of the drain alone: one iteration of
+the asyncio loop (`_run_once`: its select, which returns at once as the datagrams are queued,
+the reader's Handle, udp.py's `_drain_connected`, the native drain, the counters and
+`Forwarder.after_drain`) as `loop-asyncio` (`native_loop = false`), and one turn of the native
+loop's wait as it runs under traffic (workers/native_loop.py: `NativeLoop.select(0)`: epoll,
+drain and flush in C) as `loop-native`.
 
 Except for --drain it measures no input side (no recvmmsg, demux, SRTP unprotect, event
 loop), so it isolates what the fan-out core changes; `make bench` gives the whole worker.
@@ -50,6 +56,7 @@ import socket
 import struct
 import sys
 import time
+from functools import partial
 
 from tureen.workers import native
 from tureen.workers.rtp.consumer import ConsumerRewrite
@@ -250,7 +257,7 @@ class _Listener:
         pass
 
 
-DRAIN_MODES = ("python", "native-rx", "native-drain")
+DRAIN_MODES = ("python", "native-rx", "native-drain", "loop-asyncio", "loop-native")
 
 
 def drain_datagrams(srtp: str, packets: int) -> tuple[list[bytes], bytes]:
@@ -274,16 +281,18 @@ def run_drain(n: int, mode: str, srtp: str, datagrams: list[bytes], peer_key: by
     """CPU µs of this thread per input packet in the connected socket's drain of a real
     transport (plain, or WebRTC with SRTP): recvmmsg, unprotect, receive, fan-out to n, flush.
     `mode`: "python" (`native_rx` false), "native-rx" (the native receive behind udp.py's
-    Python drain and pylibsrtp's unprotect: before the native drain), "native-drain"."""
+    Python drain and pylibsrtp's unprotect: before the native drain), "native-drain", and
+    "loop-asyncio" / "loop-native": one turn of the event loop around the native drain."""
     import asyncio
 
+    from tureen.workers import native_loop
     from tureen.workers.forward import Forwarder
     from tureen.workers.router import Producer, Router
     from tureen.workers.transport.plain import PlainRtpTransport
     from tureen.workers.transport.webrtc import WebRtcTransport
 
     setup = Setup(n, "none")
-    loop = asyncio.new_event_loop()
+    loop = native_loop.new_event_loop() if mode == "loop-native" else asyncio.new_event_loop()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
     transport = None
@@ -305,8 +314,18 @@ def run_drain(n: int, mode: str, srtp: str, datagrams: list[bytes], peer_key: by
         endpoint = transport.endpoint
         if mode == "native-rx":
             endpoint._native_drain = None
-        assert (endpoint._native_drain is not None) == (mode == "native-drain")
+        assert (endpoint._native_drain is not None) == (mode in ("native-drain", "loop-asyncio", "loop-native"))
+        assert (endpoint._reader is not None) == (mode == "loop-native")
         drain, sendto, to = endpoint._drain_connected, sender.sendto, endpoint.local
+        if mode == "loop-asyncio":
+            # One turn of asyncio's loop as when the socket woke it: the datagrams are queued,
+            # so its select returns at once (a private method: this measures the loop itself).
+            drain = loop._run_once  # type: ignore[attr-defined]
+        elif mode == "loop-native":
+            # One turn of the native loop's wait as it runs under traffic: epoll_wait (no
+            # wait: the datagrams are queued), the drain and the flush, all in C; the worker
+            # enters Python only when a Python fd or a timer is due.
+            drain = partial(native_loop.selector_of(loop)._native.select, 0.0)
         spent = 0
         for at in range(0, len(datagrams), per_drain):
             for d in datagrams[at : at + per_drain]:
@@ -316,7 +335,7 @@ def run_drain(n: int, mode: str, srtp: str, datagrams: list[bytes], peer_key: by
             spent += time.thread_time_ns() - start
         packets = len(datagrams)
         assert forwarder.rtp_in == packets and forwarder.rtp_out == packets * n, "not every packet was forwarded"
-        if mode == "native-drain":
+        if mode != "python" and mode != "native-rx":
             assert forwarder.rx.fast == packets, "the native drain handed packets on"
         return spent / 1000 / packets
     finally:
@@ -329,7 +348,7 @@ def run_drain(n: int, mode: str, srtp: str, datagrams: list[bytes], peer_key: by
 
 def main_drain(args: argparse.Namespace) -> int:
     packets = min(args.copies, MAX_COPIES) // 10
-    print(f"{'N':>4} {'srtp':>5} {'per drain':>9} | " + " ".join(f"{m + ' µs/pkt':>19}" for m in DRAIN_MODES) + " | python/drain  rx/drain")
+    print(f"{'N':>4} {'srtp':>5} {'per drain':>9} | " + " ".join(f"{m + ' µs/pkt':>19}" for m in DRAIN_MODES) + " | python/drain  rx/drain  asyncio/native loop")
     for srtp in args.srtp.split(","):
         datagrams, peer_key = drain_datagrams(srtp, packets)
         for n in (int(x) for x in args.n.split(",")):
@@ -343,7 +362,8 @@ def main_drain(args: argparse.Namespace) -> int:
                 best = {m: min(t) for m, t in times.items()}
                 cols = " ".join(f"{best[m]:>19.2f}" for m in DRAIN_MODES)
                 d = best["native-drain"]
-                print(f"{n:>4} {srtp:>5} {per_drain:>9} | {cols} | {best['python'] / d:>11.2f}x {best['native-rx'] / d:>8.2f}x", flush=True)
+                loops = best["loop-asyncio"] / best["loop-native"]
+                print(f"{n:>4} {srtp:>5} {per_drain:>9} | {cols} | {best['python'] / d:>11.2f}x {best['native-rx'] / d:>8.2f}x  loop: {loops:.2f}x", flush=True)
     return 0
 
 

@@ -80,6 +80,10 @@ class Config:
     # plain header, in order, no start point awaited: workers/_native.c "Receiver"); false:
     # every packet through the Python receive path (docs/internals.md).
     native_rx: bool = True
+    # Whether, with the native receive, the worker's event loop waits natively too
+    # (workers/native_loop.py): a transport's connected socket is drained and flushed in C
+    # when ready, without asyncio's Python per readiness; false: asyncio's own selector.
+    native_loop: bool = True
     # The scheduler slice each worker asks for (sched_setattr's sched_runtime, SCHED_OTHER,
     # Linux >= 6.12), in µs: 100..100000, or 0 = the kernel's default. A short slice lets a
     # worker woken by a packet (the cross-worker pipe's destination) preempt a busy task on

@@ -126,6 +126,7 @@ SERVE_FLAGS = {
     "fanout": "fanout",
     "io_uring": "io_uring",
     "native_rx": "native_rx",
+    "native_loop": "native_loop",
     "curve_server_cert": "curve_server_cert",
     "curve_clients": "curve_clients_dir",
     "insecure": "insecure",
@@ -180,6 +181,12 @@ def serve(
     native_rx: Annotated[
         bool | None,
         _setting("native_rx", "--native-rx/--no-native-rx", help="Native core: take the common receive path in C."),
+    ] = None,
+    native_loop: Annotated[
+        bool | None,
+        _setting(
+            "native_loop", "--native-loop/--no-native-loop", help="Native receive: drain ready media sockets in the loop's wait, in C."
+        ),
     ] = None,
     curve_server_cert: Annotated[
         str | None,

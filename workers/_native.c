@@ -723,7 +723,8 @@ PyDoc_STRVAR(flush_doc,
 "Send every copy queued (one sendmmsg per consumer); return how many copies failed since\n"
 "the last flush() (including flushes fanout() made when a buffer was full).");
 
-static PyObject *fanout_flush(FanOut *self, PyObject *unused) {
+/* flush()'s work, also the native loop's after a drain (workers/_native_loop.c). */
+static unsigned long long fanout_flush_now(FanOut *self) {
     if (self->nactive)
         send_all(self);
     else {
@@ -733,7 +734,11 @@ static PyObject *fanout_flush(FanOut *self, PyObject *unused) {
     }
     unsigned long long failed = self->failed;
     self->failed = 0;
-    return PyLong_FromUnsignedLongLong(failed);
+    return failed;
+}
+
+static PyObject *fanout_flush(FanOut *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(fanout_flush_now(self));
 }
 
 static PyObject *fanout_dump(FanOut *self, PyObject *unused) {
@@ -793,6 +798,9 @@ static PyTypeObject FanOutType = {
 /* ---------------------------------------------------------------- the pipe: workers/_native_pipe.c */
 #include "_native_pipe.c"
 
+/* ---------------------------------------------------------------- NativeLoop: workers/_native_loop.c */
+#include "_native_loop.c"
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tureen.workers._native",
@@ -802,7 +810,8 @@ static struct PyModuleDef native_module = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&RewriteCoreType) < 0 || PyType_Ready(&FanOutType) < 0 ||
-        PyType_Ready(&ReceiverType) < 0)
+        PyType_Ready(&ReceiverType) < 0 || PyType_Ready(&NativeReaderType) < 0 ||
+        PyType_Ready(&NativeLoopType) < 0)
         return NULL;
     for (int a = 0; a < A_COUNT; a++)
         if ((attr[a] = PyUnicode_InternFromString(attr_names[a])) == NULL)
@@ -815,9 +824,13 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&RewriteCoreType);
     Py_INCREF(&FanOutType);
     Py_INCREF(&ReceiverType);
+    Py_INCREF(&NativeLoopType);
+    Py_INCREF(&NativeReaderType);
     if (PyModule_AddObject(m, "RewriteCore", (PyObject *)&RewriteCoreType) < 0 ||
         PyModule_AddObject(m, "FanOut", (PyObject *)&FanOutType) < 0 ||
         PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0 ||
+        PyModule_AddObject(m, "NativeLoop", (PyObject *)&NativeLoopType) < 0 ||
+        PyModule_AddObject(m, "NativeReader", (PyObject *)&NativeReaderType) < 0 ||
         PyModule_AddIntConstant(m, "LANE", LANE) < 0 ||
         PyModule_AddIntConstant(m, "SRING_SLOTS", SSLOTS) < 0) {
         Py_DECREF(m);

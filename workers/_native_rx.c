@@ -727,37 +727,25 @@ PyDoc_STRVAR(rx_drain_doc,
 "the SRTP keys go to handler(n). errors: failed receives and datagrams larger than a slot.\n"
 "The caller runs forwarder.after_drain() after it, as after any drain.");
 
-static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "drain() takes (source, secure, fd, handler)");
-        return NULL;
-    }
+/* One drain of fd for `source` (rx_drain's work, shared with the native loop's readers,
+ * workers/_native_loop.c): counts into acc[0..2] (datagrams, octets, errors) as it goes, so
+ * a drain stopped by an exception still counts what it took; *python_ran := 1 when a Python
+ * handler or the fallback was called. 0, or -1 with an exception set. */
+static int rx_drain_fd(Receiver *self, PyObject *source, int secure, int fd, PyObject *handler,
+                       long long *acc, int *python_ran) {
     if (self->fo == NULL || self->slots == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
-        return NULL;
+        return -1;
     }
     if (self->draining) {  /* one set of slots: a handler must not start another drain */
         PyErr_SetString(PyExc_RuntimeError, "drain() called from inside a drain's handler");
-        return NULL;
+        return -1;
     }
-    PyObject *source = args[0], *handler = args[3];
-    int secure = PyObject_IsTrue(args[1]);
-    if (secure < 0)
-        return NULL;
-    long fdl = PyLong_AsLong(args[2]);
-    if (fdl == -1 && PyErr_Occurred())
-        return NULL;
-    if (fdl < 0 || fdl > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
-        return NULL;
-    }
-    int fd = (int)fdl;
-    long long errors = 0, count = 0, octets = 0;
     /* As udp.py's Python drain: an error (an ICMP of an earlier send: ECONNREFUSED...) is
      * consumed by the failed call; counted, and tried again, four calls at most. */
     int k = rx_recv(self, fd), tries = 1;
     while (k < 0 && tries < 4) {
-        errors++;
+        acc[2]++;
         k = rx_recv(self, fd);
         tries++;
     }
@@ -768,19 +756,19 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
         goto error;
     for (int i = 0; i < k; i++) {
         if (self->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-            errors++;  /* larger than a slot: not a media packet we take */
+            acc[2]++;  /* larger than a slot: not a media packet we take */
             continue;
         }
         Py_ssize_t n = (Py_ssize_t)self->rmsgs[i].msg_len;
         PyObject *buf = self->buf;
         if (buf == NULL || n > PyByteArray_GET_SIZE(buf)) {
-            errors++;
+            acc[2]++;
             continue;
         }
         unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf);
         memcpy(p, self->slots + (size_t)RECV_SLOT * i, (size_t)n);
-        count++;
-        octets += n;
+        acc[0]++;
+        acc[1] += n;
         PyObject *r;
         if (!secure) {
             int fast = rx_fast(self, source, n);
@@ -790,6 +778,7 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
                 self->fast++;
                 continue;
             }
+            *python_ran = 1;
             r = call_n(handler, NULL, n);  /* handler = forwarder.receive: counts it slow */
             if (r == NULL)
                 goto error;
@@ -814,9 +803,12 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
                 continue;
             }
             self->slow++;
+            *python_ran = 1;
             r = call_n(self->fallback, source, n);
-        } else
+        } else {
+            *python_ran = 1;
             r = call_n(handler, NULL, n);  /* SRTCP, STUN, DTLS, media before the keys... */
+        }
         if (r == NULL)
             goto error;
         Py_DECREF(r);
@@ -825,11 +817,34 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
     }
     self->draining = 0;
     Py_XDECREF(holder);
-    return Py_BuildValue("(LLL)", count, octets, errors);
+    return 0;
 error:
     self->draining = 0;
     Py_XDECREF(holder);
-    return NULL;
+    return -1;
+}
+
+static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "drain() takes (source, secure, fd, handler)");
+        return NULL;
+    }
+    PyObject *source = args[0], *handler = args[3];
+    int secure = PyObject_IsTrue(args[1]);
+    if (secure < 0)
+        return NULL;
+    long fdl = PyLong_AsLong(args[2]);
+    if (fdl == -1 && PyErr_Occurred())
+        return NULL;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
+        return NULL;
+    }
+    long long acc[3] = {0, 0, 0};
+    int python_ran = 0;
+    if (rx_drain_fd(self, source, secure, (int)fdl, handler, acc, &python_ran) < 0)
+        return NULL;
+    return Py_BuildValue("(LLL)", acc[0], acc[1], acc[2]);
 }
 
 static PyObject *rx_dump(Receiver *self, PyObject *unused) {

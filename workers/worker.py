@@ -49,7 +49,7 @@ from tureen.shared.errors import (
     duplicate,
     not_found,
 )
-from tureen.workers import sched_slice, stats
+from tureen.workers import native_loop, sched_slice, stats
 from tureen.workers.channel import SupervisorChannel
 from tureen.workers.forward import Forwarder
 from tureen.workers.router import Consumer, Producer, Router, Stream
@@ -476,10 +476,19 @@ class Worker:
             "pipe": self.pipes.dump(),
             "legs": self.legs.dump(),
             "counters": self.forwarder.counters(),
-            "fanout": self.forwarder.dump_fanout(),
+            "fanout": self._dump_fanout(),
             # What worker_slice_us asked for and what the kernel gives this worker (µs).
             "sched": {"sliceUs": sched_slice.slice_us(), "askedSliceUs": self.config.worker_slice_us},
         }
+
+    def _dump_fanout(self) -> dict[str, Any]:
+        """The forwarder's fan-out dump, and on the native loop how many connected sockets
+        it drains in C (`nativeLoopSockets`; absent on asyncio's own loop)."""
+        dump = self.forwarder.dump_fanout()
+        selector = native_loop.selector_of(self.loop)
+        if selector is not None:
+            dump["nativeLoopSockets"] = selector.native_readers()
+        return dump
 
     def _stats_get(self, cmd: c.StatsGet) -> dict[str, Any]:
         """Data-path figures for the supervisor's stats timers (workers/stats.py)."""
@@ -958,6 +967,11 @@ class Worker:
 
 def run_worker(index: int, run_dir: str, config: Config, parent_pid: int = 0) -> int:
     worker = Worker(index, run_dir, config, parent_pid=parent_pid or os.getppid())
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(worker.run())
+    # The native loop (workers/native_loop.py) drains the transports' connected sockets in
+    # its wait; it needs the native receive, whose drain it runs.
+    factory = None
+    if config.native_loop and worker.forwarder.rx is not None and native_loop.available():
+        factory = native_loop.new_event_loop
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(worker.run())
     return 0

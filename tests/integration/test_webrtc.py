@@ -60,6 +60,8 @@ async def test_two_peers_see_and_hear_each_other(media_room) -> None:
         if all("nativeRx" in f for f in fanouts):  # the native receive: aiortc's SRTP in its drain
             assert sum(f["nativeSrtp"] for f in fanouts) > 0, fanouts
             assert sum(f["nativeRx"] for f in fanouts) > 0, fanouts
+            # the native loop (native_loop, default on) drains the browsers' sockets in C
+            assert sum(f["nativeLoopSockets"] for f in fanouts) >= 2, fanouts
     finally:
         await alice.close()
         await bob.close()

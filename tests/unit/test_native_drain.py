@@ -7,7 +7,11 @@ receive errors) and the WebRTC transport (SRTP errors, SRTCP, media before the k
 datagrams not demuxed). For WebRTC, replayed, tampered and oversized SRTP packets must be
 refused the same way on both paths, and the datagrams that are not SRTP media (SRTCP, STUN,
 other) keep going through the transport's Python handler, in order. A stranger's datagram
-(another source than the connected remote) never reaches the receive on either path."""
+(another source than the connected remote) never reaches the receive on either path.
+
+Each scenario also runs a third time on the native loop (workers/native_loop.py): the
+connected socket is then drained by the loop's selector in C (select with no wait once the
+socket is readable), and must give what the native drain called from udp.py gives."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any
 import pytest
 from captured import Header, Rig, load, with_header
 from test_native_rx import snapshot
-from tureen.workers import native
+from tureen.workers import native, native_loop
 from tureen.workers.transport.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpContext
 from tureen.workers.transport.udp import UdpEndpoint
 from tureen.workers.transport.webrtc import WebRtcTransport
@@ -43,8 +47,19 @@ def pump(endpoint: UdpEndpoint, sender: socket.socket, datagrams: list[bytes]) -
             return
         ready, _, _ = select.select([endpoint._conn], [], [], 2.0)
         assert ready, "the datagrams never arrived"
-        endpoint._drain_connected()
+        drain_ready(endpoint)
     assert endpoint.datagrams_in + endpoint.recv_errors >= want
+
+
+def drain_ready(endpoint: UdpEndpoint) -> None:
+    """What the event loop does when the connected socket is readable: on the native loop
+    its selector's select (no wait: the socket is readable), else udp.py's reader."""
+    selector = native_loop.selector_of(endpoint._loop)
+    if selector is not None:
+        assert endpoint._reader is not None, "the native loop does not drain this socket"
+        assert selector.select(0) == []
+    else:
+        endpoint._drain_connected()
 
 
 def endpoint_counts(endpoint: UdpEndpoint) -> dict[str, int]:
@@ -58,12 +73,14 @@ def endpoint_counts(endpoint: UdpEndpoint) -> dict[str, int]:
 def both(
     scenario: Callable[[Rig], dict[str, Any]],
 ) -> tuple[dict[str, Any], dict[str, Any], tuple[int, int]]:
-    """`scenario` with the Python drain and receive, then with the native drain: the data
-    path's snapshot plus what the scenario adds, each; and the native (fast, slow) counts."""
+    """`scenario` with the Python drain and receive, then with the native drain, then on the
+    native loop (which must give what the native drain gives): the data path's snapshot plus
+    what the scenario adds, each; and the native (fast, slow) counts."""
     results = []
-    counts = (0, 0)
-    for core in ("native-pyrx", "native"):
-        rig = Rig(core)
+    counts = []
+    for core in ("native-pyrx", "native", "native-loop"):
+        loop = native_loop.new_event_loop() if core == "native-loop" else None
+        rig = Rig("native" if loop is not None else core, loop=loop)
         try:
             assert (rig.fwd.native_drain(rig.send_transport, False) is None) == (
                 core == "native-pyrx"
@@ -71,10 +88,14 @@ def both(
             extra = scenario(rig)
             results.append({**snapshot(rig), **extra})
             if rig.fwd.rx is not None:
-                counts = (rig.fwd.rx.fast, rig.fwd.rx.slow)
+                counts.append((rig.fwd.rx.fast, rig.fwd.rx.slow))
         finally:
             rig.close()
-    return results[0], results[1], counts
+            if loop is not None:
+                loop.close()
+    assert results[2] == results[1], "the native loop's drain differs from the native drain"
+    assert counts[1] == counts[0]
+    return results[0], results[1], counts[0]
 
 
 def test_plain_drain_forwards_what_the_python_drain_does() -> None:
@@ -127,7 +148,7 @@ def test_a_refused_send_is_one_receive_error_on_both_drains() -> None:
         )  # answered by ICMP (on loopback within the send): a socket error
         ready, _, _ = select.select([endpoint._conn], [], [], 2.0)  # a pending error is readable
         assert ready
-        endpoint._drain_connected()
+        drain_ready(endpoint)
         return {"endpoint": endpoint_counts(endpoint)}
 
     python, nat, _ = both(scenario)

@@ -23,17 +23,22 @@ handler must be done with the buffer when it returns. After each drain `after_dr
 socket's drain is one native call (`native_drain`, Forwarder.native_drain: recvmmsg, then per
 datagram the common receive in C, SRTP unprotect included, or `on_datagram(n)` for the rest,
 in order); the open socket's stays Python: a stranger's datagram never reaches the receive.
+When the loop runs on the native selector (workers/native_loop.py, `native_loop`), that
+connected socket is not an asyncio reader at all: the selector drains it in C and flushes
+(a NativeReader, whose counters `datagrams_in`, `octets_in` and `recv_errors` include).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tureen.workers import native_loop
 from tureen.workers.sendbatch import RECV_SLOT
 
 if TYPE_CHECKING:
@@ -116,9 +121,11 @@ class UdpEndpoint:
         self.ipv6 = self._open.family == socket.AF_INET6
         self._conn: socket.socket | None = None
         self.remote: tuple[str, int] | None = None
-        self.datagrams_in = 0
-        self.octets_in = 0
-        self.recv_errors = 0
+        self._datagrams_in = 0
+        self._octets_in = 0
+        self._recv_errors = 0
+        # The connected socket's NativeReader when the native selector drains it, else None.
+        self._reader: Any = None
         loop.add_reader(self._open.fileno(), self._drain_open)
 
     # -- remote -------------------------------------------------------------------------
@@ -145,7 +152,39 @@ class UdpEndpoint:
         # Between bind and connect the twin was an unconnected member of the port and may
         # have queued a stranger's datagram: sort what is queued by source once.
         self._drain_from(sock)
-        self._loop.add_reader(sock.fileno(), self._drain_connected)
+        if not self._add_native(sock):
+            self._loop.add_reader(sock.fileno(), self._drain_connected)
+
+    def _add_native(self, sock: socket.socket) -> bool:
+        """Have the native selector drain `sock` in C, if the loop runs on one and this
+        endpoint has a native drain (a partial of Receiver.drain with its source and secure:
+        Forwarder.native_drain)."""
+        drain = self._native_drain
+        selector = native_loop.selector_of(self._loop)
+        if selector is None or not isinstance(drain, functools.partial) or len(drain.args) != 2:
+            return False
+        source, secure = drain.args
+        self._reader = selector.add_native(
+            sock.fileno(), drain.func.__self__, source, secure, self._on_datagram, self._after_drain
+        )
+        return True
+
+    # -- counters (a NativeReader's included) ---------------------------------------------
+
+    @property
+    def datagrams_in(self) -> int:
+        r = self._reader
+        return self._datagrams_in + (r.datagrams if r is not None else 0)
+
+    @property
+    def octets_in(self) -> int:
+        r = self._reader
+        return self._octets_in + (r.octets if r is not None else 0)
+
+    @property
+    def recv_errors(self) -> int:
+        r = self._reader
+        return self._recv_errors + (r.errors if r is not None else 0)
 
     def disconnect(self) -> None:
         """Forget the remote: nothing is sent until the next connect()."""
@@ -153,7 +192,17 @@ class UdpEndpoint:
 
     def _close_conn(self) -> None:
         if self._conn is not None:
-            self._loop.remove_reader(self._conn.fileno())
+            r = self._reader
+            if r is not None:  # drained by the native selector: keep its counts
+                self._reader = None
+                selector = native_loop.selector_of(self._loop)
+                if selector is not None:
+                    selector.remove_native(self._conn.fileno())
+                self._datagrams_in += r.datagrams
+                self._octets_in += r.octets
+                self._recv_errors += r.errors
+            else:
+                self._loop.remove_reader(self._conn.fileno())
             self._conn.close()
             self._conn = None
         self.remote = None
@@ -185,9 +234,9 @@ class UdpEndpoint:
         native = self._native_drain
         if native is not None:
             count, octets, errors = native(sock.fileno(), self._on_datagram)
-            self.datagrams_in += count
-            self.octets_in += octets
-            self.recv_errors += errors
+            self._datagrams_in += count
+            self._octets_in += octets
+            self._recv_errors += errors
             self._after_drain()
             return
         rb = self._rbatch
@@ -205,13 +254,13 @@ class UdpEndpoint:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP error of an earlier send (ECONNREFUSED...): consumed
-                self.recv_errors += 1
+                self._recv_errors += 1
                 continue
             count += 1
             octets += n
             handler(n)
-        self.datagrams_in += count
-        self.octets_in += octets
+        self._datagrams_in += count
+        self._octets_in += octets
         self._after_drain()
 
     def _drain_batched(self, sock: socket.socket, rb: RecvBatch) -> None:
@@ -220,7 +269,7 @@ class UdpEndpoint:
         k = rb.recv(fd)
         tries = 1
         while k < 0 and tries < 4:  # an ICMP error of an earlier send (ECONNREFUSED...): consumed
-            self.recv_errors += 1
+            self._recv_errors += 1
             k = rb.recv(fd)
             tries += 1
         buf = self._buf
@@ -232,15 +281,15 @@ class UdpEndpoint:
         for i in range(k):
             n = length(i)
             if n < 0:  # larger than a slot: not a media packet we take
-                self.recv_errors += 1
+                self._recv_errors += 1
                 continue
             start = i * RECV_SLOT
             buf[:n] = view[start : start + n]
             count += 1
             octets += n
             handler(n)
-        self.datagrams_in += count
-        self.octets_in += octets
+        self._datagrams_in += count
+        self._octets_in += octets
         self._after_drain()
 
     def _drain_open(self) -> None:
@@ -257,7 +306,7 @@ class UdpEndpoint:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                self.recv_errors += 1
+                self._recv_errors += 1
                 continue
             count += 1
             octets += n
@@ -267,8 +316,8 @@ class UdpEndpoint:
                 self._on_datagram_from(n, addr)
             if sock.fileno() < 0:  # the handler closed us
                 break
-        self.datagrams_in += count
-        self.octets_in += octets
+        self._datagrams_in += count
+        self._octets_in += octets
         self._after_drain()
 
     # -- end ----------------------------------------------------------------------------
