@@ -1,0 +1,82 @@
+"""benchmarks/hoptrace.py: one packet's chain through the workers, read from `perf script` text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repo, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import hoptrace  # noqa: E402
+
+LOAD, ORIGIN, DEST, OTHER = 100, 200, 300, 400
+
+
+def line(comm: str, tid: int, cpu: int, us: float, event: str, rest: str) -> str:
+    sec, ns = divmod(int(us * 1000), 1_000_000_000)
+    return f"{comm:>16} {tid:5d} [{cpu:03d}] {sec}.{ns:09d}:        {event}: {rest}"
+
+
+def switch(cpu: int, us: float, prev: tuple[str, int], nxt: tuple[str, int], state: str = "S") -> str:
+    return line(prev[0], prev[1], cpu, us, "sched:sched_switch",
+                f"prev_comm={prev[0]} prev_pid={prev[1]} prev_prio=120 prev_state={state} ==> "
+                f"next_comm={nxt[0]} next_pid={nxt[1]} next_prio=120")
+
+
+def waking(cpu: int, us: float, by: tuple[str, int], who: tuple[str, int]) -> str:
+    return line(by[0], by[1], cpu, us, "sched:sched_waking", f"comm={who[0]} pid={who[1]} prio=120 target_cpu=000")
+
+
+IDLE, LOADP, ORG, DST, HOG = ("swapper/0", 0), ("rtpload-1", LOAD), ("python", ORIGIN), ("python", DEST), \
+    ("cc1 plus", OTHER)
+
+# One packet across the pipe, both workers on cpu 0: the origin wakes 20 µs after the send,
+# sends the pipe datagram 30 µs later, runs 20 µs more, a neighbour holds cpu 0 for 130 µs,
+# then the destination runs and sends the copies 30 µs later.
+CROSS = [
+    switch(0, 900, ("x", 1), IDLE),
+    line(*LOADP, 1, 1000, "syscalls:sys_enter_sendmmsg", "fd: 0x00000003"),
+    waking(1, 1010, LOADP, ORG),
+    switch(0, 1020, IDLE, ORG, "R"),
+    line(*ORG, 0, 1025, "syscalls:sys_enter_recvmmsg", "fd: 0x00000007"),
+    line(*ORG, 0, 1050, "syscalls:sys_enter_sendto", "fd: 0x00000009"),
+    waking(0, 1051, ORG, DST),
+    line(*ORG, 0, 1065, "syscalls:sys_enter_epoll_wait", "epfd: 0x00000003"),
+    switch(0, 1070, ORG, HOG),
+    switch(0, 1200, HOG, DST, "R"),
+    line(*DST, 0, 1230, "syscalls:sys_enter_io_uring_enter", "fd: 0x0000000b"),
+]
+
+
+def test_a_cross_packet_is_cut_into_its_segments_and_the_wait_is_charged_to_who_ran() -> None:
+    events = hoptrace.parse(reversed(CROSS))  # out of order on purpose: parse sorts by time
+    found, skipped = hoptrace.chains(events, LOAD, ORIGIN, DEST)
+    assert skipped == 0 and len(found) == 1
+    seg = hoptrace.segments(found[0])
+    assert seg == pytest.approx({"load send to origin woken": 10, "origin wake-up": 20, "origin drain to pipe send": 30,
+                                 "destination wait for cpu": 150, "destination drain to send": 30,
+                                 "total (send to out)": 230})
+    assert found[0].dest_wait_held == {"origin": 20_000, "cc1 plus": 130_000}
+    assert found[0].origin_wait_held == {"idle": 10_000}
+    summary = hoptrace.summary(found)
+    assert summary["dest_wait_held_us_per_packet"] == pytest.approx({"cc1 plus": 130, "origin": 20})
+
+
+def test_a_same_worker_packet_ends_at_the_origins_send_and_a_chain_without_one_is_skipped() -> None:
+    text = [
+        switch(0, 900, ("x", 1), IDLE),
+        line(*LOADP, 1, 1000, "syscalls:sys_enter_sendmmsg", "fd: 0x00000003"),
+        waking(1, 1004, LOADP, ORG),
+        switch(0, 1008, IDLE, ORG, "R"),
+        line(*ORG, 0, 1020, "syscalls:sys_enter_io_uring_enter", "fd: 0x0000000b"),
+        line(*LOADP, 1, 2000, "syscalls:sys_enter_sendmmsg", "fd: 0x00000003"),  # never forwarded
+        "not a perf line",
+    ]
+    found, skipped = hoptrace.chains(hoptrace.parse(text), LOAD, ORIGIN, None)
+    assert [hoptrace.segments(c) for c in found] == [
+        pytest.approx({"load send to origin woken": 4, "origin wake-up": 8, "drain to send": 12, "total (send to out)": 20})]
+    assert skipped == 1
