@@ -105,6 +105,7 @@ class Chain:
     dest_was_running: bool
     dest_wait_held: dict[str, int] = field(default_factory=dict)  # who held its CPU, ns
     origin_wait_held: dict[str, int] = field(default_factory=dict)  # the same, wake0 -> run0
+    on_cpu: dict[str, int] = field(default_factory=dict)  # ns each worker ran within its drain segment
 
 
 class _States:
@@ -196,7 +197,7 @@ def chains(events: list[Event], load_tid: int, origin: int, dest: int | None) ->
         pipe = run1 = None
         was1 = False
         held: dict[str, int] = {}
-        held0 = {} if was0 else _who(timeline.held(cpu_at(origin, send), w0 or send, run0), origin, dest)
+        held0 = {} if was0 else _who(timeline.held(cpu_at(origin, send), w0 or send, run0), origin, dest, load_tid)
         if dest:
             pipe = pipe_t.first(run0)
             if pipe is None:
@@ -208,7 +209,7 @@ def chains(events: list[Event], load_tid: int, origin: int, dest: int | None) ->
             if run1 is None:
                 skipped += 1
                 continue
-            held = _who(timeline.held(cpu1, pipe, run1), origin, dest)
+            held = _who(timeline.held(cpu1, pipe, run1), origin, dest, load_tid)
             start_out = run1
         else:
             start_out = run0
@@ -216,15 +217,23 @@ def chains(events: list[Event], load_tid: int, origin: int, dest: int | None) ->
         if out is None or out - send > LIMIT_NS:
             skipped += 1
             continue
-        result.append(Chain(send, w0, run0, pipe, run1, out, was0, was1, held, held0))
+        cpu0 = cpu_at(origin, send)
+        on_cpu = {"origin": sum(ns for (tid, _), ns in timeline.held(cpu0, run0, pipe or out).items()
+                                if tid == origin)}
+        if dest and run1 is not None:
+            on_cpu["destination"] = sum(ns for (tid, _), ns in timeline.held(cpu_at(dest, run1), run1, out).items()
+                                        if tid == dest)
+        result.append(Chain(send, w0, run0, pipe, run1, out, was0, was1, held, held0, on_cpu))
     return result, skipped
 
 
-def _who(held: dict[tuple[int, str], int], origin: int, dest: int | None) -> dict[str, int]:
-    """ns per process name, the workers named by role."""
+def _who(held: dict[tuple[int, str], int], origin: int, dest: int | None, load: int) -> dict[str, int]:
+    """ns per process name, the workers and this run's load tool named by role (a neighbour's
+    load tool has the same name: other sessions run the same benchmark)."""
     out: dict[str, int] = {}
     for (tid, comm), ns in held.items():
-        key = "origin" if tid == origin else "destination" if tid == dest else "idle" if tid == 0 else comm
+        key = ("origin" if tid == origin else "destination" if tid == dest else "load tool" if tid == load
+               else "idle" if tid == 0 else comm)
         out[key] = out.get(key, 0) + ns
     return out
 
@@ -244,10 +253,13 @@ def segments(chain: Chain) -> dict[str, float]:
     seg["origin wake-up"] = (chain.run0 - chain.send) / 1e3
     if chain.pipe is not None and chain.run1 is not None:
         seg["origin drain to pipe send"] = (chain.pipe - chain.run0) / 1e3
+        seg["  of which origin on cpu"] = chain.on_cpu.get("origin", 0) / 1e3
         seg["destination wait for cpu"] = (chain.run1 - chain.pipe) / 1e3
         seg["destination drain to send"] = (chain.out - chain.run1) / 1e3
+        seg["  of which destination on cpu"] = chain.on_cpu.get("destination", 0) / 1e3
     else:
         seg["drain to send"] = (chain.out - chain.run0) / 1e3
+        seg["  of which origin on cpu"] = chain.on_cpu.get("origin", 0) / 1e3
     seg["total (send to out)"] = (chain.out - chain.send) / 1e3
     return seg
 
@@ -268,8 +280,18 @@ def summary(found: list[Chain]) -> dict[str, object]:
                 held[who] += ns / 1e3 / n
         return dict(sorted(held.items(), key=lambda kv: -kv[1]))
 
+    own = ("origin", "destination", "load tool")
+
+    def own_us(which: str) -> dict[str, float]:
+        """Per packet, the part of a wait that this run's own processes held the CPU (a quiet
+        machine's wait; the rest was neighbours'): p50, p90, mean in µs."""
+        v = [sum(ns for who, ns in getattr(c, which).items() if who in own) / 1e3 for c in found]
+        return {"p50": _pct(v, 0.5), "p90": _pct(v, 0.9), "mean": statistics.fmean(v) if v else float("nan")}
+
     return {
         "packets": len(found),
+        "origin_wait_own_us": own_us("origin_wait_held"),
+        "dest_wait_own_us": own_us("dest_wait_held"),
         "segments_us": {name: {"p50": _pct(v, 0.5), "p90": _pct(v, 0.9), "mean": statistics.fmean(v)}
                         for name, v in per.items()},
         "origin_already_running": sum(c.origin_was_running for c in found) / n,

@@ -144,6 +144,11 @@ def show(res: dict[str, Any]) -> str:
              f"{100 * res['dest_already_running']:.0f}%"]
     for name, s in res["segments_us"].items():
         lines.append(f"  {name:28s} p50 {s['p50']:8.1f}  p90 {s['p90']:8.1f}  mean {s['mean']:8.1f} µs")
+    for key, what in (("origin_wait_own_us", "origin's"), ("dest_wait_own_us", "destination's")):
+        o = res[key]
+        if res["packets"] and (key == "origin_wait_own_us" or res["scenario"] == "cross"):
+            lines.append(f"  {what} wait held by this run's own processes: p50 {o['p50']:.1f}  p90 {o['p90']:.1f}"
+                         f"  mean {o['mean']:.1f} µs")
     if res["origin_wait_held_us_per_packet"]:
         held = ", ".join(f"{k} {v:.1f}" for k, v in list(res["origin_wait_held_us_per_packet"].items())[:6])
         lines.append(f"  origin's cpu held while it waited (µs/packet, mean): {held}")

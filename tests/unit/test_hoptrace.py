@@ -58,7 +58,8 @@ def test_a_cross_packet_is_cut_into_its_segments_and_the_wait_is_charged_to_who_
     assert skipped == 0 and len(found) == 1
     seg = hoptrace.segments(found[0])
     assert seg == pytest.approx({"load send to origin woken": 10, "origin wake-up": 20, "origin drain to pipe send": 30,
-                                 "destination wait for cpu": 150, "destination drain to send": 30,
+                                 "  of which origin on cpu": 30, "destination wait for cpu": 150,
+                                 "destination drain to send": 30, "  of which destination on cpu": 30,
                                  "total (send to out)": 230})
     assert found[0].dest_wait_held == {"origin": 20_000, "cc1 plus": 130_000}
     assert found[0].origin_wait_held == {"idle": 10_000}
@@ -78,5 +79,24 @@ def test_a_same_worker_packet_ends_at_the_origins_send_and_a_chain_without_one_i
     ]
     found, skipped = hoptrace.chains(hoptrace.parse(text), LOAD, ORIGIN, None)
     assert [hoptrace.segments(c) for c in found] == [
-        pytest.approx({"load send to origin woken": 4, "origin wake-up": 8, "drain to send": 12, "total (send to out)": 20})]
+        pytest.approx({"load send to origin woken": 4, "origin wake-up": 8, "drain to send": 12,
+                        "  of which origin on cpu": 12, "total (send to out)": 20})]
     assert skipped == 1
+
+
+def test_a_preempted_origin_is_not_waited_for_as_if_asleep() -> None:
+    # Runnable (switched out in R) when the packet comes: no wake-up event belongs to this
+    # packet; the wait runs from the send to its next switch-in, charged to who ran.
+    text = [
+        switch(0, 990, ORG, HOG, "R"),
+        line(*LOADP, 1, 1000, "syscalls:sys_enter_sendmmsg", "fd: 0x00000003"),
+        switch(0, 1100, HOG, ORG, "R"),
+        line(*ORG, 0, 1110, "syscalls:sys_enter_io_uring_enter", "fd: 0x0000000b"),
+        line(*ORG, 0, 1120, "syscalls:sys_enter_epoll_wait", "epfd: 0x00000003"),
+        switch(0, 1130, ORG, IDLE),
+        waking(1, 1500, LOADP, ORG),  # the next packet's, not this one's
+    ]
+    (chain,), _ = hoptrace.chains(hoptrace.parse(text), LOAD, ORIGIN, None)
+    assert chain.wake0 is None and not chain.origin_was_running
+    assert hoptrace.segments(chain)["origin wake-up"] == pytest.approx(100)
+    assert chain.origin_wait_held == {"cc1 plus": 100_000}
