@@ -299,3 +299,63 @@ def summary(found: list[Chain]) -> dict[str, object]:
         "dest_wait_held_us_per_packet": mean_held("dest_wait_held"),
         "origin_wait_held_us_per_packet": mean_held("origin_wait_held"),
     }
+
+
+_ARG = re.compile(r"(\w+): 0x([0-9a-f]+)")
+
+
+def _arg(e: Event, name: str) -> int:
+    return next((int(v, 16) for k, v in _ARG.findall(e.rest) if k == name), 0)
+
+
+def per_packet(events: list[Event], load_tid: int, origin: int, dest: int | None, copies: int,
+               size: int) -> list[dict[str, float]]:
+    """Each input packet's times matched first in, first out by counting (the load tool's
+    sendmmsg `vlen`, the pipe datagram's length / (2 + size), the forwarding worker's
+    io_uring_enter `to_submit` or sendmmsg `vlen` / copies), from a moment both workers were
+    asleep (nothing in flight). Unlike `chains`, right when packets queue (latency longer than
+    the gap between packets). Per packet, µs: `to pipe` (send to the origin's pipe datagram),
+    `pipe to out` and `total` (send to the worker's call that sends its first copy)."""
+    state = _States(events, [t for t in (origin, dest) if t])
+    start = next((e.t for e in events if e.name == "sched:sched_switch" and e.tid in (origin, dest)
+                  and state.at(origin, e.t) == "asleep" and (not dest or state.at(dest, e.t) == "asleep")), None)
+    if start is None:
+        return []
+    sends: list[int] = []
+    pipes: list[int] = []
+    outs: list[tuple[int, int]] = []  # (time, copies sent by the call)
+    sender = dest if dest else origin
+    for e in events:
+        if e.t < start:
+            continue
+        if e.tid == load_tid and e.name == "syscalls:sys_enter_sendmmsg":
+            sends += [e.t] * _arg(e, "vlen")
+        elif dest and e.tid == origin and e.name == "syscalls:sys_enter_sendto":
+            pipes += [e.t] * round((_arg(e, "len") - 4) / (2 + size))
+        elif e.tid == sender and e.name == "syscalls:sys_enter_io_uring_enter":
+            outs.append((e.t, _arg(e, "to_submit")))
+        elif e.tid == sender and e.name == "syscalls:sys_enter_sendmmsg":
+            outs.append((e.t, _arg(e, "vlen")))
+    firsts: list[int] = []  # per packet, the call that sent its first copy
+    done = 0
+    for t, n in outs:
+        while len(firsts) * copies < done + n:
+            firsts.append(t)
+        done += n
+    out = []
+    for i, send in enumerate(sends):
+        if i >= len(firsts) or (dest and i >= len(pipes)):
+            break
+        row = {"total": (firsts[i] - send) / 1e3}
+        if dest:
+            row["to pipe"] = (pipes[i] - send) / 1e3
+            row["pipe to out"] = (firsts[i] - pipes[i]) / 1e3
+        out.append(row)
+    return out
+
+
+def per_packet_summary(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """p50 / p90 / mean of each per-packet figure."""
+    keys = rows[0].keys() if rows else []
+    return {k: {"p50": _pct([r[k] for r in rows], 0.5), "p90": _pct([r[k] for r in rows], 0.9),
+                "mean": statistics.fmean(r[k] for r in rows)} for k in keys}

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks import cpus, hoptrace, scenarios  # noqa: E402
 from benchmarks.ctools import build_tools  # noqa: E402
-from benchmarks.load import Timing, run_load  # noqa: E402
+from benchmarks.load import VIDEO_SIZE, Timing, run_load  # noqa: E402
 from benchmarks.tureen_server import TureenServer  # noqa: E402
 
 EVENTS = ["sched:sched_switch", "sched:sched_waking"]
@@ -127,6 +127,9 @@ async def traced_run(args: argparse.Namespace, scenario: str, tmp: Path, rtpload
         err = perf.stderr.read().decode(errors="replace") if perf and perf.stderr else ""
         print(f"  nothing traced: {len(events)} events, load tool {load_tid}; perf said: {err[-500:]}", flush=True)
     out = hoptrace.summary(found)
+    fifo = hoptrace.per_packet(events, load_tid[0], origin, dest, args.n, VIDEO_SIZE)
+    out["per_packet_us"] = hoptrace.per_packet_summary(fifo)
+    out["per_packet_n"] = len(fifo)
     out.update(scenario=scenario, layout=args.layout, rate=args.rate, skipped=skipped,
                load_p50_us=report["latency_us_p50"], load_p99_us=report["latency_us_p99"],
                loss=1 - report["received_window"] / max(report["expected_window"], 1),
@@ -142,6 +145,9 @@ def show(res: dict[str, Any]) -> str:
              f"{100 * res['loss']:.2f}%; {res['packets']} packets traced ({res['skipped']} skipped); "
              f"origin already running {100 * res['origin_already_running']:.0f}%, destination "
              f"{100 * res['dest_already_running']:.0f}%"]
+    for name, s in res["per_packet_us"].items():
+        lines.append(f"  per packet (fifo, {res['per_packet_n']}) {name:14s} p50 {s['p50']:8.1f}  p90 {s['p90']:8.1f}"
+                     f"  mean {s['mean']:8.1f} µs")
     for name, s in res["segments_us"].items():
         lines.append(f"  {name:28s} p50 {s['p50']:8.1f}  p90 {s['p90']:8.1f}  mean {s['mean']:8.1f} µs")
     for key, what in (("origin_wait_own_us", "origin's"), ("dest_wait_own_us", "destination's")):

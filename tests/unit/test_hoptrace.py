@@ -100,3 +100,20 @@ def test_a_preempted_origin_is_not_waited_for_as_if_asleep() -> None:
     assert chain.wake0 is None and not chain.origin_was_running
     assert hoptrace.segments(chain)["origin wake-up"] == pytest.approx(100)
     assert chain.origin_wait_held == {"cc1 plus": 100_000}
+
+
+def test_queued_packets_are_matched_first_in_first_out_by_count() -> None:
+    # Two packets in flight at once: the second's copies leave with the second call, which
+    # matching "the first send after it" would get wrong (it would say 200 µs, not 300).
+    sendmmsg = "syscalls:sys_enter_sendmmsg"
+    text = [
+        switch(0, 900, ORG, IDLE),  # asleep: nothing in flight, counting starts here
+        line(*LOADP, 1, 1000, sendmmsg, "fd: 0x00000003, mmsg: 0x00001000, vlen: 0x00000001, flags: 0x00000040"),
+        waking(1, 1005, LOADP, ORG),
+        line(*LOADP, 1, 1100, sendmmsg, "fd: 0x00000003, mmsg: 0x00001000, vlen: 0x00000001, flags: 0x00000040"),
+        switch(0, 1200, IDLE, ORG, "R"),
+        line(*ORG, 0, 1300, "syscalls:sys_enter_io_uring_enter", "fd: 0x0000000b, to_submit: 0x00000002"),
+        line(*ORG, 0, 1400, "syscalls:sys_enter_io_uring_enter", "fd: 0x0000000b, to_submit: 0x00000002"),
+    ]
+    rows = hoptrace.per_packet(hoptrace.parse(text), LOAD, ORIGIN, None, copies=2, size=1200)
+    assert rows == [pytest.approx({"total": 300}), pytest.approx({"total": 300})]
