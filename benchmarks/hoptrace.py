@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 LIMIT_NS = 50_000_000  # a chain longer than this is not one packet's (the trace ran out)
+SETTLED_NS = 150_000  # per_packet's start: no packet sent this recently (its wake-up may be pending)
 OUT_CALLS = ("syscalls:sys_enter_io_uring_enter", "syscalls:sys_enter_sendmmsg")
 
 _LINE = re.compile(r"^\s*(?P<comm>.+?)\s+(?P<tid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<t>\d+)\.(?P<frac>\d+):\s+"
@@ -309,16 +310,24 @@ def _arg(e: Event, name: str) -> int:
 
 
 def per_packet(events: list[Event], load_tid: int, origin: int, dest: int | None, copies: int,
-               size: int) -> list[dict[str, float]]:
+               size: int, window: tuple[int, int] | None = None) -> list[dict[str, float]]:
     """Each input packet's times matched first in, first out by counting (the load tool's
     sendmmsg `vlen`, the pipe datagram's length / (2 + size), the forwarding worker's
     io_uring_enter `to_submit` or sendmmsg `vlen` / copies), from a moment both workers were
     asleep (nothing in flight). Unlike `chains`, right when packets queue (latency longer than
     the gap between packets). Per packet, µs: `to pipe` (send to the origin's pipe datagram),
-    `pipe to out` and `total` (send to the worker's call that sends its first copy)."""
+    `pipe to out` and `total` (send to the worker's call that sends its first copy); only the
+    packets sent within `window` (ns) if given, counting from before it all the same."""
     state = _States(events, [t for t in (origin, dest) if t])
-    start = next((e.t for e in events if e.name == "sched:sched_switch" and e.tid in (origin, dest)
-                  and state.at(origin, e.t) == "asleep" and (not dest or state.at(dest, e.t) == "asleep")), None)
+    load_sends = _Times(e.t for e in events if e.tid == load_tid and e.name == "syscalls:sys_enter_sendmmsg")
+    start = None
+    for e in events:  # both asleep, and the last packet sent long enough before to be through
+        if (e.name == "sched:sched_switch" and e.tid in (origin, dest) and state.at(origin, e.t) == "asleep"
+                and (not dest or state.at(dest, e.t) == "asleep")):
+            i = bisect.bisect_left(load_sends.t, e.t)
+            if i == 0 or e.t - load_sends.t[i - 1] >= SETTLED_NS:
+                start = e.t
+                break
     if start is None:
         return []
     sends: list[int] = []
@@ -346,6 +355,8 @@ def per_packet(events: list[Event], load_tid: int, origin: int, dest: int | None
     for i, send in enumerate(sends):
         if i >= len(firsts) or (dest and i >= len(pipes)):
             break
+        if window and not window[0] <= send < window[1]:
+            continue
         row = {"total": (firsts[i] - send) / 1e3}
         if dest:
             row["to pipe"] = (pipes[i] - send) / 1e3

@@ -119,15 +119,16 @@ async def traced_run(args: argparse.Namespace, scenario: str, tmp: Path, rtpload
         raise RuntimeError("the load tool's pid was not found")
     text = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,tid,cpu,time,event,trace", "--ns"],
                           capture_output=True, text=True, check=True).stdout
-    events = hoptrace.parse(text.splitlines())
-    if len(window) == 2:  # the measurement window only, as rtpload's own figures
-        events = [e for e in events if e.name != "syscalls:sys_enter_sendmmsg" or window[0] <= e.t < window[1]]
+    every = hoptrace.parse(text.splitlines())
+    span = (window[0], window[1]) if len(window) == 2 else None
+    # The measurement window only, as rtpload's own figures (per_packet counts from before it).
+    events = [e for e in every if span is None or e.name != "syscalls:sys_enter_sendmmsg" or span[0] <= e.t < span[1]]
     found, skipped = hoptrace.chains(events, load_tid[0], origin, dest)
     if not found:
         err = perf.stderr.read().decode(errors="replace") if perf and perf.stderr else ""
         print(f"  nothing traced: {len(events)} events, load tool {load_tid}; perf said: {err[-500:]}", flush=True)
     out = hoptrace.summary(found)
-    fifo = hoptrace.per_packet(events, load_tid[0], origin, dest, args.n, VIDEO_SIZE)
+    fifo = hoptrace.per_packet(every, load_tid[0], origin, dest, args.n, VIDEO_SIZE, span)
     out["per_packet_us"] = hoptrace.per_packet_summary(fifo)
     out["per_packet_n"] = len(fifo)
     out.update(scenario=scenario, layout=args.layout, rate=args.rate, skipped=skipped,
