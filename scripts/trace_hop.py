@@ -1,18 +1,20 @@
 """Trace one packet's life across the workers: the pipe hop's latency, segment by segment.
 
-    .venv/bin/python scripts/trace_hop.py [--scenario cross,fanout] [--n 10] [--rate 7500]
-        [--window 1.5] [--reps 1] [--layout shared|split] [--slice-us 100] [--out DIR]
+    sudo .venv/bin/python scripts/trace_hop.py [--scenario cross,fanout] [--n 10] [--rate 4000]
+        [--window 1.5] [--reps 1] [--layout shared|split|one-core] [--slice-us 100] [--json FILE]
 
 Needs root (perf record -a of sched and syscall tracepoints) and perf. For each rep and each
 scenario, a real `tureen serve` (1 worker for fanout, 2 for cross), the benchmark's own
 builder (benchmarks/scenarios.fanout), pinned as the benchmark pins it (`shared`: every
-worker on the forwarder's core, the tools on the other) or with the two workers on different
+worker on the forwarder's core, the tools on the other), with the two workers on different
 cores (`split`: worker 1 shares the tools' core), or all on one core with the load tool
-(`one-core`: how `benchmarks.run` really ran until its layout fix, docs/benchmarks.md), then one rtpload run at `--rate` input
-packets/s while `perf record` traces the window. Prints per scenario the load tool's own p50
-/ p99 (kernel stamps at the sinks, as the benchmark) beside the traced breakdown
-(benchmarks/hoptrace.py): origin wake-up, origin drain to the pipe send, the destination's
-wait for the CPU (and who held it), its drain to the send, and the total.
+(`one-core`: how `benchmarks.run` really ran until its layout fix, docs/benchmarks.md "Issue
+17, round three"), then one rtpload run at `--rate` input packets/s while `perf record`
+traces it. Prints per scenario the load tool's own p50 / p99 (kernel stamps at the sinks, as
+the benchmark) beside the traced breakdown (benchmarks/hoptrace.py): per packet (first in,
+first out) the time to the pipe send and to the copies' send; per wake-up the origin's
+wake-up, its drain to the pipe send, the destination's wait for the CPU, its drain to the
+send (with each worker's on-cpu part); and who held each waiting worker's core.
 Bounded: rtpload stops itself (warm-up + window + drain); perf stops at the window's end.
 """
 
