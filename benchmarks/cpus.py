@@ -8,6 +8,7 @@ baseline) gets `forwarder_cpu`; the load tool, the supervisor and this harness s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import psutil
@@ -17,8 +18,16 @@ def available() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+@functools.cache
 def layout() -> tuple[int, int]:
-    """(forwarder_cpu, tools_cpu). With one CPU both are the same (and figures are rough)."""
+    """(forwarder_cpu, tools_cpu). With one CPU both are the same (and figures are rough).
+
+    Decided once per process, from the CPUs it may use at the first call: the harness then
+    pins itself to the tools' core (benchmarks.run's main), after which its own affinity is
+    that one core, and a later call that read it afresh would answer (tools, tools). Until
+    this was cached, `benchmarks.run` asked again in `Bench` and so ran every forwarder,
+    Tureen's workers and C's alike, on the tools' core beside the busy-polling load tool
+    (docs/benchmarks.md, "Issue 17, round three: the pipe hop traced")."""
     cpus = available()
     return cpus[0], cpus[-1]
 
