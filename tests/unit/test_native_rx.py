@@ -18,7 +18,7 @@ import pytest
 from captured import Header, Rig, load, with_header
 from tureen.workers import native
 from tureen.workers.rtp.nack_generator import NackGenerator
-from tureen.workers.rtp.retransmit import rtx_packet
+from tureen.workers.rtp.retransmit import STORE_SIZE, rtx_packet
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -193,6 +193,47 @@ def test_in_order_packets_while_a_nack_is_pending_stay_native() -> None:
         first.close()
     # the gap's opener (6) and the two frame starts; before, all twelve
     assert slow == first_slow + 1 + frame_starts, (fast, slow, first_slow)
+
+
+def test_the_store_refills_its_own_bytes_in_place_and_never_one_held_elsewhere() -> None:
+    """The retransmission store's slot of 1,024 packets ago is refilled in place when only
+    the store holds it and the size is the same (no malloc and free per video packet); a
+    slot someone else holds (a retransmission being built) or of another size gets a new
+    bytes object, and the held one keeps its bytes. Compared with the Python path (which
+    always makes a new one) by value, packet for packet."""
+    good = load("vp8")[0]  # a key frame's first packet: the consumer starts on the first copy
+    size = len(good)
+    rounds = 2 * STORE_SIZE + 8
+    packets = [with_header(good, seq=i, ts=i * 3000) for i in range(rounds)]
+    packets[STORE_SIZE + 3] = packets[STORE_SIZE + 3] + b"\0\0\0\0"  # another size (padding-free tail)
+
+    def same(stored: bytes | None, packet: bytes) -> bool:  # the store keeps the room's PT
+        return stored is not None and len(stored) == len(packet) and stored[0] == packet[0] and stored[2:] == packet[2:]
+
+    rig = Rig("native")
+    try:
+        producer = rig.producer("vp8")
+        rig.consumer(producer, 0xD1)
+        store = producer.streams[0].store
+        rig.feed(packets[:STORE_SIZE])
+        assert store is not None and all(same(store[i], packets[i]) for i in range(STORE_SIZE))
+        slots = list(range(8))
+        before = [store[i] for i in slots]  # now held twice: by `before` and by the store
+        held = before[1]
+        del before
+        ids = {i: id(store[i]) for i in slots}
+        rig.feed(packets[STORE_SIZE : STORE_SIZE + 8])
+        assert same(held, packets[1])  # a held slot is never changed
+        assert id(store[1]) != id(held) and same(store[1], packets[STORE_SIZE + 1])
+        assert len(store[3]) == size + 4 and same(store[3], packets[STORE_SIZE + 3])  # another size
+        reused = [i for i in slots if id(store[i]) == ids[i]]
+        assert reused == [0, 2, 4, 5, 6, 7], reused
+        assert all(same(store[i], packets[STORE_SIZE + i]) for i in slots)
+        assert (rig.fwd.rx.fast, rig.fwd.rx.slow) == (STORE_SIZE + 7, 1)  # the start point: Python
+        # no stale cached hash: each equals a fresh copy's
+        assert all(hash(store[i]) == hash(bytes(bytearray(store[i]))) for i in slots)
+    finally:
+        rig.close()
 
 
 def with_extension(packet: bytes, block: bytes, profile: int = 0xBEDE, padded: bool = False) -> bytes:
