@@ -18,7 +18,7 @@ import pytest
 from captured import Header, Rig, load, with_header
 from tureen.workers import native
 from tureen.workers.rtp.nack_generator import NackGenerator
-from tureen.workers.rtp.retransmit import rtx_packet
+from tureen.workers.rtp.retransmit import STORE_SIZE, rtx_packet
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -56,7 +56,7 @@ def snapshot(rig: Rig) -> dict[str, Any]:
                 },
                 "expected": stream.expected(),
                 "store": list(stream.store) if stream.store is not None else None,
-                "nack": None if nack is None else (nack.expected, sorted(nack.pending)),
+                "nack": None if nack is None else (nack.expected, sorted(nack.pending), nack.frame_end),
             }
     consumers = {
         c.id: {
@@ -153,6 +153,87 @@ def test_video_with_nacks_start_points_and_every_fallback_matches_python() -> No
     assert all(counters[k] == 1 for k in ("dropTruncated", "dropNotRtp", "dropUnknownSsrc", "dropUnknownPt", "dropMalformed"))
     assert fast > 0 and slow > 0, (fast, slow)
     assert fast + slow == 5 + 4 + 1 + 3 + 4 + len(drops) + 2 + 22 + 1  # the RTX's unwrapped packet too
+
+
+def test_in_order_packets_while_a_nack_is_pending_stay_native() -> None:
+    """A packet lost for good (no repair): its NACK stays pending for MAX_NACKS retries. The
+    packets after it that arrive in order mid-frame are forwarded natively (forward.py's
+    _nack_check only advances `expected` and notes a frame end for them); only the one that
+    opened the gap and those that may begin a key frame (right after a frame end, the
+    key-frame check is Python's) take the Python path. Before, every packet did, for as long
+    as the entry was pending (the benchmark's 1 -> 1 rows: a third of the packets)."""
+    captured = load("vp8")
+    # Packets 6-17 (before the capture's next key frame, which would cancel the entry) made
+    # into frames of four: the marker bit only on 9, 13 and 17.
+    packets = captured[:6] + [bytes([p[0], (p[1] & 0x7F) | (0x80 if i % 4 == 1 else 0)]) + p[2:]
+                              for i, p in enumerate(captured[6:18], start=6)]
+    marker = [bool(p[1] & 0x80) for p in packets]
+
+    def feed_first(rig: Rig) -> Any:
+        producer = rig.producer("vp8")
+        producer.streams[0].nack = NackGenerator()
+        rig.consumer(producer, 0xC1)
+        rig.feed(packets[:5])  # in order, nothing missing: the consumer has started
+        return producer
+
+    def scenario(rig: Rig) -> None:
+        producer = feed_first(rig)
+        rig.feed(packets[6:18])  # packet 5 lost: pending from here on
+        assert producer.streams[0].nack.pending
+
+    python, nat, (fast, slow) = both(scenario)
+    assert python == nat
+    frame_starts = sum(1 for i in range(7, 18) if marker[i - 1])
+    assert frame_starts == 2  # after 9 and 13
+    first = Rig("native")
+    try:  # how many of the first five the start point (a waiting consumer) sent to Python
+        feed_first(first)
+        first_slow = first.fwd.rx.slow
+    finally:
+        first.close()
+    # the gap's opener (6) and the two frame starts; before, all twelve
+    assert slow == first_slow + 1 + frame_starts, (fast, slow, first_slow)
+
+
+def test_the_store_refills_its_own_bytes_in_place_and_never_one_held_elsewhere() -> None:
+    """The retransmission store's slot of 1,024 packets ago is refilled in place when only
+    the store holds it and the size is the same (no malloc and free per video packet); a
+    slot someone else holds (a retransmission being built) or of another size gets a new
+    bytes object, and the held one keeps its bytes. Compared with the Python path (which
+    always makes a new one) by value, packet for packet."""
+    good = load("vp8")[0]  # a key frame's first packet: the consumer starts on the first copy
+    size = len(good)
+    rounds = 2 * STORE_SIZE + 8
+    packets = [with_header(good, seq=i, ts=i * 3000) for i in range(rounds)]
+    packets[STORE_SIZE + 3] = packets[STORE_SIZE + 3] + b"\0\0\0\0"  # another size (padding-free tail)
+
+    def same(stored: bytes | None, packet: bytes) -> bool:  # the store keeps the room's PT
+        return stored is not None and len(stored) == len(packet) and stored[0] == packet[0] and stored[2:] == packet[2:]
+
+    rig = Rig("native")
+    try:
+        producer = rig.producer("vp8")
+        rig.consumer(producer, 0xD1)
+        store = producer.streams[0].store
+        rig.feed(packets[:STORE_SIZE])
+        assert store is not None and all(same(store[i], packets[i]) for i in range(STORE_SIZE))
+        slots = list(range(8))
+        before = [store[i] for i in slots]  # now held twice: by `before` and by the store
+        held = before[1]
+        del before
+        ids = {i: id(store[i]) for i in slots}
+        rig.feed(packets[STORE_SIZE : STORE_SIZE + 8])
+        assert same(held, packets[1])  # a held slot is never changed
+        assert id(store[1]) != id(held) and same(store[1], packets[STORE_SIZE + 1])
+        assert len(store[3]) == size + 4 and same(store[3], packets[STORE_SIZE + 3])  # another size
+        reused = [i for i in slots if id(store[i]) == ids[i]]
+        assert reused == [0, 2, 4, 5, 6, 7], reused
+        assert all(same(store[i], packets[STORE_SIZE + i]) for i in slots)
+        assert (rig.fwd.rx.fast, rig.fwd.rx.slow) == (STORE_SIZE + 7, 1)  # the start point: Python
+        # no stale cached hash: each equals a fresh copy's
+        assert all(hash(store[i]) == hash(bytes(bytearray(store[i]))) for i in slots)
+    finally:
+        rig.close()
 
 
 def with_extension(packet: bytes, block: bytes, profile: int = 0xBEDE, padded: bool = False) -> bytes:
