@@ -12,9 +12,14 @@
  *   order), the reader's counters, then the FanOut's flush (failed copies taken back off
  *   forwarder.rtp_out onto send_errors, as after_drain does).
  *
- * Whenever Python ran in a drain (a handler or the fallback was called, an exception was
- * reported, or the forwarder has dirty pipe batches) the Python after_drain is called instead
- * of the flush, and select() returns after this batch of events: the Python code may have
+ * The pipe's ends too: the flush sends the forwarder's dirty pipe batches in C
+ * (pipe_flush_dirty, _native_pipe.c), and an origin's connection accepted by PipeHub is a
+ * reader of the pipe kind (add_pipe), drained by pipe_drain_fd; its end (EOF, a failed
+ * receive) calls the hub's on_status(status).
+ *
+ * Whenever Python ran in a drain (a handler, the fallback or on_discontinuity was called, an
+ * exception was reported, a connection ended, or a pipe batch the C flush could not send is
+ * left in forwarder.dirty) the Python after_drain is called instead of the flush, and select() returns after this batch of events: the Python code may have
  * scheduled callbacks or timers that asyncio must see before it waits again. Otherwise
  * select() keeps waiting until the timeout (asyncio's next timer) or until a fd of Python's
  * is ready, whose (fd, events) it returns as select.epoll.poll does.

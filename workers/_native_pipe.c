@@ -13,7 +13,8 @@
  * packet is appended to each batch's `out` (a bytearray) as a record, `count` goes up, and a
  * batch that got its first packet is listed in forwarder.dirty; exactly what
  * Forwarder.receive_python does, so PipeBatch.flush (after_drain, in Python) sends and splits
- * the same bytes. Anything else goes to the Python path, unchanged: a LegOut (a host leg) in
+ * the same bytes; after a drain of the native loop, pipe_flush_dirty below sends them in C
+ * (what it cannot, it leaves to that flush). Anything else goes to the Python path, unchanged: a LegOut (a host leg) in
  * the tuple, a batch that would grow past one datagram (max_message: the flush splits it
  * there), a bytearray someone holds a view of (it could not grow).
  *
