@@ -601,3 +601,26 @@ def test_bad_pipe_reader_arguments_are_refused(rig: Rig) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_pipe_callback_that_raises_is_reported_and_the_connection_drained_on(rig: Rig, tmp_path: Any) -> None:
+    """on_discontinuity raising in the native pipe drain: reported through the loop's
+    exception handler (as asyncio reports a reader callback's), the datagrams before it
+    counted, the ones after it drained on the next readiness; the connection stays."""
+    hub = PipeHub(rig.loop, str(tmp_path), 1, rig.fwd, lookup=rig.router.producers.get,
+                  on_discontinuity=lambda p: 1 / 0)
+    origin = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        piped = rig.producer("opus", piped=True)
+        rig.consumer(piped, 0xA1)
+        origin.connect(hub.path)
+        run(rig, until(lambda: hub.dump()["nativeOrigins"] == 1))
+        opus = _renumbered("opus", 3)
+        for d in (_dgram(100, *opus[:2]), _dgram(100), _dgram(100, opus[2])):
+            origin.send(d)
+        run(rig, until(lambda: rig.fwd.pipe_packets_in == 3))
+        assert len(rig.errors) == 1 and isinstance(rig.errors[0]["exception"], ZeroDivisionError)
+        assert hub.dump()["origins"] == hub.dump()["nativeOrigins"] == 1
+    finally:
+        origin.close()
+        hub.close()
