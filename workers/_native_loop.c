@@ -12,9 +12,14 @@
  *   order), the reader's counters, then the FanOut's flush (failed copies taken back off
  *   forwarder.rtp_out onto send_errors, as after_drain does).
  *
- * Whenever Python ran in a drain (a handler or the fallback was called, an exception was
- * reported, or the forwarder has dirty pipe batches) the Python after_drain is called instead
- * of the flush, and select() returns after this batch of events: the Python code may have
+ * The pipe's ends too: the flush sends the forwarder's dirty pipe batches in C
+ * (pipe_flush_dirty, _native_pipe.c), and an origin's connection accepted by PipeHub is a
+ * reader of the pipe kind (add_pipe), drained by pipe_drain_fd; its end (EOF, a failed
+ * receive) calls the hub's on_status(status).
+ *
+ * Whenever Python ran in a drain (a handler, the fallback or on_discontinuity was called, an
+ * exception was reported, a connection ended, or a pipe batch the C flush could not send is
+ * left in forwarder.dirty) the Python after_drain is called instead of the flush, and select() returns after this batch of events: the Python code may have
  * scheduled callbacks or timers that asyncio must see before it waits again. Otherwise
  * select() keeps waiting until the timeout (asyncio's next timer) or until a fd of Python's
  * is ready, whose (fd, events) it returns as select.epoll.poll does.
@@ -47,6 +52,11 @@ typedef struct {
     PyObject *handler;
     PyObject *after_drain;  /* forwarder.after_drain: when Python ran in the drain */
     PyObject *dirty;        /* forwarder.dirty: pipe batches filled (a list) */
+    /* a pipe connection's (add_pipe): PipeHub, its rbuf, lookup, on_discontinuity; `handler`
+     * is then on_status(status), called when the origin closed or the receive failed */
+    PyObject *hub, *rbuf, *lookup, *on_discontinuity;
+    long limit;
+    int pipe;               /* 1: a pipe connection (pipe_drain_fd), 0: a media socket */
     int secure;
     int fd;
     int active;             /* 0 once removed from its loop */
@@ -59,6 +69,10 @@ static int nr_traverse(NativeReader *self, visitproc visit, void *arg) {
     Py_VISIT(self->handler);
     Py_VISIT(self->after_drain);
     Py_VISIT(self->dirty);
+    Py_VISIT(self->hub);
+    Py_VISIT(self->rbuf);
+    Py_VISIT(self->lookup);
+    Py_VISIT(self->on_discontinuity);
     return 0;
 }
 
@@ -68,6 +82,10 @@ static int nr_clear(NativeReader *self) {
     Py_CLEAR(self->handler);
     Py_CLEAR(self->after_drain);
     Py_CLEAR(self->dirty);
+    Py_CLEAR(self->hub);
+    Py_CLEAR(self->rbuf);
+    Py_CLEAR(self->lookup);
+    Py_CLEAR(self->on_discontinuity);
     return 0;
 }
 
@@ -80,6 +98,7 @@ static void nr_dealloc(NativeReader *self) {
 static PyMemberDef nr_members[] = {
     {"fd", T_INT, offsetof(NativeReader, fd), READONLY, "the socket drained"},
     {"active", T_BOOL, offsetof(NativeReader, active), READONLY, "still in its loop"},
+    {"pipe", T_BOOL, offsetof(NativeReader, pipe), READONLY, "a pipe connection (add_pipe)"},
     {"datagrams", T_ULONGLONG, offsetof(NativeReader, datagrams), READONLY,
      "datagrams taken (udp.py's datagrams_in)"},
     {"octets", T_ULONGLONG, offsetof(NativeReader, octets), READONLY, "their octets"},
@@ -175,6 +194,83 @@ static void nl_dealloc(NativeLoop *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A new reader of fd (not yet in the loop: nl_register) for rx, with forwarder.dirty (the
+ * reference is stolen, also on failure). NULL with an exception (fd already has one). */
+static NativeReader *nl_new_reader(NativeLoop *self, int fd, Receiver *rx, PyObject *dirty) {
+    if (fd < self->cap && self->byfd[fd] != NULL) {
+        Py_DECREF(dirty);
+        PyErr_Format(PyExc_ValueError, "fd %d already has a native reader", fd);
+        return NULL;
+    }
+    if (fd >= self->cap) {
+        int cap = self->cap ? self->cap : 64;
+        while (cap <= fd)
+            cap *= 2;
+        NativeReader **b = PyMem_RawRealloc(self->byfd, sizeof(NativeReader *) * (size_t)cap);
+        if (b == NULL) {
+            Py_DECREF(dirty);
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memset(b + self->cap, 0, sizeof(NativeReader *) * (size_t)(cap - self->cap));
+        self->byfd = b;
+        self->cap = cap;
+    }
+    NativeReader *r = PyObject_GC_New(NativeReader, &NativeReaderType);
+    if (r == NULL) {
+        Py_DECREF(dirty);
+        return NULL;
+    }
+    Py_INCREF(rx);
+    r->rx = rx;
+    r->source = r->handler = r->after_drain = NULL;
+    r->hub = r->rbuf = r->lookup = r->on_discontinuity = NULL;
+    r->dirty = dirty;
+    r->limit = 0;
+    r->pipe = 0;
+    r->secure = 0;
+    r->fd = fd;
+    r->active = 0;
+    r->datagrams = r->octets = r->errors = r->drains = 0;
+    PyObject_GC_Track(r);
+    return r;
+}
+
+/* r into the epoll set and the table (0), or -1 with an exception (r is released). */
+static int nl_register(NativeLoop *self, NativeReader *r) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = r->fd;
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, r->fd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(r);
+        return -1;
+    }
+    r->active = 1;
+    Py_INCREF(r);
+    self->byfd[r->fd] = r;
+    self->nreaders++;
+    return 0;
+}
+
+/* forwarder.dirty of rx (a new reference), or NULL with an exception. */
+static PyObject *nl_dirty_of(Receiver *rx) {
+    if (rx->fwd == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
+        return NULL;
+    }
+    PyObject *dirty = PyObject_GetAttrString(rx->fwd, "dirty");
+    if (dirty == NULL)
+        return NULL;
+    if (!PyList_Check(dirty)) {
+        Py_DECREF(dirty);
+        PyErr_SetString(PyExc_TypeError, "forwarder.dirty must be a list");
+        return NULL;
+    }
+    return dirty;
+}
+
 PyDoc_STRVAR(nl_add_doc,
 "add(fd, receiver, source, secure, handler, after_drain) -> NativeReader\n\n"
 "Drain the connected socket fd in C when it is readable: receiver.drain(source, secure, fd,\n"
@@ -206,68 +302,86 @@ static PyObject *nl_add(NativeLoop *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     Receiver *rx = (Receiver *)args[1];
-    if (rx->fwd == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
-        return NULL;
-    }
-    PyObject *dirty = PyObject_GetAttrString(rx->fwd, "dirty");
+    PyObject *dirty = nl_dirty_of(rx);
     if (dirty == NULL)
         return NULL;
-    if (!PyList_Check(dirty)) {
-        Py_DECREF(dirty);
-        PyErr_SetString(PyExc_TypeError, "forwarder.dirty must be a list");
+    NativeReader *r = nl_new_reader(self, fd, rx, dirty);  /* steals dirty */
+    if (r == NULL)
         return NULL;
-    }
-    if (fd < self->cap && self->byfd[fd] != NULL) {
-        Py_DECREF(dirty);
-        PyErr_Format(PyExc_ValueError, "fd %d already has a native reader", fd);
-        return NULL;
-    }
-    if (fd >= self->cap) {
-        int cap = self->cap ? self->cap : 64;
-        while (cap <= fd)
-            cap *= 2;
-        NativeReader **b = PyMem_RawRealloc(self->byfd, sizeof(NativeReader *) * (size_t)cap);
-        if (b == NULL) {
-            Py_DECREF(dirty);
-            return PyErr_NoMemory();
-        }
-        memset(b + self->cap, 0, sizeof(NativeReader *) * (size_t)(cap - self->cap));
-        self->byfd = b;
-        self->cap = cap;
-    }
-    NativeReader *r = PyObject_GC_New(NativeReader, &NativeReaderType);
-    if (r == NULL) {
-        Py_DECREF(dirty);
-        return NULL;
-    }
-    Py_INCREF(rx);
-    r->rx = rx;
     Py_INCREF(args[2]);
     r->source = args[2];
     Py_INCREF(args[4]);
     r->handler = args[4];
     Py_INCREF(args[5]);
     r->after_drain = args[5];
-    r->dirty = dirty;
     r->secure = secure;
-    r->fd = fd;
-    r->active = 0;
-    r->datagrams = r->octets = r->errors = r->drains = 0;
-    PyObject_GC_Track(r);
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(r);
+    if (nl_register(self, r) < 0)
+        return NULL;
+    return (PyObject *)r;
+}
+
+PyDoc_STRVAR(nl_add_pipe_doc,
+"add_pipe(fd, receiver, hub, rbuf, lookup, on_discontinuity, limit, on_status, after_drain)\n"
+"-> NativeReader\n\n"
+"Drain the pipe connection fd (an origin's, accepted by PipeHub) in C when it is readable:\n"
+"receiver.pipe_drain(hub, fd, rbuf, lookup, on_discontinuity, limit), then the flush (or\n"
+"after_drain() when Python ran); a status other than 0 (the origin closed: -1, a failed\n"
+"receive: its errno) calls on_status(status), which removes the reader.");
+
+static PyObject *nl_add_pipe(NativeLoop *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_pipe() takes (fd, receiver, hub, rbuf, lookup, on_discontinuity, "
+                        "limit, on_status, after_drain)");
         return NULL;
     }
-    r->active = 1;
-    Py_INCREF(r);
-    self->byfd[fd] = r;
-    self->nreaders++;
+    if (self->events == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "NativeLoop is not initialised");
+        return NULL;
+    }
+    int fd = nl_as_fd(args[0]);
+    if (fd < 0)
+        return NULL;
+    if (!PyObject_TypeCheck(args[1], &ReceiverType)) {
+        PyErr_SetString(PyExc_TypeError, "receiver must be a Receiver");
+        return NULL;
+    }
+    Receiver *rx = (Receiver *)args[1];
+    if (pipe_check_drain_args(rx, args[3], args[4], args[5]) < 0)
+        return NULL;
+    long limit = PyLong_AsLong(args[6]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "limit must be at least 1 datagram");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[7]) || !PyCallable_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "on_status and after_drain must be callable");
+        return NULL;
+    }
+    PyObject *dirty = nl_dirty_of(rx);
+    if (dirty == NULL)
+        return NULL;
+    NativeReader *r = nl_new_reader(self, fd, rx, dirty);  /* steals dirty */
+    if (r == NULL)
+        return NULL;
+    r->pipe = 1;
+    r->limit = limit;
+    Py_INCREF(args[2]);
+    r->hub = args[2];
+    Py_INCREF(args[3]);
+    r->rbuf = args[3];
+    Py_INCREF(args[4]);
+    r->lookup = args[4];
+    Py_INCREF(args[5]);
+    r->on_discontinuity = args[5];
+    Py_INCREF(args[7]);
+    r->handler = args[7];
+    Py_INCREF(args[8]);
+    r->after_drain = args[8];
+    if (nl_register(self, r) < 0)
+        return NULL;
     return (PyObject *)r;
 }
 
@@ -336,19 +450,50 @@ static int nl_flush(Receiver *rx) {
 /* One readiness of a native reader: the drain, its counters, the flush or after_drain.
  * *python_ran := 1 when Python code ran. 0, or -1 with an exception to propagate. */
 static int nl_run(NativeLoop *self, NativeReader *r, int *python_ran) {
-    long long acc[3] = {0, 0, 0};
     int py = 0;
-    int rc = rx_drain_fd(r->rx, r->source, r->secure, r->fd, r->handler, acc, &py);
-    r->datagrams += (unsigned long long)acc[0];
-    r->octets += (unsigned long long)acc[1];
-    r->errors += (unsigned long long)acc[2];
+    int rc;
+    long status = 0;
+    if (r->pipe) {
+        rc = pipe_drain_fd(r->rx, r->hub, r->fd, r->rbuf, r->lookup, r->on_discontinuity,
+                           r->limit, &status, &py);
+    } else {
+        long long acc[3] = {0, 0, 0};
+        rc = rx_drain_fd(r->rx, r->source, r->secure, r->fd, r->handler, acc, &py);
+        r->datagrams += (unsigned long long)acc[0];
+        r->octets += (unsigned long long)acc[1];
+        r->errors += (unsigned long long)acc[2];
+    }
     r->drains++;
     if (rc < 0) {
         py = 1;
         if (nl_report(self, r) < 0)
             return -1;
     }
-    if (py || PyList_GET_SIZE(r->dirty) > 0) {
+    if (status != 0) {  /* the origin's connection ended: PipeHub drops it (and the reader) */
+        py = 1;
+        PyObject *st = PyLong_FromLong(status);
+        PyObject *res = st != NULL ? PyObject_Vectorcall(r->handler, &st, 1, NULL) : NULL;
+        Py_XDECREF(st);
+        if (res == NULL) {
+            if (nl_report(self, r) < 0)
+                return -1;
+        } else {
+            Py_DECREF(res);
+        }
+    }
+    if (!py && PyList_GET_SIZE(r->dirty) > 0) {
+        /* PipeBatch.flush in C; what it leaves (a link to reconnect, a batch to split, a
+         * failed send) goes to the Python after_drain, which also flushes the fan-out */
+        int left = pipe_flush_dirty(r->rx, r->dirty);
+        if (left < 0) {
+            *python_ran = 1;
+            if (nl_report(self, r) < 0)
+                return -1;
+            left = 1;
+        }
+        py = left;
+    }
+    if (py) {
         *python_ran = 1;
         PyObject *res = PyObject_CallNoArgs(r->after_drain);
         if (res == NULL)
@@ -463,6 +608,7 @@ static PyObject *nl_len(NativeLoop *self, PyObject *unused) {
 
 static PyMethodDef nl_methods[] = {
     {"add", (PyCFunction)(void (*)(void))nl_add, METH_FASTCALL, nl_add_doc},
+    {"add_pipe", (PyCFunction)(void (*)(void))nl_add_pipe, METH_FASTCALL, nl_add_pipe_doc},
     {"remove", (PyCFunction)nl_remove, METH_O, nl_remove_doc},
     {"select", (PyCFunction)nl_select, METH_O, nl_select_doc},
     {"close", (PyCFunction)nl_close, METH_NOARGS, "Drop every reader (the selector closes)."},

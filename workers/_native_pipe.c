@@ -13,7 +13,8 @@
  * packet is appended to each batch's `out` (a bytearray) as a record, `count` goes up, and a
  * batch that got its first packet is listed in forwarder.dirty; exactly what
  * Forwarder.receive_python does, so PipeBatch.flush (after_drain, in Python) sends and splits
- * the same bytes. Anything else goes to the Python path, unchanged: a LegOut (a host leg) in
+ * the same bytes; after a drain of the native loop, pipe_flush_dirty below sends them in C
+ * (what it cannot, it leaves to that flush). Anything else goes to the Python path, unchanged: a LegOut (a host leg) in
  * the tuple, a batch that would grow past one datagram (max_message: the flush splits it
  * there), a bytearray someone holds a view of (it could not grow).
  *
@@ -31,7 +32,8 @@
 #define PIPE_RECORD 2  /* pipe._RECORD: the length before each packet */
 
 static PyObject *pipe_name_dirty, *pipe_name_piped, *pipe_name_bad, *pipe_name_in,
-    *pipe_name_unknown;
+    *pipe_name_unknown, *pipe_name_link, *pipe_name_sock, *pipe_name_pk_out,
+    *pipe_name_msg_out, *pipe_name_dropped;
 
 /* The interned attribute names this file uses (module init). */
 static int pipe_init_names(void) {
@@ -39,7 +41,12 @@ static int pipe_init_names(void) {
                    (pipe_name_piped = PyUnicode_InternFromString("piped")) != NULL &&
                    (pipe_name_bad = PyUnicode_InternFromString("bad_messages")) != NULL &&
                    (pipe_name_in = PyUnicode_InternFromString("pipe_packets_in")) != NULL &&
-                   (pipe_name_unknown = PyUnicode_InternFromString("pipe_unknown_producer")) != NULL
+                   (pipe_name_unknown = PyUnicode_InternFromString("pipe_unknown_producer")) != NULL &&
+                   (pipe_name_link = PyUnicode_InternFromString("link")) != NULL &&
+                   (pipe_name_sock = PyUnicode_InternFromString("sock")) != NULL &&
+                   (pipe_name_pk_out = PyUnicode_InternFromString("pipe_packets_out")) != NULL &&
+                   (pipe_name_msg_out = PyUnicode_InternFromString("pipe_messages_out")) != NULL &&
+                   (pipe_name_dropped = PyUnicode_InternFromString("pipe_dropped")) != NULL
                ? 0
                : -1;
 }
@@ -170,7 +177,7 @@ static int pipe_add(PyObject *obj, PyObject *name, long long k) {
  * Counts into *bad, *unknown and *packets; 0, or -1 with an exception. */
 static int pipe_message(Receiver *self, const unsigned char *d, Py_ssize_t n, PyObject *lookup,
                         PyObject *on_discontinuity, long long *bad, long long *unknown,
-                        long long *packets) {
+                        long long *packets, int *python_ran) {
     if (n < PIPE_HEADER) {
         (*bad)++;
         return 0;
@@ -200,6 +207,7 @@ static int pipe_message(Receiver *self, const unsigned char *d, Py_ssize_t n, Py
         return 0;
     }
     if (n == PIPE_HEADER) {  /* the discontinuity mark */
+        *python_ran = 1;
         PyObject *r = PyObject_Vectorcall(on_discontinuity, &producer, 1, NULL);
         if (r == NULL)
             goto error;
@@ -236,6 +244,7 @@ static int pipe_message(Receiver *self, const unsigned char *d, Py_ssize_t n, Py
             continue;
         }
         self->slow++;
+        *python_ran = 1;
         PyObject *r = call_n(self->fallback, producer, len);
         if (r == NULL)
             goto error;
@@ -249,54 +258,25 @@ error:
     return -1;
 }
 
-/* pipe_drain(hub, fd, rbuf, lookup, on_discontinuity, limit) -> int
- *
- * PipeHub._drain in C: up to `limit` datagrams of the connected SEQPACKET socket fd, each
- * read into rbuf (a bytearray: a longer datagram is cut and counted in hub.bad_messages)
- * and taken as PipeHub._on_message does, the packets through the native receive. Counts
- * hub.bad_messages, forwarder.pipe_unknown_producer and forwarder.pipe_packets_in. Returns
- * 0 (drained, or the limit reached), -1 (the origin closed its end) or the errno of a failed
- * receive; the caller drops the connection on either and runs forwarder.after_drain(). */
-
-static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError,
-                        "pipe_drain() takes (hub, fd, rbuf, lookup, on_discontinuity, limit)");
-        return NULL;
-    }
-    if (self->fo == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
-        return NULL;
-    }
-    PyObject *hub = args[0], *lookup = args[3], *on_discontinuity = args[4];
-    long fdl = PyLong_AsLong(args[1]);
-    if (fdl == -1 && PyErr_Occurred())
-        return NULL;
-    long limit = PyLong_AsLong(args[5]);
-    if (limit == -1 && PyErr_Occurred())
-        return NULL;
-    if (fdl < 0 || fdl > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
-        return NULL;
-    }
-    if (!PyByteArray_CheckExact(args[2]) || PyByteArray_GET_SIZE(args[2]) < PIPE_HEADER) {
-        PyErr_SetString(PyExc_TypeError, "rbuf must be a bytearray of at least 4 bytes");
-        return NULL;
-    }
-    if (!PyCallable_Check(lookup) || !PyCallable_Check(on_discontinuity)) {
-        PyErr_SetString(PyExc_TypeError, "lookup and on_discontinuity must be callable");
-        return NULL;
-    }
+/* Up to `limit` datagrams of the connected SEQPACKET socket fd, each read into rbuf (a
+ * bytearray, checked by the caller) and taken as PipeHub._on_message does; the counters added
+ * to hub.bad_messages, forwarder.pipe_unknown_producer and forwarder.pipe_packets_in (also
+ * when a callback raised: Python keeps those of the datagrams before). *status := 0 (drained,
+ * or the limit reached), -1 (the origin closed its end) or the errno of a failed receive;
+ * *python_ran := 1 when a Python callback ran (the fallback, on_discontinuity; `lookup` is
+ * the router's dict.get). 0, or -1 with an exception. The pipe's native reader
+ * (_native_loop.c) and rx_pipe_drain share it. */
+static int pipe_drain_fd(Receiver *self, PyObject *hub, int fd, PyObject *rbuf, PyObject *lookup,
+                         PyObject *on_discontinuity, long limit, long *status, int *python_ran) {
     /* Exported while Python code runs (the fallback, on_discontinuity): it cannot move. */
     Py_buffer view;
-    if (PyObject_GetBuffer(args[2], &view, PyBUF_WRITABLE) < 0)
-        return NULL;
+    if (PyObject_GetBuffer(rbuf, &view, PyBUF_WRITABLE) < 0)
+        return -1;
     unsigned char *d = view.buf;
     Py_ssize_t size = view.len;
-    int fd = (int)fdl;
     long long bad = 0, unknown = 0, packets = 0;
-    long status = 0;
     int failed = 0;
+    *status = 0;
     for (long i = 0; i < limit; i++) {
         ssize_t got = recv(fd, d, (size_t)size, MSG_TRUNC | MSG_DONTWAIT);
         if (got < 0) {
@@ -305,11 +285,11 @@ static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                status = errno;  /* ECONNRESET: the origin died */
+                *status = errno;  /* ECONNRESET: the origin died */
             break;
         }
         if (got == 0) {
-            status = -1;  /* the origin closed its link */
+            *status = -1;  /* the origin closed its link */
             break;
         }
         if (got > size) {  /* longer than any origin sends: cut, never parsed */
@@ -317,14 +297,12 @@ static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t
             continue;
         }
         if (pipe_message(self, d, (Py_ssize_t)got, lookup, on_discontinuity, &bad, &unknown,
-                         &packets) < 0) {
+                         &packets, python_ran) < 0) {
             failed = 1;
             break;
         }
     }
     PyBuffer_Release(&view);
-    /* The counters of what was taken, also when a callback raised (kept, as Python keeps
-     * those of the datagrams before). */
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
     if (failed)
         PyErr_Fetch(&et, &ev, &tb);
@@ -337,9 +315,166 @@ static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t
         if (r < 0)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return r;
+}
+
+/* pipe_drain(hub, fd, rbuf, lookup, on_discontinuity, limit) -> int
+ *
+ * PipeHub._drain in C: up to `limit` datagrams of the connected SEQPACKET socket fd, each
+ * read into rbuf (a bytearray: a longer datagram is cut and counted in hub.bad_messages)
+ * and taken as PipeHub._on_message does, the packets through the native receive. Counts
+ * hub.bad_messages, forwarder.pipe_unknown_producer and forwarder.pipe_packets_in. Returns
+ * 0 (drained, or the limit reached), -1 (the origin closed its end) or the errno of a failed
+ * receive; the caller drops the connection on either and runs forwarder.after_drain(). */
+
+static int pipe_check_drain_args(Receiver *self, PyObject *rbuf, PyObject *lookup,
+                                 PyObject *on_discontinuity) {
+    if (self->fo == NULL || self->fwd == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver is not initialised (or was cleared)");
+        return -1;
+    }
+    if (!PyByteArray_CheckExact(rbuf) || PyByteArray_GET_SIZE(rbuf) < PIPE_HEADER) {
+        PyErr_SetString(PyExc_TypeError, "rbuf must be a bytearray of at least 4 bytes");
+        return -1;
+    }
+    if (!PyCallable_Check(lookup) || !PyCallable_Check(on_discontinuity)) {
+        PyErr_SetString(PyExc_TypeError, "lookup and on_discontinuity must be callable");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "pipe_drain() takes (hub, fd, rbuf, lookup, on_discontinuity, limit)");
         return NULL;
     }
-    if (r < 0)
+    long fdl = PyLong_AsLong(args[1]);
+    if (fdl == -1 && PyErr_Occurred())
+        return NULL;
+    long limit = PyLong_AsLong(args[5]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
+        return NULL;
+    }
+    if (pipe_check_drain_args(self, args[2], args[3], args[4]) < 0)
+        return NULL;
+    long status = 0;
+    int py = 0;
+    if (pipe_drain_fd(self, args[0], (int)fdl, args[2], args[3], args[4], limit, &status, &py) < 0)
         return NULL;
     return PyLong_FromLong(status);
+}
+
+/* One batch of forwarder.dirty sent as PipeBatch.flush does, when it can be in C: 1 (sent,
+ * or dropped on EAGAIN: counted into *packets / *messages / *dropped, `out` cut back to the
+ * header, `count` 0), 0 (left for the Python flush: not a PipeBatch, a link without a socket
+ * (it reconnects in Python), a batch past max_message (split there), a held view, a send
+ * that failed otherwise (EPIPE, ECONNRESET: PipeLink.send logs, closes and retries later)),
+ * -1 with an exception. */
+static int pipe_flush_one(Receiver *self, PyObject *b, long long *packets, long long *messages,
+                          long long *dropped) {
+    if ((PyObject *)Py_TYPE(b) != self->pipe_type)
+        return 0;
+    PyObject *out = PIPE_SLOT(b, self->pipe_out);
+    PyObject *cnt = PIPE_SLOT(b, self->pipe_count);
+    if (out == NULL || !PyByteArray_CheckExact(out) || cnt == NULL || !PyLong_CheckExact(cnt))
+        return 0;
+    Py_ssize_t size = PyByteArray_GET_SIZE(out);
+    if (((PyByteArrayObject *)out)->ob_exports > 0 || size > self->pipe_max || size < PIPE_HEADER)
+        return 0;
+    long long count = PyLong_AsLongLong(cnt);
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *link = PyObject_GetAttr(b, pipe_name_link);
+    if (link == NULL)
+        return -1;
+    PyObject *sock = PyObject_GetAttr(link, pipe_name_sock);
+    Py_DECREF(link);
+    if (sock == NULL)
+        return -1;
+    if (sock == Py_None) {
+        Py_DECREF(sock);
+        return 0;
+    }
+    int fd = PyObject_AsFileDescriptor(sock);  /* socket.fileno(): C, -1 once closed */
+    Py_DECREF(sock);
+    if (fd < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    ssize_t r;
+    do
+        r = send(fd, PyByteArray_AS_STRING(out), (size_t)size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return 0;
+    if (PyByteArray_Resize(out, PIPE_HEADER) < 0)
+        return -1;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return -1;
+    Py_XSETREF(PIPE_SLOT(b, self->pipe_count), zero);
+    if (r < 0) {
+        *dropped += count;  /* the destination is not keeping up: its queue is full */
+    } else {
+        *packets += count;
+        *messages += 1;
+    }
+    return 1;
+}
+
+/* The pipe batches of forwarder.dirty flushed in C (the native loop's flush, instead of the
+ * Python after_drain): each one pipe_flush_one takes leaves the list; the others stay in it,
+ * in order, for the Python flush. Returns 0 (dirty is empty now), 1 (some are left), or -1
+ * with an exception (the batches not reached are left). No Python code runs here. */
+static int pipe_flush_dirty(Receiver *self, PyObject *dirty) {
+    Py_ssize_t n = PyList_GET_SIZE(dirty);
+    if (n == 0)
+        return 0;
+    if (self->pipe_type == NULL || self->fwd == NULL)
+        return 1;
+    long long packets = 0, messages = 0, dropped = 0;
+    Py_ssize_t keep = 0;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(dirty, i);
+        int done = failed ? 0 : pipe_flush_one(self, b, &packets, &messages, &dropped);
+        if (done < 0) {
+            failed = 1;
+            done = 0;
+        }
+        if (!done) {  /* kept: moved down over the ones taken (a borrowed slot swap) */
+            if (keep != i) {
+                PyObject *k = PyList_GET_ITEM(dirty, keep);
+                PyList_SET_ITEM(dirty, keep, b);
+                PyList_SET_ITEM(dirty, i, k);
+            }
+            keep++;
+        }
+    }
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    if (failed)
+        PyErr_Fetch(&et, &ev, &tb);
+    int r = PyList_SetSlice(dirty, keep, n, NULL);
+    if (r == 0)
+        r = pipe_add(self->fwd, pipe_name_pk_out, packets);
+    if (r == 0)
+        r = pipe_add(self->fwd, pipe_name_msg_out, messages);
+    if (r == 0)
+        r = pipe_add(self->fwd, pipe_name_dropped, dropped);
+    if (failed) {
+        if (r < 0)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    if (r < 0)
+        return -1;
+    return keep > 0 ? 1 : 0;
 }

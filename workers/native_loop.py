@@ -63,6 +63,30 @@ class NativeSelector(selectors.EpollSelector):
         closing the socket."""
         return self._native.add(fd, receiver, source, secure, handler, after_drain)
 
+    def has_pipes(self) -> bool:
+        """True when this native core drains pipe connections too (add_pipe)."""
+        return hasattr(self._native, "add_pipe")
+
+    def add_pipe(
+        self,
+        fd: int,
+        receiver: Any,
+        hub: Any,
+        rbuf: bytearray,
+        lookup: Callable[[int], Any],
+        on_discontinuity: Callable[[Any], None],
+        limit: int,
+        on_status: Callable[[int], None],
+        after_drain: Callable[[], None],
+    ) -> Any:
+        """Drain the pipe connection `fd` (an origin's, accepted by the PipeHub `hub`) in C:
+        receiver.pipe_drain(hub, fd, rbuf, lookup, on_discontinuity, limit), then the flush,
+        or `after_drain()` when Python ran; `on_status(status)` when the origin closed (-1)
+        or the receive failed (its errno): it must remove the reader (`remove_native`)."""
+        return self._native.add_pipe(
+            fd, receiver, hub, rbuf, lookup, on_discontinuity, limit, on_status, after_drain
+        )
+
     def remove_native(self, fd: int) -> Any:
         """Stop draining `fd`; its NativeReader (final counters), or None."""
         return self._native.remove(fd)

@@ -23,6 +23,7 @@ import pytest
 import zmq
 from tureen.shared.config import Config
 from tureen.shared.rtp.packet import RtpPacket, is_rtcp_pt
+from tureen.workers import native_loop
 from tureen.workers.rtp import rtcp
 
 pytestmark = pytest.mark.timeout(60)
@@ -696,11 +697,19 @@ def test_pipe_feeds_consumers_on_another_worker(spawn, udp) -> None:
     c0, c1 = w0.counters(), w1.counters()
     assert c0["pipePacketsOut"] == 50 and c0["pipeMessagesOut"] <= 50
     assert c1["pipePacketsIn"] == 50 and c1["rtpIn"] == 50 and c1["rtpOut"] == 50
+    # with the native loop (the default) the origin's connection is drained by it in C
+    native = 1 if native_loop.available() else 0
+    assert w1.ok("worker.dump")["pipe"].get("nativeOrigins") == native
     w0.ok("pipe.close", producerId=10, workerIndex=1)
     assert w0.error("pipe.close", producerId=10, workerIndex=1)["code"] == "not_found"
     s.send(range(65110, 65120))
     receive(s.rx_a, 10 + 10)
     assert nothing_arrives(rx)
+    deadline = time.monotonic() + 5  # the link closed: the destination drops the connection
+    while w1.ok("worker.dump")["pipe"]["origins"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pipe = w1.ok("worker.dump")["pipe"]
+    assert pipe["origins"] == pipe["nativeOrigins"] == pipe["badMessages"] == 0
 
 
 # -- bad requests -------------------------------------------------------------------------

@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 from captured import Header, Rig, load, with_header
+from test_pipe import _destination, _dgram, _pipe_read, _renumbered, _rig_snapshot
 from tureen.workers import native, native_loop
+from tureen.workers.transport import pipe
+from tureen.workers.transport.pipe import LEN_PREFIX, PipeHub
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -365,3 +368,259 @@ def test_callbacks_a_handler_schedules_run_without_waiting_for_more_traffic(rig:
 
     run(rig, scenario(), timeout=10.0)
     assert verdict == [True], "the scheduled callback waited for the next Python event"
+
+
+# -- the pipe in the native loop (issue 17, round three: both ends without asyncio) -------
+
+
+class _FlushCalls:
+    """PipeBatch.flush (the Python flush) wrapped to count its calls: the native loop's flush
+    of a pipe batch does not call it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        python_flush = pipe.PipeBatch.flush
+
+        def counted(batch: pipe.PipeBatch, fwd: Any) -> None:
+            self.calls += 1
+            python_flush(batch, fwd)
+
+        monkeypatch.setattr(pipe.PipeBatch, "flush", counted)
+
+
+def _records(datagrams: list[bytes]) -> list[bytes]:
+    """The packets of pipe datagrams, in order (each: the 4-byte header, then records)."""
+    out = []
+    for d in datagrams:
+        off = 4
+        while off < len(d):
+            n = int.from_bytes(d[off : off + 2], "big")
+            out.append(d[off + 2 : off + 2 + n])
+            off += 2 + n
+    return out
+
+
+def _origin_hub(rig: Rig, run_dir: str, listen: bool = True) -> tuple[PipeHub, socket.socket | None]:
+    """Worker 0's hub on the rig's loop, and a raw listener at worker 1's pipe (or none)."""
+    listener = None
+    if listen:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(pipe.pipe_path(run_dir, 1))
+        listener.listen(1)
+    hub = PipeHub(rig.loop, run_dir, 0, rig.fwd, lookup=rig.router.producers.get,
+                  on_discontinuity=rig.router.interrupt_producer)
+    return hub, listener
+
+
+def _send_spaced(rig: Rig, packets: list[bytes], until_count: Any) -> None:
+    """Each packet to the send transport, one at a time (a drain each), the loop running."""
+    endpoint = rig.send_transport.endpoint
+
+    async def scenario() -> None:
+        for i, p in enumerate(packets):
+            rig.sender.sendto(p, endpoint.local)
+            await until(lambda i=i: until_count() >= i + 1)
+
+    run(rig, scenario())
+
+
+def test_the_origin_flushes_its_pipe_batches_in_c(rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer piped to worker 1, its packets drained by the native loop: each drain's
+    batch goes out from C (PipeBatch.flush is never called), the same records the Python
+    flush sends for the same packets (test_pipe.py's origin), counted the same."""
+    flushes = _FlushCalls(monkeypatch)
+    packets = [with_header(p, seq=0x100 + i) for i, p in enumerate(load("opus")[:30])]
+    hub, listener = _origin_hub(rig, str(tmp_path))
+    try:
+        producer = rig.producer("opus")
+        consumer = rig.consumer(producer, 0xA1)
+        rig.router.add_pipe(producer, 1, hub.open(producer.id, 1))
+        conn, _ = listener.accept()
+        _send_spaced(rig, packets, lambda: rig.fwd.pipe_packets_out)
+        got = _pipe_read(conn)
+        conn.close()
+        assert flushes.calls == 0
+        assert rig.fwd.pipe_packets_out == 30 and rig.fwd.pipe_dropped == 0
+        assert rig.fwd.pipe_messages_out == len(got) == 30  # one datagram per drain
+        assert all(d[:4] == producer.id.to_bytes(4, "big") for d in got)
+        assert len(rig.received(consumer, 30)) == 30
+        assert rig.fwd.dirty == []
+        # the Python flush of the same packets, one drain: the same records
+        py = Rig("native")
+        (tmp_path / "py").mkdir()
+        hub_py, listener_py = _origin_hub(py, str(tmp_path / "py"))
+        try:
+            p2 = py.producer("opus")
+            py.router.add_pipe(p2, 1, hub_py.open(p2.id, 1))
+            conn_py, _ = listener_py.accept()
+            py.feed(packets)
+            assert _records(_pipe_read(conn_py)) == _records(got)
+            conn_py.close()
+        finally:
+            hub_py.close()
+            listener_py.close()
+            py.close()
+    finally:
+        hub.close()
+        listener.close()
+
+
+def test_a_full_destination_costs_counted_drops_in_c(rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The destination reads nothing and the origin's send buffer is full: the C flush counts
+    each batch it cannot send in pipeDropped (EAGAIN), as PipeBatch.flush does, never
+    blocks, and sends again once there is room."""
+    flushes = _FlushCalls(monkeypatch)
+    hub, listener = _origin_hub(rig, str(tmp_path))
+    try:
+        producer = rig.producer("opus")
+        batch = hub.open(producer.id, 1)
+        rig.router.add_pipe(producer, 1, batch)
+        batch.link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        conn, _ = listener.accept()
+        packets = [with_header(load("opus")[i % 20], seq=0x200 + i) for i in range(120)]
+        fwd = rig.fwd
+        _send_spaced(rig, packets, lambda: fwd.pipe_packets_out + fwd.pipe_dropped)
+        got = _pipe_read(conn)
+        assert flushes.calls == 0
+        assert fwd.pipe_dropped > 0 and fwd.pipe_packets_out == len(got) == fwd.pipe_messages_out
+        assert fwd.pipe_packets_out + fwd.pipe_dropped == 120
+        _send_spaced(rig, [with_header(load("opus")[0], seq=0x200 + 120)], lambda: fwd.pipe_packets_out - len(got))
+        assert len(_pipe_read(conn)) == 1  # room again: sent
+        conn.close()
+    finally:
+        hub.close()
+        listener.close()
+
+
+def test_a_link_to_reconnect_is_left_to_the_python_flush(rig: Rig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No destination yet: the link has no socket, so the loop leaves the batch to the Python
+    flush (a drop, counted; reconnect attempts); once the destination listens the Python flush
+    reconnects and the following batches go out from C."""
+    monkeypatch.setattr(pipe, "RECONNECT_S", 0.0)
+    flushes = _FlushCalls(monkeypatch)
+    hub, _ = _origin_hub(rig, str(tmp_path), listen=False)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        producer = rig.producer("opus")
+        rig.router.add_pipe(producer, 1, hub.open(producer.id, 1))
+        fwd = rig.fwd
+        packets = [with_header(load("opus")[i], seq=0x300 + i) for i in range(10)]
+        _send_spaced(rig, packets[:3], lambda: fwd.pipe_packets_out + fwd.pipe_dropped)
+        assert fwd.pipe_dropped == 3 and flushes.calls == 3
+        listener.bind(pipe.pipe_path(str(tmp_path), 1))
+        listener.listen(1)
+        _send_spaced(rig, packets[3:], lambda: fwd.pipe_packets_out + fwd.pipe_dropped - 3)
+        conn, _ = listener.accept()
+        got = _pipe_read(conn)
+        conn.close()
+        assert flushes.calls == 4  # the one that reconnected; then C
+        assert fwd.pipe_packets_out == 7 == len(got) and fwd.pipe_dropped == 3
+    finally:
+        hub.close()
+        listener.close()
+
+
+def test_pipe_connections_are_native_readers_with_the_python_drains_results(rig: Rig, tmp_path: Any) -> None:
+    """Worker 1's hub on the native loop: an origin's connection is a native reader (not an
+    asyncio reader); good, torn, short, unknown and over-long datagrams, a late packet, RTCP
+    and a discontinuity mark are forwarded and counted exactly as the Python drain does
+    (test_pipe.py's datagrams); the origin closing its end drops the connection and its reader."""
+    opus = _renumbered("opus", 60)
+    jumped = _renumbered("opus", 20, first=0x4000)
+    rtcp = struct.pack("!BBHI", 0x80, 201, 1, Header.of(opus[0]).ssrc)
+    datagrams = [
+        _dgram(100, *opus[:10]),
+        _dgram(100, *opus[10:12]),
+        b"\x00\x00",
+        _dgram(100, opus[12]) + b"\x00",
+        _dgram(100, opus[13]) + LEN_PREFIX[200] + b"t" * 50,
+        _dgram(100, opus[14])[:-1],
+        _dgram(99, *opus[15:17]),
+        _dgram(101, *opus[15:17]),
+        _dgram(100, opus[17], opus[15], rtcp, opus[18]),
+        _dgram(100),
+        _dgram(100, *jumped[:10]),
+        _dgram(100, *opus[19:20]) + b"\xff" * pipe.MAX_MESSAGE,
+        _dgram(100, *jumped[10:]),
+    ]
+    python = _destination("native", False, tmp_path, datagrams)
+    marks: list[int] = []
+
+    def on_discontinuity(producer: Any) -> None:
+        marks.append(producer.id)
+        rig.router.interrupt_producer(producer)
+
+    run_dir = tmp_path / "loop"
+    run_dir.mkdir()
+    selector = native_loop.selector_of(rig.loop)
+    hub = PipeHub(rig.loop, str(run_dir), 1, rig.fwd, lookup=rig.router.producers.get, on_discontinuity=on_discontinuity)
+    origin = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        piped = rig.producer("opus", piped=True)
+        rig.producer("opus", [(0x5EED, None, "default")])
+        for ssrc in (0xA1, 0xA2):
+            rig.consumer(piped, ssrc)
+        readers = selector.native_readers()
+        origin.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        origin.connect(hub.path)
+        run(rig, until(lambda: hub.dump()["nativeOrigins"] == 1))
+        (fd,) = hub._conns
+        assert fd not in selector.get_map() and selector.native_readers() == readers + 1
+        for d in datagrams:
+            origin.send(d)
+        run(rig, until(lambda: rig.fwd.pipe_packets_in == 38 and hub.bad_messages == 5))
+        origin.close()
+        run(rig, until(lambda: hub.dump()["origins"] == 0))
+        assert selector.native_readers() == readers and hub.dump()["nativeOrigins"] == 0
+        assert _rig_snapshot(rig) == python["rig"]
+        assert marks == python["marks"] == [100]
+        assert (rig.fwd.rx.fast, rig.fwd.rx.slow) == python["rx"]
+    finally:
+        origin.close()
+        hub.close()
+
+
+def test_bad_pipe_reader_arguments_are_refused(rig: Rig) -> None:
+    """add_pipe checks what it is given: a clear error, nothing registered."""
+    selector = native_loop.selector_of(rig.loop)
+    readers = selector.native_readers()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    rx, fwd = rig.fwd.rx, rig.fwd
+    try:
+        with pytest.raises(TypeError, match="Receiver"):
+            selector.add_pipe(a.fileno(), object(), None, bytearray(8), print, print, 8, print, print)
+        with pytest.raises(TypeError, match="rbuf"):
+            selector.add_pipe(a.fileno(), rx, None, b"12345678", print, print, 8, print, print)
+        with pytest.raises(ValueError, match="limit"):
+            selector.add_pipe(a.fileno(), rx, None, bytearray(8), print, print, 0, print, print)
+        with pytest.raises(TypeError, match="on_status"):
+            selector.add_pipe(a.fileno(), rx, None, bytearray(8), print, print, 8, None, fwd.after_drain)
+        with pytest.raises(ValueError, match="already"):
+            selector.add_pipe(rig.send_transport.endpoint._conn.fileno(), rx, None, bytearray(8), print, print, 8, print, print)
+        assert selector.native_readers() == readers
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_pipe_callback_that_raises_is_reported_and_the_connection_drained_on(rig: Rig, tmp_path: Any) -> None:
+    """on_discontinuity raising in the native pipe drain: reported through the loop's
+    exception handler (as asyncio reports a reader callback's), the datagrams before it
+    counted, the ones after it drained on the next readiness; the connection stays."""
+    hub = PipeHub(rig.loop, str(tmp_path), 1, rig.fwd, lookup=rig.router.producers.get,
+                  on_discontinuity=lambda p: 1 / 0)
+    origin = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        piped = rig.producer("opus", piped=True)
+        rig.consumer(piped, 0xA1)
+        origin.connect(hub.path)
+        run(rig, until(lambda: hub.dump()["nativeOrigins"] == 1))
+        opus = _renumbered("opus", 3)
+        for d in (_dgram(100, *opus[:2]), _dgram(100), _dgram(100, opus[2])):
+            origin.send(d)
+        run(rig, until(lambda: rig.fwd.pipe_packets_in == 3))
+        assert len(rig.errors) == 1 and isinstance(rig.errors[0]["exception"], ZeroDivisionError)
+        assert hub.dump()["origins"] == hub.dump()["nativeOrigins"] == 1
+    finally:
+        origin.close()
+        hub.close()

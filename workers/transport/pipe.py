@@ -22,6 +22,15 @@ of a stream's pipes are PipeBatch, not a host leg's LegOut), and the destination
 (`PipeHub.native_drain`) reads, parses and forwards the datagrams, with the same framing,
 bounds checks and counters as the Python code here, which runs without it.
 
+With the native loop as well (workers/native_loop.py, `native_loop`), neither end returns to
+asyncio for a packet: the loop's flush after a drain sends the dirty PipeBatches in C
+(_native_pipe.c `pipe_flush_dirty`: the same datagram, the same counters as PipeBatch.flush;
+a link without a socket, a batch to split or a send failing other than with EAGAIN is left to
+the Python flush), and the connections PipeHub accepts are native readers of the loop
+(`NativeSelector.add_pipe`), drained by the native pipe drain without a Python frame; an
+origin that closes, or a failed receive, calls PipeHub back (`_on_native_status`), which
+drops the connection.
+
 Why a Unix socket and not ZeroMQ (it was PUSH/PULL over ipc:// until issue 17): a ZeroMQ
 message crosses two I/O threads (the origin's, which writes the ipc socket, and the
 destination's, which reads it and wakes the destination's thread through its mailbox), so a
@@ -42,6 +51,7 @@ flush, at most every RECONNECT_S.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -49,6 +59,8 @@ import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from tureen.workers import native_loop
 
 if TYPE_CHECKING:
     import asyncio
@@ -222,6 +234,7 @@ class PipeHub:
         self.listener.listen(64)
         loop.add_reader(self.listener.fileno(), self._accept)
         self._conns: dict[int, socket.socket] = {}  # fd -> an origin's connection
+        self._native_fds: set[int] = set()  # the connections the native loop drains
         self._rbuf = bytearray(MAX_MESSAGE)
         self._rview = memoryview(self._rbuf)
         self._links: dict[int, PipeLink] = {}  # dest -> link
@@ -231,6 +244,13 @@ class PipeHub:
         # the native receive; None: the Python drain.
         rx = getattr(forwarder, "rx", None)
         self.native_drain: Callable[..., int] | None = getattr(rx, "pipe_drain", None)
+        # The loop's native selector, when it has native pipe readers and the drain is native:
+        # accepted connections are then drained by the loop in C (no asyncio reader).
+        selector = native_loop.selector_of(loop)
+        self._selector = (
+            selector if selector is not None and self.native_drain is not None and selector.has_pipes()
+            else None
+        )
 
     # -- sending side -------------------------------------------------------------------
 
@@ -269,7 +289,14 @@ class PipeHub:
             conn.setblocking(False)
             fd = conn.fileno()
             self._conns[fd] = conn
-            self._loop.add_reader(fd, self._drain, conn)
+            if self._selector is not None:
+                self._selector.add_pipe(
+                    fd, self._fwd.rx, self, self._rbuf, self._lookup, self._on_discontinuity,
+                    DRAIN, functools.partial(self._on_native_status, conn), self._fwd.after_drain,
+                )
+                self._native_fds.add(fd)
+            else:
+                self._loop.add_reader(fd, self._drain, conn)
 
     def _drain(self, conn: socket.socket) -> None:
         native = self.native_drain
@@ -284,6 +311,13 @@ class PipeHub:
             if status > 0:
                 log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
             self._drop(conn)
+
+    def _on_native_status(self, conn: socket.socket, status: int) -> None:
+        """The native loop's pipe drain ended on `conn`: -1, the origin closed its link; else
+        the errno of a failed receive. The connection is dropped, as `_drain` does."""
+        if status > 0:
+            log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
+        self._drop(conn)
 
     def _drain_python(self, conn: socket.socket) -> None:
         rbuf, recv = self._rbuf, conn.recv_into
@@ -310,7 +344,12 @@ class PipeHub:
 
     def _drop(self, conn: socket.socket) -> None:
         fd = conn.fileno()
-        self._loop.remove_reader(fd)
+        if fd in self._native_fds:
+            self._native_fds.discard(fd)
+            if self._selector is not None:
+                self._selector.remove_native(fd)
+        else:
+            self._loop.remove_reader(fd)
         self._conns.pop(fd, None)
         conn.close()
 
@@ -353,6 +392,7 @@ class PipeHub:
             "destinations": {str(d): link.users for d, link in self._links.items()},
             "connected": {str(d): link.sock is not None for d, link in self._links.items()},
             "origins": len(self._conns),
+            "nativeOrigins": len(self._native_fds),
             "badMessages": self.bad_messages,
         }
 
