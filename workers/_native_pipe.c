@@ -155,24 +155,6 @@ static int pipe_append(Receiver *self, PyObject *pipes, const unsigned char *p, 
     return 0;
 }
 
-/* obj.<name> += k (a counter: once per datagram or per drain, so through the attribute). */
-static int pipe_add(PyObject *obj, PyObject *name, long long k) {
-    if (k == 0)
-        return 0;
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    PyObject *d = PyLong_FromLongLong(k);
-    PyObject *w = d != NULL ? PyNumber_Add(v, d) : NULL;
-    Py_XDECREF(d);
-    Py_DECREF(v);
-    if (w == NULL)
-        return -1;
-    int r = PyObject_SetAttr(obj, name, w);
-    Py_DECREF(w);
-    return r;
-}
-
 /* One datagram of n bytes at d (n >= 0, within the buffer): what PipeHub._on_message does.
  * Counts into *bad, *unknown and *packets; 0, or -1 with an exception. */
 static int pipe_message(Receiver *self, const unsigned char *d, Py_ssize_t n, PyObject *lookup,
@@ -306,11 +288,11 @@ static int pipe_drain_fd(Receiver *self, PyObject *hub, int fd, PyObject *rbuf, 
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
     if (failed)
         PyErr_Fetch(&et, &ev, &tb);
-    int r = pipe_add(hub, pipe_name_bad, bad);
+    int r = attr_add(hub, pipe_name_bad, bad);
     if (r == 0)
-        r = pipe_add(self->fwd, pipe_name_unknown, unknown);
+        r = attr_add(self->fwd, pipe_name_unknown, unknown);
     if (r == 0)
-        r = pipe_add(self->fwd, pipe_name_in, packets);
+        r = attr_add(self->fwd, pipe_name_in, packets);
     if (failed) {
         if (r < 0)
             PyErr_Clear();
@@ -463,11 +445,11 @@ static int pipe_flush_dirty(Receiver *self, PyObject *dirty) {
         PyErr_Fetch(&et, &ev, &tb);
     int r = PyList_SetSlice(dirty, keep, n, NULL);
     if (r == 0)
-        r = pipe_add(self->fwd, pipe_name_pk_out, packets);
+        r = attr_add(self->fwd, pipe_name_pk_out, packets);
     if (r == 0)
-        r = pipe_add(self->fwd, pipe_name_msg_out, messages);
+        r = attr_add(self->fwd, pipe_name_msg_out, messages);
     if (r == 0)
-        r = pipe_add(self->fwd, pipe_name_dropped, dropped);
+        r = attr_add(self->fwd, pipe_name_dropped, dropped);
     if (failed) {
         if (r < 0)
             PyErr_Clear();

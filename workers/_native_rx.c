@@ -588,7 +588,13 @@ static int rx_fast(Receiver *self, PyObject *source, Py_ssize_t n) {
              * nobody can observe, instead of a malloc and a free of ~1.2 KB per packet
              * (_int_free alone was 0.23 us of a 1 -> 1 packet's 9: docs/benchmarks.md). */
             memcpy(PyBytes_AS_STRING(old), p, (size_t)n);
-            ((PyBytesObject *)old)->ob_shash = -1;  /* a hash of the old bytes */
+            /* Forget a cached hash of the old bytes. ob_shash is deprecated since 3.11 (a
+             * bytes object is meant to be immutable) but still there in 3.11-3.13; this is
+             * the one place that writes it, on an object nothing else holds. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+            ((PyBytesObject *)old)->ob_shash = -1;
+#pragma GCC diagnostic pop
         } else {
             PyObject *copy = PyBytes_FromStringAndSize((const char *)p, n);
             if (copy == NULL)
@@ -728,18 +734,21 @@ static int rx_srtp(Receiver *self, PyObject *source, PyObject **holder, void **c
     return 0;
 }
 
-/* source.<name> += 1 (a counter of the transport's: rare, so through the attribute). */
-static int bump(PyObject *source, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(source, name);
+/* obj.<name> += k (a Python counter bumped rarely, or once per drain: through the attribute);
+ * 0, or -1 with an exception. */
+static int attr_add(PyObject *obj, PyObject *name, long long k) {
+    if (k == 0)
+        return 0;
+    PyObject *v = PyObject_GetAttr(obj, name);
     if (v == NULL)
         return -1;
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *w = one != NULL ? PyNumber_Add(v, one) : NULL;
-    Py_XDECREF(one);
+    PyObject *d = PyLong_FromLongLong(k);
+    PyObject *w = d != NULL ? PyNumber_Add(v, d) : NULL;
+    Py_XDECREF(d);
     Py_DECREF(v);
     if (w == NULL)
         return -1;
-    int r = PyObject_SetAttr(source, name, w);
+    int r = PyObject_SetAttr(obj, name, w);
     Py_DECREF(w);
     return r;
 }
@@ -817,7 +826,7 @@ static int rx_drain_fd(Receiver *self, PyObject *source, int secure, int fd, PyO
             /* SRTP from the selected tuple: what WebRtcTransport._on_selected does with it */
             int len = (int)n;
             if (n < 12 || n > MAX_SRTP || self->unprotect(ctx, p, &len) != 0) {
-                if (bump(source, attr[A_SRTP_ERRORS]) < 0)  /* bad tag, replay, size */
+                if (attr_add(source, attr[A_SRTP_ERRORS], 1) < 0)  /* bad tag, replay, size */
                     goto error;
                 continue;
             }
