@@ -4,13 +4,15 @@
         [--seconds 5] [--reps 1] [--core native] [--top 25]
     .venv/bin/python scripts/prof_copy.py --n 1 --profiles none,gcm --rate 66000
     .venv/bin/python scripts/prof_copy.py --meeting 5 --rate 52000
+    .venv/bin/python scripts/prof_copy.py --n 10 --profiles none --which tureen,cross --rate 9000
 
 For each profile (`none`: plain RTP, as the bench's fanout rows; `gcm`/`cm`: SRTP, as its
 srtp rows), runs the C baseline (benchmarks/baseline.py's CForwarder, with SRTP for gcm/cm)
 and a Tureen worker (`tureen serve --workers 1`, one producer -> N plain transports or N
 WebRtcTransports) one after the other at the same fixed input rate. `--meeting P` runs the
 meeting scenario instead (plain; C's meeting baseline against `tureen serve --workers 2`,
-both workers recorded). Each is recorded with `perf record -F 999 -g -p PID[,PID]` for the
+both workers recorded); `--which tureen,cross` compares a one-worker fan-out with the bench's
+cross row (the producer on one worker, the N consumers on the other, both recorded). Each is recorded with `perf record -F 999 -g -p PID[,PID]` for the
 trial's window; the script prints per forwarder its CPU per output copy (the bench's schedstat
 figure) and, per part, per kernel entry point (system call, inclusive of what it calls) and
 per symbol, the share of its perf samples and that share as µs per output copy (share x CPU
@@ -153,14 +155,15 @@ async def run_one(which: str, n: int, profile: str, rate: float, seconds: float,
         finally:
             fwd.close()
     else:
-        server = TureenServer(2 if meeting else 1, out / "logs", forwarder_cpu, tools_cpu, fanout=core)
+        cross = which == "cross"  # the bench's cross row: the producer on one worker, the N on the other
+        server = TureenServer(2 if meeting or cross else 1, out / "logs", forwarder_cpu, tools_cpu, fanout=core)
         try:
             async with TureenClient(server.endpoint, timeout=30.0) as client:
                 await server.wait_ready(client)
                 if meeting:
                     built = await scenarios.meeting(client, "prof", meeting)
                 elif srtp is None:
-                    built = await scenarios.fanout(client, "prof", n)
+                    built = await scenarios.fanout(client, "prof", n, away_from_producer=cross)
                 else:
                     built = await webrtc_fanout(client, "prof", n, srtp)
                 try:
@@ -223,6 +226,8 @@ def table(runs: dict[str, list[Run]], top: int) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    if "cross" in args.which.split(",") and (args.meeting or set(args.profiles.split(",")) != {"none"}):
+        raise SystemExit("--which cross runs the plain fan-out across two workers: use --profiles none, no --meeting")
     args.out.mkdir(parents=True, exist_ok=True)
     for profile in args.profiles.split(","):
         names = args.which.split(",")
@@ -250,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--core", default="native", help="tureen serve --fanout (default native)")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--which", default="c,tureen", help="forwarders, in order: c, tureen (or one)")
+    parser.add_argument("--which", default="c,tureen",
+                        help="forwarders, in order: c, tureen, cross (tureen's two workers, the producer "
+                             "on one and the N consumers on the other: the bench's cross row, plain only)")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
     if shutil.which("perf") is None:
