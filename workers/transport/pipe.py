@@ -307,14 +307,12 @@ class PipeHub:
             status = native(self, conn.fileno(), self._rbuf, self._lookup, self._on_discontinuity, DRAIN)
         finally:
             self._fwd.after_drain()
-        if status:  # -1: the origin closed its link; else the errno of a failed receive
-            if status > 0:
-                log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
-            self._drop(conn)
+        if status:
+            self._on_native_status(conn, status)
 
     def _on_native_status(self, conn: socket.socket, status: int) -> None:
-        """The native loop's pipe drain ended on `conn`: -1, the origin closed its link; else
-        the errno of a failed receive. The connection is dropped, as `_drain` does."""
+        """A native pipe drain (the loop's, or `_drain`'s) ended on `conn`: -1, the origin
+        closed its link; else the errno of a failed receive. The connection is dropped."""
         if status > 0:
             log.info("pipe %s: an origin's connection failed: %s", self.path, os.strerror(status))
         self._drop(conn)
