@@ -31,9 +31,12 @@ with contextlib.suppress(OSError):
 """
 
 
-def namespaces() -> set[str]:
+def namespaces(tag: str) -> set[str]:
+    """The namespaces of the network tagged `tag`: only this test's, where another test on
+    another xdist worker may be making its own at the same moment (comparing every namespace
+    before and after counted theirs)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+    return {name for line in out.splitlines() if line.strip() and (name := line.split()[0]).startswith(f"{tag}-")}
 
 
 def exchange(net, sender: str, receiver: str, wait: float) -> str:  # type: ignore[no-untyped-def]
@@ -48,7 +51,6 @@ def exchange(net, sender: str, receiver: str, wait: float) -> str:  # type: igno
 
 
 def test_hosts_reach_each_other_until_the_link_is_cut() -> None:
-    before = namespaces()
     with network("a", "b") as net:
         a, b = net.hosts["a"], net.hosts["b"]
         assert {a.address, b.address} <= {str(x) for x in SUBNET.hosts()}
@@ -60,16 +62,16 @@ def test_hosts_reach_each_other_until_the_link_is_cut() -> None:
         a.link(up=False)
         assert exchange(net, "a", "b", wait=1.0) == "timeout"
         a.link(up=True)
-        mine = namespaces() - before
-        assert len(mine) == 3  # the bridge and the two hosts
-    assert namespaces() - before == set()
+        assert len(namespaces(net.tag)) == 3  # the bridge and the two hosts
+    assert namespaces(net.tag) == set()
 
 
 def test_cleanup_after_a_failure_kills_processes_too() -> None:
-    before = namespaces()
     process = None
+    tag = ""
     with pytest.raises(RuntimeError, match="boom"), network("a") as net:
+        tag = net.tag
         process = net.hosts["a"].popen([sys.executable, "-c", "import time; time.sleep(60)"])
         raise RuntimeError("boom")
     assert process is not None and process.poll() is not None
-    assert namespaces() - before == set()
+    assert tag and namespaces(tag) == set()
