@@ -33,18 +33,6 @@
 
 #include <sys/epoll.h>
 
-/* An int argument as an fd number (-1 with an exception when it is not an int that fits). */
-static int nl_as_fd(PyObject *o) {
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < 0 || v > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
-        return -1;
-    }
-    return (int)v;
-}
-
 typedef struct {
     PyObject_HEAD
     Receiver *rx;
@@ -271,6 +259,23 @@ static PyObject *nl_dirty_of(Receiver *rx) {
     return dirty;
 }
 
+/* add()'s and add_pipe()'s first arguments, (fd, receiver, ...): the receiver (borrowed) with
+ * *fd set, or NULL with an exception (the loop closed, a bad fd, not a Receiver). */
+static Receiver *nl_head_args(NativeLoop *self, PyObject *const *args, int *fd) {
+    if (self->events == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "NativeLoop is not initialised");
+        return NULL;
+    }
+    *fd = as_fd(args[0]);
+    if (*fd < 0)
+        return NULL;
+    if (!PyObject_TypeCheck(args[1], &ReceiverType)) {
+        PyErr_SetString(PyExc_TypeError, "receiver must be a Receiver");
+        return NULL;
+    }
+    return (Receiver *)args[1];
+}
+
 PyDoc_STRVAR(nl_add_doc,
 "add(fd, receiver, source, secure, handler, after_drain) -> NativeReader\n\n"
 "Drain the connected socket fd in C when it is readable: receiver.drain(source, secure, fd,\n"
@@ -283,17 +288,10 @@ static PyObject *nl_add(NativeLoop *self, PyObject *const *args, Py_ssize_t narg
                         "add() takes (fd, receiver, source, secure, handler, after_drain)");
         return NULL;
     }
-    if (self->events == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "NativeLoop is not initialised");
+    int fd;
+    Receiver *rx = nl_head_args(self, args, &fd);
+    if (rx == NULL)
         return NULL;
-    }
-    int fd = nl_as_fd(args[0]);
-    if (fd < 0)
-        return NULL;
-    if (!PyObject_TypeCheck(args[1], &ReceiverType)) {
-        PyErr_SetString(PyExc_TypeError, "receiver must be a Receiver");
-        return NULL;
-    }
     int secure = PyObject_IsTrue(args[3]);
     if (secure < 0)
         return NULL;
@@ -301,7 +299,6 @@ static PyObject *nl_add(NativeLoop *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "handler and after_drain must be callable");
         return NULL;
     }
-    Receiver *rx = (Receiver *)args[1];
     PyObject *dirty = nl_dirty_of(rx);
     if (dirty == NULL)
         return NULL;
@@ -335,18 +332,10 @@ static PyObject *nl_add_pipe(NativeLoop *self, PyObject *const *args, Py_ssize_t
                         "limit, on_status, after_drain)");
         return NULL;
     }
-    if (self->events == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "NativeLoop is not initialised");
+    int fd;
+    Receiver *rx = nl_head_args(self, args, &fd);
+    if (rx == NULL)
         return NULL;
-    }
-    int fd = nl_as_fd(args[0]);
-    if (fd < 0)
-        return NULL;
-    if (!PyObject_TypeCheck(args[1], &ReceiverType)) {
-        PyErr_SetString(PyExc_TypeError, "receiver must be a Receiver");
-        return NULL;
-    }
-    Receiver *rx = (Receiver *)args[1];
     if (pipe_check_drain_args(rx, args[3], args[4], args[5]) < 0)
         return NULL;
     long limit = PyLong_AsLong(args[6]);
@@ -390,7 +379,7 @@ PyDoc_STRVAR(nl_remove_doc,
 "Stop draining fd (call it before closing the socket); its reader, or None when fd had none.");
 
 static PyObject *nl_remove(NativeLoop *self, PyObject *arg) {
-    int fd = nl_as_fd(arg);
+    int fd = as_fd(arg);
     if (fd < 0)
         return NULL;
     if (fd >= self->cap || self->byfd[fd] == NULL)

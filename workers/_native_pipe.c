@@ -218,19 +218,8 @@ static int pipe_message(Receiver *self, const unsigned char *d, Py_ssize_t n, Py
         memcpy(PyByteArray_AS_STRING(buf), d + off, (size_t)len);
         off += len;
         count++;
-        int fast = rx_fast(self, producer, len);
-        if (fast < 0)
+        if (rx_take(self, producer, len, python_ran) < 0)
             goto error;
-        if (fast) {
-            self->fast++;
-            continue;
-        }
-        self->slow++;
-        *python_ran = 1;
-        PyObject *r = call_n(self->fallback, producer, len);
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
     }
     *packets += count;
     Py_DECREF(producer);
@@ -334,21 +323,17 @@ static PyObject *rx_pipe_drain(Receiver *self, PyObject *const *args, Py_ssize_t
                         "pipe_drain() takes (hub, fd, rbuf, lookup, on_discontinuity, limit)");
         return NULL;
     }
-    long fdl = PyLong_AsLong(args[1]);
-    if (fdl == -1 && PyErr_Occurred())
+    int fd = as_fd(args[1]);
+    if (fd < 0)
         return NULL;
     long limit = PyLong_AsLong(args[5]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
-    if (fdl < 0 || fdl > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
-        return NULL;
-    }
     if (pipe_check_drain_args(self, args[2], args[3], args[4]) < 0)
         return NULL;
     long status = 0;
     int py = 0;
-    if (pipe_drain_fd(self, args[0], (int)fdl, args[2], args[3], args[4], limit, &status, &py) < 0)
+    if (pipe_drain_fd(self, args[0], fd, args[2], args[3], args[4], limit, &status, &py) < 0)
         return NULL;
     return PyLong_FromLong(status);
 }

@@ -693,6 +693,38 @@ static PyObject *call_n(PyObject *fn, PyObject *source, Py_ssize_t n) {
     return r;
 }
 
+/* The packet in forwarder.buf[:n] from `source`: the native receive, or else the fallback
+ * (Forwarder.receive_python), counted in fast / slow as receive() counts; *python_ran := 1
+ * when the fallback ran. 0, or -1 with an exception. */
+static int rx_take(Receiver *self, PyObject *source, Py_ssize_t n, int *python_ran) {
+    int fast = rx_fast(self, source, n);
+    if (fast < 0)
+        return -1;
+    if (fast) {
+        self->fast++;
+        return 0;
+    }
+    self->slow++;
+    *python_ran = 1;
+    PyObject *r = call_n(self->fallback, source, n);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* An int argument as an fd number (-1 with an exception when it is not an int that fits). */
+static int as_fd(PyObject *o) {
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
+        return -1;
+    }
+    return (int)v;
+}
+
 /* One recvmmsg of up to nslots datagrams: how many (0: none waiting), -1 on another error. */
 static int rx_recv(Receiver *self, int fd) {
     int k = recvmmsg(fd, self->rmsgs, (unsigned int)self->nslots, MSG_DONTWAIT, NULL);
@@ -832,23 +864,19 @@ static int rx_drain_fd(Receiver *self, PyObject *source, int secure, int fd, PyO
             }
             n = len;
             self->unprotected++;
-            int fast = rx_fast(self, source, n);
-            if (fast < 0)
+            int ran = 0;
+            if (rx_take(self, source, n, &ran) < 0)
                 goto error;
-            if (fast) {
-                self->fast++;
+            if (!ran)
                 continue;
-            }
-            self->slow++;
             *python_ran = 1;
-            r = call_n(self->fallback, source, n);
         } else {
             *python_ran = 1;
             r = call_n(handler, NULL, n);  /* SRTCP, STUN, DTLS, media before the keys... */
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
         }
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
         if (rx_srtp(self, source, &holder, &ctx) < 0)  /* Python ran: the keys may have changed */
             goto error;
     }
@@ -870,16 +898,12 @@ static PyObject *rx_drain(Receiver *self, PyObject *const *args, Py_ssize_t narg
     int secure = PyObject_IsTrue(args[1]);
     if (secure < 0)
         return NULL;
-    long fdl = PyLong_AsLong(args[2]);
-    if (fdl == -1 && PyErr_Occurred())
+    int fd = as_fd(args[2]);
+    if (fd < 0)
         return NULL;
-    if (fdl < 0 || fdl > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "fd must be an open file descriptor");
-        return NULL;
-    }
     long long acc[3] = {0, 0, 0};
     int python_ran = 0;
-    if (rx_drain_fd(self, source, secure, (int)fdl, handler, acc, &python_ran) < 0)
+    if (rx_drain_fd(self, source, secure, fd, handler, acc, &python_ran) < 0)
         return NULL;
     return Py_BuildValue("(LLL)", acc[0], acc[1], acc[2]);
 }
