@@ -102,6 +102,24 @@ def unix_run(per_drain: int, packets: int) -> float:
     return spent / 1000 / (drains * per_drain)
 
 
+def forwarder_pair(loop: asyncio.AbstractEventLoop, run_dir: str, ssrc: int) -> tuple[Forwarder, Forwarder, Source, list[PipeHub]]:
+    """Two real native Forwarders as two workers: producer PRODUCER (audio, `ssrc`, PT 96 ->
+    100) received by the origin's `source` and piped to the destination, each with its
+    PipeHub in `run_dir` (the origin's batch opened; the destination still to accept it).
+    The caller closes the hubs."""
+    origin, dest = Forwarder(core="native"), Forwarder(core="native")
+    source = Source()
+    sent = Producer(PRODUCER, "audio", source, False, [(ssrc, None, "default")], [(96, 100)], [], 48000)  # type: ignore[arg-type]
+    source.ssrc_table = sent.ssrc_table
+    piped = Producer(PRODUCER, "audio", None, False, [(ssrc, None, "default")], [], [], 48000)
+    hubs = [PipeHub(loop, run_dir, 0, origin, {}.get, lambda p: None),
+            PipeHub(loop, run_dir, 1, dest, {PRODUCER: piped}.get, lambda p: None)]
+    batch = hubs[0].open(PRODUCER, 1)
+    for stream in sent.streams:
+        stream.pipes = (batch,)
+    return origin, dest, source, hubs
+
+
 class Source:
     """The origin's transport as the forwarder sees it: the producer's SSRC table."""
 
@@ -119,17 +137,8 @@ def fwd_run(per_drain: int, packets: int) -> float:
     loop = asyncio.new_event_loop()
     ssrc = 0x1234
     with tempfile.TemporaryDirectory(prefix="bench-pipe-") as run_dir:
-        origin, dest = Forwarder(core="native"), Forwarder(core="native")
-        source = Source()
-        sent = Producer(PRODUCER, "audio", source, False, [(ssrc, None, "default")], [(96, 100)], [], 48000)  # type: ignore[arg-type]
-        source.ssrc_table = sent.ssrc_table
-        piped = Producer(PRODUCER, "audio", None, False, [(ssrc, None, "default")], [], [], 48000)
-        hubs = [PipeHub(loop, run_dir, 0, origin, {}.get, lambda p: None),
-                PipeHub(loop, run_dir, 1, dest, {PRODUCER: piped}.get, lambda p: None)]
+        origin, dest, source, hubs = forwarder_pair(loop, run_dir, ssrc)
         try:
-            batch = hubs[0].open(PRODUCER, 1)
-            for stream in sent.streams:
-                stream.pipes = (batch,)
             hubs[1]._accept()
             conn = next(iter(hubs[1]._conns.values()))
             template = struct.pack("!BBHII", 0x80, 96, 0, 0, ssrc) + bytes(SIZE - 12)

@@ -25,12 +25,9 @@ import tempfile
 import time
 
 from tureen.workers import native, native_loop
-from tureen.workers.forward import Forwarder
-from tureen.workers.router import Producer
-from tureen.workers.transport.pipe import PipeHub
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_pipe import PRODUCER, SIZE, Source  # noqa: E402  (a script beside this one)
+from bench_pipe import SIZE, forwarder_pair  # noqa: E402  (a script beside this one)
 
 MAX_PACKETS = 500_000
 
@@ -44,17 +41,8 @@ def loop_run(per_drain: int, packets: int) -> tuple[float, bool]:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with tempfile.TemporaryDirectory(prefix="bench-pipe-loop-") as run_dir:
-        origin, dest = Forwarder(core="native"), Forwarder(core="native")
-        source = Source()
-        sent = Producer(PRODUCER, "audio", source, False, [(ssrc, None, "default")], [(96, 100)], [], 48000)  # type: ignore[arg-type]
-        source.ssrc_table = sent.ssrc_table
-        piped = Producer(PRODUCER, "audio", None, False, [(ssrc, None, "default")], [], [], 48000)
-        hubs = [PipeHub(loop, run_dir, 0, origin, {}.get, lambda p: None),
-                PipeHub(loop, run_dir, 1, dest, {PRODUCER: piped}.get, lambda p: None)]
+        origin, dest, source, hubs = forwarder_pair(loop, run_dir, ssrc)
         try:
-            batch = hubs[0].open(PRODUCER, 1)
-            for stream in sent.streams:
-                stream.pipes = (batch,)
             rx.bind(("127.0.0.1", 0))
             tx.bind(("127.0.0.1", 0))
             rx.connect(tx.getsockname())
